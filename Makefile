@@ -1,0 +1,62 @@
+# The user's interface. `make demo` and `make test` work from a fresh clone:
+# they build a local virtualenv, generate the gRPC code and find (or install) redis-server.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GEN_DIR := decision_service/_generated
+PROTOS := $(shell find protos -name '*.proto')
+PYTEST_ARGS ?=
+
+.PHONY: all demo test test-slow proto bench lint clean ensure-redis venv
+
+all: test
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+proto: $(GEN_DIR)/.stamp
+
+# protoc maps protos/ to decision_service/_generated so generated modules import each
+# other as decision_service._generated.decision.v1.* (no sys.path tricks).
+$(GEN_DIR)/.stamp: $(PROTOS) $(VENV)/.installed
+	rm -rf $(GEN_DIR)
+	mkdir -p $(GEN_DIR)
+	$(PY) -m grpc_tools.protoc -I$(GEN_DIR)=protos --python_out=. --grpc_python_out=. --pyi_out=. \
+		$(patsubst protos/%,$(GEN_DIR)/%,$(PROTOS))
+	find $(GEN_DIR) -type d -exec touch {}/__init__.py \;
+	@touch $@
+
+ensure-redis:
+	@if command -v redis-server >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "redis-server not found: installing it with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+			|| { echo "apt-get could not install redis-server" >&2; exit 1; }; \
+	else \
+		echo "redis-server is required but not installed." >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install -y redis-server   macOS: brew install redis" >&2; \
+		echo "  (or set REDIS_URL to a Redis you own for 'make demo')" >&2; \
+		exit 1; \
+	fi
+
+test: venv proto ensure-redis
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: venv proto ensure-redis
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+demo: venv proto $(if $(REDIS_URL),,ensure-redis)
+	$(PY) -m offline.demo
+
+lint: venv
+	$(PY) -m ruff check decision_service offline tests loadtests
+
+clean:
+	rm -rf $(VENV) $(GEN_DIR) .pytest_cache data

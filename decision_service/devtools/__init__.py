@@ -1,0 +1,1 @@
+"""Developer tooling: a private redis-server for tests, the demo and benchmarks."""

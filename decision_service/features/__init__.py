@@ -1,0 +1,1 @@
+"""Feature definitions (the registry) and the Redis online store derived from them."""

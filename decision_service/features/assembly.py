@@ -1,0 +1,59 @@
+"""Builds the model's input matrix, in the model's feature order, from registry groups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from decision_service.features.definitions import ITEM, REGISTRY, USER, USER_ITEM
+
+
+class UnservableFeatures(ValueError):
+    """The model asks for features the registry cannot serve."""
+
+
+class FeatureAssembler:
+    """Maps model columns to (user | item | cross) slots once; assembles batches per request.
+
+    Contract: ``assemble`` returns float32 [n_items, len(columns)] in ``columns`` order.
+    On failure: the constructor raises UnservableFeatures naming every missing column.
+    """
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        missing = REGISTRY.missing_columns(list(columns))
+        if missing:
+            raise UnservableFeatures(
+                f"model needs features the registry {REGISTRY.version} cannot serve: "
+                + ", ".join(missing)
+            )
+        self.columns = list(columns)
+        self._parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for name, group_columns in (
+            ("user", USER.columns),
+            ("item", ITEM.columns),
+            ("cross", USER_ITEM.columns),
+        ):
+            pos = [i for i, c in enumerate(self.columns) if c in group_columns]
+            slots = [group_columns.index(self.columns[i]) for i in pos]
+            self._parts.append((name, np.asarray(pos, np.int64), np.asarray(slots, np.int64)))
+        used = sum(len(p) for _, p, _ in self._parts)
+        if used != len(self.columns):
+            raise UnservableFeatures(
+                "recommendation models may use only user, item and user_item features"
+            )
+
+    def assemble(self, user: np.ndarray, items: np.ndarray, cross: np.ndarray) -> np.ndarray:
+        """``user`` is [user width] (one user) or [n, user width] (row-aligned, offline)."""
+        n = len(items)
+        out = np.empty((n, len(self.columns)), dtype=np.float32)
+        for name, pos, slots in self._parts:
+            if not len(pos):
+                continue
+            if name == "user":
+                out[:, pos] = user[..., slots]
+            elif name == "item":
+                out[:, pos] = items[:, slots]
+            else:
+                out[:, pos] = cross[:, slots]
+        return out

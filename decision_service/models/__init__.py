@@ -1,0 +1,1 @@
+"""Versioned model registry and the artifacts a pipeline serves from."""

@@ -1,0 +1,123 @@
+"""Everything the recommendation pipeline serves from, saved in and loaded from one version.
+
+Files of a recommendation version (see models/registry.py for the layout):
+  model.txt            LightGBM ranking model; its feature names are registry columns
+  index.faiss          FAISS index over item embeddings; FAISS id = catalog row
+  item_embeddings.npy  float32 [n_items, EMBEDDING_DIM], catalog row order
+  items.parquet        item_id (string), category (int16), popularity (float32), catalog order
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from decision_service.features.assembly import FeatureAssembler
+from decision_service.features.definitions import CATEGORIES, EMBEDDING_DIM, REGISTRY
+from decision_service.models.registry import ModelVersion, RegistryError
+
+MODEL_FILE = "model.txt"
+INDEX_FILE = "index.faiss"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+ITEMS_FILE = "items.parquet"
+
+
+@dataclass(frozen=True)
+class ItemCatalog:
+    """Static item metadata in catalog-row order (the FAISS id of an item is its row)."""
+
+    item_ids: np.ndarray     # object [n] of str
+    categories: np.ndarray   # int16 [n], index into CATEGORIES
+    popularity: np.ndarray   # float32 [n], higher = more popular
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def most_popular(self, n: int) -> np.ndarray:
+        """Rows of the ``n`` most popular items, most popular first."""
+        n = min(n, len(self))
+        top = np.argpartition(-self.popularity, n - 1)[:n] if n < len(self) else np.arange(n)
+        return top[np.argsort(-self.popularity[top], kind="stable")]
+
+
+@dataclass(frozen=True)
+class RecommendationArtifacts:
+    version: str
+    model: lgb.Booster
+    assembler: FeatureAssembler
+    index: faiss.Index
+    item_embeddings: np.ndarray
+    catalog: ItemCatalog
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, version: ModelVersion, verify: bool = True) -> RecommendationArtifacts:
+        """Loads and cross-checks a version.
+
+        On failure: raises RegistryError naming the version and what is wrong (missing or
+        corrupt file, features the registry cannot serve, inconsistent sizes).
+        """
+        where = f"{version.use_case}/{version.name}"
+        if verify:
+            version.verify()
+        try:
+            model = lgb.Booster(model_file=str(version.file(MODEL_FILE)))
+            index = faiss.read_index(str(version.file(INDEX_FILE)))
+            embeddings = np.load(version.file(EMBEDDINGS_FILE), mmap_mode="r")
+            items = pq.read_table(version.file(ITEMS_FILE))
+        except (OSError, RuntimeError, ValueError, lgb.basic.LightGBMError) as exc:
+            raise RegistryError(f"{where}: cannot load artifacts: {exc}") from exc
+        try:
+            assembler = FeatureAssembler(model.feature_name())
+        except ValueError as exc:
+            raise RegistryError(f"{where}: {exc}") from exc
+        catalog = ItemCatalog(
+            item_ids=np.asarray(items.column("item_id").to_pylist(), dtype=object),
+            categories=items.column("category").to_numpy().astype(np.int16),
+            popularity=items.column("popularity").to_numpy().astype(np.float32),
+        )
+        n = len(catalog)
+        if index.ntotal != n or embeddings.shape != (n, EMBEDDING_DIM) or index.d != EMBEDDING_DIM:
+            raise RegistryError(
+                f"{where}: inconsistent artifacts: {n} items, index of {index.ntotal} x {index.d}, "
+                f"embeddings {embeddings.shape}"
+            )
+        if catalog.categories.min(initial=0) < 0 or catalog.categories.max(initial=0) >= len(CATEGORIES):
+            raise RegistryError(f"{where}: item categories outside the registry taxonomy")
+        trained_on = version.manifest.get("feature_registry_version")
+        if trained_on and trained_on != REGISTRY.version:
+            # Same columns may still be servable (checked above); say so, do not refuse.
+            version.manifest.setdefault("warnings", []).append(
+                f"trained on registry {trained_on}, serving registry {REGISTRY.version}"
+            )
+        return cls(version.name, model, assembler, index, embeddings, catalog, version.manifest)
+
+
+def save_recommendation_artifacts(
+    directory: Path,
+    model: lgb.Booster,
+    index: faiss.Index,
+    item_embeddings: np.ndarray,
+    item_ids: list[str] | np.ndarray,
+    categories: np.ndarray,
+    popularity: np.ndarray,
+) -> None:
+    """Writes the files of a recommendation version into a staging directory."""
+    model.save_model(str(directory / MODEL_FILE))
+    faiss.write_index(index, str(directory / INDEX_FILE))
+    np.save(directory / EMBEDDINGS_FILE, np.ascontiguousarray(item_embeddings, dtype=np.float32))
+    table = pa.table(
+        {
+            "item_id": pa.array([str(i) for i in item_ids], pa.string()),
+            "category": pa.array(np.asarray(categories, np.int16)),
+            "popularity": pa.array(np.asarray(popularity, np.float32)),
+        }
+    )
+    pq.write_table(table, directory / ITEMS_FILE)
