@@ -1,0 +1,52 @@
+"""Holds the artifacts a running service serves from (the seam hot reload swaps)."""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+
+from decision_service.config import ServiceConfig
+from decision_service.models.recommendation_artifacts import RecommendationArtifacts
+from decision_service.models.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+RECOMMENDATION = "recommendation"
+
+
+class RecommendationModels:
+    """The current recommendation artifacts. ``get()`` is what each request snapshots."""
+
+    def __init__(self, registry: ModelRegistry, config: ServiceConfig) -> None:
+        self._registry = registry
+        self._config = config
+        self._current: RecommendationArtifacts | None = None
+
+    def load_current(self) -> RecommendationArtifacts:
+        """Loads the registry's CURRENT version. On failure: RegistryError, nothing swapped."""
+        artifacts = RecommendationArtifacts.load(self._registry.current(RECOMMENDATION))
+        tune_index(artifacts.index, self._config)
+        self._current = artifacts
+        log.info(
+            "serving recommendation model %s (%d items, %d features, registry %s)",
+            artifacts.version,
+            len(artifacts.catalog),
+            len(artifacts.assembler.columns),
+            artifacts.manifest.get("feature_registry_version"),
+        )
+        return artifacts
+
+    def get(self) -> RecommendationArtifacts:
+        if self._current is None:
+            raise RuntimeError("no recommendation artifacts loaded")
+        return self._current
+
+
+def tune_index(index: faiss.Index, config: ServiceConfig) -> None:
+    """Applies the configured search-time knobs to whichever index kind was built."""
+    concrete = faiss.downcast_index(index)
+    if hasattr(concrete, "hnsw"):
+        concrete.hnsw.efSearch = config.hnsw_ef_search
+    if hasattr(concrete, "nprobe"):
+        concrete.nprobe = config.ivf_nprobe

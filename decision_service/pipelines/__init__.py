@@ -1,0 +1,1 @@
+"""Pipelines: the ordered stage lists of each use case."""

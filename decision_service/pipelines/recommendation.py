@@ -1,0 +1,52 @@
+"""The recommendation pipeline, declared as the ordered stages of each kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from decision_service.config import ServiceConfig
+from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.stages.base import (
+    CandidateSource,
+    FeatureHydrator,
+    Filter,
+    Scorer,
+    Selector,
+    UserStateLoader,
+)
+from decision_service.stages.filters.category_allow_list import CategoryAllowList
+from decision_service.stages.filters.out_of_stock import OutOfStock
+from decision_service.stages.filters.previously_seen import PreviouslySeen
+from decision_service.stages.filters.request_exclusions import RequestExclusions
+from decision_service.stages.hydrators.candidate_features import CandidateFeatures
+from decision_service.stages.scorers.lightgbm_ranker import LightGbmRanker
+from decision_service.stages.selectors.top_k_category_cap import TopKWithCategoryCap
+from decision_service.stages.sources.ann import AnnCandidates
+from decision_service.stages.sources.popular import PopularCandidates
+from decision_service.stages.user_state import LoadUserState
+
+
+@dataclass(frozen=True)
+class RecommendationPipeline:
+    user_state: UserStateLoader
+    sources: tuple[CandidateSource, ...]     # merged in this order; first source wins a tie
+    filters: tuple[Filter, ...]              # before hydration, cheapest first
+    hydrator: FeatureHydrator
+    post_filters: tuple[Filter, ...]         # need hydrated features
+    scorer: Scorer
+    selector: Selector
+
+
+def recommendation_pipeline(config: ServiceConfig, store: AsyncOnlineStore) -> RecommendationPipeline:
+    return RecommendationPipeline(
+        user_state=LoadUserState(store),
+        sources=(
+            AnnCandidates(config.ann_candidates),
+            PopularCandidates(config.popular_candidates, config.popular_fallback_candidates),
+        ),
+        filters=(CategoryAllowList(), RequestExclusions(), PreviouslySeen()),
+        hydrator=CandidateFeatures(store),
+        post_filters=(OutOfStock(),),
+        scorer=LightGbmRanker(),
+        selector=TopKWithCategoryCap(config.max_items_per_category),
+    )

@@ -1,0 +1,1 @@
+"""The gRPC edge: a thin servicer, error mapping, health, reflection and the process CLI."""

@@ -1,0 +1,5 @@
+import sys
+
+from decision_service.server.cli import main
+
+sys.exit(main())

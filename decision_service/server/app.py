@@ -1,0 +1,122 @@
+"""Builds and runs the grpc.aio server: servicer, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import faiss
+import redis.asyncio as aioredis
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.config import ServiceConfig
+from decision_service.executor import RecommendationExecutor
+from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.models.registry import ModelRegistry
+from decision_service.models.serving import RecommendationModels
+from decision_service.pipelines.recommendation import recommendation_pipeline
+from decision_service.server.convert import RequestLimits
+from decision_service.server.errors import ErrorMappingInterceptor
+from decision_service.server.servicer import DecisionServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+_REDIS_RETRY_S = 1.0
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    redis: aioredis.Redis
+    executor: RecommendationExecutor
+    models: RecommendationModels
+    _readiness: asyncio.Task[None] | None = None
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stops accepting, lets in-flight calls finish within ``grace_s``, closes Redis."""
+        await self.health.enter_graceful_shutdown()
+        if self._readiness is not None:
+            self._readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness
+        await self.server.stop(grace_s)
+        await self.redis.aclose()
+
+
+async def start_server(config: ServiceConfig) -> RunningServer:
+    """Loads artifacts (raising RegistryError if they are missing or bad), then listens.
+
+    Health reports NOT_SERVING until Redis has answered once; after that a Redis outage
+    degrades answers instead of taking the replica out of rotation.
+    """
+    faiss.omp_set_num_threads(1)  # one thread per query is as fast as two (ARCHITECTURE.md)
+    models = RecommendationModels(ModelRegistry(config.registry_root), config)
+    models.load_current()
+
+    client = aioredis.Redis.from_url(
+        config.redis_url,
+        socket_timeout=config.redis_timeout_ms / 1000.0,
+        socket_connect_timeout=config.redis_connect_timeout_ms / 1000.0,
+        max_connections=config.redis_max_connections,
+        decode_responses=False,
+    )
+    store = AsyncOnlineStore(client, config.max_seen_items)
+    executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
+
+    server = aio.server(interceptors=[ErrorMappingInterceptor()])
+    pb_grpc.add_DecisionServiceServicer_to_server(
+        DecisionServicer(executor, RequestLimits.from_config(config), config.request_budget_ms),
+        server,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    running = RunningServer(server, port, health_servicer, client, executor, models)
+    running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
+    log.info("decision service listening on %s:%d", config.host, port)
+    return running
+
+
+async def _become_ready(store: AsyncOnlineStore, health_servicer: health.aio.HealthServicer) -> None:
+    warned = False
+    while True:
+        try:
+            await store.ping()
+            break
+        except Exception as exc:  # noqa: BLE001 - keep trying until Redis answers
+            if not warned:
+                log.warning("waiting for Redis before reporting SERVING: %s", exc)
+                warned = True
+            await asyncio.sleep(_REDIS_RETRY_S)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("ready: health SERVING")
+
+
+async def serve(config: ServiceConfig) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    running = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", config.grace_period_s)
+    await running.stop(config.grace_period_s)
+    log.info("stopped")

@@ -1,0 +1,147 @@
+"""proto <-> domain, with request validation. Every error names the offending field."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service.config import ServiceConfig
+from decision_service.domain.recommendation import (
+    RecommendationDecision,
+    RecommendationRequest,
+    RequestContext,
+)
+from decision_service.features.definitions import CATEGORIES
+from decision_service.server.errors import InvalidArgument
+
+_CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_num_items: int
+    max_exclusions: int
+    max_allowed_categories: int
+    max_context_attributes: int
+    max_string_length: int
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig) -> RequestLimits:
+        return cls(
+            config.max_num_items,
+            config.max_exclusions,
+            config.max_allowed_categories,
+            config.max_context_attributes,
+            config.max_string_length,
+        )
+
+
+def request_id_from_proto(request: pb.GetDecisionRequest, limits: RequestLimits) -> str:
+    if not request.request_id:
+        return uuid.uuid4().hex
+    return _text("request_id", request.request_id, limits, required=True)
+
+
+def recommendation_request_from_proto(
+    request: pb.GetDecisionRequest, limits: RequestLimits
+) -> RecommendationRequest:
+    rec = request.recommendation
+    request_id = request_id_from_proto(request, limits)
+    user_id = _text("recommendation.user_id", rec.user_id, limits, required=True)
+    if not 1 <= rec.num_items <= limits.max_num_items:
+        raise InvalidArgument(
+            "recommendation.num_items",
+            f"must be between 1 and {limits.max_num_items}, got {rec.num_items}",
+        )
+    if len(rec.exclude_item_ids) > limits.max_exclusions:
+        raise InvalidArgument(
+            "recommendation.exclude_item_ids",
+            f"at most {limits.max_exclusions} items, got {len(rec.exclude_item_ids)}",
+        )
+    excluded = frozenset(
+        _text(f"recommendation.exclude_item_ids[{i}]", v, limits, required=True)
+        for i, v in enumerate(rec.exclude_item_ids)
+    )
+    if len(rec.allowed_categories) > limits.max_allowed_categories:
+        raise InvalidArgument(
+            "recommendation.allowed_categories",
+            f"at most {limits.max_allowed_categories} categories, got {len(rec.allowed_categories)}",
+        )
+    allowed = set()
+    for i, name in enumerate(rec.allowed_categories):
+        if name not in _CATEGORY_INDEX:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise InvalidArgument(
+                f"recommendation.allowed_categories[{i}]",
+                f"unknown category {shown!r}; known: {', '.join(CATEGORIES)}",
+            )
+        allowed.add(_CATEGORY_INDEX[name])
+    return RecommendationRequest(
+        request_id=request_id,
+        user_id=user_id,
+        num_items=rec.num_items,
+        exclude_item_ids=excluded,
+        allowed_categories=frozenset(allowed),
+        context=context_from_proto("recommendation.context", rec.context, limits),
+    )
+
+
+def context_from_proto(path: str, ctx: pb.RequestContext, limits: RequestLimits) -> RequestContext:
+    surface = _text(f"{path}.surface", ctx.surface, limits)
+    device = _text(f"{path}.device", ctx.device, limits)
+    locale = _text(f"{path}.locale", ctx.locale, limits)
+    if locale and not _LOCALE.match(locale):
+        raise InvalidArgument(f"{path}.locale", f"not a BCP 47 language tag: {locale!r}")
+    if len(ctx.attributes) > limits.max_context_attributes:
+        raise InvalidArgument(
+            f"{path}.attributes",
+            f"at most {limits.max_context_attributes} entries, got {len(ctx.attributes)}",
+        )
+    attributes = []
+    for key in sorted(ctx.attributes):
+        _text(f"{path}.attributes key", key, limits, required=True)
+        attributes.append((key, _text(f"{path}.attributes[{key!r}]", ctx.attributes[key], limits)))
+    return RequestContext(surface, device, locale, tuple(attributes))
+
+
+def _text(field: str, value: str, limits: RequestLimits, required: bool = False) -> str:
+    if required and not value.strip():
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > limits.max_string_length:
+        raise InvalidArgument(
+            field, f"longer than {limits.max_string_length} characters ({len(value)})"
+        )
+    if _CONTROL.search(value):
+        raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+def recommendation_decision_to_proto(decision: RecommendationDecision) -> pb.GetDecisionResponse:
+    decided_at = Timestamp()
+    decided_at.FromMilliseconds(decision.decided_at_ms)
+    return pb.GetDecisionResponse(
+        decision_id=decision.decision_id,
+        request_id=decision.request_id,
+        model_version=decision.model_version,
+        decided_at=decided_at,
+        degraded=[pb.Degradation(stage=d.stage, reason=d.reason) for d in decision.degraded],
+        recommendation=pb.RecommendationResult(
+            items=[
+                pb.RecommendedItem(
+                    item_id=item.item_id,
+                    score=item.score,
+                    rank=item.rank,
+                    source=int(item.source),
+                    category=item.category,
+                    propensity=item.propensity,
+                )
+                for item in decision.items
+            ]
+        ),
+    )

@@ -1,0 +1,112 @@
+"""Per-request state of the recommendation pipeline and the small interface of each stage kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from decision_service.domain.features import FeatureStatus, GroupValues
+from decision_service.domain.recommendation import (
+    Candidates,
+    Degradation,
+    RecommendationRequest,
+)
+from decision_service.models.recommendation_artifacts import RecommendationArtifacts
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What is known about the user before retrieval."""
+
+    user_id: str
+    embedding: np.ndarray | None          # None: unknown user or store unavailable
+    embedding_status: FeatureStatus
+    seen_item_ids: frozenset[str]
+
+    @classmethod
+    def unknown(cls, user_id: str, status: FeatureStatus) -> UserState:
+        return cls(user_id, None, status, frozenset())
+
+
+@dataclass(frozen=True)
+class HydratedFeatures:
+    """Served feature values for the user and each candidate, aligned with the candidates."""
+
+    user: GroupValues          # one row
+    items: GroupValues         # one row per candidate
+    cross: np.ndarray          # float32 [n candidates, USER_ITEM width]
+
+    def take(self, keep: np.ndarray) -> HydratedFeatures:
+        """The rows of the candidates kept by a post-hydration filter."""
+        items = GroupValues(self.items.group, self.items.values[keep], self.items.status[keep])
+        return HydratedFeatures(self.user, items, self.cross[keep])
+
+
+@dataclass
+class RecommendationState:
+    """Everything one request accumulates on its way through the pipeline."""
+
+    request: RecommendationRequest
+    artifacts: RecommendationArtifacts     # one snapshot for the whole request (hot reload)
+    user: UserState | None = None
+    candidates: Candidates = field(default_factory=Candidates.empty)
+    features: HydratedFeatures | None = None
+    scores: np.ndarray | None = None
+    selected: np.ndarray | None = None     # indices into candidates, in rank order
+    degraded: list[Degradation] = field(default_factory=list)
+    removed: dict[str, int] = field(default_factory=dict)  # filter name -> items removed
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def candidate_item_ids(self) -> np.ndarray:
+        return self.artifacts.catalog.item_ids[self.candidates.rows]
+
+
+class UserStateLoader(Protocol):
+    name: str
+
+    async def load(self, state: RecommendationState) -> UserState:
+        """Contract: returns the user's state; unknown users get ``UserState.unknown``."""
+        ...
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def retrieve(self, state: RecommendationState) -> Candidates:
+        """Contract: candidates best-first; may be empty; never raises for unknown users."""
+        ...
+
+
+class Filter(Protocol):
+    name: str
+    fail_open: bool   # True: on error the executor skips the filter and flags degraded
+
+    def keep(self, state: RecommendationState) -> np.ndarray:
+        """Contract: a boolean mask over ``state.candidates``; True = keep."""
+        ...
+
+
+class FeatureHydrator(Protocol):
+    name: str
+
+    async def hydrate(self, state: RecommendationState) -> HydratedFeatures:
+        """Contract: one row per candidate, in order; missing values are defaults with a status."""
+        ...
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, state: RecommendationState) -> np.ndarray:
+        """Contract: one float score per candidate, in the candidates' order."""
+        ...
+
+
+class Selector(Protocol):
+    name: str
+
+    def select(self, state: RecommendationState, scores: np.ndarray) -> np.ndarray:
+        """Contract: at most ``num_items`` distinct candidate indices, in rank order."""
+        ...

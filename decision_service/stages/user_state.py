@@ -1,0 +1,24 @@
+"""Loads the user's embedding and recently seen items from the online store (one round trip)."""
+
+from __future__ import annotations
+
+from decision_service.domain.features import FeatureStatus
+from decision_service.features.definitions import USER_EMBEDDING
+from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.stages.base import RecommendationState, UserState
+
+
+class LoadUserState:
+    name = "user_state"
+
+    def __init__(self, store: AsyncOnlineStore) -> None:
+        self._store = store
+
+    async def load(self, state: RecommendationState) -> UserState:
+        user_id = state.request.user_id
+        embedding, seen = await self._store.read_user_state(USER_EMBEDDING, user_id)
+        status = FeatureStatus(int(embedding.status[0]))
+        seen_ids = frozenset(s.decode() for s in seen)
+        if status != FeatureStatus.PRESENT:
+            return UserState(user_id, None, status, seen_ids)
+        return UserState(user_id, embedding.values[0], status, seen_ids)

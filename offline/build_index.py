@@ -1,0 +1,160 @@
+"""FAISS inner-product index over item embeddings, chosen and tuned by measured recall.
+
+Contract: FAISS id == catalog row (items are added in row order, no id map). The returned
+``IndexInfo.recall_at_k`` is the mean overlap of the index's top-k with exact search over a
+sample of (non-zero) query vectors.
+
+Choice (``kind="auto"``): exact ``IndexFlatIP`` up to ``flat_max_items``; above it, IVF is
+tried first (builds in seconds) and kept if its recall reaches ``target_recall``, else HNSW.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+from offline.embeddings import train_embeddings
+from offline.world import World
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to build the index; ``kind`` is "auto", "flat", "ivf" or "hnsw"."""
+
+    kind: str = "auto"
+    flat_max_items: int = 100_000
+    target_recall: float = 0.95
+    k: int = 200
+    sample_queries: int = 500
+    ivf_nlist: int | None = None       # default: 4 * sqrt(n), at most n / 39
+    ivf_nprobe: tuple[int, ...] = (16, 32, 64)
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: tuple[int, ...] = (256, 400)
+    threads: int = 0                   # 0 = FAISS default
+    seed: int = 0
+
+
+@dataclass
+class IndexInfo:
+    type: str
+    params: dict[str, Any]
+    recall_at_k: float
+    k: int
+    build_seconds: float
+    n_items: int
+    tried: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["recall_at_200" if self.k == 200 else f"recall_at_{self.k}"] = self.recall_at_k
+        return d
+
+
+def sample_queries(user_emb: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` non-zero rows of ``user_emb`` (float32), deterministically sampled."""
+    rows = np.flatnonzero(np.abs(user_emb).sum(axis=1) > 0)
+    if len(rows) > n:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+    return np.ascontiguousarray(user_emb[rows], dtype=np.float32)
+
+
+def measure_recall(index: faiss.Index, exact: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Mean |approx top-k ∩ exact top-k| / k over ``queries``."""
+    if not len(queries):
+        return 1.0
+    _, got = index.search(queries, k)
+    hits = [len(np.intersect1d(g[g >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)
+            for g, e in zip(got, exact, strict=True)]
+    return float(np.mean(hits))
+
+
+def build_index(
+    item_emb: np.ndarray, queries: np.ndarray, config: IndexConfig = IndexConfig()
+) -> tuple[faiss.Index, IndexInfo]:
+    """Builds the index over ``item_emb`` (row = FAISS id) and measures its recall@k."""
+    if config.threads:
+        faiss.omp_set_num_threads(config.threads)
+    x = np.ascontiguousarray(item_emb, dtype=np.float32)
+    n, d = x.shape
+    k = min(config.k, n)
+    t0 = time.perf_counter()
+    flat = faiss.IndexFlatIP(d)
+    flat.add(x)
+    kind = config.kind
+    if kind == "auto":
+        kind = "flat" if n <= config.flat_max_items else "ivf+hnsw"
+    _, exact = flat.search(queries, k)
+    if kind == "flat":
+        r = measure_recall(flat, exact, queries, k)
+        return flat, IndexInfo("IndexFlatIP", {}, r, k, time.perf_counter() - t0, n)
+    tried: list[dict[str, Any]] = []
+    if "ivf" in kind:
+        nlist = config.ivf_nlist or int(min(4 * np.sqrt(n), max(n // 39, 1)))
+        quantizer = faiss.IndexFlatIP(d)
+        ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = config.seed
+        train = x
+        if n > nlist * 256:
+            pick = np.random.default_rng(config.seed).choice(n, nlist * 256, replace=False)
+            train = x[np.sort(pick)]
+        ivf.train(train)
+        ivf.add(x)
+        for nprobe in config.ivf_nprobe:
+            ivf.nprobe = nprobe
+            r = measure_recall(ivf, exact, queries, k)
+            tried.append({"type": "IndexIVFFlat", "nlist": nlist, "nprobe": nprobe, "recall": r})
+            if r >= config.target_recall:
+                return ivf, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": nprobe}, r, k,
+                                      time.perf_counter() - t0, n, tried)
+    if "hnsw" in kind:
+        hnsw = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = config.hnsw_ef_construction
+        hnsw.add(x)
+        best: tuple[float, int] = (-1.0, config.hnsw_ef_search[0])
+        for ef in config.hnsw_ef_search:
+            hnsw.hnsw.efSearch = ef
+            r = measure_recall(hnsw, exact, queries, k)
+            tried.append({"type": "IndexHNSWFlat", "M": config.hnsw_m, "efSearch": ef, "recall": r})
+            best = max(best, (r, ef))
+            if r >= config.target_recall:
+                break
+        hnsw.hnsw.efSearch = best[1]
+        params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction,
+                  "efSearch": best[1]}
+        return hnsw, IndexInfo("IndexHNSWFlat", params, best[0], k, time.perf_counter() - t0,
+                               n, tried)
+    # IVF only and it never reached the target: keep the widest probe.
+    return ivf, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": ivf.nprobe},
+                          tried[-1]["recall"], k, time.perf_counter() - t0, n, tried)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m offline.build_index", description=__doc__.splitlines()[0])
+    ap.add_argument("--world", default="data/world", help="world directory")
+    ap.add_argument("--kind", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
+    ap.add_argument("--flat-max-items", type=int, default=IndexConfig.flat_max_items)
+    ap.add_argument("--out", default=None, help="write the index to this file")
+    args = ap.parse_args(argv)
+    world = World.load(args.world)
+    emb = train_embeddings(world, world.now_ms)
+    queries = sample_queries(emb.users, IndexConfig.sample_queries)
+    cfg = IndexConfig(kind=args.kind, flat_max_items=args.flat_max_items)
+    index, info = build_index(emb.items, queries, cfg)
+    print(f"index {info.type} {info.params} over {info.n_items:,} items: "
+          f"recall@{info.k} = {info.recall_at_k:.4f} (built in {info.build_seconds:.1f} s)")
+    for t in info.tried:
+        print(f"  tried {t}")
+    if args.out:
+        faiss.write_index(index, args.out)
+        print(f"  saved -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

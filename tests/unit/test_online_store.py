@@ -1,0 +1,70 @@
+import asyncio
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from decision_service.domain.features import FeatureStatus
+from decision_service.features import online_store
+from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
+from decision_service.features.online_store import AsyncOnlineStore
+
+
+def test_encode_decode_round_trip_with_statuses():
+    values = np.arange(3 * ITEM.width, dtype=np.float32).reshape(3, ITEM.width)
+    now = online_store.now_ms()
+    packed = online_store.encode(ITEM, values, now)
+    stale = online_store.encode(ITEM, values[:1], now - int(ITEM.max_age_s * 1000) - 1)[0]
+    raw = [packed[0], None, packed[2], stale, b"short"]
+    got = online_store.decode(ITEM, raw, now)
+    assert got.status.tolist() == [
+        FeatureStatus.PRESENT, FeatureStatus.MISSING, FeatureStatus.PRESENT,
+        FeatureStatus.STALE, FeatureStatus.INVALID,
+    ]
+    assert np.array_equal(got.values[0], values[0])
+    assert np.array_equal(got.values[2], values[2])
+    for row in (1, 3, 4):
+        assert np.array_equal(got.values[row], ITEM.defaults)
+
+
+def test_keys_carry_the_group_layout_fingerprint():
+    key = online_store.feature_key(USER, "u1").decode()
+    assert key == f"fv:user:{USER.fingerprint}:u1"
+
+
+def test_async_store_reads_many_groups_in_one_round_trip(redis_client, redis_server):
+    users = np.full((1, USER.width), 2.0, np.float32)
+    items = np.arange(2 * ITEM.width, dtype=np.float32).reshape(2, ITEM.width)
+    online_store.write_group(redis_client, USER, ["u1"], users)
+    online_store.write_group(redis_client, ITEM, ["a", "b"], items)
+    redis_client.config_resetstat()
+
+    async def read():
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            store = AsyncOnlineStore(client, max_seen_items=10)
+            return await store.read_groups([(USER, ["u1"]), (ITEM, ["a", "zz", "b"])])
+        finally:
+            await client.aclose()
+
+    user, item = asyncio.run(read())
+    assert np.array_equal(user.values[0], users[0])
+    assert item.status.tolist() == [0, 1, 0]
+    assert np.array_equal(item.values[2], items[1])
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1 and "cmdstat_get" not in stats
+
+
+def test_user_state_reads_embedding_and_newest_seen_items(redis_client, redis_server):
+    online_store.write_group(redis_client, USER_EMBEDDING, ["u1"], np.ones((1, 64), np.float32))
+    online_store.write_seen(redis_client, {"u1": [("old", 1), ("mid", 2), ("new", 3)]}, max_seen_items=2)
+
+    async def read():
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            return await AsyncOnlineStore(client, max_seen_items=5).read_user_state(USER_EMBEDDING, "u1")
+        finally:
+            await client.aclose()
+
+    emb, seen = asyncio.run(read())
+    assert emb.status.tolist() == [FeatureStatus.PRESENT]
+    assert seen == [b"new", b"mid"]   # capped at 2 by the writer, newest first
