@@ -25,13 +25,13 @@ class ServiceConfig:
     grace_period_s: float = 5.0
     # --- storage
     data_dir: Path = Path("data")
-    registry_dir: Path | None = None          # default: <data_dir>/registry
+    registry_dir: Path | None = None  # default: <data_dir>/registry
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_ms: int = 50
     redis_connect_timeout_ms: int = 100
     redis_max_connections: int = 64
     # --- latency budget
-    request_budget_ms: int = 100              # server-side cap; a shorter client deadline wins
+    request_budget_ms: int = 100  # server-side cap; a shorter client deadline wins
     # --- request limits
     max_num_items: int = 100
     max_exclusions: int = 1_000
@@ -70,16 +70,29 @@ class ServiceConfig:
 
     def validate(self) -> None:
         positive = [
-            "port", "redis_timeout_ms", "redis_connect_timeout_ms", "redis_max_connections",
-            "request_budget_ms", "max_num_items", "max_string_length", "ann_candidates",
-            "popular_fallback_candidates", "max_items_per_category", "max_seen_items",
-            "hnsw_ef_search", "ivf_nprobe",
+            "port",
+            "redis_timeout_ms",
+            "redis_connect_timeout_ms",
+            "redis_max_connections",
+            "request_budget_ms",
+            "max_num_items",
+            "max_string_length",
+            "ann_candidates",
+            "popular_fallback_candidates",
+            "max_items_per_category",
+            "max_seen_items",
+            "hnsw_ef_search",
+            "ivf_nprobe",
         ]
         for name in positive:
             if int(getattr(self, name)) <= 0 and not (name == "port" and self.port == 0):
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ["max_exclusions", "max_allowed_categories", "max_context_attributes",
-                     "popular_candidates"]:
+        for name in [
+            "max_exclusions",
+            "max_allowed_categories",
+            "max_context_attributes",
+            "popular_candidates",
+        ]:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

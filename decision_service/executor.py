@@ -123,7 +123,7 @@ class RecommendationExecutor:
             self._degrade(state, "user_context", "deadline_exceeded", exc)
             return UserState.unknown(user_id, FeatureStatus.UNAVAILABLE)
         except Exception as exc:  # noqa: BLE001 - store down: serve the fallback
-            self._degrade(state, "user_context", "store_unavailable", exc)
+            self._degrade(state, "user_context", _store_failure(exc), exc)
             return UserState.unknown(user_id, FeatureStatus.UNAVAILABLE)
         if user.embedding_status == FeatureStatus.MISSING:
             self._degrade(state, "user_context", "unknown_user")
@@ -154,8 +154,8 @@ class RecommendationExecutor:
         except TimeoutError as exc:
             self._degrade(state, "features", "deadline_exceeded", exc)
             return self._unavailable_features(state)
-        except Exception as exc:  # noqa: BLE001
-            self._degrade(state, "features", "store_unavailable", exc)
+        except Exception as exc:  # noqa: BLE001 - store down: serve declared defaults
+            self._degrade(state, "features", _store_failure(exc), exc)
             return self._unavailable_features(state)
         user_status = int(features.user.status[0])
         if user_status not in (FeatureStatus.PRESENT, FeatureStatus.MISSING):
@@ -240,6 +240,10 @@ class RecommendationExecutor:
             degraded=state.degraded,
             stage_ms=dict(state.stage_ms),
         )
+
+
+def _store_failure(exc: BaseException) -> str:
+    return "store_timeout" if isinstance(exc, online_store.STORE_TIMEOUTS) else "store_unavailable"
 
 
 def _all_unavailable(values: GroupValues) -> bool:

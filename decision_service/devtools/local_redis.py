@@ -50,9 +50,21 @@ class LocalRedis:
             raise RedisUnavailable(INSTALL_HINT)
         self._dir = tempfile.mkdtemp(prefix="ds-redis-")
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir,
-            "--save", "", "--appendonly", "no", "--daemonize", "no",
-            "--logfile", str(Path(self._dir) / "redis.log"),
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self._dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(Path(self._dir) / "redis.log"),
         ]
         if self._maxmemory:
             args += ["--maxmemory", self._maxmemory]

@@ -22,7 +22,7 @@ class RecommendationRequest:
     user_id: str
     num_items: int
     exclude_item_ids: frozenset[str] = frozenset()
-    allowed_categories: frozenset[int] = frozenset()   # category indices; empty = all
+    allowed_categories: frozenset[int] = frozenset()  # category indices; empty = all
     context: RequestContext = RequestContext()
 
 
@@ -42,9 +42,9 @@ class Candidates:
     microseconds where per-candidate objects cost a millisecond.
     """
 
-    rows: np.ndarray               # int64 catalog rows
-    sources: np.ndarray            # uint8 CandidateSource
-    retrieval_scores: np.ndarray   # float32, higher = better within a source
+    rows: np.ndarray  # int64 catalog rows
+    sources: np.ndarray  # uint8 CandidateSource
+    retrieval_scores: np.ndarray  # float32, higher = better within a source
 
     @classmethod
     def empty(cls) -> Candidates:

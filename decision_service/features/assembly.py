@@ -24,8 +24,7 @@ class FeatureAssembler:
         missing = REGISTRY.missing_columns(list(columns))
         if missing:
             raise UnservableFeatures(
-                f"model needs features the registry {REGISTRY.version} cannot serve: "
-                + ", ".join(missing)
+                f"model needs features the registry {REGISTRY.version} cannot serve: " + ", ".join(missing)
             )
         self.columns = list(columns)
         self._parts: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -39,9 +38,7 @@ class FeatureAssembler:
             self._parts.append((name, np.asarray(pos, np.int64), np.asarray(slots, np.int64)))
         used = sum(len(p) for _, p, _ in self._parts)
         if used != len(self.columns):
-            raise UnservableFeatures(
-                "recommendation models may use only user, item and user_item features"
-            )
+            raise UnservableFeatures("recommendation models may use only user, item and user_item features")
 
     def assemble(self, user: np.ndarray, items: np.ndarray, cross: np.ndarray) -> np.ndarray:
         """``user`` is [user width] (one user) or [n, user width] (row-aligned, offline)."""

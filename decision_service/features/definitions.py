@@ -14,9 +14,26 @@ EMBEDDING_DIM = 64
 """Width of user and item embeddings (FAISS index dimension)."""
 
 CATEGORIES: tuple[str, ...] = (
-    "books", "music", "movies", "games", "electronics", "computers", "phones", "cameras",
-    "home", "kitchen", "garden", "tools", "toys", "baby", "beauty", "health",
-    "fashion", "shoes", "sports", "grocery",
+    "books",
+    "music",
+    "movies",
+    "games",
+    "electronics",
+    "computers",
+    "phones",
+    "cameras",
+    "home",
+    "kitchen",
+    "garden",
+    "tools",
+    "toys",
+    "baby",
+    "beauty",
+    "health",
+    "fashion",
+    "shoes",
+    "sports",
+    "grocery",
 )
 """The catalog's top-level taxonomy; an item's category is its index in this tuple."""
 
@@ -99,8 +116,6 @@ USER_ITEM = OnDemandGroup(
 REGISTRY = FeatureRegistry(groups=(USER, USER_EMBEDDING, ITEM), on_demand=(USER_ITEM,))
 
 RECOMMENDATION_MODEL_FEATURES: tuple[str, ...] = tuple(
-    [c for c in USER.columns if not c.startswith("u_category_share_")]
-    + ITEM.columns
-    + USER_ITEM.columns
+    [c for c in USER.columns if not c.startswith("u_category_share_")] + ITEM.columns + USER_ITEM.columns
 )
 """Default feature order of the ranking model: user scalars, item features, cross features."""

@@ -23,6 +23,9 @@ from decision_service.features.registry import FeatureGroup
 
 _HEADER_BYTES = 8
 
+STORE_TIMEOUTS: tuple[type[BaseException], ...] = (redis.exceptions.TimeoutError,)
+"""Store errors that mean "too slow" rather than "unreachable"."""
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -54,9 +57,7 @@ def encode(group: FeatureGroup, values: np.ndarray, event_ms: int | np.ndarray) 
     return [raw[i : i + size] for i in range(0, len(raw), size)]
 
 
-def decode(
-    group: FeatureGroup, raw: Sequence[bytes | None], at_ms: int | None = None
-) -> GroupValues:
+def decode(group: FeatureGroup, raw: Sequence[bytes | None], at_ms: int | None = None) -> GroupValues:
     """Unpacks MGET results; missing, stale and malformed values become declared defaults."""
     at_ms = now_ms() if at_ms is None else at_ms
     n = len(raw)
@@ -97,9 +98,7 @@ class AsyncOnlineStore:
         self._redis = client
         self._max_seen = max_seen_items
 
-    async def read_groups(
-        self, requests: Sequence[tuple[FeatureGroup, Sequence[str]]]
-    ) -> list[GroupValues]:
+    async def read_groups(self, requests: Sequence[tuple[FeatureGroup, Sequence[str]]]) -> list[GroupValues]:
         """Reads several groups for several entities in ONE round trip (a single MGET)."""
         keys: list[bytes] = []
         for group, ids in requests:

@@ -54,9 +54,7 @@ class FeatureGroup:
 
     @cached_property
     def defaults(self) -> np.ndarray:
-        return np.array(
-            [f.default for f in self.features for _ in range(f.size)], dtype=np.float32
-        )
+        return np.array([f.default for f in self.features for _ in range(f.size)], dtype=np.float32)
 
     @cached_property
     def fingerprint(self) -> str:

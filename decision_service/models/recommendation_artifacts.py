@@ -33,9 +33,9 @@ ITEMS_FILE = "items.parquet"
 class ItemCatalog:
     """Static item metadata in catalog-row order (the FAISS id of an item is its row)."""
 
-    item_ids: np.ndarray     # object [n] of str
-    categories: np.ndarray   # int16 [n], index into CATEGORIES
-    popularity: np.ndarray   # float32 [n], higher = more popular
+    item_ids: np.ndarray  # object [n] of str
+    categories: np.ndarray  # int16 [n], index into CATEGORIES
+    popularity: np.ndarray  # float32 [n], higher = more popular
 
     def __len__(self) -> int:
         return len(self.item_ids)

@@ -29,10 +29,10 @@ from decision_service.stages.user_state import LoadUserState
 @dataclass(frozen=True)
 class RecommendationPipeline:
     user_state: UserStateLoader
-    sources: tuple[CandidateSource, ...]     # merged in this order; first source wins a tie
-    filters: tuple[Filter, ...]              # before hydration, cheapest first
+    sources: tuple[CandidateSource, ...]  # merged in this order; first source wins a tie
+    filters: tuple[Filter, ...]  # before hydration, cheapest first
     hydrator: FeatureHydrator
-    post_filters: tuple[Filter, ...]         # need hydrated features
+    post_filters: tuple[Filter, ...]  # need hydrated features
     scorer: Scorer
     selector: Selector
 

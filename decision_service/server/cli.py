@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"decision-service: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from decision_service.server.app import serve as run
 
     try:

@@ -114,9 +114,7 @@ def _text(field: str, value: str, limits: RequestLimits, required: bool = False)
     if required and not value.strip():
         raise InvalidArgument(field, "must not be empty")
     if len(value) > limits.max_string_length:
-        raise InvalidArgument(
-            field, f"longer than {limits.max_string_length} characters ({len(value)})"
-        )
+        raise InvalidArgument(field, f"longer than {limits.max_string_length} characters ({len(value)})")
     if _CONTROL.search(value):
         raise InvalidArgument(field, "must not contain control characters")
     return value

@@ -21,7 +21,7 @@ class UserState:
     """What is known about the user before retrieval."""
 
     user_id: str
-    embedding: np.ndarray | None          # None: unknown user or store unavailable
+    embedding: np.ndarray | None  # None: unknown user or store unavailable
     embedding_status: FeatureStatus
     seen_item_ids: frozenset[str]
 
@@ -34,9 +34,9 @@ class UserState:
 class HydratedFeatures:
     """Served feature values for the user and each candidate, aligned with the candidates."""
 
-    user: GroupValues          # one row
-    items: GroupValues         # one row per candidate
-    cross: np.ndarray          # float32 [n candidates, USER_ITEM width]
+    user: GroupValues  # one row
+    items: GroupValues  # one row per candidate
+    cross: np.ndarray  # float32 [n candidates, USER_ITEM width]
 
     def take(self, keep: np.ndarray) -> HydratedFeatures:
         """The rows of the candidates kept by a post-hydration filter."""
@@ -49,12 +49,12 @@ class RecommendationState:
     """Everything one request accumulates on its way through the pipeline."""
 
     request: RecommendationRequest
-    artifacts: RecommendationArtifacts     # one snapshot for the whole request (hot reload)
+    artifacts: RecommendationArtifacts  # one snapshot for the whole request (hot reload)
     user: UserState | None = None
     candidates: Candidates = field(default_factory=Candidates.empty)
     features: HydratedFeatures | None = None
     scores: np.ndarray | None = None
-    selected: np.ndarray | None = None     # indices into candidates, in rank order
+    selected: np.ndarray | None = None  # indices into candidates, in rank order
     degraded: list[Degradation] = field(default_factory=list)
     removed: dict[str, int] = field(default_factory=dict)  # filter name -> items removed
     stage_ms: dict[str, float] = field(default_factory=dict)
@@ -81,7 +81,7 @@ class CandidateSource(Protocol):
 
 class Filter(Protocol):
     name: str
-    fail_open: bool   # True: on error the executor skips the filter and flags degraded
+    fail_open: bool  # True: on error the executor skips the filter and flags degraded
 
     def keep(self, state: RecommendationState) -> np.ndarray:
         """Contract: a boolean mask over ``state.candidates``; True = keep."""

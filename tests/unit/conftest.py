@@ -60,7 +60,10 @@ def make_state(
     **request_fields: object,
 ) -> RecommendationState:
     request = RecommendationRequest(
-        request_id="r1", user_id=user_id, num_items=num_items, **request_fields  # type: ignore[arg-type]
+        request_id="r1",
+        user_id=user_id,
+        num_items=num_items,
+        **request_fields,  # type: ignore[arg-type]
     )
     state = RecommendationState(request=request, artifacts=artifacts)
     status = FeatureStatus.PRESENT if embedding is not None else FeatureStatus.MISSING
@@ -68,7 +71,9 @@ def make_state(
     return state
 
 
-def hydrated(n: int, stock: np.ndarray | None = None, status: int = FeatureStatus.PRESENT) -> HydratedFeatures:
+def hydrated(
+    n: int, stock: np.ndarray | None = None, status: int = FeatureStatus.PRESENT
+) -> HydratedFeatures:
     items = np.tile(ITEM.defaults, (n, 1))
     if stock is not None:
         items[:, ITEM.slot("i_stock")] = stock

@@ -7,7 +7,10 @@ from decision_service.server.convert import RequestLimits, recommendation_reques
 from decision_service.server.errors import InvalidArgument
 
 LIMITS = RequestLimits(
-    max_num_items=50, max_exclusions=3, max_allowed_categories=2, max_context_attributes=2,
+    max_num_items=50,
+    max_exclusions=3,
+    max_allowed_categories=2,
+    max_context_attributes=2,
     max_string_length=32,
 )
 

@@ -81,7 +81,7 @@ def test_redis_down_degrades_within_the_deadline(toy_artifacts):
     assert ("user_context", "store_unavailable") in reasons
     assert ("features", "store_unavailable") in reasons
     assert ("scoring", "features_unavailable") in reasons
-    assert len(decision.items) == 5          # popular fallback, retrieval order
+    assert len(decision.items) == 5  # popular fallback, retrieval order
     assert elapsed < 2.0
 
 
@@ -96,7 +96,7 @@ def test_paused_redis_answers_within_budget(toy_artifacts, redis_client, redis_s
         redis_client.execute_command("CLIENT", "UNPAUSE")
     assert ("user_context", "deadline_exceeded") in {(d.stage, d.reason) for d in decision.degraded}
     assert len(decision.items) == 5
-    assert elapsed < 1.0   # budget 0.1 s; generous bound for a noisy machine, far below the pause
+    assert elapsed < 1.0  # budget 0.1 s; generous bound for a noisy machine, far below the pause
 
 
 def test_broken_model_falls_back_to_retrieval_order(toy_artifacts, redis_client, redis_server):

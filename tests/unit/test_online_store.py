@@ -17,8 +17,11 @@ def test_encode_decode_round_trip_with_statuses():
     raw = [packed[0], None, packed[2], stale, b"short"]
     got = online_store.decode(ITEM, raw, now)
     assert got.status.tolist() == [
-        FeatureStatus.PRESENT, FeatureStatus.MISSING, FeatureStatus.PRESENT,
-        FeatureStatus.STALE, FeatureStatus.INVALID,
+        FeatureStatus.PRESENT,
+        FeatureStatus.MISSING,
+        FeatureStatus.PRESENT,
+        FeatureStatus.STALE,
+        FeatureStatus.INVALID,
     ]
     assert np.array_equal(got.values[0], values[0])
     assert np.array_equal(got.values[2], values[2])
@@ -67,4 +70,4 @@ def test_user_state_reads_embedding_and_newest_seen_items(redis_client, redis_se
 
     emb, seen = asyncio.run(read())
     assert emb.status.tolist() == [FeatureStatus.PRESENT]
-    assert seen == [b"new", b"mid"]   # capped at 2 by the writer, newest first
+    assert seen == [b"new", b"mid"]  # capped at 2 by the writer, newest first

@@ -19,15 +19,11 @@ class CandidateFeatures:
 
     async def hydrate(self, state: RecommendationState) -> HydratedFeatures:
         item_ids = state.candidate_item_ids()
-        user, items = await self._store.read_groups(
-            [(USER, [state.request.user_id]), (ITEM, item_ids)]
-        )
+        user, items = await self._store.read_groups([(USER, [state.request.user_id]), (ITEM, item_ids)])
         return HydratedFeatures(user, items, cross_features(state, user.values[0], items.values))
 
 
-def cross_features(
-    state: RecommendationState, user_row: np.ndarray, item_rows: np.ndarray
-) -> np.ndarray:
+def cross_features(state: RecommendationState, user_row: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
     artifacts = state.artifacts
     item_emb = np.asarray(artifacts.item_embeddings[state.candidates.rows], dtype=np.float32)
     user_emb = state.user.embedding if state.user and state.user.embedding is not None else None

@@ -20,7 +20,7 @@ class AnnCandidates:
             return Candidates.empty()
         query = np.ascontiguousarray(user.embedding, dtype=np.float32).reshape(1, -1)
         scores, rows = state.artifacts.index.search(query, self.num_candidates)
-        found = rows[0] >= 0   # FAISS pads with -1 when fewer items are reachable
+        found = rows[0] >= 0  # FAISS pads with -1 when fewer items are reachable
         rows_found = rows[0][found].astype(np.int64)
         return Candidates(
             rows_found,

@@ -21,9 +21,7 @@ def kept_rows(state, f):
 
 
 def test_previously_seen_removes_seen_items(toy_artifacts):
-    state = with_candidates(
-        make_state(toy_artifacts, seen=frozenset({"i0000002", "i0000004"})), [1, 2, 3, 4]
-    )
+    state = with_candidates(make_state(toy_artifacts, seen=frozenset({"i0000002", "i0000004"})), [1, 2, 3, 4])
     assert kept_rows(state, PreviouslySeen()) == [1, 3]
 
 

@@ -28,7 +28,7 @@ def test_scorer_returns_one_score_per_candidate_in_order(toy_artifacts):
 
 def test_selector_takes_top_k_by_score(toy_artifacts):
     state = make_state(toy_artifacts, num_items=3)
-    state.candidates = candidates([0, 1, 2, 3, 4])   # categories 0..4
+    state.candidates = candidates([0, 1, 2, 3, 4])  # categories 0..4
     chosen = TopKWithCategoryCap(max_per_category=5).select(state, np.array([1, 5, 3, 4, 2.0]))
     assert chosen.tolist() == [1, 3, 2]
 
@@ -43,6 +43,6 @@ def test_selector_caps_items_per_category(toy_artifacts):
 
 def test_selector_cap_is_soft_when_candidates_run_out(toy_artifacts):
     state = make_state(toy_artifacts, num_items=3)
-    state.candidates = candidates([0, 5, 10])        # all category 0
+    state.candidates = candidates([0, 5, 10])  # all category 0
     chosen = TopKWithCategoryCap(max_per_category=1).select(state, np.array([1, 3, 2.0]))
     assert chosen.tolist() == [1, 2, 0]

@@ -30,7 +30,7 @@ def test_popular_gives_more_candidates_to_unknown_users(toy_artifacts):
     source = PopularCandidates(num_candidates=5, num_fallback_candidates=20)
     known = source.retrieve(make_state(toy_artifacts, embedding=np.ones(64, np.float32)))
     unknown = source.retrieve(make_state(toy_artifacts, embedding=None))
-    assert known.rows.tolist() == [0, 1, 2, 3, 4]     # toy popularity decreases with the row
+    assert known.rows.tolist() == [0, 1, 2, 3, 4]  # toy popularity decreases with the row
     assert unknown.rows.tolist() == list(range(20))
     assert set(unknown.sources.tolist()) == {CandidateSource.POPULAR}
 
