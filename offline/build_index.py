@@ -31,7 +31,8 @@ class IndexConfig:
     target_recall: float = 0.95
     k: int = 200
     sample_queries: int = 500
-    ivf_nlist: int | None = None       # default: 4 * sqrt(n), at most n / 39
+    ivf_nlist: int | None = None       # default: sqrt(n), at most n / 39
+    ivf_train_per_list: int = 64       # k-means training points per list
     ivf_nprobe: tuple[int, ...] = (16, 32, 64)
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
@@ -95,13 +96,14 @@ def build_index(
         return flat, IndexInfo("IndexFlatIP", {}, r, k, time.perf_counter() - t0, n)
     tried: list[dict[str, Any]] = []
     if "ivf" in kind:
-        nlist = config.ivf_nlist or int(min(4 * np.sqrt(n), max(n // 39, 1)))
+        nlist = config.ivf_nlist or int(max(min(np.sqrt(n), n // 39), 1))
         quantizer = faiss.IndexFlatIP(d)
         ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = config.seed
         train = x
-        if n > nlist * 256:
-            pick = np.random.default_rng(config.seed).choice(n, nlist * 256, replace=False)
+        if n > nlist * config.ivf_train_per_list:
+            pick = np.random.default_rng(config.seed).choice(
+                n, nlist * config.ivf_train_per_list, replace=False)
             train = x[np.sort(pick)]
         ivf.train(train)
         ivf.add(x)

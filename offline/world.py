@@ -328,7 +328,10 @@ def _make_users(cfg: WorldConfig, rng: np.random.Generator, centroids: np.ndarra
     }
 
 
-def simulate(cfg: WorldConfig) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], WorldTruth, dict[str, np.ndarray]]:
+Arrays = dict[str, np.ndarray]
+
+
+def simulate(cfg: WorldConfig) -> tuple[Arrays, Arrays, WorldTruth, Arrays]:
     """Draws users, items and interactions; returns (users, items, truth, events) as arrays."""
     seeds = np.random.SeedSequence(cfg.seed).spawn(3)
     rng = np.random.default_rng(seeds[0])

@@ -1,18 +1,50 @@
-"""Shared fixtures. Redis is real: a private redis-server on a free loopback port."""
+"""Shared fixtures: a tiny bootstrapped world (no Redis needed) and a private Redis server."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from decision_service.devtools.local_redis import LocalRedis
+from decision_service.models.registry import ModelVersion
+
+
+@pytest.fixture(scope="session")
+def tiny_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated "tiny" preset world (~1,500 users, 2,000 items, ~47k events)."""
+    from offline.world import generate_world, preset
+
+    out = tmp_path_factory.mktemp("tiny") / "world"
+    generate_world(preset("tiny"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bootstrap(
+    tiny_world_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, ModelVersion]:
+    """(world_dir, registry_root, published ModelVersion) of the tiny world; no Redis.
+
+    The serving state (features + embeddings at world now) is saved under
+    ``world_dir/serving``; ``offline.materialize.materialize_world(world_dir, url)`` loads
+    it into a Redis in a second or so.
+    """
+    from offline.bootstrap import bootstrap
+
+    registry_root = tmp_path_factory.mktemp("tiny_registry")
+    version = bootstrap(tiny_world_dir, registry_root)
+    return tiny_world_dir, registry_root, version
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:
-    """A redis-server this test session started (and stops); never a shared one."""
+    """A redis-server this test session started (and stops); never a shared one.
+
+    A missing redis-server is an error, not a skip: `make test` installs it.
+    """
     with LocalRedis() as server:
         yield server
 

@@ -56,6 +56,7 @@ class RecommendationArtifacts:
     item_embeddings: np.ndarray
     catalog: ItemCatalog
     manifest: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, version: ModelVersion, verify: bool = True) -> RecommendationArtifacts:
@@ -91,13 +92,14 @@ class RecommendationArtifacts:
             )
         if catalog.categories.min(initial=0) < 0 or catalog.categories.max(initial=0) >= len(CATEGORIES):
             raise RegistryError(f"{where}: item categories outside the registry taxonomy")
+        warnings = []
         trained_on = version.manifest.get("feature_registry_version")
         if trained_on and trained_on != REGISTRY.version:
-            # Same columns may still be servable (checked above); say so, do not refuse.
-            version.manifest.setdefault("warnings", []).append(
-                f"trained on registry {trained_on}, serving registry {REGISTRY.version}"
-            )
-        return cls(version.name, model, assembler, index, embeddings, catalog, version.manifest)
+            # Its columns are servable (checked above), so serve it, but say so.
+            warnings.append(f"trained on registry {trained_on}, serving registry {REGISTRY.version}")
+        return cls(
+            version.name, model, assembler, index, embeddings, catalog, version.manifest, tuple(warnings)
+        )
 
 
 def save_recommendation_artifacts(

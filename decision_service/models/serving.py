@@ -35,6 +35,8 @@ class RecommendationModels:
             len(artifacts.assembler.columns),
             artifacts.manifest.get("feature_registry_version"),
         )
+        for warning in artifacts.warnings:
+            log.warning("recommendation model %s: %s", artifacts.version, warning)
         return artifacts
 
     def get(self) -> RecommendationArtifacts:

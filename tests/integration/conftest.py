@@ -1,0 +1,85 @@
+"""A real server (in-process grpc.aio on port 0) over the tiny world's published artifacts
+and a private redis-server holding the tiny world's materialized features."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from offline.materialize import materialize
+
+from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.config import ServiceConfig
+from decision_service.devtools.local_redis import LocalRedis
+from decision_service.server.app import RunningServer, start_server
+from offline.world import World
+
+
+class LoopThread:
+    """An asyncio loop on a background thread, for running the aio server beside sync tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+@dataclass
+class ServedWorld:
+    world: World
+    registry_root: Path
+    version: str
+    redis: LocalRedis
+
+
+@pytest.fixture(scope="session")
+def served_world(tiny_bootstrap, redis_server) -> ServedWorld:
+    world_dir, registry_root, version = tiny_bootstrap
+    materialize(world_dir, redis_server.url)
+    return ServedWorld(World.load(world_dir), Path(registry_root), version.name, redis_server)
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.close()
+
+
+def start(loop_thread: LoopThread, registry_root: Path, redis_url: str, **overrides) -> RunningServer:
+    config = ServiceConfig(
+        port=0, registry_dir=registry_root, redis_url=redis_url, ann_candidates=100, **overrides
+    )
+    return loop_thread.run(start_server(config))
+
+
+@pytest.fixture(scope="session")
+def server(served_world, loop_thread) -> Iterator[RunningServer]:
+    running = start(loop_thread, served_world.registry_root, served_world.redis.url)
+    yield running
+    loop_thread.run(running.stop(1.0))
+
+
+@pytest.fixture(scope="session")
+def channel(server) -> Iterator[grpc.Channel]:
+    ch = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    grpc.channel_ready_future(ch).result(timeout=10)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def stub(channel) -> pb_grpc.DecisionServiceStub:
+    return pb_grpc.DecisionServiceStub(channel)

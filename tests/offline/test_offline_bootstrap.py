@@ -1,0 +1,105 @@
+"""Index recall, ranker quality, the published version and Redis materialization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from decision_service.devtools.local_redis import LocalRedis
+from decision_service.features.definitions import (
+    ITEM,
+    RECOMMENDATION_MODEL_FEATURES,
+    REGISTRY,
+    USER,
+    USER_EMBEDDING,
+)
+from decision_service.features.online_store import decode, feature_keys, now_ms, seen_key
+from decision_service.models.recommendation_artifacts import RecommendationArtifacts
+from decision_service.models.registry import ModelRegistry, ModelVersion
+from offline.build_index import IndexConfig, build_index, sample_queries
+from offline.embeddings import train_embeddings
+from offline.materialize import load_serving_state, materialize_world
+from offline.train_ranker import ranking_metrics
+from offline.world import World
+
+Bootstrapped = tuple[Path, Path, ModelVersion]
+
+
+def test_flat_index_recall_is_exact(tiny_world_dir: Path) -> None:
+    world = World.load(tiny_world_dir)
+    emb = train_embeddings(world, world.now_ms)
+    index, info = build_index(emb.items, sample_queries(emb.users, 200), IndexConfig(kind="flat"))
+    assert info.type == "IndexFlatIP" and info.recall_at_k == 1.0 and index.ntotal == world.n_items
+
+
+def test_hnsw_index_is_measured(tiny_world_dir: Path) -> None:
+    world = World.load(tiny_world_dir)
+    emb = train_embeddings(world, world.now_ms)
+    _, info = build_index(emb.items, sample_queries(emb.users, 100), IndexConfig(kind="hnsw"))
+    assert info.type == "IndexHNSWFlat" and 0.5 < info.recall_at_k <= 1.0 and info.tried
+
+
+def test_ranking_metrics() -> None:
+    labels = np.array([0, 1, 0, 2, 0, 0], np.int8)
+    sizes = np.array([4, 2])
+    perfect = ranking_metrics(labels.astype(float), labels, sizes, k=20)
+    assert perfect["ndcg@20"] == 1.0 and perfect["recall@20"] == 1.0
+    worst = ranking_metrics(-labels.astype(float), labels, sizes, k=1)
+    assert worst["ndcg@1"] == 0.0
+
+
+def test_model_beats_baselines(tiny_bootstrap: Bootstrapped) -> None:
+    m = tiny_bootstrap[2].manifest["metrics"]
+    assert m["model_ndcg@20"] >= m["random_ndcg@20"] + 0.05
+    assert m["model_ndcg@20"] >= m["popularity_ndcg@20"]
+    assert m["retrieved_only_model_ndcg@20"] >= m["retrieved_only_random_ndcg@20"] + 0.05
+    assert m["retrieved_only_model_ndcg@20"] >= m["retrieved_only_popularity_ndcg@20"]
+
+
+def test_published_version_loads(tiny_bootstrap: Bootstrapped) -> None:
+    world_dir, registry_root, version = tiny_bootstrap
+    current = ModelRegistry(registry_root).current("recommendation")
+    assert current.name == version.name
+    art = RecommendationArtifacts.load(current)
+    world = World.load(world_dir)
+    assert art.model.feature_name() == list(RECOMMENDATION_MODEL_FEATURES)
+    assert art.index.ntotal == world.n_items == len(art.catalog)
+    assert list(art.catalog.item_ids[:3]) == ["i0000000", "i0000001", "i0000002"]
+    np.testing.assert_array_equal(art.catalog.categories, world.item_category)
+    m = version.manifest
+    assert m["feature_registry_version"] == REGISTRY.version
+    assert m["index"]["recall_at_200"] == 1.0
+    assert {"rows", "positives", "users", "seconds"} <= set(m["training"])
+    assert m["world"]["preset"] == "tiny" and m["world"]["now_ms"] == world.now_ms
+    # The index and embeddings are those of the serving state saved for materialization.
+    _, emb = load_serving_state(world_dir)
+    np.testing.assert_array_equal(np.asarray(art.item_embeddings), emb.items)
+    q = emb.users[np.abs(emb.users).sum(axis=1) > 0][:5]
+    _, ids = art.index.search(q, 10)
+    np.testing.assert_array_equal(ids[:, 0], np.argmax(q @ emb.items.T, axis=1))
+
+
+def test_materialize_round_trips(tiny_bootstrap: Bootstrapped, redis_server: LocalRedis) -> None:
+    world_dir = tiny_bootstrap[0]
+    stats = materialize_world(world_dir, redis_server.url, max_seen_items=500)
+    snap, emb = load_serving_state(world_dir)
+    world = World.load(world_dir)
+    assert stats["users"] == world.n_users and stats["items"] == int(snap.item_listed.sum())
+    client: redis.Redis = redis_server.client()
+    try:
+        ids = ["u0000003", "u0000777", "u9999999"]
+        got = decode(USER, client.mget(feature_keys(USER, ids)), now_ms())
+        np.testing.assert_array_equal(got.values[:2], snap.users[[3, 777]])
+        assert list(got.status) == [0, 0, 1]  # present, present, missing
+        got = decode(USER_EMBEDDING, client.mget(feature_keys(USER_EMBEDDING, ids[:1])))
+        np.testing.assert_array_equal(got.values[0], emb.users[3])
+        got = decode(ITEM, client.mget(feature_keys(ITEM, ["i0000005"])))
+        np.testing.assert_array_equal(got.values[0], snap.items[5])
+        seen = client.zrevrange(seen_key("u0000003"), 0, -1, withscores=True)
+        mine = world.event_ms[world.event_user == 3]
+        assert len(seen) == len(np.unique(world.event_item[world.event_user == 3])) or len(seen) == 500
+        assert seen[0][1] == float(mine.max())
+    finally:
+        client.close()
