@@ -46,11 +46,27 @@ class ServiceConfig:
     max_seen_items: int = 500
     hnsw_ef_search: int = 128
     ivf_nprobe: int = 16
+    # --- decision and outcome logs (collect)
+    log_dir: str | None = None  # default <data_dir>/logs; or s3://..., gs://...
+    log_enabled: bool = True
+    log_queue_size: int = 20_000  # records; beyond it records are dropped, counted
+    log_max_rows_per_file: int = 2_000  # a buffer is written as one file at this size...
+    log_flush_interval_s: float = 5.0  # ...or this often; bounds what a SIGKILL loses
+    log_compression: str = "zstd"
+    # --- outcomes (observation API)
+    max_outcomes_per_request: int = 1_000
+    outcome_max_future_skew_s: float = 300.0  # occurred_at later than now + this is invalid
+    decision_index_ttl_s: int = 7 * 86_400  # how long outcomes can be attributed via Redis
+    decision_index_local_size: int = 200_000  # decisions remembered in process
     log_level: str = "INFO"
 
     @property
     def registry_root(self) -> Path:
         return self.registry_dir or self.data_dir / "registry"
+
+    @property
+    def log_root(self) -> str:
+        return self.log_dir or str(self.data_dir / "logs")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
@@ -83,6 +99,11 @@ class ServiceConfig:
             "max_seen_items",
             "hnsw_ef_search",
             "ivf_nprobe",
+            "log_queue_size",
+            "log_max_rows_per_file",
+            "max_outcomes_per_request",
+            "decision_index_ttl_s",
+            "decision_index_local_size",
         ]
         for name in positive:
             if int(getattr(self, name)) <= 0 and not (name == "port" and self.port == 0):
@@ -95,6 +116,8 @@ class ServiceConfig:
         ]:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_flush_interval_s <= 0:
+            raise ConfigError(f"log_flush_interval_s must be > 0, got {self.log_flush_interval_s}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
 
@@ -108,6 +131,12 @@ def _parse(var: str, raw: str, type_: object) -> object:
             return int(raw)
         if t in ("float", "<class 'float'>"):
             return float(raw)
+        if t in ("bool", "<class 'bool'>"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         return raw
     except ValueError:
         raise ConfigError(f"{var}={raw!r} is not a valid {t}") from None

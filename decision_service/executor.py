@@ -32,6 +32,7 @@ from decision_service.features import online_store
 from decision_service.features.definitions import CATEGORIES, ITEM, USER, USER_ITEM
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
 from decision_service.pipelines.recommendation import RecommendationPipeline
+from decision_service.rate_limited_log import RateLimitedLog
 from decision_service.stages.base import (
     Filter,
     HydratedFeatures,
@@ -46,24 +47,6 @@ log = logging.getLogger(__name__)
 def new_decision_id(now_ms: int) -> str:
     """32 hex chars, time-ordered (48-bit ms) then 80 random bits."""
     return f"{now_ms:012x}{os.urandom(10).hex()}"
-
-
-class RateLimitedLog:
-    """Logs a repeated failure at most once per interval, with how many were suppressed."""
-
-    def __init__(self, interval_s: float = 5.0) -> None:
-        self._interval_s = interval_s
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def warning(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        last, suppressed = self._last.get(key, (0.0, 0))
-        if now - last >= self._interval_s:
-            extra = f" ({suppressed} more since last report)" if suppressed else ""
-            log.warning("%s%s", message, extra)
-            self._last[key] = (now, 0)
-        else:
-            self._last[key] = (last, suppressed + 1)
 
 
 class RecommendationExecutor:
@@ -110,7 +93,15 @@ class RecommendationExecutor:
         with self._timed(state, p.selector.name):
             state.selected = p.selector.select(state, state.scores)
 
-        return self._decision(state)
+        decision = self._decision(state)
+        for effect in p.side_effects:
+            try:
+                effect.apply(state, decision)
+            except Exception as exc:  # noqa: BLE001 - a side effect never fails the answer
+                key = ("side_effects", f"{effect.name}_failed")
+                self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+                self._warn.warning(key[1], f"side effect {effect.name} failed: {exc!r}")
+        return decision
 
     # ---------------------------------------------------------------- stage wrappers
 

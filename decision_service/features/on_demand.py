@@ -43,7 +43,7 @@ def user_item_features(
     share = np.take_along_axis(shares, safe_cat[:, None], axis=1)[:, 0]
     out[:, 2] = np.where(known, share, 0.0)
     rank = (shares > share[:, None]).sum(axis=1)
-    has_history = shares.sum(axis=1) > 0   # no history: every category ties at rank 0
+    has_history = shares.sum(axis=1) > 0  # no history: every category ties at rank 0
     out[:, 3] = np.where(known & has_history, rank, USER_ITEM.features[3].default)
 
     avg = np.broadcast_to(user[:, _U_AVG_PRICE], (n,))

@@ -12,6 +12,7 @@ from decision_service.stages.base import (
     Filter,
     Scorer,
     Selector,
+    SideEffect,
     UserStateLoader,
 )
 from decision_service.stages.filters.category_allow_list import CategoryAllowList
@@ -35,9 +36,14 @@ class RecommendationPipeline:
     post_filters: tuple[Filter, ...]  # need hydrated features
     scorer: Scorer
     selector: Selector
+    side_effects: tuple[SideEffect, ...] = ()  # after the answer is built; enqueue only
 
 
-def recommendation_pipeline(config: ServiceConfig, store: AsyncOnlineStore) -> RecommendationPipeline:
+def recommendation_pipeline(
+    config: ServiceConfig,
+    store: AsyncOnlineStore,
+    side_effects: tuple[SideEffect, ...] = (),
+) -> RecommendationPipeline:
     return RecommendationPipeline(
         user_state=LoadUserState(store),
         sources=(
@@ -49,4 +55,5 @@ def recommendation_pipeline(config: ServiceConfig, store: AsyncOnlineStore) -> R
         post_filters=(OutOfStock(),),
         scorer=LightGbmRanker(),
         selector=TopKWithCategoryCap(config.max_items_per_category),
+        side_effects=side_effects,
     )

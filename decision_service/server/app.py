@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.config import ServiceConfig
+from decision_service.decision_log.collect import Collect
 from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.models.registry import ModelRegistry
@@ -40,16 +41,19 @@ class RunningServer:
     redis: aioredis.Redis
     executor: RecommendationExecutor
     models: RecommendationModels
+    collect: Collect
     _readiness: asyncio.Task[None] | None = None
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Stops accepting, lets in-flight calls finish within ``grace_s``, closes Redis."""
+        """Stops accepting, lets in-flight calls finish within ``grace_s``, flushes the logs,
+        closes Redis."""
         await self.health.enter_graceful_shutdown()
         if self._readiness is not None:
             self._readiness.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._readiness
         await self.server.stop(grace_s)
+        await self.collect.stop()
         await self.redis.aclose()
 
 
@@ -71,21 +75,27 @@ async def start_server(config: ServiceConfig) -> RunningServer:
         decode_responses=False,
     )
     store = AsyncOnlineStore(client, config.max_seen_items)
-    executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
+    collect = Collect.build(config, client)
+    executor = RecommendationExecutor(
+        recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get
+    )
 
     server = aio.server(interceptors=[ErrorMappingInterceptor()])
     pb_grpc.add_DecisionServiceServicer_to_server(
-        DecisionServicer(executor, RequestLimits.from_config(config), config.request_budget_ms),
+        DecisionServicer(
+            executor, RequestLimits.from_config(config), config.request_budget_ms, collect.recorder
+        ),
         server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
+    collect.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    running = RunningServer(server, port, health_servicer, client, executor, models)
+    running = RunningServer(server, port, health_servicer, client, executor, models, collect)
     running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
     log.info("decision service listening on %s:%d", config.host, port)
     return running

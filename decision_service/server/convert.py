@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -10,17 +11,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
+from decision_service.domain.outcomes import OUTCOME_TYPES, Outcome
 from decision_service.domain.recommendation import (
     RecommendationDecision,
     RecommendationRequest,
     RequestContext,
 )
+from decision_service.errors import InvalidArgument
 from decision_service.features.definitions import CATEGORIES
-from decision_service.server.errors import InvalidArgument
 
 _CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DECISION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class RequestLimits:
     max_allowed_categories: int
     max_context_attributes: int
     max_string_length: int
+    max_outcomes: int = 1_000
+    outcome_max_future_skew_ms: int = 300_000
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> RequestLimits:
@@ -39,6 +44,8 @@ class RequestLimits:
             config.max_allowed_categories,
             config.max_context_attributes,
             config.max_string_length,
+            config.max_outcomes_per_request,
+            int(config.outcome_max_future_skew_s * 1000),
         )
 
 
@@ -143,3 +150,45 @@ def recommendation_decision_to_proto(decision: RecommendationDecision) -> pb.Get
             ]
         ),
     )
+
+
+def outcomes_from_proto(
+    request: pb.RecordOutcomeRequest, limits: RequestLimits, now_ms: int
+) -> list[Outcome]:
+    n = len(request.outcomes)
+    if not 1 <= n <= limits.max_outcomes:
+        raise InvalidArgument("outcomes", f"send between 1 and {limits.max_outcomes} outcomes, got {n}")
+    return [_outcome(f"outcomes[{i}]", o, limits, now_ms) for i, o in enumerate(request.outcomes)]
+
+
+def _outcome(path: str, o: pb.Outcome, limits: RequestLimits, now_ms: int) -> Outcome:
+    if not _DECISION_ID.match(o.decision_id):
+        shown = o.decision_id[:40]
+        raise InvalidArgument(
+            f"{path}.decision_id", f"must be the 32-hex-digit id of a decision, got {shown!r}"
+        )
+    kind = OUTCOME_TYPES.get(o.type)
+    if kind is None:
+        raise InvalidArgument(
+            f"{path}.type", f"unknown outcome type {o.type[:40]!r}; known: {', '.join(OUTCOME_TYPES)}"
+        )
+    item_id = _text(f"{path}.item_id", o.item_id, limits, required=kind.requires_item)
+    if not math.isfinite(o.value):
+        raise InvalidArgument(f"{path}.value", "must be a finite number")
+    if o.HasField("occurred_at"):
+        occurred = o.occurred_at.ToMilliseconds()
+        if occurred > now_ms + limits.outcome_max_future_skew_ms:
+            raise InvalidArgument(f"{path}.occurred_at", "is in the future")
+        if occurred <= 0:
+            raise InvalidArgument(f"{path}.occurred_at", "must be after 1970-01-01")
+    else:
+        occurred = now_ms
+    if len(o.attributes) > limits.max_context_attributes:
+        raise InvalidArgument(
+            f"{path}.attributes", f"at most {limits.max_context_attributes} entries, got {len(o.attributes)}"
+        )
+    attributes = []
+    for key in sorted(o.attributes):
+        _text(f"{path}.attributes key", key, limits, required=True)
+        attributes.append((key, _text(f"{path}.attributes[{key!r}]", o.attributes[key], limits)))
+    return Outcome(o.decision_id, kind, occurred, item_id, float(o.value), tuple(attributes))

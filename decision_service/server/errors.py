@@ -1,4 +1,4 @@
-"""Errors the edge maps to gRPC status codes, and the interceptor that does the mapping."""
+"""The interceptor that maps errors (decision_service/errors.py) to gRPC status codes."""
 
 from __future__ import annotations
 
@@ -9,27 +9,16 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from decision_service.errors import InvalidArgument, NotReady, NotServed, Overloaded
+
+__all__ = ["ErrorMappingInterceptor", "InvalidArgument", "NotReady", "NotServed", "Overloaded"]
+
 log = logging.getLogger(__name__)
-
-
-class InvalidArgument(ValueError):
-    """Client error. ``field`` is the request path, e.g. ``recommendation.num_items``."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-class NotServed(Exception):
-    """A valid request for a capability this server does not serve (UNIMPLEMENTED)."""
-
-
-class NotReady(Exception):
-    """The server cannot answer yet (UNAVAILABLE): artifacts not loaded, shutting down."""
 
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotServed, grpc.StatusCode.UNIMPLEMENTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
 )

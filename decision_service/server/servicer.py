@@ -6,13 +6,16 @@ from grpc import aio
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.errors import InvalidArgument, NotServed
 from decision_service.executor import RecommendationExecutor
+from decision_service.features.online_store import now_ms
+from decision_service.outcomes.recorder import OutcomeRecorder
 from decision_service.server.convert import (
     RequestLimits,
+    outcomes_from_proto,
     recommendation_decision_to_proto,
     recommendation_request_from_proto,
 )
-from decision_service.server.errors import InvalidArgument, NotServed
 
 DEBUG_TIMINGS_HEADER = "x-debug-timings"
 TIMINGS_TRAILER = "x-stage-timings-ms"
@@ -21,9 +24,14 @@ _MIN_BUDGET_S = 0.001
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
     def __init__(
-        self, recommendations: RecommendationExecutor, limits: RequestLimits, budget_ms: int
+        self,
+        recommendations: RecommendationExecutor,
+        limits: RequestLimits,
+        budget_ms: int,
+        outcomes: OutcomeRecorder | None = None,
     ) -> None:
         self._recommendations = recommendations
+        self._outcomes = outcomes
         self._limits = limits
         self._budget_s = budget_ms / 1000.0
 
@@ -45,7 +53,14 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: aio.ServicerContext
     ) -> pb.RecordOutcomeResponse:
-        raise NotServed("RecordOutcome is not served by this version yet")
+        if self._outcomes is None:
+            raise NotServed("RecordOutcome needs the outcome log, which is disabled on this server")
+        outcomes = outcomes_from_proto(request, self._limits, now_ms())
+        known = await self._outcomes.record(outcomes)
+        return pb.RecordOutcomeResponse(
+            accepted=len(outcomes),
+            acks=[pb.OutcomeAck(index=i, decision_known=k) for i, k in enumerate(known)],
+        )
 
     def _budget(self, context: aio.ServicerContext) -> float:
         """The configured budget, shortened by the client's deadline when that is sooner."""

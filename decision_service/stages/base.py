@@ -11,6 +11,7 @@ from decision_service.domain.features import FeatureStatus, GroupValues
 from decision_service.domain.recommendation import (
     Candidates,
     Degradation,
+    RecommendationDecision,
     RecommendationRequest,
 )
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
@@ -109,4 +110,12 @@ class Selector(Protocol):
 
     def select(self, state: RecommendationState, scores: np.ndarray) -> np.ndarray:
         """Contract: at most ``num_items`` distinct candidate indices, in rank order."""
+        ...
+
+
+class SideEffect(Protocol):
+    name: str
+
+    def apply(self, state: RecommendationState, decision: RecommendationDecision) -> None:
+        """Contract: returns at once (enqueue only); never blocks or changes the answer."""
         ...

@@ -4,6 +4,7 @@ and a private redis-server holding the tiny world's materialized features."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from offline.materialize import materialize
 
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.server.app import RunningServer, start_server
+from offline.materialize import materialize
 from offline.world import World
 
 
@@ -59,6 +60,8 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 def start(loop_thread: LoopThread, registry_root: Path, redis_url: str, **overrides) -> RunningServer:
+    """A server on port 0; its logs go to a fresh temporary directory unless ``log_dir`` is given."""
+    overrides.setdefault("log_dir", tempfile.mkdtemp(prefix="ds-logs-"))
     config = ServiceConfig(
         port=0, registry_dir=registry_root, redis_url=redis_url, ann_candidates=100, **overrides
     )

@@ -136,4 +136,5 @@ def test_missing_use_case_and_unserved_calls_get_clear_statuses(stub):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "use_case" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         stub.RecordOutcome(pb.RecordOutcomeRequest(), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("outcomes:")

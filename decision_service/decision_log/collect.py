@@ -1,0 +1,91 @@
+"""Wires the collect half for a server: decision log, outcome log, decision index, recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from decision_service.config import ServiceConfig
+from decision_service.decision_log import outcome_log, recommendation_log
+from decision_service.decision_log.outcome_log import OutcomeLogRecord
+from decision_service.decision_log.recommendation_log import RecommendationLogRecord
+from decision_service.decision_log.writer import LogWriterConfig, ParquetLogWriter
+from decision_service.outcomes.decision_index import DecisionIndex
+from decision_service.outcomes.recorder import OutcomeRecorder
+from decision_service.stages.base import SideEffect
+from decision_service.stages.side_effects.log_served_decision import LogServedDecision
+from decision_service.stages.side_effects.remember_decision import RememberDecision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Collect:
+    decision_log: ParquetLogWriter[RecommendationLogRecord] | None
+    outcome_log: ParquetLogWriter[OutcomeLogRecord] | None
+    index: DecisionIndex
+    recorder: OutcomeRecorder | None
+
+    @classmethod
+    def build(cls, config: ServiceConfig, client: aioredis.Redis) -> Collect:
+        index = DecisionIndex(client, config.decision_index_ttl_s, config.decision_index_local_size)
+        if not config.log_enabled:
+            log.warning("decision and outcome logging is OFF (DS_LOG_ENABLED=false)")
+            return cls(None, None, index, None)
+        writer_config = LogWriterConfig(
+            queue_size=config.log_queue_size,
+            max_rows_per_file=config.log_max_rows_per_file,
+            flush_interval_s=config.log_flush_interval_s,
+            compression=config.log_compression,
+        )
+        decisions = ParquetLogWriter(
+            config.log_root,
+            "decisions",
+            recommendation_log.SCHEMA,
+            recommendation_log.to_batch,
+            recommendation_log.partition_of,
+            writer_config,
+        )
+        outcomes = ParquetLogWriter(
+            config.log_root,
+            "outcomes",
+            outcome_log.SCHEMA,
+            outcome_log.to_batch,
+            outcome_log.partition_of,
+            writer_config,
+        )
+        recorder = OutcomeRecorder(index, client, outcomes, config.max_seen_items)
+        return cls(decisions, outcomes, index, recorder)
+
+    def recommendation_side_effects(self) -> tuple[SideEffect, ...]:
+        effects: list[SideEffect] = [RememberDecision(self.index)]
+        if self.decision_log is not None:
+            effects.append(LogServedDecision(self.decision_log))
+        return tuple(effects)
+
+    def start(self) -> None:
+        for writer in (self.decision_log, self.outcome_log):
+            if writer is not None:
+                writer.start()
+                log.info("writing the %s log under %s", writer.name, writer.root)
+        self.index.start()
+
+    async def stop(self) -> None:
+        """Flushes everything: the decision index to Redis, every buffered record to Parquet."""
+        await self.index.stop()
+        for writer in (self.decision_log, self.outcome_log):
+            if writer is not None:
+                await asyncio.to_thread(writer.close)
+                s = writer.stats
+                log.info(
+                    "%s log closed: %d written in %d files, %d dropped (queue full %d, write errors %d)",
+                    writer.name,
+                    s.written_records,
+                    s.written_files,
+                    s.dropped,
+                    s.dropped_queue_full,
+                    s.dropped_write_error,
+                )

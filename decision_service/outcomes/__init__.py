@@ -1,0 +1,1 @@
+"""The observation API: outcomes of decisions, their log and their effect on online state."""

@@ -1,0 +1,116 @@
+"""Remembers recently served decisions so outcomes can be attributed to a user.
+
+Two tiers: a bounded in-process LRU (this replica's latest decisions, no I/O) and Redis
+(``dec:{decision id}`` -> small JSON, with a TTL), so an outcome that reaches another replica
+is still attributed. Redis writes are batched by a background task: the request path only
+appends to a deque.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from decision_service.domain.outcomes import DecisionRef
+
+log = logging.getLogger(__name__)
+
+
+def _key(decision_id: str) -> str:
+    return f"dec:{decision_id}"
+
+
+class DecisionIndex:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_s: int,
+        local_capacity: int,
+        flush_interval_ms: int = 20,
+        max_pending: int = 50_000,
+    ) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+        self._capacity = local_capacity
+        self._flush_s = flush_interval_ms / 1000.0
+        self._local: OrderedDict[str, DecisionRef] = OrderedDict()
+        self._pending: deque[DecisionRef] = deque(maxlen=max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self.write_errors = 0
+        self.dropped = 0
+
+    def remember(self, ref: DecisionRef) -> None:
+        """Non-blocking: local LRU now, Redis on the next batch."""
+        self._local[ref.decision_id] = ref
+        if len(self._local) > self._capacity:
+            self._local.popitem(last=False)
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1  # deque drops the oldest; the local tier still has it
+        self._pending.append(ref)
+
+    async def lookup(self, decision_ids: Sequence[str]) -> dict[str, DecisionRef | None]:
+        """Every id mapped to its ref, or None when neither tier knows it.
+
+        On failure: Redis errors propagate; callers decide (outcomes are still logged).
+        """
+        found: dict[str, DecisionRef | None] = {}
+        missing = []
+        for decision_id in dict.fromkeys(decision_ids):
+            ref = self._local.get(decision_id)
+            found[decision_id] = ref
+            if ref is None:
+                missing.append(decision_id)
+        if missing:
+            raw = await self._redis.mget([_key(d) for d in missing])
+            for decision_id, value in zip(missing, raw, strict=True):
+                found[decision_id] = _decode(decision_id, value) if value else None
+        return found
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch = list(self._pending)
+        self._pending.clear()
+        pipe = self._redis.pipeline(transaction=False)
+        for ref in batch:
+            pipe.set(_key(ref.decision_id), _encode(ref), ex=self._ttl_s)
+        try:
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - outcomes still work on this replica (LRU)
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 100 == 0:
+                log.warning("decision index: Redis write failed (%d times): %s", self.write_errors, exc)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_s)
+            await self.flush()
+
+
+def _encode(ref: DecisionRef) -> str:
+    return json.dumps([ref.use_case, ref.user_id, ref.decided_at_ms, list(ref.entities)])
+
+
+def _decode(decision_id: str, raw: bytes) -> DecisionRef | None:
+    try:
+        use_case, user_id, decided_at_ms, entities = json.loads(raw)
+        return DecisionRef(decision_id, use_case, user_id, int(decided_at_ms), tuple(map(tuple, entities)))
+    except (ValueError, TypeError):
+        return None

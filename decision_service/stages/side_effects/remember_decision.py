@@ -1,0 +1,20 @@
+"""Remembers who a decision was for, so its outcomes can be attributed and acted on."""
+
+from __future__ import annotations
+
+from decision_service.domain.outcomes import DecisionRef
+from decision_service.domain.recommendation import RecommendationDecision
+from decision_service.outcomes.decision_index import DecisionIndex
+from decision_service.stages.base import RecommendationState
+
+
+class RememberDecision:
+    name = "remember_decision"
+
+    def __init__(self, index: DecisionIndex) -> None:
+        self._index = index
+
+    def apply(self, state: RecommendationState, decision: RecommendationDecision) -> None:
+        self._index.remember(
+            DecisionRef(decision.decision_id, "recommendation", state.request.user_id, decision.decided_at_ms)
+        )

@@ -1,0 +1,189 @@
+"""Collect: every decision logged exactly as served; outcomes logged and acted on at once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+import grpc
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.features.definitions import REGISTRY
+from decision_service.models.recommendation_artifacts import RecommendationArtifacts
+from decision_service.models.registry import ModelRegistry
+from tests.integration.conftest import start
+
+
+def active_users(world, n, skip=0):
+    counts = np.bincount(world.event_user, minlength=world.n_users)
+    return [str(world.user_ids[i]) for i in np.argsort(-counts)[skip : skip + n]]
+
+
+def recommend(stub, user, n=10):
+    request = pb.GetDecisionRequest(recommendation=pb.RecommendationRequest(user_id=user, num_items=n))
+    return stub.GetDecision(request, timeout=5)
+
+
+@pytest.fixture
+def logged_server(served_world, loop_thread, tmp_path):
+    running = start(
+        loop_thread, served_world.registry_root, served_world.redis.url, log_dir=str(tmp_path / "logs")
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    yield running, pb_grpc.DecisionServiceStub(channel), tmp_path / "logs"
+    channel.close()
+    loop_thread.run(running.stop(1.0))
+
+
+def read_log(root: Path, name: str):
+    return ds.dataset(root / name, format="parquet", partitioning="hive").to_table()
+
+
+def test_n_decisions_give_n_records_with_the_exact_scored_features(served_world, logged_server, loop_thread):
+    running, stub, logs = logged_server
+    users = active_users(served_world.world, 12) + ["someone-new"]
+    replies = {}
+    for user in users:
+        reply = recommend(stub, user)
+        replies[reply.decision_id] = reply
+    loop_thread.run(running.stop(1.0))          # graceful stop flushes everything
+
+    table = read_log(logs, "decisions")
+    assert table.num_rows == len(users)
+    assert set(table.column("decision_id").to_pylist()) == set(replies)
+    assert table.schema.metadata[b"registry_version"].decode() == REGISTRY.version
+    rows = table.to_pylist()
+    artifacts = RecommendationArtifacts.load(
+        ModelRegistry(served_world.registry_root).current("recommendation")
+    )
+    for row in rows:
+        reply = replies[row["decision_id"]]
+        assert row["use_case"] == "recommendation" and row["model_version"] == reply.model_version
+        served = {i.item_id: i.rank for i in reply.recommendation.items}
+        logged_ranks = {iid: r for iid, r in zip(row["item_ids"], row["ranks"], strict=True) if r}
+        assert logged_ranks == served
+        # The model input rebuilt from the logged vectors gives back the logged scores.
+        x = artifacts.assembler.assemble(
+            np.asarray(row["user_features"], np.float32),
+            np.asarray(row["item_features"], np.float32),
+            np.asarray(row["cross_features"], np.float32),
+        )
+        if not row["degraded"]:
+            np.testing.assert_allclose(artifacts.model.predict(x), row["scores"], rtol=1e-5, atol=1e-5)
+        assert len(row["item_feature_status"]) == len(row["item_ids"])
+    unknown = next(r for r in rows if r["user_id"] == "someone-new")
+    assert unknown["degraded"] == [{"stage": "user_context", "reason": "unknown_user"}]
+    assert unknown["user_feature_status"] == 1    # MISSING: defaults were served
+
+    # DuckDB reads the same Hive-partitioned files.
+    count = duckdb.connect().execute(
+        f"select count(*), count(distinct decision_id) from read_parquet('{logs}/decisions/**/*.parquet', "
+        "hive_partitioning = true) where use_case = 'recommendation'"
+    ).fetchall()[0]
+    assert count == (len(users), len(users))
+
+
+def test_a_click_removes_the_item_from_the_next_decision(served_world, logged_server, loop_thread):
+    running, stub, logs = logged_server
+    user = active_users(served_world.world, 1, skip=40)[0]
+    first = recommend(stub, user)
+    clicked = first.recommendation.items[0].item_id
+    occurred = Timestamp()
+    occurred.GetCurrentTime()
+    ack = stub.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcomes=[
+                pb.Outcome(decision_id=first.decision_id, item_id=clicked, type="click", occurred_at=occurred),
+                pb.Outcome(decision_id="f" * 32, item_id="i0000001", type="impression"),
+            ]
+        ),
+        timeout=5,
+    )
+    assert ack.accepted == 2
+    assert [(a.index, a.decision_known) for a in ack.acks] == [(0, True), (1, False)]
+    second = recommend(stub, user)
+    assert clicked not in {i.item_id for i in second.recommendation.items}
+
+    loop_thread.run(running.stop(1.0))
+    outcomes = read_log(logs, "outcomes").to_pylist()
+    assert len(outcomes) == 2
+    click = next(o for o in outcomes if o["type"] == "click")
+    assert click["decision_known"] and click["user_id"] == user and click["item_id"] == clicked
+    assert click["use_case"] == "recommendation"
+    stray = next(o for o in outcomes if o["type"] == "impression")
+    assert stray["decision_known"] is False and stray["user_id"] is None
+
+
+def test_outcomes_are_attributed_across_replicas_through_redis(served_world, logged_server, loop_thread):
+    running, stub, _ = logged_server
+    other = start(loop_thread, served_world.registry_root, served_world.redis.url)
+    try:
+        user = active_users(served_world.world, 1, skip=60)[0]
+        decision = recommend(stub, user)
+        item = decision.recommendation.items[0].item_id
+        with grpc.insecure_channel(f"127.0.0.1:{other.port}") as channel:
+            other_stub = pb_grpc.DecisionServiceStub(channel)
+            deadline = time.monotonic() + 5
+            while True:  # the index reaches Redis in batches every few ms
+                ack = other_stub.RecordOutcome(
+                    pb.RecordOutcomeRequest(
+                        outcomes=[pb.Outcome(decision_id=decision.decision_id, item_id=item, type="purchase")]
+                    ),
+                    timeout=5,
+                )
+                if ack.acks[0].decision_known or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            assert ack.acks[0].decision_known
+    finally:
+        loop_thread.run(other.stop(1.0))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "field"),
+    [
+        ({"decision_id": "nope", "type": "click", "item_id": "i1"}, "outcomes[0].decision_id"),
+        ({"decision_id": "a" * 32, "type": "teleport", "item_id": "i1"}, "outcomes[0].type"),
+        ({"decision_id": "a" * 32, "type": "click"}, "outcomes[0].item_id"),
+        ({"decision_id": "a" * 32, "type": "purchase", "item_id": "i1", "value": float("nan")}, "outcomes[0].value"),
+        (
+            {"decision_id": "a" * 32, "type": "click", "item_id": "i1", "occurred_at": Timestamp(seconds=4_000_000_000)},
+            "outcomes[0].occurred_at",
+        ),
+    ],
+)
+def test_malformed_outcomes_are_invalid_argument(stub, outcome, field):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RecordOutcome(pb.RecordOutcomeRequest(outcomes=[pb.Outcome(**outcome)]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field + ":")
+
+
+def test_a_full_log_queue_drops_and_counts_without_slowing_requests(served_world, loop_thread, tmp_path):
+    running = start(
+        loop_thread, served_world.registry_root, served_world.redis.url,
+        log_dir=str(tmp_path), log_queue_size=3, log_flush_interval_s=60.0, log_max_rows_per_file=1,
+    )
+    writer = running.collect.decision_log
+    real = writer._to_batch
+    writer._to_batch = lambda records: (time.sleep(0.3), real(records))[1]   # a very slow disk
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.DecisionServiceStub(channel)
+            user = active_users(served_world.world, 1)[0]
+            latencies = []
+            for _ in range(30):
+                t = time.perf_counter()
+                recommend(stub, user)
+                latencies.append(time.perf_counter() - t)
+        assert writer.stats.dropped_queue_full >= 20
+        assert writer.stats.submitted + writer.stats.dropped_queue_full == 30
+        assert np.median(latencies) < 0.25   # the slow writer never sits on the request path
+    finally:
+        loop_thread.run(running.stop(1.0))
