@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from decision_service.domain.outcomes import DecisionRef
+from decision_service.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ class DecisionIndex:
         self._pending: deque[DecisionRef] = deque(maxlen=max_pending)
         self._task: asyncio.Task[None] | None = None
         self.write_errors = 0
+        self.lookup_errors = 0
         self.dropped = 0
+        self._warn = RateLimitedLog()
 
     def remember(self, ref: DecisionRef) -> None:
         """Non-blocking: local LRU now, Redis on the next batch."""
@@ -57,7 +60,8 @@ class DecisionIndex:
     async def lookup(self, decision_ids: Sequence[str]) -> dict[str, DecisionRef | None]:
         """Every id mapped to its ref, or None when neither tier knows it.
 
-        On failure: Redis errors propagate; callers decide (outcomes are still logged).
+        On failure: when Redis cannot be read, the in-process hits are still returned, the
+        rest are None, and ``lookup_errors`` counts it.
         """
         found: dict[str, DecisionRef | None] = {}
         missing = []
@@ -67,7 +71,12 @@ class DecisionIndex:
             if ref is None:
                 missing.append(decision_id)
         if missing:
-            raw = await self._redis.mget([_key(d) for d in missing])
+            try:
+                raw = await self._redis.mget([_key(d) for d in missing])
+            except Exception as exc:  # noqa: BLE001 - unattributed outcomes are still logged
+                self.lookup_errors += 1
+                self._warn.warning("lookup", f"decision index: Redis lookup failed: {exc!r}")
+                return found
             for decision_id, value in zip(missing, raw, strict=True):
                 found[decision_id] = _decode(decision_id, value) if value else None
         return found
@@ -95,8 +104,9 @@ class DecisionIndex:
             await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - outcomes still work on this replica (LRU)
             self.write_errors += 1
-            if self.write_errors == 1 or self.write_errors % 100 == 0:
-                log.warning("decision index: Redis write failed (%d times): %s", self.write_errors, exc)
+            self._warn.warning(
+                "write", f"decision index: Redis write failed ({self.write_errors} times): {exc!r}"
+            )
 
     async def _flush_loop(self) -> None:
         while True:

@@ -54,18 +54,13 @@ class OutcomeRecorder:
     async def record(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Returns, per outcome, whether its decision is known.
 
-        On failure: Redis problems are counted and logged (the outcome is still logged,
-        flagged unknown if it could not be attributed); a full outcome log raises
+        On failure: Redis problems are counted and logged, and the outcome is still logged
+        (flagged unknown if it could not be attributed); a full outcome log raises
         OutcomeLogFull before anything is logged, so a retry does not duplicate.
         """
         if self._writer.config.queue_size - self._writer.queue_depth < len(outcomes):
             raise OutcomeLogFull(f"outcome log is full ({self._writer.queue_depth} queued); retry later")
-        try:
-            refs = await self._index.lookup([o.decision_id for o in outcomes])
-        except Exception as exc:  # noqa: BLE001 - log them anyway, unattributed
-            self.state_update_errors += 1
-            self._warn.warning("lookup", f"outcomes: decision lookup failed: {exc!r}")
-            refs = {}
+        refs = await self._index.lookup([o.decision_id for o in outcomes])
         await self._apply_effects(outcomes, refs)
         received = now_ms()
         known = []

@@ -52,7 +52,7 @@ def test_n_decisions_give_n_records_with_the_exact_scored_features(served_world,
     for user in users:
         reply = recommend(stub, user)
         replies[reply.decision_id] = reply
-    loop_thread.run(running.stop(1.0))          # graceful stop flushes everything
+    loop_thread.run(running.stop(1.0))  # graceful stop flushes everything
 
     table = read_log(logs, "decisions")
     assert table.num_rows == len(users)
@@ -79,13 +79,17 @@ def test_n_decisions_give_n_records_with_the_exact_scored_features(served_world,
         assert len(row["item_feature_status"]) == len(row["item_ids"])
     unknown = next(r for r in rows if r["user_id"] == "someone-new")
     assert unknown["degraded"] == [{"stage": "user_context", "reason": "unknown_user"}]
-    assert unknown["user_feature_status"] == 1    # MISSING: defaults were served
+    assert unknown["user_feature_status"] == 1  # MISSING: defaults were served
 
     # DuckDB reads the same Hive-partitioned files.
-    count = duckdb.connect().execute(
-        f"select count(*), count(distinct decision_id) from read_parquet('{logs}/decisions/**/*.parquet', "
-        "hive_partitioning = true) where use_case = 'recommendation'"
-    ).fetchall()[0]
+    count = (
+        duckdb.connect()
+        .execute(
+            f"select count(*), count(distinct decision_id) from read_parquet('{logs}/decisions/**/*.parquet', "
+            "hive_partitioning = true) where use_case = 'recommendation'"
+        )
+        .fetchall()[0]
+    )
     assert count == (len(users), len(users))
 
 
@@ -99,7 +103,9 @@ def test_a_click_removes_the_item_from_the_next_decision(served_world, logged_se
     ack = stub.RecordOutcome(
         pb.RecordOutcomeRequest(
             outcomes=[
-                pb.Outcome(decision_id=first.decision_id, item_id=clicked, type="click", occurred_at=occurred),
+                pb.Outcome(
+                    decision_id=first.decision_id, item_id=clicked, type="click", occurred_at=occurred
+                ),
                 pb.Outcome(decision_id="f" * 32, item_id="i0000001", type="impression"),
             ]
         ),
@@ -151,9 +157,17 @@ def test_outcomes_are_attributed_across_replicas_through_redis(served_world, log
         ({"decision_id": "nope", "type": "click", "item_id": "i1"}, "outcomes[0].decision_id"),
         ({"decision_id": "a" * 32, "type": "teleport", "item_id": "i1"}, "outcomes[0].type"),
         ({"decision_id": "a" * 32, "type": "click"}, "outcomes[0].item_id"),
-        ({"decision_id": "a" * 32, "type": "purchase", "item_id": "i1", "value": float("nan")}, "outcomes[0].value"),
         (
-            {"decision_id": "a" * 32, "type": "click", "item_id": "i1", "occurred_at": Timestamp(seconds=4_000_000_000)},
+            {"decision_id": "a" * 32, "type": "purchase", "item_id": "i1", "value": float("nan")},
+            "outcomes[0].value",
+        ),
+        (
+            {
+                "decision_id": "a" * 32,
+                "type": "click",
+                "item_id": "i1",
+                "occurred_at": Timestamp(seconds=4_000_000_000),
+            },
             "outcomes[0].occurred_at",
         ),
     ],
@@ -167,12 +181,17 @@ def test_malformed_outcomes_are_invalid_argument(stub, outcome, field):
 
 def test_a_full_log_queue_drops_and_counts_without_slowing_requests(served_world, loop_thread, tmp_path):
     running = start(
-        loop_thread, served_world.registry_root, served_world.redis.url,
-        log_dir=str(tmp_path), log_queue_size=3, log_flush_interval_s=60.0, log_max_rows_per_file=1,
+        loop_thread,
+        served_world.registry_root,
+        served_world.redis.url,
+        log_dir=str(tmp_path),
+        log_queue_size=3,
+        log_flush_interval_s=60.0,
+        log_max_rows_per_file=1,
     )
     writer = running.collect.decision_log
     real = writer._to_batch
-    writer._to_batch = lambda records: (time.sleep(0.3), real(records))[1]   # a very slow disk
+    writer._to_batch = lambda records: (time.sleep(0.3), real(records))[1]  # a very slow disk
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = pb_grpc.DecisionServiceStub(channel)
@@ -184,6 +203,34 @@ def test_a_full_log_queue_drops_and_counts_without_slowing_requests(served_world
                 latencies.append(time.perf_counter() - t)
         assert writer.stats.dropped_queue_full >= 20
         assert writer.stats.submitted + writer.stats.dropped_queue_full == 30
-        assert np.median(latencies) < 0.25   # the slow writer never sits on the request path
+        assert np.median(latencies) < 0.25  # the slow writer never sits on the request path
     finally:
         loop_thread.run(running.stop(1.0))
+
+
+def test_outcomes_are_logged_even_when_redis_is_down(served_world, loop_thread, tmp_path):
+    from decision_service.devtools.local_redis import free_port
+
+    running = start(
+        loop_thread, served_world.registry_root, f"redis://127.0.0.1:{free_port()}/0", log_dir=str(tmp_path)
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.DecisionServiceStub(channel)
+            decision = recommend(stub, "u0000001")  # degraded, but served and remembered
+            item = decision.recommendation.items[0].item_id
+            ack = stub.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    outcomes=[
+                        pb.Outcome(decision_id=decision.decision_id, item_id=item, type="click"),
+                        pb.Outcome(decision_id="e" * 32, item_id=item, type="click"),
+                    ]
+                ),
+                timeout=5,
+            )
+        assert [a.decision_known for a in ack.acks] == [True, False]
+        assert running.collect.recorder.state_update_errors >= 1  # counted, not raised
+    finally:
+        loop_thread.run(running.stop(1.0))
+    assert read_log(tmp_path, "outcomes").num_rows == 2
+    assert read_log(tmp_path, "decisions").num_rows == 1
