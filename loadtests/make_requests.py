@@ -49,10 +49,18 @@ def recommendation_requests(
 
 
 def write_jsonl(requests: list[pb.GetDecisionRequest], path: str | Path) -> None:
+    """One request per line: the Python load generator's input."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for r in requests:
             f.write(json_format.MessageToJson(r, indent=None) + "\n")
+
+
+def write_ghz_array(requests: list[pb.GetDecisionRequest], path: str | Path) -> None:
+    """A JSON array of requests: ghz sends them round-robin (``--data-file``)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write("[\n" + ",\n".join(json_format.MessageToJson(r, indent=None) for r in requests) + "\n]\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--world", default="data/world")
     ap.add_argument("--out", default="loadtests/data/recommendations.jsonl")
+    ap.add_argument("--ghz-out", default="loadtests/data/recommendations.json", help="JSON array for ghz")
     ap.add_argument("-n", type=int, default=10_000)
     ap.add_argument("--num-items", type=int, default=20)
     args = ap.parse_args(argv)
-    write_jsonl(recommendation_requests(World.load(args.world), args.n, args.num_items), args.out)
-    print(f"wrote {args.n} requests to {args.out}")
+    requests = recommendation_requests(World.load(args.world), args.n, args.num_items)
+    write_jsonl(requests, args.out)
+    write_ghz_array(requests, args.ghz_out)
+    print(f"wrote {args.n} requests to {args.out} and {args.ghz_out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``decision-service`` command line: ``serve`` (and later operational subcommands)."""
+"""``decision-service`` command line: ``serve`` and ``health`` (the container's probe)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", type=Path, help="data directory (DS_DATA_DIR)")
     serve.add_argument("--registry-dir", type=Path, help="model registry (DS_REGISTRY_DIR)")
     serve.add_argument("--redis-url", help="Redis URL (DS_REDIS_URL or REDIS_URL)")
+    health = sub.add_parser("health", help="exit 0 when the server reports SERVING, else 1")
+    health.add_argument("--address", default="127.0.0.1:50051", help="host:port of the server")
+    health.add_argument("--service", default="", help="service name; empty = the whole server")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds")
     args = parser.parse_args(argv)
+    if args.command == "health":
+        return check_health(args.address, args.service, args.timeout)
 
     overrides = {
         k: v
@@ -48,6 +54,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decision-service: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_health(address: str, service: str, timeout_s: float) -> int:
+    """The gRPC health check as a process exit code (Docker HEALTHCHECK, Kubernetes exec probe)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.RpcError as err:
+            print(f"unhealthy: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 if __name__ == "__main__":

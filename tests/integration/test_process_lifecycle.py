@@ -35,6 +35,15 @@ def spawn(served_world, log_dir: Path, **env: str) -> tuple[subprocess.Popen, in
     return process, port
 
 
+def probe(port: int) -> int:
+    """Runs the installed entry point exactly as the Dockerfile's HEALTHCHECK does."""
+    entry = Path(sys.executable).parent / "decision-service"
+    return subprocess.run(
+        [str(entry), "health", "--address", f"127.0.0.1:{port}", "--timeout", "2"],
+        capture_output=True, timeout=30,
+    ).returncode
+
+
 def send(port: int, users: list[str]) -> list[str]:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.DecisionServiceStub(channel)
@@ -65,6 +74,7 @@ def test_sigterm_answers_then_flushes_every_record(served_world, tmp_path):
     process, port = spawn(served_world, tmp_path, DS_LOG_FLUSH_INTERVAL_S="3600")
     try:
         wait_serving(grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+        assert probe(port) == 0                      # the container HEALTHCHECK command
         sent = send(port, users(served_world, 40))
         assert visible_files(tmp_path) == []        # nothing flushed yet (interval 1 h)
         process.send_signal(signal.SIGTERM)
@@ -72,6 +82,7 @@ def test_sigterm_answers_then_flushes_every_record(served_world, tmp_path):
     finally:
         process.kill()
     assert sorted(logged_ids(tmp_path / "decisions")) == sorted(sent)
+    assert probe(port) == 1                          # gone: unhealthy
 
 
 def test_sigkill_leaves_only_complete_files_and_loses_only_the_unflushed_buffer(served_world, tmp_path):
