@@ -7,10 +7,12 @@ start with a message naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,19 @@ class ServiceConfig:
     outcome_max_future_skew_s: float = 300.0  # occurred_at later than now + this is invalid
     decision_index_ttl_s: int = 7 * 86_400  # how long outcomes can be attributed via Redis
     decision_index_local_size: int = 200_000  # decisions remembered in process
+    # --- fraud pipeline
+    fraud_review_score: int = 40               # risk score (0..99) from which payments are reviewed
+    fraud_decline_score: int = 85              # ... and declined
+    fraud_max_amount_eur: float = 10_000.0     # hard limit: decline above
+    fraud_max_user_txn_10m: int = 12           # hard limit: decline from this many payments in 10 min
+    fraud_degraded_fallback: str = "review"    # store/model unavailable: "review" or "open" (fail open)
+    fraud_fail_open_max_amount_eur: float = 200.0  # with "open", larger amounts still go to review
+    fraud_max_reasons: int = 3
+    fraud_max_velocity_events: int = 1_000     # events read per party and request (bounds a burst)
+    fraud_record_ttl_s: int = 30 * 86_400      # idempotency window of a transaction id
+    fraud_absurd_amount_eur: float = 1_000_000.0  # validation: larger amounts are INVALID_ARGUMENT
+    fraud_max_clock_skew_s: float = 300.0      # validation: occurred_at later than now + this
+    fraud_max_transaction_age_s: float = 86_400.0  # validation: occurred_at older than now - this
     log_level: str = "INFO"
 
     @property
@@ -69,10 +84,19 @@ class ServiceConfig:
         return self.log_dir or str(self.data_dir / "logs")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServiceConfig:
-        """Defaults, then ``DS_*`` variables, then explicit ``overrides``."""
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        **overrides: object,
+    ) -> ServiceConfig:
+        """Defaults, then the YAML file (``config_file`` or $DS_CONFIG), then ``DS_*``
+        variables, then explicit ``overrides``. Errors name the key and the problem."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
+        path = config_file or env.get("DS_CONFIG")
+        if path:
+            values.update(_read_yaml(Path(path)))
         for f in dataclasses.fields(cls):
             raw = env.get(f"DS_{f.name.upper()}")
             if raw is None and f.name == "redis_url":
@@ -118,6 +142,16 @@ class ServiceConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_flush_interval_s <= 0:
             raise ConfigError(f"log_flush_interval_s must be > 0, got {self.log_flush_interval_s}")
+        if not 0 < self.fraud_review_score <= self.fraud_decline_score <= 99:
+            raise ConfigError(
+                "need 0 < fraud_review_score <= fraud_decline_score <= 99, got "
+                f"{self.fraud_review_score}, {self.fraud_decline_score}"
+            )
+        if self.fraud_degraded_fallback not in ("review", "open"):
+            raise ConfigError(f"fraud_degraded_fallback must be 'review' or 'open', got {self.fraud_degraded_fallback!r}")
+        for name in ("fraud_max_velocity_events", "fraud_record_ttl_s", "fraud_max_user_txn_10m"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
 
@@ -140,3 +174,71 @@ def _parse(var: str, raw: str, type_: object) -> object:
         return raw
     except ValueError:
         raise ConfigError(f"{var}={raw!r} is not a valid {t}") from None
+
+
+_SECRET_WORDS = ("password", "token", "secret", "key_file", "private")
+
+
+def _read_yaml(path: Path) -> dict[str, object]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting: value at the top level")
+    fields = {f.name: f for f in dataclasses.fields(ServiceConfig)}
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{path}: unknown key {key!r}{hint}")
+        out[key] = _coerce(f"{path}: {key}", value, fields[key].type)
+    return out
+
+
+def _coerce(where: str, value: object, type_: object) -> object:
+    t = str(type_)
+    if value is None:
+        if "None" in t:
+            return None
+        raise ConfigError(f"{where}: must not be empty")
+    if isinstance(value, str):
+        return _parse(where, value, type_)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if t.startswith("bool") and isinstance(value, bool):
+        return value
+    if t.startswith("int") and is_number and isinstance(value, int):
+        return value
+    if t.startswith("float") and is_number:
+        return float(value)  # type: ignore[arg-type]
+    raise ConfigError(f"{where}: expected {t}, got {type(value).__name__} {value!r}")
+
+
+def describe(config: ServiceConfig) -> dict[str, object]:
+    """The effective configuration as plain values, secrets masked (for ``config --print``)."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, Path):
+            value = str(value)
+        if isinstance(value, str) and "://" in value:
+            value = _mask_url(value)
+        elif value and any(word in f.name for word in _SECRET_WORDS):
+            value = "****"
+        out[f.name] = value
+    return out
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{user}****@{host}{port}").geturl()

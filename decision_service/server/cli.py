@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from decision_service.config import ConfigError, ServiceConfig
+from decision_service.config import ConfigError, ServiceConfig, describe
 from decision_service.models.registry import RegistryError
 
 
@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", type=Path, help="data directory (DS_DATA_DIR)")
     serve.add_argument("--registry-dir", type=Path, help="model registry (DS_REGISTRY_DIR)")
     serve.add_argument("--redis-url", help="Redis URL (DS_REDIS_URL or REDIS_URL)")
+    show = sub.add_parser("config", help="show the effective configuration (secrets masked)")
+    show.add_argument("--print", action="store_true", required=True, help="print it as YAML")
+    show.add_argument("--config", type=Path, help="YAML config file (DS_CONFIG)")
+    serve.add_argument("--config", type=Path, help="YAML config file (DS_CONFIG); env overrides it")
     health = sub.add_parser("health", help="exit 0 when the server reports SERVING, else 1")
     health.add_argument("--address", default="127.0.0.1:50051", help="host:port of the server")
     health.add_argument("--service", default="", help="service name; empty = the whole server")
@@ -29,22 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return check_health(args.address, args.service, args.timeout)
 
-    overrides = {
-        k: v
-        for k, v in {
-            "host": args.host,
-            "port": args.port,
-            "data_dir": args.data_dir,
-            "registry_dir": args.registry_dir,
-            "redis_url": args.redis_url,
-        }.items()
-        if v is not None
-    }
+    flags = ("host", "port", "data_dir", "registry_dir", "redis_url")
+    overrides = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
     try:
-        config = ServiceConfig.from_env(**overrides)
+        config = ServiceConfig.from_env(config_file=args.config, **overrides)
     except ConfigError as exc:
         print(f"decision-service: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "config":
+        import yaml
+
+        print(yaml.safe_dump(describe(config), sort_keys=False), end="")
+        return 0
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from decision_service.server.app import serve as run
 
