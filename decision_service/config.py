@@ -25,6 +25,12 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     grace_period_s: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    # --- security (see server/security.py)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # set = mutual TLS: clients need a cert signed by it
+    auth_tokens: str = ""  # comma-separated bearer tokens; empty = no token check
     # --- storage
     data_dir: Path = Path("data")
     registry_dir: Path | None = None  # default: <data_dir>/registry
@@ -48,6 +54,9 @@ class ServiceConfig:
     max_seen_items: int = 500
     hnsw_ef_search: int = 128
     ivf_nprobe: int = 16
+    exploration_share: float = 0.0  # share of slots given to uniformly explored candidates (0 = off)
+    # --- model hot reload
+    model_reload_interval_s: float = 2.0  # how often CURRENT is checked; 0 = never reload
     # --- decision and outcome logs (collect)
     log_dir: str | None = None  # default <data_dir>/logs; or s3://..., gs://...
     log_enabled: bool = True
@@ -115,6 +124,7 @@ class ServiceConfig:
             "redis_connect_timeout_ms",
             "redis_max_connections",
             "request_budget_ms",
+            "max_message_bytes",
             "max_num_items",
             "max_string_length",
             "ann_candidates",
@@ -140,6 +150,10 @@ class ServiceConfig:
         ]:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.exploration_share < 1.0:
+            raise ConfigError(f"exploration_share must be in [0, 1), got {self.exploration_share}")
+        if self.model_reload_interval_s < 0:
+            raise ConfigError(f"model_reload_interval_s must be >= 0, got {self.model_reload_interval_s}")
         if self.log_flush_interval_s <= 0:
             raise ConfigError(f"log_flush_interval_s must be > 0, got {self.log_flush_interval_s}")
         if not 0 < self.fraud_review_score <= self.fraud_decline_score <= 99:
@@ -148,7 +162,9 @@ class ServiceConfig:
                 f"{self.fraud_review_score}, {self.fraud_decline_score}"
             )
         if self.fraud_degraded_fallback not in ("review", "open"):
-            raise ConfigError(f"fraud_degraded_fallback must be 'review' or 'open', got {self.fraud_degraded_fallback!r}")
+            raise ConfigError(
+                f"fraud_degraded_fallback must be 'review' or 'open', got {self.fraud_degraded_fallback!r}"
+            )
         for name in ("fraud_max_velocity_events", "fraud_record_ttl_s", "fraud_max_user_txn_10m"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

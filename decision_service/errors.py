@@ -11,6 +11,14 @@ class InvalidArgument(ValueError):
         self.field = field
 
 
+class AlreadyExists(ValueError):
+    """The request conflicts with an earlier one under the same id (ALREADY_EXISTS)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
 class NotServed(Exception):
     """A valid request for a capability this server does not serve (UNIMPLEMENTED)."""
 

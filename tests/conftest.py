@@ -56,3 +56,20 @@ def redis_client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_fraud_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ModelVersion]:
+    """(fraud world dir, registry root, published fraud ModelVersion) of the tiny payments world.
+
+    One training thread: OpenMP fan-out on a busy 2-core machine spins instead of working.
+    """
+    from offline.bootstrap_fraud import bootstrap_fraud
+    from offline.fraud_world import fraud_preset, generate_fraud_world
+    from offline.train_fraud import FraudTrainConfig
+
+    world_dir = tmp_path_factory.mktemp("fraud_tiny") / "world"
+    generate_fraud_world(fraud_preset("tiny"), world_dir)
+    registry_root = tmp_path_factory.mktemp("fraud_registry")
+    version = bootstrap_fraud(world_dir, registry_root, config=FraudTrainConfig(threads=1))
+    return world_dir, registry_root, version

@@ -54,3 +54,43 @@ class FeatureAssembler:
             else:
                 out[:, pos] = cross[:, slots]
         return out
+
+
+class RowAssembler:
+    """Places columns of named feature groups into a model's feature order (fraud models).
+
+    Contract: ``assemble`` returns float32 [n, len(columns)] in ``columns`` order from a
+    mapping group name -> [n, group width] (or [group width], broadcast).
+    On failure: the constructor raises UnservableFeatures naming every column that the
+    registry cannot serve or that none of ``groups`` provides.
+    """
+
+    def __init__(self, columns: Sequence[str], groups: Sequence[tuple[str, Sequence[str]]]) -> None:
+        missing = REGISTRY.missing_columns(list(columns))
+        if missing:
+            raise UnservableFeatures(
+                f"model needs features the registry {REGISTRY.version} cannot serve: " + ", ".join(missing)
+            )
+        self.columns = list(columns)
+        self._parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+        placed: set[str] = set()
+        for name, group_columns in groups:
+            index = {c: i for i, c in enumerate(group_columns)}
+            pos = [i for i, c in enumerate(self.columns) if c in index]
+            if pos:
+                slots = [index[self.columns[i]] for i in pos]
+                self._parts.append((name, np.asarray(pos, np.int64), np.asarray(slots, np.int64)))
+                placed.update(self.columns[i] for i in pos)
+        unplaced = [c for c in self.columns if c not in placed]
+        if unplaced:
+            raise UnservableFeatures("no input group provides: " + ", ".join(unplaced))
+
+    @property
+    def groups(self) -> list[str]:
+        return [name for name, _, _ in self._parts]
+
+    def assemble(self, blocks: dict[str, np.ndarray], n: int = 1) -> np.ndarray:
+        out = np.empty((n, len(self.columns)), dtype=np.float32)
+        for name, pos, slots in self._parts:
+            out[:, pos] = np.atleast_2d(blocks[name])[:, slots]
+        return out

@@ -8,7 +8,7 @@ with it (the group fingerprint is part of the key), so old and new layouts never
 
 from __future__ import annotations
 
-from decision_service.features.registry import Feature, FeatureGroup, FeatureRegistry, OnDemandGroup
+from decision_service.features.registry import Feature, FeatureGroup, FeatureRegistry, OnDemandGroup, Reason
 
 EMBEDDING_DIM = 64
 """Width of user and item embeddings (FAISS index dimension)."""
@@ -113,9 +113,268 @@ USER_ITEM = OnDemandGroup(
     ),
 )
 
-REGISTRY = FeatureRegistry(groups=(USER, USER_EMBEDDING, ITEM), on_demand=(USER_ITEM,))
+# ------------------------------------------------------------------------------- fraud
+# Profiles are point-in-time aggregates over a party's past transactions (offline/fraud_features.py
+# computes them for training rows and for materialization with the same code). Velocity is
+# read fresh from Redis per request; request and neighbour features are computed at request
+# time (features/fraud.py). Each feature names the reason code it maps to in explanations.
+
+VELOCITY_WINDOWS: tuple[tuple[str, int], ...] = (("10m", 600), ("1h", 3_600), ("24h", 86_400))
+"""Velocity windows (label, seconds) of the per-user and per-device counters."""
+
+_ACCOUNT = Reason(
+    "ACCOUNT_AGE", "account age is unusual for legitimate buyers", "ACCOUNT_NEW", "the account is new"
+)
+_USER_HISTORY = Reason(
+    "USER_HISTORY_UNUSUAL",
+    "unusual purchase history",
+    "USER_LITTLE_HISTORY",
+    "the user has little purchase history",
+)
+_MERCHANT = Reason("MERCHANT_HIGH_RISK", "the merchant has a high chargeback rate")
+_MERCHANT_PROFILE = Reason(
+    "MERCHANT_PROFILE", "merchant profile typical of fraud", "MERCHANT_NEW", "the merchant has little history"
+)
+_DEVICE_NEW = Reason(
+    "DEVICE_AGE", "device age typical of fraud", "DEVICE_NEW", "the device was first seen recently"
+)
+_USER_VELOCITY = Reason("USER_VELOCITY_HIGH", "many recent transactions by this user")
+_DEVICE_VELOCITY = Reason("DEVICE_VELOCITY_HIGH", "many recent transactions from this device")
+
+FRAUD_USER = FeatureGroup(
+    name="fraud_user",
+    entity="user_id",
+    max_age_s=2 * DAY_S,
+    description="Payment profile of a user: account age, usual amounts, home country, chargebacks.",
+    features=(
+        Feature("fu_account_age_days", "days since sign-up", default=0.0, reason=_ACCOUNT),
+        Feature("fu_txn_count_30d", "transactions in the last 30 days", reason=_USER_HISTORY),
+        Feature("fu_txn_count_total", "transactions ever", reason=_USER_HISTORY),
+        Feature(
+            "fu_amount_mean_log",
+            "mean log1p(amount EUR) of past transactions",
+            default=3.4,
+            reason=Reason("USER_AMOUNT_PROFILE", "the user's usual amounts are typical of fraud"),
+        ),
+        Feature(
+            "fu_amount_std_log",
+            "std of log1p(amount EUR) of past transactions",
+            default=0.6,
+            reason=Reason("USER_AMOUNT_PROFILE", "the user's usual amounts are typical of fraud"),
+        ),
+        Feature(
+            "fu_home_country", "home country (features.fraud.country_code)", default=-1.0, categorical=True
+        ),
+        Feature(
+            "fu_foreign_share",
+            "share of past transactions outside the home country",
+            reason=Reason(
+                "USER_TRAVEL_PROFILE",
+                "the user's travel pattern is unusual",
+                "USER_RARELY_ABROAD",
+                "the user rarely pays abroad",
+            ),
+        ),
+        Feature(
+            "fu_new_devices_30d",
+            "devices first used by the user in the last 30 days",
+            reason=Reason("USER_MANY_NEW_DEVICES", "the user switched devices often recently"),
+        ),
+        Feature(
+            "fu_chargebacks_90d",
+            "chargebacks received in the last 90 days",
+            reason=Reason("USER_PRIOR_CHARGEBACKS", "the user had recent chargebacks"),
+        ),
+        Feature(
+            "fu_days_since_last_txn",
+            "days since the previous transaction",
+            default=365.0,
+            reason=Reason(
+                "USER_DORMANT",
+                "first transaction after a long pause",
+                "USER_RAPID_REPEAT",
+                "transactions in quick succession",
+            ),
+        ),
+    ),
+)
+
+MERCHANT = FeatureGroup(
+    name="merchant",
+    entity="merchant_id",
+    max_age_s=2 * DAY_S,
+    description="Risk profile of a merchant.",
+    features=(
+        Feature("m_txn_count_30d", "transactions in the last 30 days", reason=_MERCHANT_PROFILE),
+        Feature(
+            "m_chargeback_rate_90d",
+            "chargebacks / transactions over 90 days (smoothed)",
+            default=0.01,
+            reason=_MERCHANT,
+        ),
+        Feature(
+            "m_amount_mean_log",
+            "mean log1p(amount EUR) at the merchant",
+            default=3.4,
+            reason=_MERCHANT_PROFILE,
+        ),
+        Feature("m_age_days", "days since the merchant's first transaction", reason=_MERCHANT_PROFILE),
+    ),
+)
+
+DEVICE = FeatureGroup(
+    name="device",
+    entity="device_id",
+    max_age_s=2 * DAY_S,
+    description="History of a device across all users.",
+    features=(
+        Feature("d_age_days", "days since the device was first seen (0 = never seen)", reason=_DEVICE_NEW),
+        Feature("d_txn_count_30d", "transactions in the last 30 days", reason=_DEVICE_VELOCITY),
+        Feature(
+            "d_new_users_30d",
+            "users who first used the device in the last 30 days",
+            reason=Reason("DEVICE_SHARED", "the device is used by several accounts"),
+        ),
+        Feature(
+            "d_chargebacks_90d",
+            "chargebacks on the device's transactions over 90 days",
+            reason=Reason("DEVICE_PRIOR_CHARGEBACKS", "the device is linked to chargebacks"),
+        ),
+    ),
+)
+
+
+def _velocity_features(entity: str, reason: Reason) -> tuple[Feature, ...]:
+    out = []
+    for label, _ in VELOCITY_WINDOWS:
+        out.append(
+            Feature(
+                f"v_{entity}_count_{label}", f"{entity}'s transactions in the last {label}", reason=reason
+            )
+        )
+        out.append(
+            Feature(f"v_{entity}_sum_{label}", f"{entity}'s amount (EUR) in the last {label}", reason=reason)
+        )
+    return tuple(out)
+
+
+VELOCITY = OnDemandGroup(
+    name="velocity",
+    inputs=("txn_events:user", "txn_events:device"),
+    description="Counts and sums of a user's and a device's earlier transactions per window; "
+    "read fresh per request from Redis event sets (features/fraud_store.py).",
+    features=_velocity_features("user", _USER_VELOCITY) + _velocity_features("device", _DEVICE_VELOCITY),
+)
+
+FRAUD_REQUEST = OnDemandGroup(
+    name="fraud_request",
+    inputs=("request", "fraud_user", "merchant", "user_devices"),
+    description="Features of the transaction itself, relative to the user and merchant profiles.",
+    features=(
+        Feature(
+            "r_amount_log",
+            "log1p(amount in EUR)",
+            reason=Reason(
+                "AMOUNT_HIGH",
+                "large amount",
+                "AMOUNT_VERY_SMALL",
+                "very small amount, typical of card testing",
+            ),
+        ),
+        Feature(
+            "r_amount_z_user",
+            "(log amount - user's mean) / user's std",
+            reason=Reason(
+                "AMOUNT_HIGH_FOR_USER",
+                "amount far above the user's usual",
+                "AMOUNT_LOW_FOR_USER",
+                "amount far below the user's usual",
+            ),
+        ),
+        Feature(
+            "r_amount_vs_merchant",
+            "log amount - merchant's mean log amount",
+            reason=Reason(
+                "AMOUNT_HIGH_FOR_MERCHANT",
+                "amount unusual for this merchant",
+                "AMOUNT_LOW_FOR_MERCHANT",
+                "amount unusually low for this merchant",
+            ),
+        ),
+        Feature(
+            "r_new_device",
+            "1 if the user never used this device before",
+            reason=Reason("NEW_DEVICE", "first transaction of this user on this device"),
+        ),
+        Feature(
+            "r_foreign_country",
+            "1 if the country differs from the user's home country",
+            reason=Reason("FOREIGN_COUNTRY", "transaction country differs from the home country"),
+        ),
+        Feature(
+            "r_hour_of_day",
+            "hour of day (UTC) of occurred_at",
+            reason=Reason("UNUSUAL_HOUR", "time of day typical of fraud"),
+        ),
+        Feature(
+            "r_channel",
+            "channel (decision.v1.Channel number)",
+            categorical=True,
+            reason=Reason("CHANNEL_RISK", "channel typical of fraud"),
+        ),
+    ),
+)
+
+FRAUD_NEIGHBOURS = OnDemandGroup(
+    name="fraud_neighbours",
+    inputs=("fraud model matrix", "neighbour index"),
+    description="FAISS k nearest labelled past transactions (matured labels) of this transaction.",
+    features=(
+        Feature(
+            "nn_fraud_rate",
+            "chargeback rate among the k most similar labelled transactions",
+            default=0.02,
+            reason=Reason("SIMILAR_TO_FRAUD", "similar past transactions were fraud"),
+        ),
+        Feature(
+            "nn_mean_distance",
+            "mean distance to those neighbours (standardized units)",
+            default=1.0,
+            reason=Reason("UNUSUAL_PATTERN", "unlike most past transactions"),
+        ),
+    ),
+)
+
+FRAUD_NEIGHBOUR_COLUMNS: tuple[str, ...] = (
+    "r_amount_log",
+    "r_amount_z_user",
+    "r_new_device",
+    "r_foreign_country",
+    "v_user_count_1h",
+    "v_device_count_24h",
+    "m_chargeback_rate_90d",
+    "fu_account_age_days",
+    "d_new_users_30d",
+    "d_chargebacks_90d",
+)
+"""The space neighbours are searched in (standardized; log1p on counts)."""
+
+REGISTRY = FeatureRegistry(
+    groups=(USER, USER_EMBEDDING, ITEM, FRAUD_USER, MERCHANT, DEVICE),
+    on_demand=(USER_ITEM, VELOCITY, FRAUD_REQUEST, FRAUD_NEIGHBOURS),
+)
 
 RECOMMENDATION_MODEL_FEATURES: tuple[str, ...] = tuple(
     [c for c in USER.columns if not c.startswith("u_category_share_")] + ITEM.columns + USER_ITEM.columns
 )
 """Default feature order of the ranking model: user scalars, item features, cross features."""
+
+FRAUD_MODEL_FEATURES: tuple[str, ...] = tuple(
+    [c for c in FRAUD_USER.columns if c != "fu_home_country"]
+    + MERCHANT.columns
+    + DEVICE.columns
+    + VELOCITY.columns
+    + FRAUD_REQUEST.columns
+    + FRAUD_NEIGHBOURS.columns
+)
+"""Default feature order of the fraud model."""

@@ -17,14 +17,39 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Reason:
+    """The stable, human-readable reason code a feature maps to when it drives a decision.
+
+    ``low_code`` / ``low_text`` name the reason when the feature's value is *below* its
+    training median (e.g. a very small amount, typical of card testing); empty = same as high.
+    """
+
+    code: str
+    text: str
+    low_code: str = ""
+    low_text: str = ""
+
+    def pick(self, low: bool) -> tuple[str, str]:
+        """(code, text) for a value below (``low``) or at/above the median."""
+        if low and self.low_code:
+            return self.low_code, self.low_text or self.text
+        return self.code, self.text
+
+
+@dataclass(frozen=True)
 class Feature:
-    """One named feature. ``size > 1`` declares a fixed-length vector (e.g. per-category shares)."""
+    """One named feature. ``size > 1`` declares a fixed-length vector (e.g. per-category shares).
+
+    ``reason`` is the reason code reported when this feature is a top contributor to a
+    decision (fraud); it does not change the storage layout.
+    """
 
     name: str
     description: str
     default: float = 0.0
     size: int = 1
     categorical: bool = False
+    reason: Reason | None = None
 
     def column_names(self) -> list[str]:
         """Names of the scalar columns this feature expands to, in storage order."""
@@ -116,6 +141,13 @@ class FeatureRegistry:
         stored = [(g.name, g.fingerprint, g.max_age_s) for g in self.groups]
         derived = [(g.name, g.inputs, g.columns) for g in self.on_demand]
         return _short_hash([stored, derived])
+
+    @cached_property
+    def features_by_column(self) -> dict[str, Feature]:
+        """Every servable column mapped to the feature that declares it."""
+        return {
+            col: f for g in (*self.groups, *self.on_demand) for f in g.features for col in f.column_names()
+        }
 
     def missing_columns(self, wanted: list[str]) -> list[str]:
         """Columns in ``wanted`` that this registry cannot serve, in order."""

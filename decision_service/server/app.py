@@ -20,10 +20,13 @@ from decision_service.config import ServiceConfig
 from decision_service.decision_log.collect import Collect
 from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.fraud_executor import build_fraud_executor
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import RecommendationModels
 from decision_service.pipelines.recommendation import recommendation_pipeline
+from decision_service.server import security
 from decision_service.server.convert import RequestLimits
+from decision_service.server.convert_fraud import FraudLimits
 from decision_service.server.errors import ErrorMappingInterceptor
 from decision_service.server.servicer import DecisionServicer
 
@@ -80,17 +83,27 @@ async def start_server(config: ServiceConfig) -> RunningServer:
         recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get
     )
 
-    server = aio.server(interceptors=[ErrorMappingInterceptor()])
+    fraud = build_fraud_executor(config, client)  # None when no fraud version is published
+
+    server = aio.server(
+        interceptors=[*security.interceptors(config), ErrorMappingInterceptor()],
+        options=security.server_options(config),
+    )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(
-            executor, RequestLimits.from_config(config), config.request_budget_ms, collect.recorder
+            executor,
+            RequestLimits.from_config(config),
+            config.request_budget_ms,
+            collect.recorder,
+            fraud=fraud,
+            fraud_limits=FraudLimits.from_config(config),
         ),
         server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    port = security.bind(server, config)
     collect.start()
     await server.start()
     for name in ("", SERVICE_NAME):

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except RegistryError as exc:
         print(f"decision-service: cannot start: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"decision-service: configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

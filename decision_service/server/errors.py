@@ -9,15 +9,23 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from decision_service.errors import InvalidArgument, NotReady, NotServed, Overloaded
+from decision_service.errors import AlreadyExists, InvalidArgument, NotReady, NotServed, Overloaded
 
-__all__ = ["ErrorMappingInterceptor", "InvalidArgument", "NotReady", "NotServed", "Overloaded"]
+__all__ = [
+    "AlreadyExists",
+    "ErrorMappingInterceptor",
+    "InvalidArgument",
+    "NotReady",
+    "NotServed",
+    "Overloaded",
+]
 
 log = logging.getLogger(__name__)
 
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotServed, grpc.StatusCode.UNIMPLEMENTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),

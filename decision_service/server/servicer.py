@@ -9,12 +9,18 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.errors import InvalidArgument, NotServed
 from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import now_ms
+from decision_service.fraud_executor import FraudExecutor
 from decision_service.outcomes.recorder import OutcomeRecorder
 from decision_service.server.convert import (
     RequestLimits,
     outcomes_from_proto,
     recommendation_decision_to_proto,
     recommendation_request_from_proto,
+)
+from decision_service.server.convert_fraud import (
+    FraudLimits,
+    fraud_decision_to_proto,
+    fraud_request_from_proto,
 )
 
 DEBUG_TIMINGS_HEADER = "x-debug-timings"
@@ -29,8 +35,12 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         limits: RequestLimits,
         budget_ms: int,
         outcomes: OutcomeRecorder | None = None,
+        fraud: FraudExecutor | None = None,
+        fraud_limits: FraudLimits | None = None,
     ) -> None:
         self._recommendations = recommendations
+        self._fraud = fraud
+        self._fraud_limits = fraud_limits
         self._outcomes = outcomes
         self._limits = limits
         self._budget_s = budget_ms / 1000.0
@@ -47,7 +57,14 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 context.set_trailing_metadata(((TIMINGS_TRAILER, timings),))
             return recommendation_decision_to_proto(decision)
         if use_case == "fraud_check":
-            raise NotServed("fraud_check decisions are not served by this version yet")
+            if self._fraud is None or self._fraud_limits is None:
+                raise NotServed("fraud_check: no fraud model is published in this server's registry")
+            fraud_request = fraud_request_from_proto(request, self._limits, self._fraud_limits, now_ms())
+            fraud_decision = await self._fraud.run(fraud_request, self._budget(context))
+            if _wants_timings(context):
+                timings = ";".join(f"{k}={v:.3f}" for k, v in fraud_decision.stage_ms.items())
+                context.set_trailing_metadata(((TIMINGS_TRAILER, timings),))
+            return fraud_decision_to_proto(fraud_decision)
         raise InvalidArgument("use_case", "set exactly one of: recommendation, fraud_check")
 
     async def RecordOutcome(

@@ -1,0 +1,175 @@
+"""Runs the fraud pipeline: stage timing, the deadline, failure policy, degraded flags, idempotency.
+
+Stages contain only their logic; every "what if it fails or is late" decision is here:
+  context     late/failed -> no context: request-time features + rules, the configured
+                             fallback (fail to review / fail open), flagged
+  record      exists, same payload      -> the recorded decision, answered again
+              exists, different payload -> AlreadyExists (the request fails)
+  features    failed      -> the request fails (a bug, not an outage)
+  neighbours  failed      -> declared defaults, flagged
+  scoring     failed      -> no score: rules + fallback, flagged
+  policy      failed      -> the request fails (never guess a verdict)
+  commit      late/failed -> the answer stands, flagged (a retry may be scored again)
+              lost a race -> the winner's decision is answered (same decision id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis.asyncio as aioredis
+
+from decision_service.config import ServiceConfig
+from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
+from decision_service.domain.recommendation import Degradation
+from decision_service.errors import AlreadyExists
+from decision_service.executor import RateLimitedLog, new_decision_id
+from decision_service.features import online_store
+from decision_service.features.fraud_store import FraudStore
+from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
+from decision_service.models.registry import ModelRegistry
+from decision_service.pipelines.fraud import FraudPipeline, fraud_pipeline, policy_config
+from decision_service.stages.fraud.base import FraudState
+from decision_service.stages.fraud.commit import decode_record, encode_record
+
+
+class FraudExecutor:
+    def __init__(self, pipeline: FraudPipeline, artifacts: Callable[[], FraudArtifacts]) -> None:
+        self._pipeline = pipeline
+        self._artifacts = artifacts
+        self._warn = RateLimitedLog()
+        self.degraded_counts: dict[tuple[str, str], int] = {}
+
+    async def run(self, request: FraudCheckRequest, budget_s: float) -> FraudDecision:
+        """One fraud decision within ``budget_s``.
+
+        On failure: AlreadyExists when the transaction id was decided for another payload;
+        store, neighbour and model failures degrade the answer instead of failing it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        state = FraudState(request=request, artifacts=self._artifacts())
+        p = self._pipeline
+        fingerprint = request.transaction.fingerprint()
+
+        with self._timed(state, p.context.name):
+            state.context = await self._load_context(state, deadline)
+        if state.context is not None and state.context.previous_record is not None:
+            return self._replay(state, state.context.previous_record, fingerprint)
+
+        with self._timed(state, p.features.name):
+            state.row = p.features.build(state)
+        with self._timed(state, p.neighbours.name):
+            try:
+                p.neighbours.fill(state, state.row)
+            except Exception as exc:  # noqa: BLE001 - defaults are declared for this
+                self._degrade(state, "neighbours", "index_error", exc)
+        with self._timed(state, p.scorer.name):
+            try:
+                state.score = p.scorer.score(state)
+            except Exception as exc:  # noqa: BLE001 - rules + fallback still decide
+                self._degrade(state, "scoring", "model_error", exc)
+        with self._timed(state, p.policy.name):
+            state.verdict = p.policy.decide(state)
+
+        decision = self._decision(state)
+        if state.context is None:
+            self._degrade(state, "commit", "skipped_store_unavailable")
+            return decision
+        with self._timed(state, p.committer.name):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    previous = await p.committer.commit(state, encode_record(fingerprint, decision))
+            except TimeoutError as exc:
+                self._degrade(state, "commit", "deadline_exceeded", exc)
+                return decision
+            except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
+                self._degrade(state, "commit", _store_failure(exc), exc)
+                return decision
+        if previous is not None:  # a concurrent call with this id recorded first
+            return self._replay(state, previous, fingerprint)
+        return decision
+
+    async def _load_context(self, state: FraudState, deadline: float):  # type: ignore[no-untyped-def]
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._pipeline.context.load(state)
+        except TimeoutError as exc:
+            self._degrade(state, "features", "deadline_exceeded", exc)
+        except Exception as exc:  # noqa: BLE001 - store down: request-time features + rules
+            self._degrade(state, "features", _store_failure(exc), exc)
+        return None
+
+    def _replay(self, state: FraudState, raw: bytes, fingerprint: str) -> FraudDecision:
+        t = state.request.transaction
+        try:
+            recorded_fp, decision = decode_record(raw, state.request.request_id)
+        except ValueError as exc:
+            raise AlreadyExists(
+                "fraud_check.transaction_id",
+                f"{t.transaction_id!r} has an unreadable decision record; use a new transaction id",
+            ) from exc
+        if recorded_fp != fingerprint:
+            raise AlreadyExists(
+                "fraud_check.transaction_id",
+                f"{t.transaction_id!r} was already decided (decision {decision.decision_id}) for a different "
+                "payload; a retry must resend the identical transaction, a new payment needs a new id",
+            )
+        decision.stage_ms = dict(state.stage_ms)
+        return decision
+
+    def _decision(self, state: FraudState) -> FraudDecision:
+        now = online_store.now_ms()
+        verdict = state.verdict
+        assert verdict is not None
+        return FraudDecision(
+            decision_id=new_decision_id(now),
+            request_id=state.request.request_id,
+            model_version=state.artifacts.version,
+            decided_at_ms=now,
+            action=verdict.action,
+            risk_score=verdict.risk_score,
+            fraud_probability=state.score.probability if state.score is not None else 0.0,
+            fired_rules=verdict.fired_rules,
+            reasons=verdict.reasons,
+            degraded=state.degraded,
+            stage_ms=state.stage_ms,
+        )
+
+    def _degrade(self, state: FraudState, stage: str, reason: str, exc: BaseException | None = None) -> None:
+        state.degraded.append(Degradation(stage, reason))
+        key = (stage, reason)
+        self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+        if exc is not None:
+            self._warn.warning(
+                f"fraud:{stage}:{reason}",
+                f"degraded fraud {stage} ({reason}): "
+                f"{type(exc).__name__}: {exc} [total {self.degraded_counts[key]}]",
+            )
+
+    @contextmanager
+    def _timed(self, state: FraudState, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            state.stage_ms[name] = (time.perf_counter() - start) * 1000.0
+
+
+def _store_failure(exc: BaseException) -> str:
+    return "store_timeout" if isinstance(exc, online_store.STORE_TIMEOUTS) else "store_unavailable"
+
+
+def build_fraud_executor(config: ServiceConfig, client: aioredis.Redis) -> FraudExecutor | None:
+    """The fraud executor over the registry's CURRENT fraud version; None when none is published.
+
+    On failure: RegistryError when a fraud version is published but cannot be loaded.
+    """
+    models = FraudModels(ModelRegistry(config.registry_root))
+    if models.load_current() is None:
+        return None
+    store = FraudStore(client, config.fraud_max_velocity_events, config.fraud_record_ttl_s)
+    return FraudExecutor(fraud_pipeline(store, policy_config(config)), models.get)

@@ -1,0 +1,147 @@
+"""Fraud check proto <-> domain, with validation. Every error names the offending field."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service.config import ServiceConfig
+from decision_service.domain.fraud import FraudCheckRequest, FraudDecision, Transaction
+from decision_service.errors import InvalidArgument
+from decision_service.features.fraud import CURRENCIES, amount_eur
+from decision_service.server.convert import RequestLimits, request_id_from_proto
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_MCC = re.compile(r"^[0-9]{4}$")
+_P = "fraud_check"
+
+
+@dataclass(frozen=True)
+class FraudLimits:
+    max_id_length: int
+    absurd_amount_eur: float
+    max_clock_skew_ms: int
+    max_transaction_age_ms: int
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig) -> FraudLimits:
+        return cls(
+            config.max_string_length,
+            config.fraud_absurd_amount_eur,
+            int(config.fraud_max_clock_skew_s * 1000),
+            int(config.fraud_max_transaction_age_s * 1000),
+        )
+
+
+def fraud_request_from_proto(
+    request: pb.GetDecisionRequest, limits: RequestLimits, fraud: FraudLimits, now_ms: int
+) -> FraudCheckRequest:
+    """Validates a fraud check. On failure: InvalidArgument naming the field."""
+    f = request.fraud_check
+    request_id = request_id_from_proto(request, limits)
+    txn_id = _id("transaction_id", f.transaction_id, fraud, required=True)
+    user_id = _id("user_id", f.user_id, fraud, required=True)
+    merchant_id = _id("merchant_id", f.merchant_id, fraud, required=True)
+    device_id = _id("device_id", f.device_id, fraud)
+    instrument = _id("payment_instrument_id", f.payment_instrument_id, fraud)
+    currency = f.currency.strip()
+    if currency not in CURRENCIES:
+        shown = currency if len(currency) <= 8 else currency[:8] + "..."
+        raise InvalidArgument(f"{_P}.currency", f"unknown ISO 4217 currency code {shown!r}")
+    if f.amount_minor < 0:
+        raise InvalidArgument(f"{_P}.amount_minor", f"must not be negative, got {f.amount_minor}")
+    eur = float(amount_eur(f.amount_minor, currency)[0])
+    if eur > fraud.absurd_amount_eur:
+        raise InvalidArgument(
+            f"{_P}.amount_minor",
+            f"{f.amount_minor} {currency} minor units (~{eur:,.0f} EUR) is above the plausible maximum "
+            f"of {fraud.absurd_amount_eur:,.0f} EUR",
+        )
+    if f.merchant_category and not _MCC.match(f.merchant_category):
+        raise InvalidArgument(
+            f"{_P}.merchant_category", f"not a 4-digit merchant category code: {f.merchant_category[:16]!r}"
+        )
+    if not _COUNTRY.match(f.country):
+        raise InvalidArgument(
+            f"{_P}.country", f"not an ISO 3166-1 alpha-2 code (e.g. 'DE'): {f.country[:16]!r}"
+        )
+    ip = f.ip_address.strip()
+    if ip:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise InvalidArgument(f"{_P}.ip_address", f"not an IPv4 or IPv6 address: {ip[:64]!r}") from None
+    if f.channel not in pb.Channel.values():
+        raise InvalidArgument(f"{_P}.channel", f"unknown channel {f.channel}")
+    if not f.HasField("occurred_at"):
+        raise InvalidArgument(f"{_P}.occurred_at", "required")
+    occurred = f.occurred_at.ToMilliseconds()
+    if occurred > now_ms + fraud.max_clock_skew_ms:
+        raise InvalidArgument(f"{_P}.occurred_at", f"{(occurred - now_ms) / 1000:.0f} s in the future")
+    if occurred < now_ms - fraud.max_transaction_age_ms:
+        raise InvalidArgument(
+            f"{_P}.occurred_at",
+            f"older than {fraud.max_transaction_age_ms // 1000} s; check payments as they happen",
+        )
+    return FraudCheckRequest(
+        request_id=request_id,
+        transaction=Transaction(
+            transaction_id=txn_id,
+            user_id=user_id,
+            amount_minor=int(f.amount_minor),
+            currency=currency,
+            amount_eur=eur,
+            merchant_id=merchant_id,
+            merchant_category=f.merchant_category,
+            country=f.country,
+            device_id=device_id,
+            ip_address=ip,
+            channel=int(f.channel),
+            occurred_at_ms=occurred,
+            payment_instrument_id=instrument,
+        ),
+    )
+
+
+def _id(name: str, value: str, fraud: FraudLimits, required: bool = False) -> str:
+    field = f"{_P}.{name}"
+    if not value:
+        if required:
+            raise InvalidArgument(field, "must not be empty")
+        return ""
+    if len(value) > fraud.max_id_length:
+        raise InvalidArgument(field, f"longer than {fraud.max_id_length} characters ({len(value)})")
+    if not _ID.match(value):
+        raise InvalidArgument(
+            field, "may contain only letters, digits and . _ : - (and not start with one of . _ : -)"
+        )
+    return value
+
+
+def fraud_decision_to_proto(decision: FraudDecision) -> pb.GetDecisionResponse:
+    decided_at = Timestamp()
+    decided_at.FromMilliseconds(decision.decided_at_ms)
+    return pb.GetDecisionResponse(
+        decision_id=decision.decision_id,
+        request_id=decision.request_id,
+        model_version=decision.model_version,
+        decided_at=decided_at,
+        degraded=[pb.Degradation(stage=d.stage, reason=d.reason) for d in decision.degraded],
+        fraud=pb.FraudResult(
+            action=int(decision.action),
+            risk_score=decision.risk_score,
+            fraud_probability=decision.fraud_probability,
+            fired_rules=[pb.FiredRule(code=r.code, description=r.description) for r in decision.fired_rules],
+            reasons=[
+                pb.ReasonCode(
+                    code=r.code, feature=r.feature, contribution=r.contribution, description=r.description
+                )
+                for r in decision.reasons
+            ],
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Stages of the fraud pipeline: load context -> features -> neighbours -> score -> policy -> commit."""
