@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -26,20 +27,27 @@ from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
 from decision_service.domain.recommendation import Degradation
 from decision_service.errors import AlreadyExists
-from decision_service.executor import RateLimitedLog, new_decision_id
+from decision_service.executor import new_decision_id
 from decision_service.features import online_store
 from decision_service.features.fraud_store import FraudStore
 from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
 from decision_service.models.registry import ModelRegistry
 from decision_service.pipelines.fraud import FraudPipeline, fraud_pipeline, policy_config
+from decision_service.rate_limited_log import RateLimitedLog
 from decision_service.stages.fraud.base import FraudState
 from decision_service.stages.fraud.commit import decode_record, encode_record
 
 
 class FraudExecutor:
-    def __init__(self, pipeline: FraudPipeline, artifacts: Callable[[], FraudArtifacts]) -> None:
+    def __init__(
+        self,
+        pipeline: FraudPipeline,
+        artifacts: Callable[[], FraudArtifacts],
+        side_effects: tuple[FraudSideEffect, ...] = (),
+    ) -> None:
         self._pipeline = pipeline
         self._artifacts = artifacts
+        self._side_effects = side_effects
         self._warn = RateLimitedLog()
         self.degraded_counts: dict[tuple[str, str], int] = {}
 
@@ -78,19 +86,30 @@ class FraudExecutor:
         decision = self._decision(state)
         if state.context is None:
             self._degrade(state, "commit", "skipped_store_unavailable")
-            return decision
+            return self._finish(state, decision)
         with self._timed(state, p.committer.name):
             try:
                 async with asyncio.timeout_at(deadline):
                     previous = await p.committer.commit(state, encode_record(fingerprint, decision))
             except TimeoutError as exc:
                 self._degrade(state, "commit", "deadline_exceeded", exc)
-                return decision
+                return self._finish(state, decision)
             except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
                 self._degrade(state, "commit", _store_failure(exc), exc)
-                return decision
+                return self._finish(state, decision)
         if previous is not None:  # a concurrent call with this id recorded first
             return self._replay(state, previous, fingerprint)
+        return self._finish(state, decision)
+
+    def _finish(self, state: FraudState, decision: FraudDecision) -> FraudDecision:
+        """Runs the side effects of a fresh verdict (a replayed one was logged the first time)."""
+        for effect in self._side_effects:
+            try:
+                effect.apply(state, decision)
+            except Exception as exc:  # noqa: BLE001 - a side effect never fails the answer
+                key = ("side_effects", f"{effect.name}_failed")
+                self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+                self._warn.warning(key[1], f"side effect {effect.name} failed: {exc!r}")
         return decision
 
     async def _load_context(self, state: FraudState, deadline: float):  # type: ignore[no-untyped-def]
@@ -163,7 +182,17 @@ def _store_failure(exc: BaseException) -> str:
     return "store_timeout" if isinstance(exc, online_store.STORE_TIMEOUTS) else "store_unavailable"
 
 
-def build_fraud_executor(config: ServiceConfig, client: aioredis.Redis) -> FraudExecutor | None:
+class FraudSideEffect(Protocol):
+    name: str
+
+    def apply(self, state: FraudState, decision: FraudDecision) -> None:
+        """Contract: returns at once (enqueue only); never blocks or changes the answer."""
+        ...
+
+
+def build_fraud_executor(
+    config: ServiceConfig, client: aioredis.Redis, side_effects: tuple[FraudSideEffect, ...] = ()
+) -> FraudExecutor | None:
     """The fraud executor over the registry's CURRENT fraud version; None when none is published.
 
     On failure: RegistryError when a fraud version is published but cannot be loaded.
@@ -172,4 +201,4 @@ def build_fraud_executor(config: ServiceConfig, client: aioredis.Redis) -> Fraud
     if models.load_current() is None:
         return None
     store = FraudStore(client, config.fraud_max_velocity_events, config.fraud_record_ttl_s)
-    return FraudExecutor(fraud_pipeline(store, policy_config(config)), models.get)
+    return FraudExecutor(fraud_pipeline(store, policy_config(config)), models.get, side_effects)

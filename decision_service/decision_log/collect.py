@@ -9,13 +9,18 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from decision_service.config import ServiceConfig
-from decision_service.decision_log import outcome_log, recommendation_log
+from decision_service.decision_log import fraud_log, outcome_log, recommendation_log
+from decision_service.decision_log.fraud_log import FraudLogRecord
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.recommendation_log import RecommendationLogRecord
 from decision_service.decision_log.writer import LogWriterConfig, ParquetLogWriter
+from decision_service.domain.outcomes import Effect
+from decision_service.fraud_executor import FraudSideEffect
 from decision_service.outcomes.decision_index import DecisionIndex
+from decision_service.outcomes.fraud_effects import mark_confirmed_fraud
 from decision_service.outcomes.recorder import OutcomeRecorder
 from decision_service.stages.base import SideEffect
+from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
 from decision_service.stages.side_effects.remember_decision import RememberDecision
 
@@ -25,16 +30,21 @@ log = logging.getLogger(__name__)
 @dataclass
 class Collect:
     decision_log: ParquetLogWriter[RecommendationLogRecord] | None
+    fraud_log: ParquetLogWriter[FraudLogRecord] | None
     outcome_log: ParquetLogWriter[OutcomeLogRecord] | None
     index: DecisionIndex
     recorder: OutcomeRecorder | None
+
+    @property
+    def writers(self) -> list[ParquetLogWriter]:  # type: ignore[type-arg]
+        return [w for w in (self.decision_log, self.fraud_log, self.outcome_log) if w is not None]
 
     @classmethod
     def build(cls, config: ServiceConfig, client: aioredis.Redis) -> Collect:
         index = DecisionIndex(client, config.decision_index_ttl_s, config.decision_index_local_size)
         if not config.log_enabled:
             log.warning("decision and outcome logging is OFF (DS_LOG_ENABLED=false)")
-            return cls(None, None, index, None)
+            return cls(None, None, None, index, None)
         writer_config = LogWriterConfig(
             queue_size=config.log_queue_size,
             max_rows_per_file=config.log_max_rows_per_file,
@@ -49,6 +59,14 @@ class Collect:
             recommendation_log.partition_of,
             writer_config,
         )
+        fraud = ParquetLogWriter(
+            config.log_root,
+            "decisions",  # same log as recommendations, partition use_case=fraud
+            fraud_log.SCHEMA,
+            fraud_log.to_batch,
+            fraud_log.partition_of,
+            writer_config,
+        )
         outcomes = ParquetLogWriter(
             config.log_root,
             "outcomes",
@@ -58,7 +76,8 @@ class Collect:
             writer_config,
         )
         recorder = OutcomeRecorder(index, client, outcomes, config.max_seen_items)
-        return cls(decisions, outcomes, index, recorder)
+        recorder.register(Effect.FRAUD_CONFIRMED, mark_confirmed_fraud)
+        return cls(decisions, fraud, outcomes, index, recorder)
 
     def recommendation_side_effects(self) -> tuple[SideEffect, ...]:
         effects: list[SideEffect] = [RememberDecision(self.index)]
@@ -66,17 +85,22 @@ class Collect:
             effects.append(LogServedDecision(self.decision_log))
         return tuple(effects)
 
+    def fraud_side_effects(self) -> tuple[FraudSideEffect, ...]:
+        effects: list[FraudSideEffect] = [RememberFraudDecision(self.index)]
+        if self.fraud_log is not None:
+            effects.append(LogFraudDecision(self.fraud_log))
+        return tuple(effects)
+
     def start(self) -> None:
-        for writer in (self.decision_log, self.outcome_log):
-            if writer is not None:
-                writer.start()
-                log.info("writing the %s log under %s", writer.name, writer.root)
+        for writer in self.writers:
+            writer.start()
+            log.info("writing the %s log under %s", writer.name, writer.root)
         self.index.start()
 
     async def stop(self) -> None:
         """Flushes everything: the decision index to Redis, every buffered record to Parquet."""
         await self.index.stop()
-        for writer in (self.decision_log, self.outcome_log):
+        for writer in self.writers:
             if writer is not None:
                 await asyncio.to_thread(writer.close)
                 s = writer.stats

@@ -11,7 +11,6 @@ class Effect(StrEnum):
 
     SEEN = "seen"  # the item joins the user's seen set (filtered out)
     FRAUD_CONFIRMED = "fraud_confirmed"  # the transaction's user / device / card become risky
-    FRAUD_CLEARED = "fraud_cleared"  # a reviewed transaction was legitimate
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ OUTCOME_TYPES: dict[str, OutcomeType] = {
         OutcomeType("chargeback", "fraud", (Effect.FRAUD_CONFIRMED,), False, "value = amount"),
         OutcomeType("refund", "fraud", (), False, "merchant refund; value = amount"),
         OutcomeType("confirmed_fraud", "fraud", (Effect.FRAUD_CONFIRMED,), False, "analyst verdict"),
-        OutcomeType("confirmed_legit", "fraud", (Effect.FRAUD_CLEARED,), False, "analyst verdict"),
+        OutcomeType("confirmed_legit", "fraud", (), False, "analyst verdict: a label, no state change"),
     )
 }
 

@@ -83,7 +83,8 @@ async def start_server(config: ServiceConfig) -> RunningServer:
         recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get
     )
 
-    fraud = build_fraud_executor(config, client)  # None when no fraud version is published
+    # None when no fraud version is published
+    fraud = build_fraud_executor(config, client, collect.fraud_side_effects())
 
     server = aio.server(
         interceptors=[*security.interceptors(config), ErrorMappingInterceptor()],

@@ -1,0 +1,61 @@
+"""Side effects of a fraud verdict: log it exactly as decided, and remember its parties so a
+later chargeback can mark them."""
+
+from __future__ import annotations
+
+from decision_service.decision_log.fraud_log import FraudLogRecord
+from decision_service.decision_log.writer import ParquetLogWriter
+from decision_service.domain.features import FeatureStatus
+from decision_service.domain.fraud import FraudDecision
+from decision_service.domain.outcomes import DecisionRef
+from decision_service.outcomes.decision_index import DecisionIndex
+from decision_service.stages.fraud.base import FraudState
+
+_UNAVAILABLE = (FeatureStatus.UNAVAILABLE,) * 3
+
+
+class LogFraudDecision:
+    name = "log_fraud_decision"
+
+    def __init__(self, writer: ParquetLogWriter[FraudLogRecord]) -> None:
+        self._writer = writer
+
+    def apply(self, state: FraudState, decision: FraudDecision) -> None:
+        context = state.context
+        status = (
+            tuple(int(g.status[0]) for g in (context.user, context.merchant, context.device))
+            if context is not None
+            else _UNAVAILABLE
+        )
+        self._writer.submit(
+            FraudLogRecord(
+                decision=decision,
+                transaction=state.request.transaction,
+                feature_names=tuple(state.artifacts.assembler.columns),
+                features=None if state.row is None else state.row[0],
+                profile_status=status,  # type: ignore[arg-type]
+            )
+        )
+
+
+class RememberFraudDecision:
+    name = "remember_fraud_decision"
+
+    def __init__(self, index: DecisionIndex) -> None:
+        self._index = index
+
+    def apply(self, state: FraudState, decision: FraudDecision) -> None:
+        t = state.request.transaction
+        self._index.remember(
+            DecisionRef(
+                decision.decision_id,
+                "fraud",
+                t.user_id,
+                decision.decided_at_ms,
+                (
+                    ("transaction_id", t.transaction_id),
+                    ("device_id", t.device_id),
+                    ("payment_instrument_id", t.payment_instrument_id),
+                ),
+            )
+        )

@@ -1,0 +1,100 @@
+"""Collect for fraud: every fresh verdict logged with the exact model row; a chargeback
+marks the user, the device and the card at once."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.devtools.local_redis import LocalRedis
+from decision_service.features import online_store
+from decision_service.features.definitions import DEVICE, FRAUD_USER
+from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
+from decision_service.models.registry import ModelRegistry
+from offline.bootstrap_fraud import materialize_fraud
+from offline.fraud_features import FraudHistory
+from offline.fraud_world import FraudWorld
+from tests.integration.conftest import start
+from tests.integration.test_fraud import DECLINE, decide, txn
+
+
+@pytest.fixture(scope="module")
+def fraud_logged(tiny_bootstrap, tiny_fraud_bootstrap, loop_thread, tmp_path_factory) -> Iterator[tuple]:
+    _, rec_registry, _ = tiny_bootstrap
+    fraud_world_dir, _, fraud_version = tiny_fraud_bootstrap
+    target = Path(rec_registry) / FRAUD / "versions" / fraud_version.name
+    if not target.exists():
+        shutil.copytree(fraud_version.path, target)
+        ModelRegistry(rec_registry).set_current(FRAUD, fraud_version.name)
+    world = FraudWorld.load(fraud_world_dir)
+    logs = tmp_path_factory.mktemp("fraud-logs")
+    with LocalRedis() as redis_server:
+        materialize_fraud(FraudHistory(world), redis_server.url)
+        running = start(loop_thread, Path(rec_registry), redis_server.url, log_dir=str(logs))
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        try:
+            yield world, pb_grpc.DecisionServiceStub(channel), running, redis_server, logs, Path(rec_registry)
+        finally:
+            channel.close()
+            loop_thread.run(running.stop(0.5))
+
+
+def test_fresh_verdicts_are_logged_once_with_the_scored_row(fraud_logged):
+    world, stub, running, _, logs, registry = fraud_logged
+    requests = [txn(world, u) for u in (11, 12, 13)]
+    replies = [decide(stub, r) for r in requests]
+    replay = decide(stub, requests[0])                      # idempotent retry: same decision
+    assert replay.decision_id == replies[0].decision_id
+    running.collect.fraud_log.flush()
+    rows = (
+        ds.dataset(logs / "decisions", format="parquet", partitioning="hive")
+        .to_table(filter=ds.field("use_case") == "fraud")
+        .to_pylist()
+    )
+    assert sorted(r["decision_id"] for r in rows) == sorted(r.decision_id for r in replies)
+    artifacts = FraudArtifacts.load(ModelRegistry(registry).current(FRAUD))
+    for row in rows:
+        reply = next(r for r in replies if r.decision_id == row["decision_id"])
+        assert row["action"] == pb.FraudAction.Name(reply.fraud.action).removeprefix("FRAUD_ACTION_")
+        assert row["risk_score"] == reply.fraud.risk_score
+        assert row["feature_names"] == artifacts.assembler.columns
+        probability = artifacts.model.predict(np.asarray([row["features"]], np.float32))[0]
+        assert probability == pytest.approx(row["fraud_probability"], abs=1e-5)
+        assert [r["code"] for r in row["reasons"]] == [r.code for r in reply.fraud.reasons]
+        assert row["profile_status"] == [0, 0, 0] or not row["degraded"]
+
+
+def test_a_chargeback_marks_user_device_and_card_for_the_next_check(fraud_logged):
+    world, stub, running, redis_server, _, _ = fraud_logged
+    client = redis_server.client()
+    first = txn(world, 21, device_id="d-cb-1", payment_instrument_id="card-cb-1")
+    decision = decide(stub, first)
+
+    def chargebacks() -> tuple[float, float]:
+        user = online_store.decode(FRAUD_USER, [client.get(online_store.feature_key(FRAUD_USER, first.user_id))])
+        device = online_store.decode(DEVICE, [client.get(online_store.feature_key(DEVICE, "d-cb-1"))])
+        return (
+            float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")]),
+            float(device.values[0, DEVICE.slot("d_chargebacks_90d")]),
+        )
+
+    user_before, device_before = chargebacks()
+    ack = stub.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcomes=[pb.Outcome(decision_id=decision.decision_id, type="chargeback", value=25.0)]
+        ),
+        timeout=5,
+    )
+    assert ack.acks[0].decision_known
+    assert chargebacks() == (user_before + 1, device_before + 1)
+    again = decide(stub, txn(world, 22, payment_instrument_id="card-cb-1"))
+    assert again.fraud.action == DECLINE
+    assert again.fraud.fired_rules[0].code == "BLOCKLIST_INSTRUMENT"
