@@ -7,7 +7,7 @@ Keys (besides the packed profile vectors of features/online_store.py):
   ``block:{device|ip|instrument}``  block-list sets (operators add entries live)
   ``fraud:txn:{transaction id}``    the decision record (idempotency), JSON, with a TTL
 
-Reads: ONE pipelined round trip per request (MGET of three profiles + two velocity ranges +
+Reads: ONE pipelined round trip per request (MGET of three profiles + two velocity ranges (newest first) +
 the user-device check + three block-list checks + the idempotency record).
 Write: ONE Lua script, atomic: if a record exists it is returned untouched; otherwise the
 record is stored and the payment is added to the velocity sets and the user's devices. A
@@ -125,14 +125,16 @@ class FraudStore:
         )
         pipe.mget(keys)
         since = occurred_ms - MAX_WINDOW_MS
-        pipe.zrangebyscore(
-            velocity_key("user", user_id), since, "+inf", start=0, num=self._max_events, withscores=True
+        # Newest first: when a party has more events than we read, the oldest are dropped,
+        # never the recent ones the short-window limits depend on.
+        pipe.zrevrangebyscore(
+            velocity_key("user", user_id), occurred_ms, since, start=0, num=self._max_events, withscores=True
         )
         if device_id:
-            pipe.zrangebyscore(
+            pipe.zrevrangebyscore(
                 velocity_key("device", device_id),
+                occurred_ms,
                 since,
-                "+inf",
                 start=0,
                 num=self._max_events,
                 withscores=True,

@@ -62,11 +62,11 @@ def fraud_request_from_proto(
             f"{f.amount_minor} {currency} minor units (~{eur:,.0f} EUR) is above the plausible maximum "
             f"of {fraud.absurd_amount_eur:,.0f} EUR",
         )
-    if f.merchant_category and not _MCC.match(f.merchant_category):
+    if f.merchant_category and not _MCC.fullmatch(f.merchant_category):
         raise InvalidArgument(
             f"{_P}.merchant_category", f"not a 4-digit merchant category code: {f.merchant_category[:16]!r}"
         )
-    if not _COUNTRY.match(f.country):
+    if not _COUNTRY.fullmatch(f.country):
         raise InvalidArgument(
             f"{_P}.country", f"not an ISO 3166-1 alpha-2 code (e.g. 'DE'): {f.country[:16]!r}"
         )
@@ -116,7 +116,7 @@ def _id(name: str, value: str, fraud: FraudLimits, required: bool = False) -> st
         return ""
     if len(value) > fraud.max_id_length:
         raise InvalidArgument(field, f"longer than {fraud.max_id_length} characters ({len(value)})")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise InvalidArgument(
             field, "may contain only letters, digits and . _ : - (and not start with one of . _ : -)"
         )

@@ -40,8 +40,8 @@ class PolicyConfig:
 
 
 def risk_score(probability: float) -> int:
-    """Probability -> 0..99."""
-    return int(min(99, max(0, np.floor(probability * 100.0))))
+    """Probability -> 0..99 (percent, floored; the 1e-9 keeps 0.57 from flooring to 56)."""
+    return int(min(99, max(0, np.floor(probability * 100.0 + 1e-9))))
 
 
 class RulesAndThresholds:

@@ -1,0 +1,180 @@
+"""LoadTransactionContext: profiles, velocity, device-seen, block lists and the idempotency
+record of a payment, in ONE round trip to a private Redis."""
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from decision_service.devtools.local_redis import free_port
+from decision_service.domain.features import FeatureStatus
+from decision_service.features import fraud_store, online_store
+from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT
+from decision_service.features.fraud_store import (
+    FraudStore,
+    add_to_block_list,
+    record_key,
+    write_user_devices,
+    write_velocity_events,
+)
+from decision_service.stages.fraud.load_context import LoadTransactionContext
+from tests.unit.fraud.conftest import DAY_MS, HOUR_MS, OCCURRED_MS, make_state, run_with_client
+
+MIN_MS = 60_000
+
+
+class CountingConnection(aioredis.Connection):
+    """Counts writes to the socket: a pipeline is one write (one round trip)."""
+
+    writes = 0
+
+    async def send_packed_command(self, command, check_health=True):
+        CountingConnection.writes += 1
+        return await super().send_packed_command(command, check_health)
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch):
+    """Profile freshness is judged against this instant, not the wall clock."""
+    monkeypatch.setattr(fraud_store, "now_ms", lambda: OCCURRED_MS + 1_000)
+
+
+def seed(client):
+    online_store.write_group(
+        client, FRAUD_USER, ["u1"], FRAUD_USER.defaults[None, :] + 7.0, event_ms=OCCURRED_MS - HOUR_MS
+    )
+    online_store.write_group(
+        client, MERCHANT, ["m1"], MERCHANT.defaults[None, :] + 3.0, event_ms=OCCURRED_MS - HOUR_MS
+    )
+    # the device profile is 3 days old: stale (max age 2 days) -> defaults
+    online_store.write_group(
+        client, DEVICE, ["d1"], DEVICE.defaults[None, :] + 5.0, event_ms=OCCURRED_MS - 3 * DAY_MS
+    )
+    write_velocity_events(
+        client,
+        "user",
+        ["u1"] * 5,
+        ["a", "b", "c", "t-1", "future"],
+        np.array([10.0, 20.0, 30.0, 99.0, 50.0]),
+        # 5 min, 2 h, 25 h before; the transaction itself; 1 min after
+        np.array(
+            [
+                OCCURRED_MS - 5 * MIN_MS,
+                OCCURRED_MS - 2 * HOUR_MS,
+                OCCURRED_MS - 25 * HOUR_MS,
+                OCCURRED_MS,
+                OCCURRED_MS + MIN_MS,
+            ]
+        ),
+    )
+    write_velocity_events(
+        client, "device", ["d1"], ["e"], np.array([12.5]), np.array([OCCURRED_MS - 10 * MIN_MS])
+    )
+    write_user_devices(client, ["u1"], ["d1"], np.array([OCCURRED_MS - DAY_MS]))
+    add_to_block_list(client, "ip", "81.2.69.160")
+    add_to_block_list(client, "instrument", "c1")
+    add_to_block_list(client, "device", "d-other")
+
+
+def load(redis_server, state, max_events=1_000):
+    CountingConnection.writes = 0
+
+    async def body(client):
+        await client.ping()  # connect (and handshake) before counting
+        CountingConnection.writes = 0
+        stage = LoadTransactionContext(FraudStore(client, max_events, record_ttl_s=60))
+        ctx = await stage.load(state)
+        return ctx, CountingConnection.writes
+
+    return run_with_client(redis_server.url, body, connection_class=CountingConnection)
+
+
+def test_reads_everything_in_one_round_trip(fraud_artifacts, redis_client, redis_server):
+    seed(redis_client)
+    redis_client.set(record_key("t-1"), b"recorded")
+    redis_client.config_resetstat()
+    ctx, writes = load(redis_server, make_state(fraud_artifacts))
+
+    assert writes == 1
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    assert stats["cmdstat_zrevrangebyscore"]["calls"] == 2  # user and device velocity
+    assert stats["cmdstat_zscore"]["calls"] == 1  # device seen by the user
+    assert stats["cmdstat_sismember"]["calls"] == 3  # device, ip, instrument block lists
+    assert stats["cmdstat_get"]["calls"] == 1  # idempotency record
+
+    assert np.array_equal(ctx.user.values[0], FRAUD_USER.defaults + 7.0)
+    assert ctx.user.status.tolist() == [FeatureStatus.PRESENT]
+    assert np.array_equal(ctx.merchant.values[0], MERCHANT.defaults + 3.0)
+    assert ctx.device.status.tolist() == [FeatureStatus.STALE]
+    assert np.array_equal(ctx.device.values[0], DEVICE.defaults)
+    # own id and the later payment are dropped; the 25 h old one is outside every window
+    times, amounts = ctx.user_events
+    assert sorted(times.tolist()) == [OCCURRED_MS - 2 * HOUR_MS, OCCURRED_MS - 5 * MIN_MS]
+    assert sorted(amounts.tolist()) == [10.0, 20.0]
+    assert ctx.device_events[0].tolist() == [OCCURRED_MS - 10 * MIN_MS]
+    assert ctx.device_events[1].tolist() == [12.5]
+    assert ctx.device_known is True
+    assert ctx.blocked == frozenset({"ip", "instrument"})
+    assert ctx.previous_record == b"recorded"
+
+
+def test_unknown_parties_get_defaults_and_nothing_is_blocked(fraud_artifacts, redis_client, redis_server):
+    seed(redis_client)
+    state = make_state(
+        fraud_artifacts,
+        user_id="u-new",
+        merchant_id="m-new",
+        device_id="d-new",
+        transaction_id="t-9",
+        ip_address="10.0.0.1",
+        payment_instrument_id="c-new",
+    )
+    ctx, writes = load(redis_server, state)
+    assert writes == 1
+    assert ctx.user.status.tolist() == [FeatureStatus.MISSING]
+    assert np.array_equal(ctx.user.values[0], FRAUD_USER.defaults)
+    assert np.array_equal(ctx.merchant.values[0], MERCHANT.defaults)
+    assert len(ctx.user_events[0]) == 0 and len(ctx.device_events[0]) == 0
+    assert ctx.device_known is False
+    assert ctx.blocked == frozenset()
+    assert ctx.previous_record is None
+
+
+def test_device_block_list_and_new_device_for_this_user(fraud_artifacts, redis_client, redis_server):
+    seed(redis_client)
+    ctx, _ = load(redis_server, make_state(fraud_artifacts, device_id="d-other", ip_address=""))
+    assert ctx.blocked == frozenset({"device", "instrument"})
+    assert ctx.device_known is False  # u1 never paid from d-other
+
+
+def test_without_device_ip_or_instrument_those_reads_are_skipped(fraud_artifacts, redis_client, redis_server):
+    seed(redis_client)
+    redis_client.config_resetstat()
+    state = make_state(fraud_artifacts, device_id="", ip_address="", payment_instrument_id="")
+    ctx, writes = load(redis_server, state)
+    assert writes == 1
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_zrevrangebyscore"]["calls"] == 1
+    assert "cmdstat_zscore" not in stats and "cmdstat_sismember" not in stats
+    assert ctx.device_known is False and ctx.blocked == frozenset()
+    assert len(ctx.device_events[0]) == 0
+    assert len(ctx.user_events[0]) == 2
+
+
+def test_store_errors_propagate(fraud_artifacts):
+    async def body(client):
+        return await LoadTransactionContext(FraudStore(client, 10, 60)).load(make_state(fraud_artifacts))
+
+    with pytest.raises(Exception, match="(?i)connect"):
+        run_with_client(f"redis://127.0.0.1:{free_port()}/0", body, socket_connect_timeout=0.2)
+
+
+def test_velocity_limit_keeps_the_newest_events(fraud_artifacts, redis_client, redis_server):
+    old = [OCCURRED_MS - 20 * HOUR_MS + i for i in range(3)]
+    recent = [OCCURRED_MS - 2 * MIN_MS, OCCURRED_MS - MIN_MS]
+    write_velocity_events(
+        redis_client, "user", ["u1"] * 5, ["o1", "o2", "o3", "r1", "r2"], np.ones(5), np.array(old + recent)
+    )
+    ctx, _ = load(redis_server, make_state(fraud_artifacts), max_events=3)
+    # reading at most 3 events, the two payments of the last 10 minutes must be among them
+    assert set(recent) <= set(ctx.user_events[0].tolist())
