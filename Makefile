@@ -8,7 +8,7 @@ GEN_DIR := decision_service/_generated
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-slow proto bench lint clean ensure-redis venv
+.PHONY: all demo flywheel test test-slow proto bench lint clean ensure-redis venv
 
 all: test
 
@@ -54,6 +54,11 @@ test-slow: venv proto ensure-redis
 
 demo: venv proto $(if $(REDIS_URL),,ensure-redis)
 	$(PY) -m offline.demo
+
+# Turns of the loop on a synthetic world: decide, collect, train, publish, hot-reload.
+FLYWHEEL_ARGS ?=
+flywheel: venv proto $(if $(REDIS_URL),,ensure-redis)
+	$(PY) -m offline.flywheel $(FLYWHEEL_ARGS)
 
 lint: venv
 	$(PY) -m ruff check decision_service offline tests loadtests

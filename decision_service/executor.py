@@ -212,13 +212,19 @@ class RecommendationExecutor:
         selected = state.selected if state.selected is not None else np.empty(0, np.int64)
         scores = state.scores if state.scores is not None else np.empty(0, np.float32)
         rows = state.candidates.rows[selected]
+        n = len(selected)
+        propensities = state.propensities if state.propensities is not None else np.ones(n, np.float32)
+        explored = state.explored if state.explored is not None else np.zeros(n, bool)
         items = [
             RankedItem(
                 item_id=str(catalog.item_ids[row]),
                 score=float(scores[i]),
                 rank=rank,
-                source=CandidateSource(int(state.candidates.sources[i])),
+                source=CandidateSource.EXPLORATION
+                if explored[rank - 1]
+                else CandidateSource(int(state.candidates.sources[i])),
                 category=CATEGORIES[int(catalog.categories[row])],
+                propensity=float(propensities[rank - 1]),
             )
             for rank, (i, row) in enumerate(zip(selected.tolist(), rows.tolist(), strict=True), 1)
         ]

@@ -32,6 +32,8 @@ from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features.definitions import CATEGORIES
 from decision_service.server.servicer import DEBUG_TIMINGS_HEADER, TIMINGS_TRAILER
 from offline.bootstrap import bootstrap
+from offline.demo_fraud import bootstrap_fraud_world, show_fraud_checks
+from offline.flywheel import run_fresh, summary_json
 from offline.world import World, generate_world, preset
 
 SOURCE = {1: "ann", 2: "popular", 3: "explore"}
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DS_DATA_DIR", "data")) / "demo")
     parser.add_argument("--preset", default="small", help="world size: tiny, small or bench")
     parser.add_argument("--timing-requests", type=int, default=300)
+    parser.add_argument("--flywheel-decisions", type=int, default=400, help="decisions per flywheel turn")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         banner("2. Bootstrap jobs: embeddings, FAISS index, features -> Redis, LightGBM ranker")
         bootstrap(world_dir, registry_dir, redis_url=redis_url, verbose=True)
+        banner("2b. Fraud bootstrap: payments world, LightGBM + neighbour index, profiles -> Redis")
+        fraud_world_dir = bootstrap_fraud_world(args.data_dir, registry_dir, redis_url)
 
         banner("3. gRPC server")
         port = free_port()
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
         world = World.load(world_dir)
         show_requests(stub, world)
+        banner("4b. GetDecision: fraud checks")
+        show_fraud_checks(stub, fraud_world_dir, redis_url)
         show_timings(stub, world, args.timing_requests)
 
         banner("6. Shutdown")
@@ -90,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         code = server.wait(timeout=30)
         server = None
         print(f"server exited with code {code}")
+
+        banner("7. The flywheel, short (tiny world): weak model -> users respond -> retrain -> reload")
+        # A tiny world of its own: there a popularity-only start is clearly weak (on the small
+        # world ANN candidates are already personal, so popularity among them is not).
+        rows = run_fresh(args.data_dir / "flywheel", redis_url, "tiny", turns=2,
+                         decisions=args.flywheel_decisions)
+        print(summary_json(rows))
         print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
         return 0 if code == 0 else 1
     finally:

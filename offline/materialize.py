@@ -21,7 +21,9 @@ import redis
 
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
 from decision_service.features.online_store import now_ms, write_group, write_seen
+from offline import feature_history
 from offline.embeddings import Embeddings
+from offline.feature_history import HISTORY_DIR
 from offline.features import Snapshot
 from offline.world import World
 
@@ -81,8 +83,16 @@ def materialize_snapshot(
     emb: Embeddings,
     max_seen_items: int = MAX_SEEN_ITEMS,
     event_ms: int | None = None,
+    history_root: str | Path | None = None,
+    write_seen_items: bool = True,
 ) -> dict[str, float]:
-    """Writes USER, USER_EMBEDDING, ITEM and seen items; returns counts and seconds."""
+    """Writes USER, USER_EMBEDDING, ITEM and seen items; returns counts and seconds.
+
+    With ``history_root`` every group written is also appended to the feature history
+    (offline/feature_history.py) stamped with ``event_ms``, the time it became servable.
+    ``write_seen_items=False`` leaves the seen sets alone (a re-materialization while the
+    service runs must not forget what users clicked since the last batch run).
+    """
     t0 = time.perf_counter()
     event_ms = now_ms() if event_ms is None else event_ms
     users = [str(u) for u in snapshot.user_ids]
@@ -93,6 +103,15 @@ def materialize_snapshot(
     listed = np.flatnonzero(snapshot.item_listed)
     n_items = write_group(client, ITEM, [str(snapshot.item_ids[r]) for r in listed],
                           snapshot.items[listed], event_ms)
+    if history_root is not None:
+        feature_history.append_snapshot(history_root, USER, users, snapshot.users, event_ms)
+        feature_history.append_snapshot(history_root, USER_EMBEDDING, [users[r] for r in has_emb],
+                                        emb.users[has_emb], event_ms)
+        feature_history.append_snapshot(history_root, ITEM, [str(snapshot.item_ids[r]) for r in listed],
+                                        snapshot.items[listed], event_ms)
+    if not write_seen_items:
+        return {"users": n_users, "user_embeddings": n_emb, "items": n_items,
+                "seen_users": 0, "seconds": round(time.perf_counter() - t0, 2)}
     history = seen_history(world, snapshot.as_of_ms, max_seen_items)
     # Users without history get an empty entry, so a re-run clears any older seen set.
     history = {u: history.get(u, []) for u in users}
@@ -102,9 +121,13 @@ def materialize_snapshot(
 
 
 def materialize(
-    world_dir: str | Path, redis_url: str, max_seen_items: int = MAX_SEEN_ITEMS
+    world_dir: str | Path, redis_url: str, max_seen_items: int = MAX_SEEN_ITEMS,
+    history_root: str | Path | None = None, write_seen_items: bool = True,
 ) -> dict[str, float]:
     """Materializes the serving state that bootstrap saved for ``world_dir`` into ``redis_url``.
+
+    Each run also appends the snapshot to the feature history, by default
+    ``<world_dir>/feature_history``.
 
     On failure: FileNotFoundError if the world was not bootstrapped (no ``serving/`` state).
     """
@@ -112,7 +135,9 @@ def materialize(
     snapshot, emb = load_serving_state(world_dir)
     client = redis.Redis.from_url(redis_url)
     try:
-        return materialize_snapshot(client, world, snapshot, emb, max_seen_items)
+        history = Path(world_dir) / HISTORY_DIR if history_root is None else history_root
+        return materialize_snapshot(client, world, snapshot, emb, max_seen_items,
+                                    history_root=history, write_seen_items=write_seen_items)
     finally:
         client.close()
 

@@ -25,8 +25,22 @@ class RecommendationModels:
 
     def load_current(self) -> RecommendationArtifacts:
         """Loads the registry's CURRENT version. On failure: RegistryError, nothing swapped."""
-        artifacts = RecommendationArtifacts.load(self._registry.current(RECOMMENDATION))
+        return self.install(self.prepare(self._registry.current_name(RECOMMENDATION)))
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._registry
+
+    def prepare(self, name: str) -> RecommendationArtifacts:
+        """Loads, checks and tunes a version without serving it (hot reload runs this off the
+        event loop). On failure: RegistryError naming the version and the problem."""
+        artifacts = RecommendationArtifacts.load(self._registry.get(RECOMMENDATION, name))
         tune_index(artifacts.index, self._config)
+        return artifacts
+
+    def install(self, artifacts: RecommendationArtifacts) -> RecommendationArtifacts:
+        """Serves ``artifacts`` from now on: one reference swap; requests in flight keep the
+        snapshot they took."""
         self._current = artifacts
         log.info(
             "serving recommendation model %s (%d items, %d features, registry %s)",

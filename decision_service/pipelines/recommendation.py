@@ -21,6 +21,7 @@ from decision_service.stages.filters.previously_seen import PreviouslySeen
 from decision_service.stages.filters.request_exclusions import RequestExclusions
 from decision_service.stages.hydrators.candidate_features import CandidateFeatures
 from decision_service.stages.scorers.lightgbm_ranker import LightGbmRanker
+from decision_service.stages.selectors.exploration import ReserveExplorationSlots
 from decision_service.stages.selectors.top_k_category_cap import TopKWithCategoryCap
 from decision_service.stages.sources.ann import AnnCandidates
 from decision_service.stages.sources.popular import PopularCandidates
@@ -54,6 +55,8 @@ def recommendation_pipeline(
         hydrator=CandidateFeatures(store),
         post_filters=(OutOfStock(),),
         scorer=LightGbmRanker(),
-        selector=TopKWithCategoryCap(config.max_items_per_category),
+        selector=ReserveExplorationSlots.wrap(
+            TopKWithCategoryCap(config.max_items_per_category), config.exploration_share
+        ),
         side_effects=side_effects,
     )

@@ -22,6 +22,7 @@ from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.fraud_executor import build_fraud_executor
 from decision_service.models.registry import ModelRegistry
+from decision_service.models.reload import ModelReloader
 from decision_service.models.serving import RecommendationModels
 from decision_service.pipelines.recommendation import recommendation_pipeline
 from decision_service.server import security
@@ -46,15 +47,18 @@ class RunningServer:
     models: RecommendationModels
     collect: Collect
     _readiness: asyncio.Task[None] | None = None
+    reloader: ModelReloader | None = None
+    _reload_task: asyncio.Task[None] | None = None
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting, lets in-flight calls finish within ``grace_s``, flushes the logs,
         closes Redis."""
         await self.health.enter_graceful_shutdown()
-        if self._readiness is not None:
-            self._readiness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._readiness
+        for task in (self._readiness, self._reload_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.server.stop(grace_s)
         await self.collect.stop()
         await self.redis.aclose()
@@ -111,6 +115,9 @@ async def start_server(config: ServiceConfig) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     running = RunningServer(server, port, health_servicer, client, executor, models, collect)
     running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
+    if config.model_reload_interval_s > 0:
+        running.reloader = ModelReloader(models, config.model_reload_interval_s)
+        running._reload_task = asyncio.create_task(running.reloader.run())
     log.info("decision service listening on %s:%d", config.host, port)
     return running
 

@@ -56,6 +56,8 @@ class RecommendationState:
     features: HydratedFeatures | None = None
     scores: np.ndarray | None = None
     selected: np.ndarray | None = None  # indices into candidates, in rank order
+    propensities: np.ndarray | None = None  # float32, aligned with selected: P(shown); None = 1
+    explored: np.ndarray | None = None  # bool, aligned with selected: filled by exploration
     degraded: list[Degradation] = field(default_factory=list)
     removed: dict[str, int] = field(default_factory=dict)  # filter name -> items removed
     stage_ms: dict[str, float] = field(default_factory=dict)

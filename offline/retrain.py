@@ -1,0 +1,368 @@
+"""Retrain the ranker from a logged training set, evaluate it against the serving model,
+publish it only if it is not worse.
+
+* Split by time: the latest ``holdout_share`` of decisions (by decision time) is held out;
+  the candidate trains on the earlier ones (the last ``valid_share`` of those for early
+  stopping). No decision is split across the boundary.
+* Model: LightGBM, binary click objective on the items that were shown, each row
+  weighted by 1 / propensity (clipped at ``ips_clip``): feedback on items the serving
+  policy rarely shows (exploration slots) counts for the items like it that it never did.
+* Evaluation on the held-out decisions, the same rows for the candidate and the current
+  model: NDCG@k (gain 2^relevance - 1, relevance = click + purchase) and recall@k of the
+  positives, both inverse-propensity weighted (IPS), averaged over decisions with a positive.
+* Publish (atomic CURRENT switch) when candidate NDCG@k >= current NDCG@k - tolerance,
+  or when forced. The new version carries its metrics, the current model's, the feature
+  schema and registry version. The FAISS index is rebuilt from the latest serving
+  embeddings when a world is given (else copied), and features are re-materialized into
+  Redis (and the feature history) when a Redis URL is given.
+
+CLI: ``python -m offline.retrain --training-set train.parquet --registry data/registry
+[--world data/world --redis-url ...] [--force]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from decision_service.features.definitions import ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
+from decision_service.models.recommendation_artifacts import (
+    EMBEDDINGS_FILE,
+    INDEX_FILE,
+    ITEMS_FILE,
+    MODEL_FILE,
+    RecommendationArtifacts,
+)
+from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+
+USE_CASE = "recommendation"
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    columns: tuple[str, ...] = RECOMMENDATION_MODEL_FEATURES
+    target: str = "click"  # binary training label
+    gain_labels: tuple[str, ...] = ("click", "purchase")  # relevance = sum (evaluation)
+    holdout_share: float = 0.25
+    valid_share: float = 0.15
+    k: int = 5
+    ips_clip: float = 10.0
+    tolerance: float = 0.0  # publish if candidate >= current - tolerance (NDCG@k)
+    num_boost_round: int = 300
+    early_stopping_rounds: int = 30
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 40
+    threads: int = 2
+    seed: int = 7
+
+
+@dataclass
+class RetrainResult:
+    published: bool
+    reason: str
+    version: str | None  # the published version, or None
+    current_version: str | None
+    candidate: dict[str, float] = field(default_factory=dict)
+    current: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        k = self.training.get("k", 5)
+        c, o = self.candidate.get(f"ndcg@{k}"), self.current.get(f"ndcg@{k}")
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        return (
+            f"candidate NDCG@{k} {fmt(c)} recall@{k} {fmt(self.candidate.get(f'recall@{k}'))} vs current "
+            f"{self.current_version} NDCG@{k} {fmt(o)} recall@{k} {fmt(self.current.get(f'recall@{k}'))} "
+            f"-> {'published ' + str(self.version) if self.published else 'NOT published'} ({self.reason})"
+        )
+
+
+def relevance(table: pa.Table, labels: tuple[str, ...]) -> np.ndarray:
+    rel = np.zeros(table.num_rows, np.float64)
+    for name in labels:
+        if name in table.column_names:
+            rel += pc.fill_null(table.column(name), False).to_numpy(zero_copy_only=False).astype(np.float64)
+    return rel
+
+
+def time_split(decided_ms: np.ndarray, decision_ids: np.ndarray, share: float) -> np.ndarray:
+    """True for rows of the latest ``share`` of decisions by decision time (whole decisions)."""
+    ids, first = np.unique(decision_ids, return_index=True)
+    order = np.argsort(decided_ms[first], kind="stable")
+    n_hold = int(round(len(ids) * share))
+    held = ids[order[len(ids) - n_hold :]] if n_hold else ids[:0]
+    return np.isin(decision_ids, held)
+
+
+def ips_ranking_metrics(
+    scores: np.ndarray, rel: np.ndarray, weights: np.ndarray, groups: np.ndarray, k: int, seed: int = 0
+) -> dict[str, float]:
+    """Mean IPS-weighted NDCG@k and recall@k over groups (decisions) with a positive.
+
+    ``groups`` are integer group ids. Gains are ``weight * (2^rel - 1)``; ties in ``scores``
+    are broken at random (seeded).
+    """
+    n = len(scores)
+    if n == 0:
+        return {f"ndcg@{k}": float("nan"), f"recall@{k}": float("nan"), "decisions": 0}
+    tie = np.random.default_rng(seed).random(n)
+    order = np.lexsort((tie, -scores, groups))
+    g = groups[order]
+    start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    first = np.zeros(n, np.int64)
+    first[start] = start
+    first = np.maximum.accumulate(first)
+    rank = np.arange(n) - first
+    gain = weights * (2.0**rel - 1.0)
+    top = rank < k
+    n_groups = int(groups.max()) + 1
+    dcg = np.bincount(g[top], weights=(gain[order] / np.log2(rank + 2.0))[top], minlength=n_groups)
+    iorder = np.lexsort((-gain, groups))
+    ig = groups[iorder]
+    istart = np.r_[0, np.flatnonzero(ig[1:] != ig[:-1]) + 1]
+    ifirst = np.zeros(n, np.int64)
+    ifirst[istart] = istart
+    irank = np.arange(n) - np.maximum.accumulate(ifirst)
+    itop = irank < k
+    idcg = np.bincount(ig[itop], weights=(gain[iorder] / np.log2(irank + 2.0))[itop], minlength=n_groups)
+    pos_w = weights * (rel > 0)
+    total = np.bincount(groups, weights=pos_w, minlength=n_groups)
+    hits = np.bincount(g[top], weights=pos_w[order][top], minlength=n_groups)
+    ok = total > 0
+    return {
+        f"ndcg@{k}": round(float(np.mean(dcg[ok] / idcg[ok])), 4) if ok.any() else float("nan"),
+        f"recall@{k}": round(float(np.mean(hits[ok] / total[ok])), 4) if ok.any() else float("nan"),
+        "decisions": int(ok.sum()),
+    }
+
+
+def _matrix(table: pa.Table, columns: tuple[str, ...] | list[str]) -> np.ndarray:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError("training set lacks columns " + ", ".join(missing) + " (rebuild it with them)")
+    return (
+        np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in columns])
+        if columns
+        else np.zeros((table.num_rows, 0), np.float32)
+    )
+
+
+def train_candidate(table: pa.Table, cfg: RetrainConfig) -> tuple[lgb.Booster, dict[str, Any]]:
+    """Fits the binary click model on ``table`` (already the training side of the split)."""
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()
+    ids = table.column("decision_id").to_numpy(zero_copy_only=False)
+    valid = time_split(decided, ids, cfg.valid_share)
+    x = _matrix(table, cfg.columns)
+    y = pc.fill_null(table.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.float32)
+    w = 1.0 / np.maximum(table.column("propensity").to_numpy(zero_copy_only=False), 1.0 / cfg.ips_clip)
+    names = list(cfg.columns)
+    categorical = [c for c in names if REGISTRY.features_by_column[c].categorical]
+    params = {
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "num_threads": cfg.threads,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    dtrain = lgb.Dataset(
+        x[~valid],
+        y[~valid],
+        weight=w[~valid],
+        feature_name=names,
+        categorical_feature=categorical,
+        free_raw_data=True,
+    )
+    dvalid = lgb.Dataset(x[valid], y[valid], weight=w[valid], reference=dtrain)
+    t0 = time.perf_counter()
+    model = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=cfg.num_boost_round,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+    gain = model.feature_importance("gain")
+    return model, {
+        "train_rows": int((~valid).sum()),
+        "valid_rows": int(valid.sum()),
+        "positives": int(y.sum()),
+        "best_iteration": int(model.best_iteration),
+        "top_features_by_gain": [names[j] for j in np.argsort(-gain)[:8]],
+        "seconds": round(time.perf_counter() - t0, 2),
+        "params": {k: v for k, v in params.items() if k != "verbosity"},
+    }
+
+
+def evaluate(
+    model: lgb.Booster, columns: list[str], holdout: pa.Table, cfg: RetrainConfig
+) -> dict[str, float]:
+    """IPS-weighted NDCG@k / recall@k of ``model`` re-ranking each held-out decision's items."""
+    if holdout.num_rows == 0:
+        return {f"ndcg@{cfg.k}": float("nan"), f"recall@{cfg.k}": float("nan"), "decisions": 0}
+    x = _matrix(holdout, columns)
+    scores = np.asarray(model.predict(x, num_threads=cfg.threads), np.float64)
+    _, groups = np.unique(holdout.column("decision_id").to_numpy(zero_copy_only=False), return_inverse=True)
+    w = 1.0 / np.maximum(holdout.column("propensity").to_numpy(zero_copy_only=False), 1.0 / cfg.ips_clip)
+    return ips_ranking_metrics(scores, relevance(holdout, cfg.gain_labels), w, groups, cfg.k, cfg.seed)
+
+
+def retrain(
+    training_set: str | Path | pa.Table,
+    registry_root: str | Path,
+    cfg: RetrainConfig = RetrainConfig(),
+    force: bool = False,
+    world_dir: str | Path | None = None,
+    redis_url: str | None = None,
+) -> RetrainResult:
+    """Trains, evaluates against CURRENT on the same held-out slice, publishes if not worse.
+
+    On failure: ValueError when the training set is empty or lacks the model's columns;
+    the registry is untouched unless a version is published.
+    """
+    table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
+    table = table.filter(pc.is_valid(table.column(cfg.target)))
+    if table.num_rows == 0:
+        raise ValueError("the training set has no labelled rows yet")
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()
+    ids = table.column("decision_id").to_numpy(zero_copy_only=False)
+    held = time_split(decided, ids, cfg.holdout_share)
+    train, holdout = table.filter(pa.array(~held)), table.filter(pa.array(held))
+    model, training = train_candidate(train, cfg)
+    training.update(k=cfg.k, holdout_rows=holdout.num_rows, rows=table.num_rows, ips_clip=cfg.ips_clip)
+    candidate = evaluate(model, list(cfg.columns), holdout, cfg)
+
+    registry = ModelRegistry(registry_root)
+    current_version: ModelVersion | None = None
+    current: dict[str, float] = {}
+    with contextlib.suppress(RegistryError):
+        current_version = registry.current(USE_CASE)
+    reason = "no current model"
+    ok = True
+    if current_version is not None:
+        try:
+            serving = RecommendationArtifacts.load(current_version, verify=False)
+            current = evaluate(serving.model, serving.assembler.columns, holdout, cfg)
+        except (RegistryError, ValueError) as exc:
+            current, reason = {}, f"current model cannot be evaluated: {exc}"
+            ok = False
+        if current:
+            key = f"ndcg@{cfg.k}"
+            ok = bool(candidate[key] >= current[key] - cfg.tolerance)
+            reason = f"{key} {candidate[key]:.4f} {'>=' if ok else '<'} {current[key]:.4f} - {cfg.tolerance}"
+    if force and not ok:
+        reason, ok = f"forced ({reason})", True
+    name = current_version.name if current_version else None
+    if not ok:
+        return RetrainResult(False, reason, None, name, candidate, current, training)
+    version = publish(registry, model, cfg, candidate, current, training, current_version, world_dir)
+    if world_dir is not None and redis_url is not None:
+        from offline.materialize import materialize
+
+        training["materialized"] = materialize(world_dir, redis_url, write_seen_items=False)
+    return RetrainResult(True, reason, version.name, name, candidate, current, training)
+
+
+def publish(
+    registry: ModelRegistry,
+    model: lgb.Booster,
+    cfg: RetrainConfig,
+    candidate: dict[str, float],
+    current: dict[str, float],
+    training: dict[str, Any],
+    base: ModelVersion | None,
+    world_dir: str | Path | None = None,
+) -> ModelVersion:
+    """A new version: the model, a FAISS index (rebuilt from ``world_dir``'s serving
+    embeddings, else ``base``'s) and the catalog; checked loadable, then CURRENT moves."""
+    staging = registry.staging_dir(USE_CASE)
+    try:
+        index_info: dict[str, Any] = {}
+        if world_dir is not None:
+            index_info = rebuild_index(staging, world_dir, model, cfg.threads)
+        elif base is not None:
+            for f in (INDEX_FILE, EMBEDDINGS_FILE, ITEMS_FILE):
+                shutil.copy2(base.file(f), staging / f)
+            index_info = dict(base.manifest.get("index", {}), rebuilt=False)
+            model.save_model(str(staging / MODEL_FILE))
+        else:
+            raise ValueError("no base version to take the index from and no world to build it")
+        # Refuse to publish what the service would refuse to load.
+        RecommendationArtifacts.load(ModelVersion(USE_CASE, staging.name, staging, {}), verify=False)
+        manifest = {
+            "feature_registry_version": REGISTRY.version,
+            "model_features": list(cfg.columns),
+            "metrics": {"candidate": candidate, "current": current},
+            "parent_version": base.name if base else None,
+            "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
+            "index": index_info,
+        }
+        return registry.publish(USE_CASE, staging, json.loads(json.dumps(manifest, default=str)))
+    except BaseException:
+        registry.discard(staging)
+        raise
+
+
+def rebuild_index(staging: Path, world_dir: str | Path, model: lgb.Booster, threads: int) -> dict[str, Any]:
+    """Writes ``model`` with a FAISS index, embeddings and catalog from the world's latest
+    serving state (saved by bootstrap) into ``staging``."""
+    import faiss
+
+    from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
+    from offline.build_index import IndexConfig, build_index, sample_queries
+    from offline.materialize import load_serving_state
+    from offline.world import World
+
+    snap, emb = load_serving_state(world_dir)
+    world = World.load(world_dir)
+    faiss.omp_set_num_threads(threads)
+    config = IndexConfig(threads=threads)
+    index, info = build_index(emb.items, sample_queries(emb.users, config.sample_queries), config)
+    popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
+    save_recommendation_artifacts(
+        staging, model, index, emb.items, [str(i) for i in world.item_ids], world.item_category, popularity
+    )
+    return dict(info.as_dict(), rebuilt=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m offline.retrain", description=__doc__.splitlines()[0])
+    ap.add_argument("--training-set", required=True, help="Parquet from python -m offline.training_set")
+    ap.add_argument("--registry", default="data/registry")
+    ap.add_argument("--world", default=None, help="rebuild the FAISS index from this world's serving state")
+    ap.add_argument(
+        "--redis-url", default=None, help="re-materialize features into this Redis (needs --world)"
+    )
+    ap.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
+    ap.add_argument("--k", type=int, default=RetrainConfig.k)
+    ap.add_argument("--tolerance", type=float, default=RetrainConfig.tolerance)
+    ap.add_argument("--threads", type=int, default=RetrainConfig.threads)
+    args = ap.parse_args(argv)
+    cfg = RetrainConfig(k=args.k, tolerance=args.tolerance, threads=args.threads)
+    result = retrain(args.training_set, args.registry, cfg, args.force, args.world, args.redis_url)
+    print(result.summary())
+    return 0 if result.published else 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
