@@ -25,6 +25,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     grace_period_s: float = 5.0
+    workers: int = 0  # server processes on one port (SO_REUSEPORT); 0 = one per CPU core
     max_message_bytes: int = 4 * 1024 * 1024
     # --- security (see server/security.py)
     tls_cert_file: Path | None = None
@@ -54,6 +55,8 @@ class ServiceConfig:
     max_seen_items: int = 500
     hnsw_ef_search: int = 128
     ivf_nprobe: int = 16
+    scorer: str = "auto"  # "auto" (compiled trees when they load and match), "lightgbm", "compiled"
+    scorer_max_abs_diff: float = 1e-5  # compiled vs LightGBM scores on a sample, checked at load
     exploration_share: float = 0.0  # share of slots given to uniformly explored candidates (0 = off)
     # --- model hot reload
     model_reload_interval_s: float = 2.0  # how often CURRENT is checked; 0 = never reload
@@ -82,6 +85,8 @@ class ServiceConfig:
     fraud_absurd_amount_eur: float = 1_000_000.0  # validation: larger amounts are INVALID_ARGUMENT
     fraud_max_clock_skew_s: float = 300.0      # validation: occurred_at later than now + this
     fraud_max_transaction_age_s: float = 86_400.0  # validation: occurred_at older than now - this
+    # --- observability
+    telemetry_exporter: str = "none"  # none | console | otlp (OTEL_EXPORTER_OTLP_ENDPOINT)
     log_level: str = "INFO"
 
     @property
@@ -161,6 +166,10 @@ class ServiceConfig:
                 "need 0 < fraud_review_score <= fraud_decline_score <= 99, got "
                 f"{self.fraud_review_score}, {self.fraud_decline_score}"
             )
+        if self.scorer not in ("auto", "lightgbm", "compiled"):
+            raise ConfigError(f"scorer must be 'auto', 'lightgbm' or 'compiled', got {self.scorer!r}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0 = one per CPU core), got {self.workers}")
         if self.fraud_degraded_fallback not in ("review", "open"):
             raise ConfigError(
                 f"fraud_degraded_fallback must be 'review' or 'open', got {self.fraud_degraded_fallback!r}"
@@ -168,6 +177,10 @@ class ServiceConfig:
         for name in ("fraud_max_velocity_events", "fraud_record_ttl_s", "fraud_max_user_txn_10m"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.telemetry_exporter not in ("none", "console", "otlp"):
+            raise ConfigError(
+                f"telemetry_exporter must be none, console or otlp, got {self.telemetry_exporter!r}"
+            )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
 

@@ -40,8 +40,11 @@ from decision_service.stages.base import (
     UserState,
 )
 from decision_service.stages.hydrators.candidate_features import cross_features
+from decision_service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+USE_CASE = "recommendation"
 
 
 def new_decision_id(now_ms: int) -> str:
@@ -54,13 +57,28 @@ class RecommendationExecutor:
         self,
         pipeline: RecommendationPipeline,
         artifacts: Callable[[], RecommendationArtifacts],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._artifacts = artifacts
+        self._telemetry = telemetry or Telemetry.disabled()
         self._warn = RateLimitedLog()
         self.degraded_counts: dict[tuple[str, str], int] = {}
 
     async def run(self, request: RecommendationRequest, budget_s: float) -> RecommendationDecision:
+        if not self._telemetry.enabled:
+            return await self._run(request, budget_s)
+        attributes = {"request_id": request.request_id, "num_items": request.num_items}
+        with self._telemetry.request_span(USE_CASE, attributes) as span:
+            decision = await self._run(request, budget_s)
+            if span is not None:
+                span.set_attribute("decision_id", decision.decision_id)
+                span.set_attribute("model_version", decision.model_version)
+                span.set_attribute("items", len(decision.items))
+                span.set_attribute("degraded", [f"{d.stage}:{d.reason}" for d in decision.degraded])
+            return decision
+
+    async def _run(self, request: RecommendationRequest, budget_s: float) -> RecommendationDecision:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         state = RecommendationState(request=request, artifacts=self._artifacts())
@@ -191,6 +209,7 @@ class RecommendationExecutor:
         state.degraded.append(Degradation(stage, reason))
         key = (stage, reason)
         self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+        self._telemetry.degraded(USE_CASE, stage, reason)
         if exc is not None:
             self._warn.warning(
                 f"{stage}:{reason}",
@@ -202,9 +221,12 @@ class RecommendationExecutor:
     def _timed(self, state: RecommendationState, name: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with self._telemetry.stage_span(USE_CASE, name):
+                yield
         finally:
-            state.stage_ms[name] = (time.perf_counter() - start) * 1000.0
+            ms = (time.perf_counter() - start) * 1000.0
+            state.stage_ms[name] = ms
+            self._telemetry.stage_done(USE_CASE, name, ms)
 
     def _decision(self, state: RecommendationState) -> RecommendationDecision:
         now = online_store.now_ms()

@@ -36,6 +36,7 @@ from decision_service.pipelines.fraud import FraudPipeline, fraud_pipeline, poli
 from decision_service.rate_limited_log import RateLimitedLog
 from decision_service.stages.fraud.base import FraudState
 from decision_service.stages.fraud.commit import decode_record, encode_record
+from decision_service.telemetry import Telemetry
 
 
 class FraudExecutor:
@@ -44,12 +45,15 @@ class FraudExecutor:
         pipeline: FraudPipeline,
         artifacts: Callable[[], FraudArtifacts],
         side_effects: tuple[FraudSideEffect, ...] = (),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._artifacts = artifacts
         self._side_effects = side_effects
+        self._telemetry = telemetry or Telemetry.disabled()
         self._warn = RateLimitedLog()
         self.degraded_counts: dict[tuple[str, str], int] = {}
+        self.models: FraudModels | None = None  # the holder hot reload swaps, when built from one
 
     async def run(self, request: FraudCheckRequest, budget_s: float) -> FraudDecision:
         """One fraud decision within ``budget_s``.
@@ -57,6 +61,21 @@ class FraudExecutor:
         On failure: AlreadyExists when the transaction id was decided for another payload;
         store, neighbour and model failures degrade the answer instead of failing it.
         """
+        if not self._telemetry.enabled:
+            return await self._run(request, budget_s)
+        attributes = {"request_id": request.request_id, "transaction_id": request.transaction.transaction_id}
+        with self._telemetry.request_span("fraud", attributes) as span:
+            decision = await self._run(request, budget_s)
+            if span is not None:
+                span.set_attribute("decision_id", decision.decision_id)
+                span.set_attribute("model_version", decision.model_version)
+                span.set_attribute("action", decision.action.name)
+                span.set_attribute("risk_score", decision.risk_score)
+                span.set_attribute("replayed", decision.replayed)
+                span.set_attribute("degraded", [f"{d.stage}:{d.reason}" for d in decision.degraded])
+            return decision
+
+    async def _run(self, request: FraudCheckRequest, budget_s: float) -> FraudDecision:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         state = FraudState(request=request, artifacts=self._artifacts())
@@ -100,6 +119,10 @@ class FraudExecutor:
         if previous is not None:  # a concurrent call with this id recorded first
             return self._replay(state, previous, fingerprint)
         return self._finish(state, decision)
+
+    def model_version(self) -> str:
+        """The fraud model version new requests are served with."""
+        return self._artifacts().version
 
     def _finish(self, state: FraudState, decision: FraudDecision) -> FraudDecision:
         """Runs the side effects of a fresh verdict (a replayed one was logged the first time)."""
@@ -162,6 +185,7 @@ class FraudExecutor:
         state.degraded.append(Degradation(stage, reason))
         key = (stage, reason)
         self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+        self._telemetry.degraded("fraud", stage, reason)
         if exc is not None:
             self._warn.warning(
                 f"fraud:{stage}:{reason}",
@@ -173,9 +197,12 @@ class FraudExecutor:
     def _timed(self, state: FraudState, name: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with self._telemetry.stage_span("fraud", name):
+                yield
         finally:
-            state.stage_ms[name] = (time.perf_counter() - start) * 1000.0
+            ms = (time.perf_counter() - start) * 1000.0
+            state.stage_ms[name] = ms
+            self._telemetry.stage_done("fraud", name, ms)
 
 
 def _store_failure(exc: BaseException) -> str:
@@ -191,7 +218,10 @@ class FraudSideEffect(Protocol):
 
 
 def build_fraud_executor(
-    config: ServiceConfig, client: aioredis.Redis, side_effects: tuple[FraudSideEffect, ...] = ()
+    config: ServiceConfig,
+    client: aioredis.Redis,
+    side_effects: tuple[FraudSideEffect, ...] = (),
+    telemetry: Telemetry | None = None,
 ) -> FraudExecutor | None:
     """The fraud executor over the registry's CURRENT fraud version; None when none is published.
 
@@ -201,4 +231,7 @@ def build_fraud_executor(
     if models.load_current() is None:
         return None
     store = FraudStore(client, config.fraud_max_velocity_events, config.fraud_record_ttl_s)
-    return FraudExecutor(fraud_pipeline(store, policy_config(config)), models.get, side_effects)
+    pipeline = fraud_pipeline(store, policy_config(config))
+    executor = FraudExecutor(pipeline, models.get, side_effects, telemetry)
+    executor.models = models
+    return executor

@@ -17,7 +17,6 @@ Metrics:
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -140,12 +139,3 @@ class Telemetry:
 
         return observe
 
-
-class Stopwatch:
-    """perf_counter in milliseconds."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def ms(self) -> float:
-        return (time.perf_counter() - self.start) * 1000.0

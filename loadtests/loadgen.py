@@ -92,19 +92,31 @@ async def run(
     rate: float | None = None,
     timeout_s: float = 2.0,
     warmup_s: float = 1.0,
+    channels: int = 1,
 ) -> Report:
-    """Runs one load phase; exactly one of ``concurrency`` or ``rate`` must be given."""
+    """Runs one load phase; exactly one of ``concurrency`` or ``rate`` must be given.
+
+    ``channels``: separate connections, used round-robin. A server of several processes on
+    one port (SO_REUSEPORT) balances *connections*, so one channel reaches one process.
+    """
     if (concurrency is None) == (rate is None):
         raise ValueError("give either concurrency or rate")
-    async with aio.insecure_channel(target) as channel:
-        stub = pb_grpc.DecisionServiceStub(channel)
-        await channel.channel_ready()
+    # a local subchannel pool per channel: otherwise equal channels share one connection
+    opened = [aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+              for _ in range(max(1, channels))]
+    try:
+        for channel in opened:
+            await channel.channel_ready()
+        stub = _RoundRobin([pb_grpc.DecisionServiceStub(c) for c in opened])
         if warmup_s:
             await _closed(stub, requests, warmup_s, concurrency or 4, timeout_s)
         if concurrency is not None:
             lat, codes, degraded, total = await _closed(stub, requests, duration_s, concurrency, timeout_s)
         else:
             lat, codes, degraded, total = await _open(stub, requests, duration_s, rate, timeout_s)  # type: ignore[arg-type]
+    finally:
+        for channel in opened:
+            await channel.close()
     arr = np.asarray(lat) * 1000.0 if lat else np.zeros(1)
     return Report(
         mode="closed" if concurrency is not None else "open",
@@ -123,6 +135,19 @@ async def run(
         concurrency=concurrency,
         rate=rate,
     )
+
+
+class _RoundRobin:
+    """Spreads GetDecision calls over several stubs (channels)."""
+
+    def __init__(self, stubs: list[pb_grpc.DecisionServiceStub]) -> None:
+        self._stubs = stubs
+        self._next = 0
+
+    def GetDecision(self, request, timeout):  # noqa: N802 - mirrors the stub
+        stub = self._stubs[self._next]
+        self._next = (self._next + 1) % len(self._stubs)
+        return stub.GetDecision(request, timeout=timeout)
 
 
 async def _call(stub, request, timeout_s, codes: Counter) -> bool:
@@ -188,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--concurrency", type=int)
     mode.add_argument("--rate", type=float, help="requests per second, open loop")
     ap.add_argument("--timeout", type=float, default=2.0, help="per-request deadline, seconds")
+    ap.add_argument("--channels", type=int, default=4, help="connections (reach every server worker)")
     ap.add_argument("--json", help="also write the report as JSON here")
     args = ap.parse_args(argv)
     report = asyncio.run(
-        run(args.target, load_requests(args.data), args.duration, args.concurrency, args.rate, args.timeout)
+        run(args.target, load_requests(args.data), args.duration, args.concurrency, args.rate, args.timeout,
+            channels=args.channels)
     )
     print(report.text())
     if args.json:

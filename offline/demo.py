@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         # A tiny world of its own: there a popularity-only start is clearly weak (on the small
         # world ANN candidates are already personal, so popularity among them is not).
         rows = run_fresh(args.data_dir / "flywheel", redis_url, "tiny", turns=2,
-                         decisions=args.flywheel_decisions)
+                         decisions=args.flywheel_decisions, fraud_days_per_turn=1.0)
         print(summary_json(rows))
         print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
         return 0 if code == 0 else 1

@@ -42,6 +42,7 @@ from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features.definitions import ITEM
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.feature_history import HISTORY_DIR
+from offline.flywheel_fraud import FLYWHEEL_FRAUD_LABEL, FraudStream, learn_fraud, run_fraud_turn, setup_fraud
 from offline.materialize import load_serving_state
 from offline.retrain import RetrainConfig, publish, retrain
 from offline.training_set import LabelWindow, build_training_set
@@ -173,8 +174,10 @@ def run_flywheel(
     exploration_share: float = 0.2,
     seed: int = 0,
     threads: int = 2,
+    fraud: FraudStream | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs ``turns`` turns against a bootstrapped world; returns one row per turn."""
+    """Runs ``turns`` turns against a bootstrapped world; returns one row per turn. With
+    ``fraud`` (offline/flywheel_fraud.py), each turn also streams payments and learns fraud."""
     registry = ModelRegistry(registry_dir)
     logs = work_dir / "logs"
     shutil.rmtree(logs, ignore_errors=True)
@@ -215,7 +218,25 @@ def run_flywheel(
         for turn in range(turns):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"turn": turn, **run_turn(stub, sim, decisions, num_items)}
-            time.sleep(FLYWHEEL_LABELS[0].window_s + 0.6)  # let the click windows close, logs flush
+            if fraud is not None:
+                row.update(run_fraud_turn(stub, fraud))
+            # let the click (and chargeback) windows close, the logs flush
+            time.sleep(max(FLYWHEEL_LABELS[0].window_s, FLYWHEEL_FRAUD_LABEL.window_s) + 0.6)
+            fraud_published = None
+            if fraud is not None:
+                f_report, f_result, note = learn_fraud(
+                    logs, work_dir / "training" / f"fraud-turn-{turn}.parquet", registry_dir, threads
+                )
+                fraud_published = f_result.version if f_result else None
+                row.update(
+                    fraud_training_rows=f_report.rows,
+                    fraud_offline_metric=f_result.current.get("auc") if f_result else None,
+                    fraud_candidate_metric=f_result.candidate.get("auc") if f_result else None,
+                    fraud_published=fraud_published,
+                )
+                print(f"turn {turn}: fraud {f_report.summary()}", flush=True)
+                line = f_result.summary() if f_result else f"fraud not retrained: {note}"
+                print(f"turn {turn}: {line}", flush=True)
             out = work_dir / "training" / f"turn-{turn}.parquet"
             _, report = build_training_set(logs, out, FLYWHEEL_LABELS, history_root=world_dir / HISTORY_DIR)
             result = retrain(out, registry_dir, cfg, world_dir=world_dir, redis_url=redis_url)
@@ -226,12 +247,14 @@ def run_flywheel(
                 offline_metric=result.current.get(f"ndcg@{cfg.k}"),
                 candidate_metric=result.candidate.get(f"ndcg@{cfg.k}"),
                 published=result.version,
-                fraud_caught=None,
             )
+            row.setdefault("fraud_caught", None)
             print(f"turn {turn}: {report.summary()}", flush=True)
             print(f"turn {turn}: {result.summary()}", flush=True)
             if result.version and turn < turns - 1 and not wait_for_version(stub, result.version):
                 print(f"turn {turn}: the server did not pick up {result.version} in time", flush=True)
+            if fraud_published and turn < turns - 1:
+                time.sleep(1.2)  # reload polls every 0.5 s; the next turn reports the version it met
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print_row(row, header=turn == 0)
@@ -253,9 +276,11 @@ def run_fresh(
     decisions: int = 1000,
     exploration_share: float = 0.2,
     threads: int = 2,
+    fraud_days_per_turn: float = 1.5,
 ) -> list[dict[str, Any]]:
     """Generates and bootstraps a world under ``data_dir`` (features into ``redis_url``,
-    overwriting its keys of the same ids), then runs the flywheel on it."""
+    overwriting its keys of the same ids), and a payments world with a weak fraud model
+    (``fraud_days_per_turn`` > 0), then runs the flywheel on them."""
     from offline.bootstrap import bootstrap
     from offline.world import generate_world, preset
 
@@ -265,6 +290,16 @@ def run_fresh(
     generate_world(preset(preset_name), world_dir)
     bootstrap(world_dir, registry_dir, redis_url=redis_url, threads=threads)
     print(f"world {preset_name} bootstrapped in {time.perf_counter() - started:.0f} s", flush=True)
+    fraud = None
+    if fraud_days_per_turn > 0:
+        fraud, weak = setup_fraud(
+            data_dir, registry_dir, redis_url, preset_name, fraud_days_per_turn, turns, threads
+        )
+        print(
+            f"payments world {preset_name}: {len(fraud.future):,} future payments; published the weak "
+            f"fraud model {weak.name} (amount only) in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     return run_flywheel(
         world_dir,
         registry_dir,
@@ -274,6 +309,7 @@ def run_fresh(
         decisions,
         exploration_share=exploration_share,
         threads=threads,
+        fraud=fraud,
     )
 
 
@@ -287,6 +323,9 @@ COLUMNS = (
     ("ctr", 7),
     ("fraud_caught", 12),
     ("published", 9),
+    ("fraud_model_version", 19),
+    ("fraud_offline_metric", 20),
+    ("fraud_published", 15),
 )
 
 
@@ -312,6 +351,8 @@ def summary_json(rows: list[dict[str, Any]]) -> str:
         "offline_metric",
         "ctr",
         "fraud_caught",
+        "fraud_model_version",
+        "fraud_offline_metric",
     )
     return json.dumps({"turns": [{k: r.get(k) for k in keys} for r in rows]})
 
@@ -324,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decisions", type=int, default=1000, help="decisions per turn")
     ap.add_argument("--exploration", type=float, default=0.2, help="share of slots explored")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--fraud-days", type=float, default=1.5, help="days of live payments per turn (0 = no fraud)"
+    )
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
@@ -331,15 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     redis_url = os.environ.get("REDIS_URL") or local.url  # type: ignore[union-attr]
     try:
         rows = run_fresh(
-            args.data_dir, redis_url, args.preset, args.turns, args.decisions, args.exploration, args.threads
+            args.data_dir,
+            redis_url,
+            args.preset,
+            args.turns,
+            args.decisions,
+            args.exploration,
+            args.threads,
+            args.fraud_days,
         )
     finally:
         if local is not None:
             local.stop()
-    print(
-        f"\nflywheel: {len(rows)} turns in {time.perf_counter() - started:.0f} s "
-        "(fraud_caught is null: the fraud use case is not part of this loop yet)"
-    )
+    print(f"\nflywheel: {len(rows)} turns in {time.perf_counter() - started:.0f} s")
     for i, row in enumerate(rows):
         print_row(row, header=i == 0)
     print(summary_json(rows))

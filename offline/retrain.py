@@ -16,8 +16,17 @@ publish it only if it is not worse.
   embeddings when a world is given (else copied), and features are re-materialized into
   Redis (and the feature history) when a Redis URL is given.
 
+Fraud (``retrain_fraud``, ``--use-case fraud``): the same time split over logged verdicts
+(declined and degraded ones left out: their outcome was not observed / not a healthy row);
+LightGBM binary on the logged model rows; candidate and CURRENT compared on the same
+held-out payments by ROC AUC and recall at a fixed review rate (default 5% of payments
+flagged, or the share the logged actions flagged); published only if not worse on both
+(or forced), with a neighbour index of the base version's labelled payments plus the newly
+labelled ones, through the same registry and atomic CURRENT switch.
+
 CLI: ``python -m offline.retrain --training-set train.parquet --registry data/registry
-[--world data/world --redis-url ...] [--force]``
+[--world data/world --redis-url ...] [--force]``;
+``--use-case fraud [--review-rate 0.05|logged]`` for fraud.
 """
 
 from __future__ import annotations
@@ -37,7 +46,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from decision_service.features.definitions import ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
+from decision_service.features.definitions import (
+    FRAUD_MODEL_FEATURES,
+    ITEM,
+    RECOMMENDATION_MODEL_FEATURES,
+    REGISTRY,
+)
 from decision_service.models.recommendation_artifacts import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -345,9 +359,257 @@ def rebuild_index(staging: Path, world_dir: str | Path, model: lgb.Booster, thre
     return dict(info.as_dict(), rebuilt=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Fraud: retrain from the logged verdicts, compare on the same held-out payments, publish.
+
+
+@dataclass(frozen=True)
+class FraudRetrainConfig:
+    columns: tuple[str, ...] = FRAUD_MODEL_FEATURES
+    target: str = "fraud"
+    holdout_share: float = 0.25  # the latest decisions, by decision time
+    valid_share: float = 0.2  # the latest of the training side, for early stopping
+    review_rate: float | None = 0.05
+    """Share of payments flagged (review or decline) at which recall is measured; None = the
+    share the logged actions of the held-out payments actually flagged."""
+    exclude_actions: tuple[str, ...] = ("DECLINE",)  # never settled: the label is unobserved
+    exclude_degraded: bool = True  # rows built from fallbacks are not what a healthy model sees
+    auc_tolerance: float = 0.0  # publish if candidate AUC >= current AUC - tolerance ...
+    recall_tolerance: float = 0.0  # ... and recall >= current recall - tolerance
+    k_neighbours: int = 50
+    max_index_rows: int = 50_000
+    num_boost_round: int = 300
+    early_stopping_rounds: int = 30
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 20
+    threads: int = 2
+    seed: int = 7
+
+
+@dataclass
+class FraudRetrainResult(RetrainResult):
+    def summary(self) -> str:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        c, o = self.candidate, self.current
+        rate = c.get("review_rate", 0.0)
+        return (
+            f"fraud candidate AUC {fmt(c.get('auc'))} recall@{rate:.1%} {fmt(c.get('recall'))} vs current "
+            f"{self.current_version} AUC {fmt(o.get('auc'))} recall {fmt(o.get('recall'))} "
+            f"-> {'published ' + str(self.version) if self.published else 'NOT published'} ({self.reason})"
+        )
+
+
+def recall_at_rate(labels: np.ndarray, scores: np.ndarray, rate: float, seed: int = 0) -> float:
+    """Share of the positives among the top ``ceil(rate * n)`` scores (ties broken at random,
+    seeded): the fraud caught when that share of payments is flagged."""
+    labels = np.asarray(labels, bool)
+    if not labels.any():
+        return float("nan")
+    n_flag = int(np.ceil(rate * len(labels)))
+    tie = np.random.default_rng(seed).random(len(labels))
+    top = np.lexsort((tie, -np.asarray(scores, np.float64)))[:n_flag]
+    return float(labels[top].sum() / labels.sum())
+
+
+def evaluate_fraud(
+    model: lgb.Booster, holdout: pa.Table, rate: float, cfg: FraudRetrainConfig
+) -> dict[str, float]:
+    """ROC AUC and recall at the review rate of ``model`` on the held-out payments."""
+    from offline.train_fraud import roc_auc
+
+    y = pc.fill_null(holdout.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(bool)
+    if holdout.num_rows == 0:
+        return {"auc": float("nan"), "recall": float("nan"), "review_rate": rate, "rows": 0, "positives": 0}
+    p = np.asarray(model.predict(_matrix(holdout, model.feature_name()), num_threads=cfg.threads), np.float64)
+    return {
+        "auc": round(roc_auc(y, p), 4),
+        "recall": round(recall_at_rate(y, p, rate, cfg.seed), 4),
+        "review_rate": round(rate, 4),
+        "rows": int(holdout.num_rows),
+        "positives": int(y.sum()),
+    }
+
+
+def fraud_training_rows(table: pa.Table, cfg: FraudRetrainConfig) -> pa.Table:
+    """Labelled rows whose outcome could be observed (see the config's exclusions)."""
+    keep = pc.is_valid(table.column(cfg.target))
+    if cfg.exclude_actions and "action" in table.column_names:
+        keep = pc.and_(keep, pc.invert(pc.is_in(table.column("action"), pa.array(cfg.exclude_actions))))
+    if cfg.exclude_degraded and "degraded" in table.column_names:
+        keep = pc.and_(keep, pc.invert(pc.fill_null(table.column("degraded"), False)))
+    return table.filter(keep)
+
+
+def retrain_fraud(
+    training_set: str | Path | pa.Table,
+    registry_root: str | Path,
+    cfg: FraudRetrainConfig = FraudRetrainConfig(),
+    force: bool = False,
+) -> FraudRetrainResult:
+    """Trains the fraud model on the earlier logged verdicts, scores it and CURRENT on the
+    same later ones (ROC AUC, recall at the review rate), publishes it if not worse on both.
+
+    The new version's neighbour index holds the base version's labelled payments plus the
+    newly labelled ones. On failure: ValueError when there is nothing to learn from (no
+    labelled rows, or one class only); the registry is untouched unless a version is published.
+    """
+    from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
+
+    table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
+    table = fraud_training_rows(table, cfg)
+    if table.num_rows == 0:
+        raise ValueError("the fraud training set has no labelled, observable rows yet")
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()
+    ids = table.column("decision_id").to_numpy(zero_copy_only=False)
+    held = time_split(decided, ids, cfg.holdout_share)
+    train, holdout = table.filter(pa.array(~held)), table.filter(pa.array(held))
+    y = pc.fill_null(train.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.float32)
+    if y.min() == y.max():
+        raise ValueError(f"the fraud training rows have one class only ({int(y.sum())} positives)")
+    rate = cfg.review_rate
+    if rate is None:
+        flagged = pc.not_equal(holdout.column("action"), "APPROVE")
+        rate = float(pc.mean(flagged.cast(pa.float64())).as_py() or 0.0)
+    model, training = _train_fraud_candidate(train, y, cfg)
+    training.update(rows=table.num_rows, holdout_rows=holdout.num_rows, review_rate=rate)
+    candidate = evaluate_fraud(model, holdout, rate, cfg)
+
+    registry = ModelRegistry(registry_root)
+    base: ModelVersion | None = None
+    with contextlib.suppress(RegistryError):
+        base = registry.current(FRAUD)
+    current: dict[str, float] = {}
+    base_artifacts: FraudArtifacts | None = None
+    ok, reason = True, "no current model"
+    if base is not None:
+        try:
+            base_artifacts = FraudArtifacts.load(base, verify=False)
+            current = evaluate_fraud(base_artifacts.model, holdout, rate, cfg)
+        except (RegistryError, ValueError) as exc:
+            ok, reason = False, f"current model cannot be evaluated: {exc}"
+        if current:
+            checks = [
+                (key, candidate[key], current[key], tol)
+                for key, tol in (("auc", cfg.auc_tolerance), ("recall", cfg.recall_tolerance))
+            ]
+            # NaN (no positive held out) compares False: nothing to show, nothing published
+            ok = all(c >= o - tol for _, c, o, tol in checks)
+            reason = "; ".join(
+                f"{k} {c:.4f} {'>=' if c >= o - t else '<'} {o:.4f} - {t}" for k, c, o, t in checks
+            )
+    if force and not ok:
+        ok, reason = True, f"forced ({reason})"
+    name = base.name if base else None
+    if not ok:
+        return FraudRetrainResult(False, reason, None, name, candidate, current, training)
+    neighbours = _fraud_neighbours(table, base_artifacts, cfg)
+    medians = {
+        c: float(v) for c, v in zip(cfg.columns, np.median(_matrix(train, cfg.columns), axis=0), strict=True)
+    }
+    manifest = {
+        "metrics": {"candidate": candidate, "current": current},
+        "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
+        "parent_version": name,
+    }
+    version = publish_fraud(registry, model, neighbours, medians, manifest)
+    return FraudRetrainResult(True, reason, version.name, name, candidate, current, training)
+
+
+def _train_fraud_candidate(
+    train: pa.Table, y: np.ndarray, cfg: FraudRetrainConfig
+) -> tuple[lgb.Booster, dict[str, Any]]:
+    decided = train.column("decided_at").cast(pa.int64()).to_numpy()
+    valid = time_split(decided, train.column("decision_id").to_numpy(zero_copy_only=False), cfg.valid_share)
+    if y[valid].min() == y[valid].max() or y[~valid].min() == y[~valid].max():
+        valid = np.zeros(len(y), bool)  # too few positives to hold some out: fixed rounds
+    x = _matrix(train, cfg.columns)
+    names = list(cfg.columns)
+    params = {
+        "objective": "binary",
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "num_threads": cfg.threads,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    categorical = [c for c in names if REGISTRY.features_by_column[c].categorical]
+    dtrain = lgb.Dataset(x[~valid], y[~valid], feature_name=names, categorical_feature=categorical)
+    t0 = time.perf_counter()
+    if valid.any():
+        model = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=cfg.num_boost_round,
+            valid_sets=[lgb.Dataset(x[valid], y[valid], reference=dtrain)],
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        )
+    else:
+        model = lgb.train(params, dtrain, num_boost_round=min(cfg.num_boost_round, 100))
+    gain = model.feature_importance("gain")
+    return model, {
+        "train_rows": int((~valid).sum()),
+        "valid_rows": int(valid.sum()),
+        "positives": int(y.sum()),
+        "best_iteration": int(model.best_iteration or model.current_iteration()),
+        "top_features_by_gain": [names[j] for j in np.argsort(-gain)[:8]],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _fraud_neighbours(table: pa.Table, base: Any, cfg: FraudRetrainConfig) -> Any:
+    """The base version's labelled payments plus the newly labelled logged ones (newest kept)."""
+    from decision_service.features.fraud import neighbour_space
+    from decision_service.retrieval.neighbours import NeighbourIndex
+
+    space = neighbour_space(_matrix(table, cfg.columns), cfg.columns)
+    labels = pc.fill_null(table.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.uint8)
+    if base is not None:
+        nn = base.neighbours
+        old = nn.index.reconstruct_n(0, nn.index.ntotal) * nn.std + nn.mean
+        space, labels = np.vstack([old, space]), np.r_[nn.labels, labels]
+    space, labels = space[-cfg.max_index_rows :], labels[-cfg.max_index_rows :]
+    return NeighbourIndex.build(space.astype(np.float32), labels, min(cfg.k_neighbours, len(space)))
+
+
+def publish_fraud(
+    registry: ModelRegistry,
+    model: lgb.Booster,
+    neighbours: Any,
+    medians: dict[str, float],
+    manifest: dict[str, Any],
+) -> ModelVersion:
+    """A new fraud version (model + neighbour index), checked loadable, then CURRENT moves."""
+    from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts, save_fraud_artifacts
+
+    staging = registry.staging_dir(FRAUD)
+    try:
+        full = {
+            "feature_registry_version": REGISTRY.version,
+            "model_features": model.feature_name(),
+            "neighbours": save_fraud_artifacts(staging, model, neighbours),
+            "feature_medians": medians,
+            **manifest,
+        }
+        full = json.loads(json.dumps(full, default=str))
+        # Refuse to publish what the service would refuse to load.
+        FraudArtifacts.load(ModelVersion(FRAUD, staging.name, staging, full), verify=False)
+        return registry.publish(FRAUD, staging, full)
+    except BaseException:
+        registry.discard(staging)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m offline.retrain", description=__doc__.splitlines()[0])
     ap.add_argument("--training-set", required=True, help="Parquet from python -m offline.training_set")
+    ap.add_argument("--use-case", choices=(USE_CASE, "fraud"), default=USE_CASE)
     ap.add_argument("--registry", default="data/registry")
     ap.add_argument("--world", default=None, help="rebuild the FAISS index from this world's serving state")
     ap.add_argument(
@@ -357,7 +619,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=RetrainConfig.k)
     ap.add_argument("--tolerance", type=float, default=RetrainConfig.tolerance)
     ap.add_argument("--threads", type=int, default=RetrainConfig.threads)
+    ap.add_argument(
+        "--review-rate",
+        default="0.05",
+        help="fraud: share of payments flagged at which recall is compared, or 'logged' (the "
+        "share the logged actions flagged)",
+    )
     args = ap.parse_args(argv)
+    if args.use_case == "fraud":
+        fcfg = FraudRetrainConfig(
+            review_rate=None if args.review_rate == "logged" else float(args.review_rate),
+            auc_tolerance=args.tolerance,
+            recall_tolerance=args.tolerance,
+            threads=args.threads,
+        )
+        fraud = retrain_fraud(args.training_set, args.registry, fcfg, args.force)
+        print(fraud.summary())
+        return 0 if fraud.published else 3
     cfg = RetrainConfig(k=args.k, tolerance=args.tolerance, threads=args.threads)
     result = retrain(args.training_set, args.registry, cfg, args.force, args.world, args.redis_url)
     print(result.summary())

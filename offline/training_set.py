@@ -18,8 +18,14 @@ decisions were served) is filled from the feature history (offline/feature_histo
 with a point-in-time as-of join on (entity, decided_at): the value as it was when the
 decision was made, never a later one. Rows with no earlier value get the declared default.
 
+Fraud (``build_fraud_training_set``): one row per fraud verdict with its logged model row;
+label ``fraud`` = a chargeback or confirmed_fraud within a window of the decision (default
+60 days), 0 once the window closed without one; an analyst verdict (confirmed_fraud /
+confirmed_legit) is final at once; immature decisions wait.
+
 CLI: ``python -m offline.training_set --logs data/logs --out train.parquet
---label click=30m --label purchase=24h [--as-of ...] [--feature-history DIR]``
+--label click=30m --label purchase=24h [--as-of ...] [--feature-history DIR]``;
+``--use-case fraud [--label fraud:chargeback,confirmed_fraud=60d]`` for fraud.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from decision_service.features.definitions import REGISTRY
+from decision_service.features.definitions import FRAUD_MODEL_FEATURES, REGISTRY
 from offline import feature_history
 
 USE_CASE = "recommendation"
@@ -96,6 +102,8 @@ class TrainingSetReport:
     positives: dict[str, int] = field(default_factory=dict)
     immature_labels: dict[str, int] = field(default_factory=dict)  # rows whose label is still NULL
     late_outcomes: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # fraud: analyst verdicts applied
+    skipped: dict[str, int] = field(default_factory=dict)  # decisions left out, by reason
     backfilled: dict[str, int] = field(default_factory=dict)  # column -> rows filled from history
     backfill_defaults: dict[str, int] = field(default_factory=dict)  # no earlier value: default
     layouts: int = 0
@@ -110,17 +118,21 @@ class TrainingSetReport:
             f"still immature {self.decisions_immature:,}; rows {self.rows:,}; positives: {pos}; "
             f"late outcomes excluded {self.late_outcomes:,}"
         )
+        if self.verdicts:
+            line += f"; analyst verdicts {self.verdicts}"
+        if self.skipped:
+            line += f"; skipped {self.skipped}"
         if self.backfilled or self.backfill_defaults:
             line += f"; backfilled {self.backfilled} (defaults {self.backfill_defaults})"
         return line
 
 
-def decision_files(log_root: str | Path) -> list[Path]:
-    return sorted((Path(log_root) / "decisions" / f"use_case={USE_CASE}").glob("date=*/hour=*/*.parquet"))
+def decision_files(log_root: str | Path, use_case: str = USE_CASE) -> list[Path]:
+    return sorted((Path(log_root) / "decisions" / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
 
 
-def outcome_files(log_root: str | Path) -> list[Path]:
-    return sorted((Path(log_root) / "outcomes" / f"use_case={USE_CASE}").glob("date=*/hour=*/*.parquet"))
+def outcome_files(log_root: str | Path, use_case: str = USE_CASE) -> list[Path]:
+    return sorted((Path(log_root) / "outcomes" / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
 
 
 def _layout(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -263,14 +275,18 @@ def build_training_set(
         }
     )
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        pq.write_table(result, tmp, compression="zstd")
-        os.replace(tmp, out)
-        report.path = str(out)
+        report.path = _write_atomic(result, out)
     report.seconds = round(time.perf_counter() - t0, 2)
     return result, report
+
+
+def _write_atomic(table: pa.Table, out: str | Path) -> str:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out)
+    return str(out)
 
 
 def _vectors(col: pa.ChunkedArray, width: int) -> np.ndarray:
@@ -378,23 +394,215 @@ def _empty(columns: Sequence[str], labels: Sequence[LabelWindow]) -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
+# ---------------------------------------------------------------------------------------------
+# Fraud: one row per fraud verdict, labelled by chargebacks and analyst verdicts.
+
+FRAUD_USE_CASE = "fraud"
+FRAUD_LABEL = LabelWindow("fraud", ("chargeback", "confirmed_fraud"), 60 * 86400.0)
+"""Default: fraud = a chargeback (or a confirmed_fraud verdict) within 60 days of the decision."""
+FRAUD_VERDICTS: dict[str, bool] = {"confirmed_fraud": True, "confirmed_legit": False}
+"""Analyst verdicts: final labels, whenever they arrive (the latest received wins)."""
+_LAYOUT_SEP = "\x1f"
+
+
+def build_fraud_training_set(
+    log_root: str | Path,
+    out: str | Path | None = None,
+    label: LabelWindow = FRAUD_LABEL,
+    as_of_ms: int | None = None,
+    verdicts: dict[str, bool] | None = None,
+) -> tuple[pa.Table, TrainingSetReport]:
+    """Joins the fraud decision log with the fraud outcome log; writes ``out`` if given.
+
+    One row per logged verdict whose model row was built, with that row expanded into one
+    float32 column per logged feature name (no recomputation). ``fraud`` (the label) is:
+      * the latest analyst verdict received by ``as_of`` (``verdicts``: type -> label), final
+        at once, even inside the window (an analyst looked at the payment);
+      * else 1 when an outcome of ``label.outcome_types`` *occurred* within the window,
+        0 once the window has closed without one (a later chargeback is a late outcome);
+      * else the decision is immature and left out (it waits for a later run).
+    A column one logged layout lacks (a model version with fewer features) gets the declared
+    default, counted in ``backfill_defaults``. ``action`` is kept: a declined payment never
+    settles, so its 0 means "unobserved", not "legitimate" (retrain leaves those out).
+    On failure: ValueError for a label without outcome types.
+    """
+    t0 = time.perf_counter()
+    if not label.outcome_types:
+        raise ValueError("the fraud label needs at least one outcome type")
+    verdicts = FRAUD_VERDICTS if verdicts is None else verdicts
+    as_of_ms = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
+    report = TrainingSetReport(as_of_ms=as_of_ms)
+    files = decision_files(log_root, FRAUD_USE_CASE)
+    con = duckdb.connect()
+    con.execute("set threads to 2")
+    types = ", ".join(repr(t) for t in label.outcome_types)
+    verdict_types = ", ".join(repr(t) for t in verdicts) or "null"
+    positive_verdicts = ", ".join(repr(t) for t, v in verdicts.items() if v) or "null"
+    o_files = outcome_files(log_root, FRAUD_USE_CASE)
+    if o_files:
+        con.execute(
+            f"""create temp table o as
+            select decision_id,
+                   min(occurred_at) filter (where type in ({types})) as positive_at,
+                   arg_max(type, received_at) filter (where type in ({verdict_types})) as verdict
+            from read_parquet({_sql_list(o_files)}, hive_partitioning = false, union_by_name = true)
+            where epoch_ms(received_at) <= {as_of_ms}
+            group by decision_id"""
+        )
+    else:
+        con.execute(
+            "create temp table o as select null::varchar as decision_id, "
+            "null::timestamptz as positive_at, null::varchar as verdict limit 0"
+        )
+    if not files:
+        result = _fraud_empty(list(FRAUD_MODEL_FEATURES), label)
+    else:
+        src = f"read_parquet({_sql_list(files)}, hive_partitioning = false, union_by_name = true)"
+        window_ms = label.window_ms
+        table = con.sql(
+            f"""
+            with d as (
+                select * from {src}
+                qualify row_number() over (partition by decision_id order by decided_at) = 1
+            ), j as (
+                select d.*, o.positive_at, o.verdict,
+                       epoch_ms(d.decided_at) + {window_ms} <= {as_of_ms} as window_closed,
+                       coalesce(epoch_ms(o.positive_at) <= epoch_ms(d.decided_at) + {window_ms}, false)
+                           as positive_in_window
+                from d left join o on o.decision_id = d.decision_id
+            )
+            select decision_id, decided_at, transaction_id, user_id, merchant_id, device_id,
+                   payment_instrument_id, amount_eur, model_version, action, risk_score,
+                   fraud_probability as logged_probability,
+                   coalesce(len(degraded), 0) > 0 as degraded,
+                   case when verdict is not null then verdict in ({positive_verdicts})
+                        when window_closed then positive_in_window end as "{label.name}",
+                   verdict,
+                   verdict is null and window_closed and not positive_in_window
+                       and positive_at is not null as _late,
+                   features is null as _no_row,
+                   array_to_string(feature_names, '{_LAYOUT_SEP}') as _layout,
+                   features
+            from j
+            order by decided_at, decision_id
+            """
+        ).to_arrow_table()
+        report.decisions_read = table.num_rows
+        labelled = pc.is_valid(table.column(label.name))
+        report.decisions_immature = int(pc.sum(pc.invert(labelled)).as_py() or 0)
+        no_row = pc.and_(labelled, table.column("_no_row"))
+        if n_no_row := int(pc.sum(no_row).as_py() or 0):
+            report.skipped["no_model_row"] = n_no_row
+        table = table.filter(pc.and_(labelled, pc.invert(table.column("_no_row"))))
+        report.decisions_labelled = table.num_rows
+        report.late_outcomes = int(pc.sum(table.column("_late")).as_py() or 0)
+        for name in verdicts:
+            if n := int(pc.sum(pc.equal(table.column("verdict"), name)).as_py() or 0):
+                report.verdicts[name] = n
+        result = _expand_fraud_rows(table, report)
+    report.rows = result.num_rows
+    report.positives[label.name] = int(pc.sum(pc.fill_null(result.column(label.name), False)).as_py() or 0)
+    report.immature_labels[label.name] = report.decisions_immature
+    feature_columns = [c for c in result.column_names if c in REGISTRY.features_by_column]
+    result = result.replace_schema_metadata(
+        {
+            "registry_version": REGISTRY.version,
+            "use_case": FRAUD_USE_CASE,
+            "feature_columns": json.dumps(feature_columns),
+            "labels": json.dumps([asdict(label)]),
+            "verdicts": json.dumps(verdicts),
+            "as_of_ms": str(as_of_ms),
+        }
+    )
+    if out is not None:
+        report.path = _write_atomic(result, out)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return result, report
+
+
+def _expand_fraud_rows(table: pa.Table, report: TrainingSetReport) -> pa.Table:
+    """The logged model rows as one column per feature name (union over the logged layouts)."""
+    layouts = table.column("_layout").to_pylist()
+    names_of = {lay: tuple(lay.split(_LAYOUT_SEP)) if lay else () for lay in dict.fromkeys(layouts)}
+    report.layouts = len(names_of)
+    columns: dict[str, None] = {}
+    for names in names_of.values():
+        for c in names:
+            columns.setdefault(c, None)
+    unknown = [c for c in columns if c not in REGISTRY.features_by_column]
+    if unknown:
+        raise ValueError("logged fraud columns not declared in the feature registry: " + ", ".join(unknown))
+    n = table.num_rows
+    layout_arr = np.asarray(layouts, dtype=object)
+    values = {c: np.full(n, REGISTRY.features_by_column[c].default, np.float32) for c in columns}
+    features = table.column("features").combine_chunks()
+    for lay, names in names_of.items():
+        rows = np.flatnonzero(layout_arr == lay)
+        if not len(rows) or not names:
+            continue
+        block = _vectors(pa.chunked_array([features.take(pa.array(rows))]), len(names))
+        for j, c in enumerate(names):
+            values[c][rows] = block[:, j]
+        for c in columns:
+            if c not in names:
+                report.backfill_defaults[c] = report.backfill_defaults.get(c, 0) + len(rows)
+    out = table.drop_columns(["_late", "_no_row", "_layout", "features"])
+    for c in columns:
+        out = out.append_column(c, pa.array(values[c]))
+    return out
+
+
+def _fraud_empty(columns: Sequence[str], label: LabelWindow) -> pa.Table:
+    fields = [
+        ("decision_id", pa.string()),
+        ("decided_at", pa.timestamp("ms", tz="UTC")),
+        ("transaction_id", pa.string()),
+        ("user_id", pa.string()),
+        ("merchant_id", pa.string()),
+        ("device_id", pa.string()),
+        ("payment_instrument_id", pa.string()),
+        ("amount_eur", pa.float64()),
+        ("model_version", pa.string()),
+        ("action", pa.string()),
+        ("risk_score", pa.int16()),
+        ("logged_probability", pa.float32()),
+        ("degraded", pa.bool_()),
+        (label.name, pa.bool_()),
+        ("verdict", pa.string()),
+    ]
+    fields += [(c, pa.float32()) for c in columns]
+    return pa.schema(fields).empty_table()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m offline.training_set", description=__doc__.splitlines()[0])
     ap.add_argument("--logs", default="data/logs", help="log root (decisions/ and outcomes/ below it)")
-    ap.add_argument("--out", default="data/training/recommendation.parquet")
+    ap.add_argument("--use-case", choices=(USE_CASE, FRAUD_USE_CASE), default=USE_CASE)
+    ap.add_argument("--out", default=None, help="default: data/training/<use case>.parquet")
     ap.add_argument(
         "--label",
         action="append",
         type=parse_label,
-        help="name[:types]=window, e.g. click=30m, purchase=24h (first = primary); repeatable",
+        help="name[:types]=window, e.g. click=30m, purchase=24h (first = primary); repeatable. "
+        "Fraud: one label, default fraud:chargeback,confirmed_fraud=60d",
     )
     ap.add_argument("--as-of-ms", type=int, default=None, help="label as of this time (default: now)")
     ap.add_argument("--feature-history", default=None, help="feature history root, for backfill")
     ap.add_argument("--columns", default=None, help="comma-separated feature columns (default: logged)")
     args = ap.parse_args(argv)
+    out = args.out or f"data/training/{args.use_case}.parquet"
+    if args.use_case == FRAUD_USE_CASE:
+        if args.label and len(args.label) != 1:
+            ap.error("the fraud training set takes one --label")
+        _, report = build_fraud_training_set(
+            args.logs, out, args.label[0] if args.label else FRAUD_LABEL, args.as_of_ms
+        )
+        print(report.summary())
+        print(f"-> {report.path} in {report.seconds:.2f} s")
+        return 0
     _, report = build_training_set(
         args.logs,
-        args.out,
+        out,
         tuple(args.label) if args.label else RECOMMENDATION_LABELS,
         args.as_of_ms,
         args.columns.split(",") if args.columns else None,

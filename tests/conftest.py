@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import redis
 
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.models.registry import ModelVersion
+
+# Compiling trees (DS_SCORER=auto with lleaves installed) takes seconds per new model version:
+# tests score with LightGBM unless they ask otherwise (tests/unit/test_tree_predictor.py).
+os.environ.setdefault("DS_SCORER", "lightgbm")
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,15 @@ class Collect:
 
     @property
     def writers(self) -> list[ParquetLogWriter]:  # type: ignore[type-arg]
-        return [w for w in (self.decision_log, self.fraud_log, self.outcome_log) if w is not None]
+        return [w for _, w in self.labelled_writers()]
+
+    def labelled_writers(self) -> list[tuple[str, ParquetLogWriter]]:  # type: ignore[type-arg]
+        labelled = (
+            ("decisions/recommendation", self.decision_log),
+            ("decisions/fraud", self.fraud_log),
+            ("outcomes", self.outcome_log),
+        )
+        return [(label, w) for label, w in labelled if w is not None]
 
     @classmethod
     def build(cls, config: ServiceConfig, client: aioredis.Redis) -> Collect:

@@ -114,7 +114,19 @@ class FraudModels:
         if not (self._registry.root / FRAUD / "CURRENT").is_file():
             log.info("no fraud model published under %s: fraud_check is not served", self._registry.root)
             return None
-        artifacts = FraudArtifacts.load(self._registry.current(FRAUD))
+        return self.install(self.prepare(self._registry.current_name(FRAUD)))
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._registry
+
+    def prepare(self, name: str) -> FraudArtifacts:
+        """Loads and checks a version without serving it (hot reload runs this off the event
+        loop). On failure: RegistryError naming the version and the problem."""
+        return FraudArtifacts.load(self._registry.get(FRAUD, name))
+
+    def install(self, artifacts: FraudArtifacts) -> FraudArtifacts:
+        """Serves ``artifacts`` from now on: one reference swap; checks in flight keep theirs."""
         self._current = artifacts
         log.info(
             "serving fraud model %s (%d features, %d neighbours)",

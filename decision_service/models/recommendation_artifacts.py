@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from decision_service.features.assembly import FeatureAssembler
 from decision_service.features.definitions import CATEGORIES, EMBEDDING_DIM, REGISTRY
 from decision_service.models.registry import ModelVersion, RegistryError
+from decision_service.models.tree_predictor import TreePredictor
 
 MODEL_FILE = "model.txt"
 INDEX_FILE = "index.faiss"
@@ -57,6 +58,7 @@ class RecommendationArtifacts:
     catalog: ItemCatalog
     manifest: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    predictor: TreePredictor | None = None  # set by serving (DS_SCORER); None = model.predict
 
     @classmethod
     def load(cls, version: ModelVersion, verify: bool = True) -> RecommendationArtifacts:

@@ -9,6 +9,9 @@ and none is dropped or failed by a swap.
 
 A version that fails its checks is refused with one ERROR line naming it and the reason;
 the old version keeps serving, and the refused one is not retried until CURRENT changes.
+
+Every use case the server serves is watched the same way (recommendation, and fraud when a
+fraud version was loaded at start), each with its own CURRENT pointer and refusal memory.
 """
 
 from __future__ import annotations
@@ -16,57 +19,90 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from decision_service.models.registry import RegistryError
+from decision_service.models.fraud_artifacts import FRAUD, FraudModels
+from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 
 log = logging.getLogger(__name__)
+
+
+class Reloadable(Protocol):
+    """What a use case's serving holder offers hot reload (RecommendationModels, FraudModels)."""
+
+    @property
+    def registry(self) -> ModelRegistry: ...
+
+    def prepare(self, name: str) -> Any: ...
+
+    def install(self, artifacts: Any) -> Any: ...
+
+    def get(self) -> Any: ...
 
 
 @dataclass
 class ReloadStats:
     checks: int = 0
     swaps: int = 0
-    refused: list[str] = field(default_factory=list)  # "version: reason", newest last
+    refused: list[str] = field(default_factory=list)  # "version: reason", newest last (all use cases)
+    swaps_by_use_case: dict[str, int] = field(default_factory=dict)
+    refused_by_use_case: dict[str, list[str]] = field(default_factory=dict)
 
 
 class ModelReloader:
-    """Polls CURRENT and hot-swaps the recommendation artifacts of a running server."""
+    """Polls CURRENT and hot-swaps the artifacts of a running server, per use case."""
 
-    def __init__(self, models: RecommendationModels, interval_s: float) -> None:
-        self._models = models
+    def __init__(
+        self, models: RecommendationModels, interval_s: float, fraud: FraudModels | None = None
+    ) -> None:
+        self._watched: dict[str, Reloadable] = {RECOMMENDATION: models}
+        if fraud is not None and fraud.loaded:
+            self._watched[FRAUD] = fraud
         self._interval_s = interval_s
-        self._refused: str | None = None
+        self._refused: dict[str, str | None] = dict.fromkeys(self._watched)
         self.stats = ReloadStats()
 
+    @property
+    def use_cases(self) -> tuple[str, ...]:
+        return tuple(self._watched)
+
     async def check(self) -> bool:
-        """One poll. Returns True when a new version is now serving.
+        """One poll of every watched use case. Returns True when a new version is now serving.
 
         On failure: never raises for a bad version (refused, logged, old one keeps serving).
         """
         self.stats.checks += 1
-        registry = self._models.registry
+        swapped = False
+        for use_case in self._watched:
+            swapped = await self._check_one(use_case) or swapped
+        return swapped
+
+    async def _check_one(self, use_case: str) -> bool:
+        models = self._watched[use_case]
         try:
-            name = await asyncio.to_thread(registry.current_name, RECOMMENDATION)
+            name = await asyncio.to_thread(models.registry.current_name, use_case)
         except (RegistryError, OSError) as exc:
-            log.warning("model reload: cannot read the CURRENT pointer: %s", exc)
+            log.warning("model reload: cannot read the %s CURRENT pointer: %s", use_case, exc)
             return False
-        serving = self._models.get().version
-        if name == serving or name == self._refused:
+        serving = models.get().version
+        if name == serving or name == self._refused[use_case]:
             return False
         try:
-            artifacts = await asyncio.to_thread(self._models.prepare, name)
+            artifacts = await asyncio.to_thread(models.prepare, name)
         except (RegistryError, OSError, ValueError) as exc:
-            self._refused = name
+            self._refused[use_case] = name
             self.stats.refused.append(f"{name}: {exc}")
+            self.stats.refused_by_use_case.setdefault(use_case, []).append(f"{name}: {exc}")
             log.error(
-                "model reload: REFUSED recommendation model %s (%s); still serving %s", name, exc, serving
+                "model reload: REFUSED %s model %s (%s); still serving %s", use_case, name, exc, serving
             )
             return False
-        self._models.install(artifacts)
-        self._refused = None
+        models.install(artifacts)
+        self._refused[use_case] = None
         self.stats.swaps += 1
-        log.info("model reload: recommendation model %s -> %s", serving, name)
+        self.stats.swaps_by_use_case[use_case] = self.stats.swaps_by_use_case.get(use_case, 0) + 1
+        log.info("model reload: %s model %s -> %s", use_case, serving, name)
         return True
 
     async def run(self) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import faiss
 
 from decision_service.config import ServiceConfig
-from decision_service.models.recommendation_artifacts import RecommendationArtifacts
-from decision_service.models.registry import ModelRegistry
+from decision_service.models.recommendation_artifacts import MODEL_FILE, RecommendationArtifacts
+from decision_service.models.registry import ModelRegistry, RegistryError
+from decision_service.models.tree_predictor import CompiledTreesUnavailable, make_predictor
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +36,33 @@ class RecommendationModels:
     def prepare(self, name: str) -> RecommendationArtifacts:
         """Loads, checks and tunes a version without serving it (hot reload runs this off the
         event loop). On failure: RegistryError naming the version and the problem."""
-        artifacts = RecommendationArtifacts.load(self._registry.get(RECOMMENDATION, name))
+        version = self._registry.get(RECOMMENDATION, name)
+        artifacts = RecommendationArtifacts.load(version)
         tune_index(artifacts.index, self._config)
-        return artifacts
+        where = f"{RECOMMENDATION}/{name}"
+        try:
+            predictor = make_predictor(
+                artifacts.model,
+                version.file(MODEL_FILE),
+                self._config.scorer,
+                self._config.scorer_max_abs_diff,
+                where,
+            )
+        except CompiledTreesUnavailable as exc:  # DS_SCORER=compiled and it cannot be
+            raise RegistryError(f"{where}: DS_SCORER=compiled: {exc}") from exc
+        return dataclasses.replace(artifacts, predictor=predictor)
 
     def install(self, artifacts: RecommendationArtifacts) -> RecommendationArtifacts:
         """Serves ``artifacts`` from now on: one reference swap; requests in flight keep the
         snapshot they took."""
         self._current = artifacts
         log.info(
-            "serving recommendation model %s (%d items, %d features, registry %s)",
+            "serving recommendation model %s (%d items, %d features, registry %s, %s scorer)",
             artifacts.version,
             len(artifacts.catalog),
             len(artifacts.assembler.columns),
             artifacts.manifest.get("feature_registry_version"),
+            artifacts.predictor.kind if artifacts.predictor else "lightgbm",
         )
         for warning in artifacts.warnings:
             log.warning("recommendation model %s: %s", artifacts.version, warning)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -20,7 +22,7 @@ from decision_service.config import ServiceConfig
 from decision_service.decision_log.collect import Collect
 from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
-from decision_service.fraud_executor import build_fraud_executor
+from decision_service.fraud_executor import FraudExecutor, build_fraud_executor
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.reload import ModelReloader
 from decision_service.models.serving import RecommendationModels
@@ -29,7 +31,9 @@ from decision_service.server import security
 from decision_service.server.convert import RequestLimits
 from decision_service.server.convert_fraud import FraudLimits
 from decision_service.server.errors import ErrorMappingInterceptor
+from decision_service.server.metrics_interceptor import RequestMetricsInterceptor
 from decision_service.server.servicer import DecisionServicer
+from decision_service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ class RunningServer:
     _readiness: asyncio.Task[None] | None = None
     reloader: ModelReloader | None = None
     _reload_task: asyncio.Task[None] | None = None
+    telemetry: Telemetry | None = None
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting, lets in-flight calls finish within ``grace_s``, flushes the logs,
@@ -62,9 +67,11 @@ class RunningServer:
         await self.server.stop(grace_s)
         await self.collect.stop()
         await self.redis.aclose()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
 
 
-async def start_server(config: ServiceConfig) -> RunningServer:
+async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None) -> RunningServer:
     """Loads artifacts (raising RegistryError if they are missing or bad), then listens.
 
     Health reports NOT_SERVING until Redis has answered once; after that a Redis outage
@@ -83,15 +90,21 @@ async def start_server(config: ServiceConfig) -> RunningServer:
     )
     store = AsyncOnlineStore(client, config.max_seen_items)
     collect = Collect.build(config, client)
+    telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
     executor = RecommendationExecutor(
-        recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get
+        recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get, telemetry
     )
 
     # None when no fraud version is published
-    fraud = build_fraud_executor(config, client, collect.fraud_side_effects())
+    fraud = build_fraud_executor(config, client, collect.fraud_side_effects(), telemetry)
+    _register_gauges(telemetry, collect, models, fraud)
 
     server = aio.server(
-        interceptors=[*security.interceptors(config), ErrorMappingInterceptor()],
+        interceptors=[
+            *([RequestMetricsInterceptor(telemetry)] if telemetry.enabled else []),
+            *security.interceptors(config),
+            ErrorMappingInterceptor(),
+        ],
         options=security.server_options(config),
     )
     pb_grpc.add_DecisionServiceServicer_to_server(
@@ -113,13 +126,45 @@ async def start_server(config: ServiceConfig) -> RunningServer:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    running = RunningServer(server, port, health_servicer, client, executor, models, collect)
+    running = RunningServer(
+        server, port, health_servicer, client, executor, models, collect, telemetry=telemetry
+    )
     running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
     if config.model_reload_interval_s > 0:
-        running.reloader = ModelReloader(models, config.model_reload_interval_s)
+        running.reloader = ModelReloader(
+            models, config.model_reload_interval_s, fraud.models if fraud is not None else None
+        )
         running._reload_task = asyncio.create_task(running.reloader.run())
     log.info("decision service listening on %s:%d", config.host, port)
     return running
+
+
+def _register_gauges(
+    telemetry: Telemetry, collect: Collect, models: RecommendationModels, fraud: FraudExecutor | None
+) -> None:
+    if not telemetry.enabled:
+        return
+    writers = collect.labelled_writers()
+
+    def queue_depth() -> list[tuple[float, dict[str, str]]]:
+        return [(w.queue_depth, {"log": label}) for label, w in writers]
+
+    def dropped() -> list[tuple[float, dict[str, str]]]:
+        out = []
+        for label, w in writers:
+            out.append((w.stats.dropped_queue_full, {"log": label, "cause": "queue_full"}))
+            out.append((w.stats.dropped_write_error, {"log": label, "cause": "write_error"}))
+        return out
+
+    def versions() -> list[tuple[float, dict[str, str]]]:
+        out = [(1.0, {"use_case": "recommendation", "version": models.get().version})]
+        if fraud is not None:
+            out.append((1.0, {"use_case": "fraud", "version": fraud.model_version()}))
+        return out
+
+    telemetry.add_gauge("decision.log.queue_depth", queue_depth)
+    telemetry.add_gauge("decision.log.dropped", dropped)
+    telemetry.add_gauge("decision.model.version", versions)
 
 
 async def _become_ready(store: AsyncOnlineStore, health_servicer: health.aio.HealthServicer) -> None:
@@ -138,9 +183,16 @@ async def _become_ready(store: AsyncOnlineStore, health_servicer: health.aio.Hea
     log.info("ready: health SERVING")
 
 
-async def serve(config: ServiceConfig) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+async def serve(config: ServiceConfig, on_ready: Callable[[int], None] | None = None) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. ``on_ready(port)`` is called
+    once the server listens (the multi-worker supervisor waits for it, server/workers.py)."""
     running = await start_server(config)
+    # What start-up loaded (artifacts, modules) lives as long as the process: move it out of
+    # the collector's reach so collections only walk per-request objects (ARCHITECTURE.md).
+    gc.collect()
+    gc.freeze()
+    if on_ready is not None:
+        on_ready(running.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

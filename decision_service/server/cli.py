@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", type=Path, help="data directory (DS_DATA_DIR)")
     serve.add_argument("--registry-dir", type=Path, help="model registry (DS_REGISTRY_DIR)")
     serve.add_argument("--redis-url", help="Redis URL (DS_REDIS_URL or REDIS_URL)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes on one port (DS_WORKERS); 0 = one per CPU core"
+    )
     show = sub.add_parser("config", help="show the effective configuration (secrets masked)")
     show.add_argument("--print", action="store_true", required=True, help="print it as YAML")
     show.add_argument("--config", type=Path, help="YAML config file (DS_CONFIG)")
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return check_health(args.address, args.service, args.timeout)
 
-    flags = ("host", "port", "data_dir", "registry_dir", "redis_url")
+    flags = ("host", "port", "data_dir", "registry_dir", "redis_url", "workers")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
     try:
         config = ServiceConfig.from_env(config_file=args.config, **overrides)
@@ -45,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(yaml.safe_dump(describe(config), sort_keys=False), end="")
         return 0
+    from decision_service.server.workers import configure_logging, serve_workers, worker_count
+
+    workers = worker_count(config)
+    if workers > 1:
+        configure_logging(config.log_level, "supervisor")
+        return serve_workers(config, workers)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from decision_service.server.app import serve as run
 

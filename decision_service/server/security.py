@@ -81,10 +81,12 @@ def interceptors(config: ServiceConfig) -> list[aio.ServerInterceptor]:
 
 
 def server_options(config: ServiceConfig) -> list[tuple[str, int]]:
-    """Bounds one message so a single request cannot exhaust memory."""
+    """Bounds one message so a single request cannot exhaust memory; SO_REUSEPORT unless
+    exactly one worker is configured (workers share the port, server/workers.py)."""
     return [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0 if config.workers == 1 else 1),
     ]
 
 

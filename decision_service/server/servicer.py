@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from grpc import aio
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
@@ -25,7 +27,12 @@ from decision_service.server.convert_fraud import (
 
 DEBUG_TIMINGS_HEADER = "x-debug-timings"
 TIMINGS_TRAILER = "x-stage-timings-ms"
+WORKER_TRAILER = "x-server-worker"  # "w<id>:<pid>" of the process that answered
 _MIN_BUDGET_S = 0.001
+
+
+def _worker_label() -> str:
+    return f"w{os.environ.get('DS_WORKER_ID', '0')}:{os.getpid()}"
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
@@ -44,6 +51,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         self._outcomes = outcomes
         self._limits = limits
         self._budget_s = budget_ms / 1000.0
+        self._worker = _worker_label()  # built in the serving process, after any fork
 
     async def GetDecision(
         self, request: pb.GetDecisionRequest, context: aio.ServicerContext
@@ -54,7 +62,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             decision = await self._recommendations.run(domain_request, self._budget(context))
             if _wants_timings(context):
                 timings = ";".join(f"{k}={v:.3f}" for k, v in decision.stage_ms.items())
-                context.set_trailing_metadata(((TIMINGS_TRAILER, timings),))
+                context.set_trailing_metadata(((TIMINGS_TRAILER, timings), (WORKER_TRAILER, self._worker)))
             return recommendation_decision_to_proto(decision)
         if use_case == "fraud_check":
             if self._fraud is None or self._fraud_limits is None:
@@ -63,7 +71,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             fraud_decision = await self._fraud.run(fraud_request, self._budget(context))
             if _wants_timings(context):
                 timings = ";".join(f"{k}={v:.3f}" for k, v in fraud_decision.stage_ms.items())
-                context.set_trailing_metadata(((TIMINGS_TRAILER, timings),))
+                context.set_trailing_metadata(((TIMINGS_TRAILER, timings), (WORKER_TRAILER, self._worker)))
             return fraud_decision_to_proto(fraud_decision)
         raise InvalidArgument("use_case", "set exactly one of: recommendation, fraud_check")
 

@@ -43,13 +43,14 @@ class ServedWorld:
     registry_root: Path
     version: str
     redis: LocalRedis
+    world_dir: Path | None = None
 
 
 @pytest.fixture(scope="session")
 def served_world(tiny_bootstrap, redis_server) -> ServedWorld:
     world_dir, registry_root, version = tiny_bootstrap
     materialize(world_dir, redis_server.url)
-    return ServedWorld(World.load(world_dir), Path(registry_root), version.name, redis_server)
+    return ServedWorld(World.load(world_dir), Path(registry_root), version.name, redis_server, world_dir=Path(world_dir))
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,7 @@ def loop_thread() -> Iterator[LoopThread]:
 def start(loop_thread: LoopThread, registry_root: Path, redis_url: str, **overrides) -> RunningServer:
     """A server on port 0; its logs go to a fresh temporary directory unless ``log_dir`` is given."""
     overrides.setdefault("log_dir", tempfile.mkdtemp(prefix="ds-logs-"))
+    overrides.setdefault("scorer", "lightgbm")  # compiling trees is benchmarked, not tested, here
     config = ServiceConfig(
         port=0, registry_dir=registry_root, redis_url=redis_url, ann_candidates=100, **overrides
     )

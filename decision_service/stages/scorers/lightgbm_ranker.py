@@ -1,4 +1,4 @@
-"""Scores candidates with the version's LightGBM ranking model."""
+"""Scores candidates with the version's LightGBM ranking model (as LightGBM or compiled trees)."""
 
 from __future__ import annotations
 
@@ -22,5 +22,9 @@ class LightGbmRanker:
         matrix = state.artifacts.assembler.assemble(
             features.user.values[0], features.items.values, features.cross
         )
-        scores = state.artifacts.model.predict(matrix, num_threads=self._num_threads)
+        predictor = state.artifacts.predictor  # compiled trees or LightGBM (DS_SCORER)
+        if predictor is not None:
+            scores = predictor.predict(matrix)
+        else:
+            scores = state.artifacts.model.predict(matrix, num_threads=self._num_threads)
         return np.asarray(scores, dtype=np.float32)

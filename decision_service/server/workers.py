@@ -1,0 +1,224 @@
+"""Several server processes on one port: a supervisor and its workers (SO_REUSEPORT).
+
+One grpc.aio process is bound by one core (the GIL), so ``serve --workers N`` forks N
+workers that each bind the same host:port with ``grpc.so_reuseport`` and the kernel
+spreads connections between them, as grpc's multiprocessing example does. Workers share
+nothing but Redis and the artifacts on disk: each loads its own models, has its own Redis
+pool, decision-log writer (file names are unique per writer) and log lines tagged
+``w<id>``.
+
+The supervisor (the parent, which never starts gRPC itself, so forking is safe):
+  * waits until every worker reports that it listens; a worker that dies before that fails
+    the whole start: the others are stopped and the exit status is 1;
+  * forwards SIGTERM/SIGINT to every worker, which shuts down gracefully (in-flight calls,
+    log flush) and exits; exits 0 when all of them exited 0;
+  * restarts a worker that dies later (at most ``MAX_RESTARTS`` per ``RESTART_WINDOW_S``,
+    beyond that it stops everything and exits 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from decision_service.config import ConfigError, ServiceConfig
+from decision_service.models.registry import RegistryError
+
+log = logging.getLogger(__name__)
+
+WORKER_ID_ENV = "DS_WORKER_ID"
+START_TIMEOUT_S = 600.0  # loading a 1M-item index and compiling trees takes a while
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+LOG_FORMAT = "%(asctime)s %(levelname)s {tag} %(name)s: %(message)s"
+
+
+def worker_count(config: ServiceConfig) -> int:
+    """``config.workers``, or one per CPU core available to this process when it is 0."""
+    if config.workers > 0:
+        return config.workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_id() -> int:
+    """This process's worker number (0 when not started by the supervisor)."""
+    return int(os.environ.get(WORKER_ID_ENV, "0"))
+
+
+def configure_logging(level: str, tag: str) -> None:
+    """Log lines carry ``tag`` (``w<id>`` in a worker, ``supervisor`` in the parent)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT.format(tag=tag), force=True)
+
+
+def reserve_port(host: str) -> socket.socket:
+    """Binds a SO_REUSEPORT socket to a free port and keeps it (not listening) so no other
+    program takes the port before the workers bind it too."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), 0))
+    return sock
+
+
+def _worker_main(config: ServiceConfig, worker: int, ready: Connection, parent_pid: int) -> None:
+    """A worker: its own logging, then the ordinary single-process server."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until serve() installs its handlers
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with_parent(parent_pid)
+    os.environ[WORKER_ID_ENV] = str(worker)
+    configure_logging(config.log_level, f"w{worker}")
+    from decision_service.server.app import serve
+
+    def on_ready(port: int) -> None:
+        ready.send(port)
+        ready.close()
+
+    try:
+        asyncio.run(serve(config, on_ready=on_ready))
+    except RegistryError as exc:
+        print(f"decision-service w{worker}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ConfigError as exc:
+        print(f"decision-service w{worker}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A SIGKILLed supervisor must not leave workers serving: Linux kills them with it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes (see the module docstring)."""
+
+    def __init__(
+        self, config: ServiceConfig, workers: int, target: Callable[..., None] = _worker_main
+    ) -> None:
+        self._config = config
+        self._n = workers
+        self._target = target
+        self._ctx = mp.get_context("fork")
+        self._procs: dict[int, Any] = {}
+        self._stopping = False
+        self._restarts: list[float] = []
+
+    def _spawn(self, worker: int) -> Connection:
+        receive, send = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=self._target,
+            args=(self._config, worker, send, os.getpid()),
+            name=f"decision-service-w{worker}",
+        )
+        proc.start()
+        send.close()
+        self._procs[worker] = proc
+        return receive
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if not self._stopping:
+            log.info("supervisor: %s, stopping %d workers", signal.Signals(signum).name, len(self._procs))
+        self._stopping = True
+        for proc in self._procs.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Returns the process exit status."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        pending = {self._spawn(w): w for w in range(self._n)}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while pending and not self._stopping:
+            sentinels = {self._procs[w].sentinel: w for w in pending.values()}
+            ready = wait([*pending, *sentinels], timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                late = sorted(pending.values())
+                log.error("supervisor: workers %s not listening after %.0f s", late, START_TIMEOUT_S)
+                return self._shutdown(failed=True)
+            for item in ready:
+                if item in pending:
+                    conn = item
+                    worker = pending.pop(conn)
+                    try:
+                        port = conn.recv()
+                    except EOFError:  # died before it could report
+                        return self._failed_start(worker)
+                    pid = self._procs[worker].pid
+                    log.info("supervisor: worker %d (pid %d) listening on port %d", worker, pid, port)
+                elif sentinels[item] in pending.values():
+                    return self._failed_start(sentinels[item])
+        if not self._stopping:
+            log.info("supervisor: %d workers serving on %s:%d", self._n, self._config.host, self._config.port)
+        while not self._stopping:
+            by_sentinel = {p.sentinel: w for w, p in self._procs.items()}
+            for sentinel in wait(list(by_sentinel), timeout=0.5):
+                worker = by_sentinel[sentinel]
+                self._procs[worker].join()
+                if self._stopping:
+                    break
+                now = time.monotonic()
+                self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S] + [now]
+                code = self._procs[worker].exitcode
+                if len(self._restarts) > MAX_RESTARTS:
+                    log.error("supervisor: worker %d exited (%s); too many restarts, stopping", worker, code)
+                    return self._shutdown(failed=True)
+                log.error("supervisor: worker %d exited unexpectedly (%s); restarting it", worker, code)
+                self._spawn(worker).close()
+        return self._shutdown(failed=False)
+
+    def _failed_start(self, worker: int) -> int:
+        self._procs[worker].join()
+        code = self._procs[worker].exitcode
+        log.error("supervisor: worker %d exited during start-up (exit %s); stopping", worker, code)
+        return self._shutdown(failed=True)
+
+    def _shutdown(self, failed: bool) -> int:
+        self._stopping = True
+        for proc in self._procs.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        limit = time.monotonic() + self._config.grace_period_s + 30.0
+        for proc in self._procs.values():
+            proc.join(max(0.0, limit - time.monotonic()))
+            if proc.is_alive():
+                log.error("supervisor: worker pid %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.join()
+                failed = True
+        codes = [p.exitcode for p in self._procs.values()]
+        if any(c != 0 for c in codes):
+            failed = True
+        log.info("supervisor: all workers stopped (exit codes %s)", codes)
+        return 1 if failed else 0
+
+
+def serve_workers(config: ServiceConfig, workers: int) -> int:
+    """Runs ``workers`` server processes on ``config.host:config.port`` until SIGTERM/SIGINT."""
+    reserved = None
+    if config.port == 0:  # pick one port for all workers, and hold it
+        reserved = reserve_port(config.host)
+        config = replace(config, port=reserved.getsockname()[1])
+    try:
+        return Supervisor(config, workers).run()
+    finally:
+        if reserved is not None:
+            reserved.close()
