@@ -26,14 +26,26 @@ def bootstrap_fraud_world(data_dir: Path, registry_dir: Path, redis_url: str, pr
     return world_dir
 
 
+def same_time_of_day(world_ms: int) -> int:
+    """The latest moment (within the last day) at the same UTC time of day as ``world_ms``:
+    hour of day is a model feature, so the replayed payment keeps its original one."""
+    day_ms = 86_400_000
+    now = time.time_ns() // 1_000_000
+    at = now - now % day_ms + world_ms % day_ms
+    return at - day_ms if at > now else at
+
+
 def show_fraud_checks(stub: pb_grpc.DecisionServiceStub, world_dir: Path, redis_url: str) -> None:
     world = FraudWorld.load(world_dir)
     legit_user = int(world.user[world.pattern == 0][0])
     ring_device = str(world.device_ids[world.device[world.pattern == 1][0]])
 
-    def payment(title: str, user: int, **fields: object) -> None:
+    def payment(title: str, user: int, at_ms: int | None = None, **fields: object) -> None:
         occurred = Timestamp()
-        occurred.GetCurrentTime()
+        if at_ms is None:
+            occurred.GetCurrentTime()
+        else:
+            occurred.FromMilliseconds(at_ms)
         rows = (world.user == user) & (world.pattern == 0)
         home = str(world.user_home[user])
         values: dict[str, object] = {
@@ -72,6 +84,7 @@ def show_fraud_checks(stub: pb_grpc.DecisionServiceStub, world_dir: Path, redis_
     payment(
         "an account takeover from the synthetic world: new device, abroad, far above the usual amount",
         int(world.user[ato]),
+        at_ms=same_time_of_day(int(world.occurred_ms[ato])),
         device_id=str(world.device_ids[world.device[ato]]),
         ip_address=str(world.device_ip[world.device[ato]]),
         country=str(world.country[ato]),
