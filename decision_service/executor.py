@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,7 +21,6 @@ from decision_service.domain.features import FeatureStatus, GroupValues
 from decision_service.domain.recommendation import (
     Candidates,
     CandidateSource,
-    Degradation,
     RankedItem,
     RecommendationDecision,
     RecommendationRequest,
@@ -32,7 +29,7 @@ from decision_service.features import online_store
 from decision_service.features.definitions import CATEGORIES, ITEM, USER, USER_ITEM
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
 from decision_service.pipelines.recommendation import RecommendationPipeline
-from decision_service.rate_limited_log import RateLimitedLog
+from decision_service.stage_book import StageBook, store_failure
 from decision_service.stages.base import (
     Filter,
     HydratedFeatures,
@@ -62,8 +59,11 @@ class RecommendationExecutor:
         self._pipeline = pipeline
         self._artifacts = artifacts
         self._telemetry = telemetry or Telemetry.disabled()
-        self._warn = RateLimitedLog()
-        self.degraded_counts: dict[tuple[str, str], int] = {}
+        self._book = StageBook(USE_CASE, self._telemetry)
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self._book.degraded_counts
 
     async def run(self, request: RecommendationRequest, budget_s: float) -> RecommendationDecision:
         if not self._telemetry.enabled:
@@ -84,41 +84,35 @@ class RecommendationExecutor:
         state = RecommendationState(request=request, artifacts=self._artifacts())
         p = self._pipeline
 
-        with self._timed(state, p.user_state.name):
+        with self._book.timed(state.stage_ms, p.user_state.name):
             state.user = await self._load_user(state, deadline)
 
         for source in p.sources:
-            with self._timed(state, source.name):
+            with self._book.timed(state.stage_ms, source.name):
                 try:
                     batch = source.retrieve(state)
                 except Exception as exc:  # noqa: BLE001 - a source may fail; others still serve
-                    self._degrade(state, "candidates", f"{source.name}_failed", exc)
+                    self._book.degrade(state.degraded, "candidates", f"{source.name}_failed", exc)
                     continue
                 state.candidates = Candidates.merge([state.candidates, batch])
 
         for f in p.filters:
             self._apply_filter(state, f)
 
-        with self._timed(state, p.hydrator.name):
+        with self._book.timed(state.stage_ms, p.hydrator.name):
             state.features = await self._hydrate(state, deadline)
 
         for f in p.post_filters:
             self._apply_filter(state, f)
 
-        with self._timed(state, p.scorer.name):
+        with self._book.timed(state.stage_ms, p.scorer.name):
             state.scores = self._score(state)
 
-        with self._timed(state, p.selector.name):
+        with self._book.timed(state.stage_ms, p.selector.name):
             state.selected = p.selector.select(state, state.scores)
 
         decision = self._decision(state)
-        for effect in p.side_effects:
-            try:
-                effect.apply(state, decision)
-            except Exception as exc:  # noqa: BLE001 - a side effect never fails the answer
-                key = ("side_effects", f"{effect.name}_failed")
-                self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
-                self._warn.warning(key[1], f"side effect {effect.name} failed: {exc!r}")
+        self._book.run_side_effects(p.side_effects, state, decision)
         return decision
 
     # ---------------------------------------------------------------- stage wrappers
@@ -129,25 +123,26 @@ class RecommendationExecutor:
             async with asyncio.timeout_at(deadline):
                 user = await self._pipeline.user_state.load(state)
         except TimeoutError as exc:
-            self._degrade(state, "user_context", "deadline_exceeded", exc)
+            self._book.degrade(state.degraded, "user_context", "deadline_exceeded", exc)
             return UserState.unknown(user_id, FeatureStatus.UNAVAILABLE)
         except Exception as exc:  # noqa: BLE001 - store down: serve the fallback
-            self._degrade(state, "user_context", _store_failure(exc), exc)
+            self._book.degrade(state.degraded, "user_context", store_failure(exc), exc)
             return UserState.unknown(user_id, FeatureStatus.UNAVAILABLE)
         if user.embedding_status == FeatureStatus.MISSING:
-            self._degrade(state, "user_context", "unknown_user")
+            self._book.degrade(state.degraded, "user_context", "unknown_user")
         elif user.embedding_status != FeatureStatus.PRESENT:
-            self._degrade(state, "user_context", f"embedding_{user.embedding_status.name.lower()}")
+            reason = f"embedding_{user.embedding_status.name.lower()}"
+            self._book.degrade(state.degraded, "user_context", reason)
         return user
 
     def _apply_filter(self, state: RecommendationState, f: Filter) -> None:
-        with self._timed(state, f.name):
+        with self._book.timed(state.stage_ms, f.name):
             try:
                 keep = f.keep(state)
             except Exception as exc:
                 if not f.fail_open:
                     raise
-                self._degrade(state, "filters", f"{f.name}_failed", exc)
+                self._book.degrade(state.degraded, "filters", f"{f.name}_failed", exc)
                 return
             removed = len(keep) - int(np.count_nonzero(keep))
             state.removed[f.name] = removed
@@ -161,18 +156,18 @@ class RecommendationExecutor:
             async with asyncio.timeout_at(deadline):
                 features = await self._pipeline.hydrator.hydrate(state)
         except TimeoutError as exc:
-            self._degrade(state, "features", "deadline_exceeded", exc)
+            self._book.degrade(state.degraded, "features", "deadline_exceeded", exc)
             return self._unavailable_features(state)
         except Exception as exc:  # noqa: BLE001 - store down: serve declared defaults
-            self._degrade(state, "features", _store_failure(exc), exc)
+            self._book.degrade(state.degraded, "features", store_failure(exc), exc)
             return self._unavailable_features(state)
         user_status = int(features.user.status[0])
         if user_status not in (FeatureStatus.PRESENT, FeatureStatus.MISSING):
-            self._degrade(state, "features", f"user_{FeatureStatus(user_status).name.lower()}")
+            self._book.degrade(state.degraded, "features", f"user_{FeatureStatus(user_status).name.lower()}")
         n_items = len(features.items.status)
         missing = n_items - features.items.n_present
         if n_items and missing == n_items:
-            self._degrade(state, "features", "items_missing")
+            self._book.degrade(state.degraded, "features", "items_missing")
         return features
 
     def _unavailable_features(self, state: RecommendationState) -> HydratedFeatures:
@@ -190,7 +185,7 @@ class RecommendationExecutor:
         if n == 0:
             return np.empty(0, np.float32)
         if features is not None and features.items.n_present == 0 and _all_unavailable(features.items):
-            self._degrade(state, "scoring", "features_unavailable")
+            self._book.degrade(state.degraded, "scoring", "features_unavailable")
             return _retrieval_order_scores(n)
         try:
             scores = self._pipeline.scorer.score(state)
@@ -198,35 +193,11 @@ class RecommendationExecutor:
                 raise ValueError(f"scorer returned {len(scores)} scores for {n} candidates")
             return scores
         except Exception as exc:  # noqa: BLE001 - a broken model must not fail requests
-            self._degrade(state, "scoring", "model_error", exc)
+            self._book.degrade(state.degraded, "scoring", "model_error", exc)
             return _retrieval_order_scores(n)
 
     # ---------------------------------------------------------------- bookkeeping
 
-    def _degrade(
-        self, state: RecommendationState, stage: str, reason: str, exc: BaseException | None = None
-    ) -> None:
-        state.degraded.append(Degradation(stage, reason))
-        key = (stage, reason)
-        self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
-        self._telemetry.degraded(USE_CASE, stage, reason)
-        if exc is not None:
-            self._warn.warning(
-                f"{stage}:{reason}",
-                f"degraded {stage} ({reason}): {type(exc).__name__}: {exc} "
-                f"[total {self.degraded_counts[key]}]",
-            )
-
-    @contextmanager
-    def _timed(self, state: RecommendationState, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            with self._telemetry.stage_span(USE_CASE, name):
-                yield
-        finally:
-            ms = (time.perf_counter() - start) * 1000.0
-            state.stage_ms[name] = ms
-            self._telemetry.stage_done(USE_CASE, name, ms)
 
     def _decision(self, state: RecommendationState) -> RecommendationDecision:
         now = online_store.now_ms()
@@ -260,9 +231,6 @@ class RecommendationExecutor:
             stage_ms=dict(state.stage_ms),
         )
 
-
-def _store_failure(exc: BaseException) -> str:
-    return "store_timeout" if isinstance(exc, online_store.STORE_TIMEOUTS) else "store_unavailable"
 
 
 def _all_unavailable(values: GroupValues) -> bool:

@@ -16,16 +16,13 @@ Stages contain only their logic; every "what if it fails or is late" decision is
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
 from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
-from decision_service.domain.recommendation import Degradation
 from decision_service.errors import AlreadyExists
 from decision_service.executor import new_decision_id
 from decision_service.features import online_store
@@ -33,7 +30,7 @@ from decision_service.features.fraud_store import FraudStore
 from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
 from decision_service.models.registry import ModelRegistry
 from decision_service.pipelines.fraud import FraudPipeline, fraud_pipeline, policy_config
-from decision_service.rate_limited_log import RateLimitedLog
+from decision_service.stage_book import StageBook, store_failure
 from decision_service.stages.fraud.base import FraudState
 from decision_service.stages.fraud.commit import decode_record, encode_record
 from decision_service.telemetry import Telemetry
@@ -51,9 +48,12 @@ class FraudExecutor:
         self._artifacts = artifacts
         self._side_effects = side_effects
         self._telemetry = telemetry or Telemetry.disabled()
-        self._warn = RateLimitedLog()
-        self.degraded_counts: dict[tuple[str, str], int] = {}
+        self._book = StageBook("fraud", self._telemetry)
         self.models: FraudModels | None = None  # the holder hot reload swaps, when built from one
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self._book.degraded_counts
 
     async def run(self, request: FraudCheckRequest, budget_s: float) -> FraudDecision:
         """One fraud decision within ``budget_s``.
@@ -82,39 +82,39 @@ class FraudExecutor:
         p = self._pipeline
         fingerprint = request.transaction.fingerprint()
 
-        with self._timed(state, p.context.name):
+        with self._book.timed(state.stage_ms, p.context.name):
             state.context = await self._load_context(state, deadline)
         if state.context is not None and state.context.previous_record is not None:
             return self._replay(state, state.context.previous_record, fingerprint)
 
-        with self._timed(state, p.features.name):
+        with self._book.timed(state.stage_ms, p.features.name):
             state.row = p.features.build(state)
-        with self._timed(state, p.neighbours.name):
+        with self._book.timed(state.stage_ms, p.neighbours.name):
             try:
                 p.neighbours.fill(state, state.row)
             except Exception as exc:  # noqa: BLE001 - defaults are declared for this
-                self._degrade(state, "neighbours", "index_error", exc)
-        with self._timed(state, p.scorer.name):
+                self._book.degrade(state.degraded, "neighbours", "index_error", exc)
+        with self._book.timed(state.stage_ms, p.scorer.name):
             try:
                 state.score = p.scorer.score(state)
             except Exception as exc:  # noqa: BLE001 - rules + fallback still decide
-                self._degrade(state, "scoring", "model_error", exc)
-        with self._timed(state, p.policy.name):
+                self._book.degrade(state.degraded, "scoring", "model_error", exc)
+        with self._book.timed(state.stage_ms, p.policy.name):
             state.verdict = p.policy.decide(state)
 
         decision = self._decision(state)
         if state.context is None:
-            self._degrade(state, "commit", "skipped_store_unavailable")
+            self._book.degrade(state.degraded, "commit", "skipped_store_unavailable")
             return self._finish(state, decision)
-        with self._timed(state, p.committer.name):
+        with self._book.timed(state.stage_ms, p.committer.name):
             try:
                 async with asyncio.timeout_at(deadline):
                     previous = await p.committer.commit(state, encode_record(fingerprint, decision))
             except TimeoutError as exc:
-                self._degrade(state, "commit", "deadline_exceeded", exc)
+                self._book.degrade(state.degraded, "commit", "deadline_exceeded", exc)
                 return self._finish(state, decision)
             except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
-                self._degrade(state, "commit", _store_failure(exc), exc)
+                self._book.degrade(state.degraded, "commit", store_failure(exc), exc)
                 return self._finish(state, decision)
         if previous is not None:  # a concurrent call with this id recorded first
             return self._replay(state, previous, fingerprint)
@@ -126,13 +126,7 @@ class FraudExecutor:
 
     def _finish(self, state: FraudState, decision: FraudDecision) -> FraudDecision:
         """Runs the side effects of a fresh verdict (a replayed one was logged the first time)."""
-        for effect in self._side_effects:
-            try:
-                effect.apply(state, decision)
-            except Exception as exc:  # noqa: BLE001 - a side effect never fails the answer
-                key = ("side_effects", f"{effect.name}_failed")
-                self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
-                self._warn.warning(key[1], f"side effect {effect.name} failed: {exc!r}")
+        self._book.run_side_effects(self._side_effects, state, decision)
         return decision
 
     async def _load_context(self, state: FraudState, deadline: float):  # type: ignore[no-untyped-def]
@@ -140,9 +134,9 @@ class FraudExecutor:
             async with asyncio.timeout_at(deadline):
                 return await self._pipeline.context.load(state)
         except TimeoutError as exc:
-            self._degrade(state, "features", "deadline_exceeded", exc)
+            self._book.degrade(state.degraded, "features", "deadline_exceeded", exc)
         except Exception as exc:  # noqa: BLE001 - store down: request-time features + rules
-            self._degrade(state, "features", _store_failure(exc), exc)
+            self._book.degrade(state.degraded, "features", store_failure(exc), exc)
         return None
 
     def _replay(self, state: FraudState, raw: bytes, fingerprint: str) -> FraudDecision:
@@ -181,32 +175,7 @@ class FraudExecutor:
             stage_ms=state.stage_ms,
         )
 
-    def _degrade(self, state: FraudState, stage: str, reason: str, exc: BaseException | None = None) -> None:
-        state.degraded.append(Degradation(stage, reason))
-        key = (stage, reason)
-        self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
-        self._telemetry.degraded("fraud", stage, reason)
-        if exc is not None:
-            self._warn.warning(
-                f"fraud:{stage}:{reason}",
-                f"degraded fraud {stage} ({reason}): "
-                f"{type(exc).__name__}: {exc} [total {self.degraded_counts[key]}]",
-            )
 
-    @contextmanager
-    def _timed(self, state: FraudState, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            with self._telemetry.stage_span("fraud", name):
-                yield
-        finally:
-            ms = (time.perf_counter() - start) * 1000.0
-            state.stage_ms[name] = ms
-            self._telemetry.stage_done("fraud", name, ms)
-
-
-def _store_failure(exc: BaseException) -> str:
-    return "store_timeout" if isinstance(exc, online_store.STORE_TIMEOUTS) else "store_unavailable"
 
 
 class FraudSideEffect(Protocol):

@@ -6,11 +6,13 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
+from decision_service.domain.fraud import FraudDecision
 from decision_service.domain.outcomes import OUTCOME_TYPES, Outcome
 from decision_service.domain.recommendation import (
     RecommendationDecision,
@@ -127,15 +129,22 @@ def _text(field: str, value: str, limits: RequestLimits, required: bool = False)
     return value
 
 
-def recommendation_decision_to_proto(decision: RecommendationDecision) -> pb.GetDecisionResponse:
+def response_envelope(decision: RecommendationDecision | FraudDecision) -> dict[str, Any]:
+    """The GetDecisionResponse fields every use case shares."""
     decided_at = Timestamp()
     decided_at.FromMilliseconds(decision.decided_at_ms)
+    return {
+        "decision_id": decision.decision_id,
+        "request_id": decision.request_id,
+        "model_version": decision.model_version,
+        "decided_at": decided_at,
+        "degraded": [pb.Degradation(stage=d.stage, reason=d.reason) for d in decision.degraded],
+    }
+
+
+def recommendation_decision_to_proto(decision: RecommendationDecision) -> pb.GetDecisionResponse:
     return pb.GetDecisionResponse(
-        decision_id=decision.decision_id,
-        request_id=decision.request_id,
-        model_version=decision.model_version,
-        decided_at=decided_at,
-        degraded=[pb.Degradation(stage=d.stage, reason=d.reason) for d in decision.degraded],
+        **response_envelope(decision),
         recommendation=pb.RecommendationResult(
             items=[
                 pb.RecommendedItem(

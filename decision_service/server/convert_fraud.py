@@ -6,14 +6,12 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision, Transaction
 from decision_service.errors import InvalidArgument
 from decision_service.features.fraud import CURRENCIES, amount_eur
-from decision_service.server.convert import RequestLimits, request_id_from_proto
+from decision_service.server.convert import RequestLimits, request_id_from_proto, response_envelope
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -124,14 +122,8 @@ def _id(name: str, value: str, fraud: FraudLimits, required: bool = False) -> st
 
 
 def fraud_decision_to_proto(decision: FraudDecision) -> pb.GetDecisionResponse:
-    decided_at = Timestamp()
-    decided_at.FromMilliseconds(decision.decided_at_ms)
     return pb.GetDecisionResponse(
-        decision_id=decision.decision_id,
-        request_id=decision.request_id,
-        model_version=decision.model_version,
-        decided_at=decided_at,
-        degraded=[pb.Degradation(stage=d.stage, reason=d.reason) for d in decision.degraded],
+        **response_envelope(decision),
         fraud=pb.FraudResult(
             action=int(decision.action),
             risk_score=decision.risk_score,
