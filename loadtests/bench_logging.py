@@ -11,22 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import grpc
 import pyarrow.parquet as pq
 
-from decision_service.devtools.local_redis import LocalRedis, free_port
+from decision_service.devtools.local_redis import LocalRedis
+from decision_service.devtools.server_process import ServerProcess
 from loadtests.loadgen import run
 from loadtests.make_requests import recommendation_requests
 from offline.bootstrap import bootstrap
-from offline.demo import wait_serving
 from offline.materialize import materialize
 from offline.world import World, generate_world, preset
 
@@ -41,34 +37,16 @@ def prepare(data_dir: Path, preset_name: str) -> tuple[Path, Path]:
 
 def measure(registry: Path, redis_url: str, log_on: bool, requests, seconds: float, concurrency: int):
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    port = free_port()
     env = {
-        **os.environ,
         "DS_LOG_ENABLED": "true" if log_on else "false",
         "DS_LOG_DIR": str(log_dir),
         "DS_LOG_LEVEL": "WARNING",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "decision_service.server",
-            "serve",
-            "--port",
-            str(port),
-            "--registry-dir",
-            str(registry),
-            "--redis-url",
-            redis_url,
-        ],
-        env=env,
-    )
+    server = ServerProcess(registry, redis_url, env=env).start()
     try:
-        wait_serving(grpc.insecure_channel(f"127.0.0.1:{port}"), server)
-        report = asyncio.run(run(f"127.0.0.1:{port}", requests, seconds, concurrency=concurrency))
+        report = asyncio.run(run(server.address, requests, seconds, concurrency=concurrency))
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        server.terminate(timeout_s=60)
     files = list(log_dir.rglob("*.parquet"))
     records = sum(pq.read_metadata(f).num_rows for f in files)
     size = sum(f.stat().st_size for f in files)

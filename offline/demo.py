@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -24,11 +22,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
-from decision_service.devtools.local_redis import LocalRedis, free_port
+from decision_service.devtools.local_redis import LocalRedis
+from decision_service.devtools.server_process import ServerProcess
 from decision_service.features.definitions import CATEGORIES
 from decision_service.server.servicer import DEBUG_TIMINGS_HEADER, TIMINGS_TRAILER
 from offline.bootstrap import bootstrap
@@ -65,25 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         fraud_world_dir = bootstrap_fraud_world(args.data_dir, registry_dir, redis_url)
 
         banner("3. gRPC server")
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "decision_service.server",
-                "serve",
-                "--port",
-                str(port),
-                "--registry-dir",
-                str(registry_dir),
-                "--redis-url",
-                redis_url,
-            ],
-        )
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        wait_serving(channel, server)
+        server = ServerProcess(registry_dir, redis_url).start()
+        channel = grpc.insecure_channel(server.address)
         stub = pb_grpc.DecisionServiceStub(channel)
-        print(f"serving on 127.0.0.1:{port} (health SERVING)")
+        print(f"serving on {server.address} (health SERVING)")
 
         world = World.load(world_dir)
         show_requests(stub, world)
@@ -93,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
         banner("6. Shutdown")
         channel.close()
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=30)
-        server = None
+        code = server.terminate(timeout_s=30)
         print(f"server exited with code {code}")
 
         banner("7. The flywheel, short (tiny world): weak model -> users respond -> retrain -> reload")
@@ -108,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if code == 0 else 1
     finally:
         if server is not None:
-            server.kill()
+            server.kill()  # no-op after a clean terminate
         if local is not None:
             local.stop()
 
@@ -200,21 +181,6 @@ def show_timings(stub: pb_grpc.DecisionServiceStub, world: World, n: int) -> Non
         print(f"  {name:<22} {statistics.median(values):>8.3f} {np.percentile(values, 99):>8.3f}")
     print(f"  {'client round trip':<22} {statistics.median(total):>8.3f} {np.percentile(total, 99):>8.3f}")
 
-
-def wait_serving(channel: grpc.Channel, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early with code {process.returncode}")
-        try:
-            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not become SERVING in time")
 
 
 def banner(title: str) -> None:

@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +32,11 @@ import grpc
 import lightgbm as lgb
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
-from decision_service.devtools.local_redis import LocalRedis, free_port
+from decision_service.devtools.local_redis import LocalRedis
+from decision_service.devtools.server_process import ServerProcess
 from decision_service.features.definitions import ITEM
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.feature_history import HISTORY_DIR
@@ -148,20 +146,6 @@ def wait_for_version(stub: pb_grpc.DecisionServiceStub, version: str, timeout_s:
     return False
 
 
-def wait_serving(channel: grpc.Channel, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early with code {process.returncode}")
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status == 1:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not become SERVING in time")
-
 
 def run_flywheel(
     world_dir: Path,
@@ -184,33 +168,16 @@ def run_flywheel(
     weak = publish_popularity_model(registry, world_dir, threads)
     print(f"published the weak starting model {weak.name} (popularity only)", flush=True)
     env = dict(
-        os.environ,
         DS_EXPLORATION_SHARE=str(exploration_share),
         DS_MODEL_RELOAD_INTERVAL_S="0.5",
         DS_LOG_FLUSH_INTERVAL_S="0.5",
         DS_LOG_DIR=str(logs),
         DS_LOG_LEVEL="WARNING",
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "decision_service.server",
-            "serve",
-            "--port",
-            str(port),
-            "--registry-dir",
-            str(registry_dir),
-            "--redis-url",
-            redis_url,
-        ],
-        env=env,
-    )
+    server = ServerProcess(registry_dir, redis_url, env=env).start()
     rows: list[dict[str, Any]] = []
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        wait_serving(channel, server)
+        channel = grpc.insecure_channel(server.address)
         stub = pb_grpc.DecisionServiceStub(channel)
         world = World.load(world_dir)
         sim = Simulation(world, world_dir, seed)
@@ -260,9 +227,8 @@ def run_flywheel(
             print_row(row, header=turn == 0)
         channel.close()
     finally:
-        server.send_signal(signal.SIGTERM)
         try:
-            server.wait(timeout=30)
+            server.terminate(timeout_s=30)
         except subprocess.TimeoutExpired:
             server.kill()
     return rows

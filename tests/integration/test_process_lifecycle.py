@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,24 +14,17 @@ import pyarrow.parquet as pq
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
-from decision_service.devtools.local_redis import free_port
-from offline.demo import wait_serving
+from decision_service.devtools.server_process import ServerProcess, wait_serving
 
 
 def spawn(served_world, log_dir: Path, **env: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    environment = {
-        **os.environ,
-        "DS_LOG_DIR": str(log_dir),
-        "DS_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "decision_service.server", "serve", "--port", str(port),
-         "--registry-dir", str(served_world.registry_root), "--redis-url", served_world.redis.url],
-        env=environment,
-    )
-    return process, port
+    server = ServerProcess(
+        served_world.registry_root,
+        served_world.redis.url,
+        env={"DS_LOG_DIR": str(log_dir), "DS_LOG_LEVEL": "WARNING", **env},
+    ).start(wait=False)
+    assert server.process is not None
+    return server.process, server.port
 
 
 def probe(port: int) -> int:

@@ -3,11 +3,9 @@ unwritable log directory, corrupt or missing artifacts at start, SIGTERM under l
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis, free_port
-from offline.demo import wait_serving
+from decision_service.devtools.server_process import ServerProcess, wait_serving
 from offline.materialize import materialize
 from tests.integration.conftest import start
 
@@ -135,14 +133,12 @@ def test_unwritable_log_directory_keeps_serving_counts_drops_and_recovers(served
 
 
 def serve_process(registry: Path, redis_url: str, log_dir: Path, **env: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "decision_service.server", "serve", "--port", str(port),
-         "--registry-dir", str(registry), "--redis-url", redis_url],
-        env={**os.environ, "DS_LOG_DIR": str(log_dir), "DS_LOG_LEVEL": "WARNING", **env},
-        stderr=subprocess.PIPE, text=True,
-    )
-    return process, port
+    server = ServerProcess(
+        registry, redis_url, env={"DS_LOG_DIR": str(log_dir), "DS_LOG_LEVEL": "WARNING", **env},
+        stderr=subprocess.PIPE,
+    ).start(wait=False)
+    assert server.process is not None
+    return server.process, server.port
 
 
 @pytest.mark.parametrize("damage", ["corrupt_model", "missing_index", "no_registry"])
@@ -177,8 +173,10 @@ def test_sigterm_under_load_answers_every_accepted_request_and_flushes_every_rec
             assert process.wait(timeout=30) == 0
             time.sleep(0.2)
         codes = {code for _, code, _, _ in load.results}
-        # In-flight calls finish; later ones are refused (server gone), never cut off half-way.
-        assert codes <= {"OK", "UNAVAILABLE"}, codes
+        # In-flight calls finish; calls racing the shutdown are refused (UNAVAILABLE, or
+        # CANCELLED when the stream opened as the listener closed) — and none of those was
+        # processed: the log below holds exactly the answered decisions.
+        assert codes <= {"OK", "UNAVAILABLE", "CANCELLED"}, codes
     finally:
         process.kill()
     logged = []
