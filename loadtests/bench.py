@@ -38,7 +38,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.devtools.local_redis import LocalRedis, free_port
-from offline.demo import wait_serving
+from decision_service.devtools.server_process import wait_serving
 
 TARGETS = {
     "rec_max_rps": (">=", 800.0),
