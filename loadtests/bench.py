@@ -75,7 +75,7 @@ def prepare(data_dir: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]
         say("bootstrapping recommendations (embeddings, ranker, serving index by measured recall)")
         _run([PY, "-m", "offline.bootstrap", "--world", str(world), "--registry", str(registry),
               "--max-train-users", str(args.max_train_users), "--index", args.index])
-    if not (fraud_world / "world.json").exists():
+    if not (fraud_world / "fraud_world.json").exists():
         say(f"generating the {args.fraud_preset} payments world -> {fraud_world}")
         _run([PY, "-m", "offline.fraud_world", "--preset", args.fraud_preset, "--out", str(fraud_world)])
     if not (registry / FRAUD / "CURRENT").exists():
@@ -96,16 +96,21 @@ def _run(cmd: list[str]) -> None:
 
 
 def write_requests(
-    world_dir: Path, fraud_dir: Path, out: Path, n_rec: int, n_fraud: int
-) -> tuple[Path, Path]:
+    world_dir: Path, fraud_dir: Path, out: Path, n_rec: int, n_fraud: tuple[int, ...]
+) -> tuple[Path, list[Path]]:
+    """Recommendation requests (reused), and one file of fresh payments per fraud phase:
+    every phase needs its own transaction ids (a repeated id is an idempotent replay) and
+    occurred_at must be recent."""
     from loadtests.make_requests import recommendation_requests, write_jsonl
     from offline.world import World
 
     rec = out / "recommendations.jsonl"
     if not rec.exists():
         write_jsonl(recommendation_requests(World.load(world_dir), n_rec), rec)
-    fraud = out / "fraud.jsonl"
-    write_jsonl(fraud_requests(fraud_dir, n_fraud), fraud)  # fresh: occurred_at must be recent
+    fraud = []
+    for phase, n in enumerate(n_fraud):
+        fraud.append(out / f"fraud-{phase}.jsonl")
+        write_jsonl(fraud_requests(fraud_dir, n, seed=phase), fraud[-1])
     return rec, fraud
 
 
@@ -118,7 +123,7 @@ def fraud_requests(fraud_dir: Path, n: int, seed: int = 0) -> list[pb.GetDecisio
     rows = rng.choice(np.arange(max(0, w.n - 200_000), w.n), n)
     now = Timestamp()
     now.GetCurrentTime()
-    run = f"{time.time_ns():x}"
+    run = f"{time.time_ns():x}-{seed}"
     out = []
     for i, r in enumerate(rows.tolist()):
         user, device = int(w.user[r]), int(w.device[r])
@@ -156,6 +161,7 @@ class Server:
             "DS_LOG_LEVEL": "INFO",
             "DS_MODEL_RELOAD_INTERVAL_S": "0",
             "DS_SCORER": os.environ.get("DS_SCORER", "auto"),
+            "DS_IVF_NPROBE": os.environ.get("DS_IVF_NPROBE", "64"),  # bench_index.py: recall 0.8
             **env,
         }
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - lives as long as the server
@@ -224,6 +230,7 @@ def stage_floors(data_dir: Path, redis_url: str) -> dict[str, dict[str, float]]:
         [PY, "-m", "loadtests.profile_request", "--data-dir", str(data_dir), "--redis-url", redis_url,
          "--rounds", "3000", "--scorer", os.environ.get("DS_SCORER", "auto")],
         check=True, capture_output=True, text=True,
+        env={**os.environ, "DS_IVF_NPROBE": os.environ.get("DS_IVF_NPROBE", "64")},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -268,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         say("materializing both worlds into a private redis-server")
         materialize(world, redis_server.url, history_root=work / "feature_history")
         materialize_fraud(FraudHistory(FraudWorld.load(fraud_world)), redis_server.url)
-        rec_data, fraud_data = write_requests(world, fraud_world, data_dir / "requests", 20_000, 150_000)
+        n_fraud = (int(4_000 * secs), int(1_000 * secs + 3_000))  # max-rps phase, 1,000 rps phase
+        rec_data, (fraud_max_data, fraud_1000_data) = write_requests(
+            world, fraud_world, data_dir / "requests", 20_000, n_fraud
+        )
 
         say("stage floors in process (one request at a time)")
         floors = stage_floors(data_dir, redis_server.url)
@@ -287,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             rec_c1 = load(server.target, rec_data, secs * 0.75, concurrency=1)
             rec_400 = load(server.target, rec_data, secs, rate=400)
             say(f"rec p50@c1 {rec_c1['p50_ms']:.2f} ms, p99@400 {rec_400['p99_ms']:.2f} ms")
-            fraud_max = load(server.target, fraud_data, secs, concurrency=args.concurrency)
-            fraud_1000 = load(server.target, fraud_data, secs, rate=1000)
+            fraud_max = load(server.target, fraud_max_data, secs, concurrency=args.concurrency)
+            fraud_1000 = load(server.target, fraud_1000_data, secs, rate=1000)
             say(f"fraud max {fraud_max['rps']:.0f} rps, p99@1000 {fraud_1000['p99_ms']:.2f} ms")
         finally:
             server.stop()

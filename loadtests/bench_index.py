@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     med, p99 = latency_ms(flat, queries[:50], args.k)
     rows.append({"index": "flat (exact)", "recall": 1.0, "median_ms": med, "p99_ms": p99})
     version = ModelRegistry(args.data_dir / "registry").current("recommendation")
-    served = faiss.downcast_index(faiss.read_index(str(version.file("index.faiss"))))
+    loaded = faiss.read_index(str(version.file("index.faiss")))
+    served = faiss.downcast_index(loaded)  # a view: ``loaded`` must stay alive
     if hasattr(served, "hnsw"):
         for ef in (64, 128, 200, 256, 400):
             served.hnsw.efSearch = ef

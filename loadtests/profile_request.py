@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(url: str) -> tuple[dict[str, list[float]], str | None]:
         config = ServiceConfig.from_env(
             registry_dir=args.data_dir / "registry", redis_url=url, scorer=args.scorer
-        )
+        )  # DS_IVF_NPROBE / DS_HNSW_EF_SEARCH from the environment, as the server
         return asyncio.run(stage_timings(config, requests, args.rounds, args.profile))
 
     if args.redis_url:

@@ -65,14 +65,35 @@ def sample_queries(user_emb: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(user_emb[rows], dtype=np.float32)
 
 
-def measure_recall(index: faiss.Index, exact: np.ndarray, queries: np.ndarray, k: int) -> float:
-    """Mean |approx top-k ∩ exact top-k| / k over ``queries``."""
+def measure_recall(
+    index: faiss.Index,
+    exact: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    items: np.ndarray | None = None,
+    exact_scores: np.ndarray | None = None,
+) -> float:
+    """Mean |approx top-k ∩ exact top-k| / k over ``queries``.
+
+    With ``items`` and ``exact_scores`` (the exact search's inner products) it is tie-aware:
+    a returned item counts when its true score reaches the exact k-th score. Many items
+    share a score (e.g. all items without an embedding score 0), and which of the tied ones
+    exact search lists is arbitrary, so plain id overlap under-counts.
+    """
     if not len(queries):
         return 1.0
     _, got = index.search(queries, k)
-    hits = [len(np.intersect1d(g[g >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)
-            for g, e in zip(got, exact, strict=True)]
-    return float(np.mean(hits))
+    if items is None or exact_scores is None:
+        hits = [len(np.intersect1d(g[g >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)
+                for g, e in zip(got, exact, strict=True)]
+        return float(np.mean(hits))
+    out = []
+    for q, g, e, d in zip(queries, got, exact, exact_scores, strict=True):
+        g = g[g >= 0]
+        kth = d[(e >= 0)].min(initial=np.inf)
+        scores = items[g] @ q
+        out.append(min(1.0, float(np.sum(scores >= kth - 1e-6)) / max((e >= 0).sum(), 1)))
+    return float(np.mean(out))
 
 
 def build_index(
@@ -90,7 +111,11 @@ def build_index(
     kind = config.kind
     if kind == "auto":
         kind = "flat" if n <= config.flat_max_items else "ivf+hnsw"
-    _, exact = flat.search(queries, k)
+    exact_scores, exact = flat.search(queries, k)
+
+    def measure_recall(index: faiss.Index, exact: np.ndarray, queries: np.ndarray, k: int) -> float:
+        return _recall(index, exact, queries, k, x, exact_scores)
+
     if kind == "flat":
         r = measure_recall(flat, exact, queries, k)
         return flat, IndexInfo("IndexFlatIP", {}, r, k, time.perf_counter() - t0, n)
@@ -127,13 +152,21 @@ def build_index(
             if r >= config.target_recall:
                 break
         hnsw.hnsw.efSearch = best[1]
-        params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction,
-                  "efSearch": best[1]}
-        return hnsw, IndexInfo("IndexHNSWFlat", params, best[0], k, time.perf_counter() - t0,
-                               n, tried)
-    # IVF only and it never reached the target: keep the widest probe.
+        ivf_recall = max((t["recall"] for t in tried if t["type"] == "IndexIVFFlat"), default=-1.0)
+        if ivf_recall <= best[0]:
+            params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction,
+                      "efSearch": best[1]}
+            return hnsw, IndexInfo("IndexHNSWFlat", params, best[0], k, time.perf_counter() - t0,
+                                   n, tried)
+        # Neither reached the target and IVF (widest probe) recalls more: keep IVF. HNSW does
+        # badly on inner product over many equal (e.g. all-zero) vectors; measured, not assumed.
+    # IVF never reached the target: keep the widest probe.
+    ivf_best = [t for t in tried if t["type"] == "IndexIVFFlat"][-1]
     return ivf, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": ivf.nprobe},
-                          tried[-1]["recall"], k, time.perf_counter() - t0, n, tried)
+                          ivf_best["recall"], k, time.perf_counter() - t0, n, tried)
+
+
+_recall = measure_recall
 
 
 def main(argv: list[str] | None = None) -> int:

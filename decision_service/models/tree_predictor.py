@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -118,7 +119,7 @@ def compile_model(model_file: Path) -> CompiledPredictor:
     model_file = Path(model_file)
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]
     cpu = llvm.get_host_cpu_name() or "generic"
-    name = f"{digest}-lleaves{getattr(lleaves, '__version__', 'x')}-{cpu}.so"
+    name = f"{digest}-lleaves{metadata.version('lleaves')}-{cpu}.so"
     cache = _cache_dir(model_file.parent, digest) / name
     with _locked(cache.with_suffix(".lock")):
         compiled = lleaves.Model(model_file=str(model_file))

@@ -119,6 +119,14 @@ def context_from_proto(path: str, ctx: pb.RequestContext, limits: RequestLimits)
     return RequestContext(surface, device, locale, tuple(attributes))
 
 
+def timestamp_ms(field: str, ts: Timestamp) -> int:
+    """Milliseconds since the epoch; a timestamp outside years 0001..9999 is invalid input."""
+    try:
+        return int(ts.ToMilliseconds())
+    except ValueError:
+        raise InvalidArgument(field, "is not a valid timestamp (years 0001..9999)") from None
+
+
 def _text(field: str, value: str, limits: RequestLimits, required: bool = False) -> str:
     if required and not value.strip():
         raise InvalidArgument(field, "must not be empty")
@@ -185,7 +193,7 @@ def _outcome(path: str, o: pb.Outcome, limits: RequestLimits, now_ms: int) -> Ou
     if not math.isfinite(o.value):
         raise InvalidArgument(f"{path}.value", "must be a finite number")
     if o.HasField("occurred_at"):
-        occurred = o.occurred_at.ToMilliseconds()
+        occurred = timestamp_ms(f"{path}.occurred_at", o.occurred_at)
         if occurred > now_ms + limits.outcome_max_future_skew_ms:
             raise InvalidArgument(f"{path}.occurred_at", "is in the future")
         if occurred <= 0:

@@ -11,7 +11,12 @@ from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision, Transaction
 from decision_service.errors import InvalidArgument
 from decision_service.features.fraud import CURRENCIES, amount_eur
-from decision_service.server.convert import RequestLimits, request_id_from_proto, response_envelope
+from decision_service.server.convert import (
+    RequestLimits,
+    request_id_from_proto,
+    response_envelope,
+    timestamp_ms,
+)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -78,7 +83,7 @@ def fraud_request_from_proto(
         raise InvalidArgument(f"{_P}.channel", f"unknown channel {f.channel}")
     if not f.HasField("occurred_at"):
         raise InvalidArgument(f"{_P}.occurred_at", "required")
-    occurred = f.occurred_at.ToMilliseconds()
+    occurred = timestamp_ms(f"{_P}.occurred_at", f.occurred_at)
     if occurred > now_ms + fraud.max_clock_skew_ms:
         raise InvalidArgument(f"{_P}.occurred_at", f"{(occurred - now_ms) / 1000:.0f} s in the future")
     if occurred < now_ms - fraud.max_transaction_age_ms:

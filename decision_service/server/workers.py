@@ -10,8 +10,9 @@ pool, decision-log writer (file names are unique per writer) and log lines tagge
 The supervisor (the parent, which never starts gRPC itself, so forking is safe):
   * waits until every worker reports that it listens; a worker that dies before that fails
     the whole start: the others are stopped and the exit status is 1;
-  * forwards SIGTERM/SIGINT to every worker, which shuts down gracefully (in-flight calls,
-    log flush) and exits; exits 0 when all of them exited 0;
+  * on SIGTERM/SIGINT stops the workers one after the other with SIGTERM (each finishes its
+    in-flight calls, flushes its logs and exits; meanwhile the others take the connections
+    its clients re-open); exits 0 when all of them stopped cleanly;
   * restarts a worker that dies later (at most ``MAX_RESTARTS`` per ``RESTART_WINDOW_S``,
     beyond that it stops everything and exits 1).
 """
@@ -119,6 +120,7 @@ class Supervisor:
         self._ctx = mp.get_context("fork")
         self._procs: dict[int, Any] = {}
         self._stopping = False
+        self._signalled = False
         self._restarts: list[float] = []
 
     def _spawn(self, worker: int) -> Connection:
@@ -137,9 +139,7 @@ class Supervisor:
         if not self._stopping:
             log.info("supervisor: %s, stopping %d workers", signal.Signals(signum).name, len(self._procs))
         self._stopping = True
-        for proc in self._procs.values():
-            if proc.is_alive() and proc.pid:
-                os.kill(proc.pid, signal.SIGTERM)
+        self._signalled = True
 
     def run(self) -> int:
         """Returns the process exit status."""
@@ -149,7 +149,9 @@ class Supervisor:
         deadline = time.monotonic() + START_TIMEOUT_S
         while pending and not self._stopping:
             sentinels = {self._procs[w].sentinel: w for w in pending.values()}
-            ready = wait([*pending, *sentinels], timeout=max(0.0, deadline - time.monotonic()))
+            ready = wait([*pending, *sentinels], timeout=0.5)  # short: a signal must not wait
+            if not ready and time.monotonic() < deadline:
+                continue
             if not ready:
                 late = sorted(pending.values())
                 log.error("supervisor: workers %s not listening after %.0f s", late, START_TIMEOUT_S)
@@ -161,10 +163,12 @@ class Supervisor:
                     try:
                         port = conn.recv()
                     except EOFError:  # died before it could report
+                        if self._stopping:
+                            break
                         return self._failed_start(worker)
                     pid = self._procs[worker].pid
                     log.info("supervisor: worker %d (pid %d) listening on port %d", worker, pid, port)
-                elif sentinels[item] in pending.values():
+                elif sentinels[item] in pending.values() and not self._stopping:
                     return self._failed_start(sentinels[item])
         if not self._stopping:
             log.info("supervisor: %d workers serving on %s:%d", self._n, self._config.host, self._config.port)
@@ -192,20 +196,22 @@ class Supervisor:
         return self._shutdown(failed=True)
 
     def _shutdown(self, failed: bool) -> int:
+        """Stops the workers one after the other: while one drains, the others still take the
+        connections its clients re-open, so no call lands on a server that is stopping."""
         self._stopping = True
         for proc in self._procs.values():
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
-        limit = time.monotonic() + self._config.grace_period_s + 30.0
-        for proc in self._procs.values():
-            proc.join(max(0.0, limit - time.monotonic()))
+                proc.join(self._config.grace_period_s + 30.0)
             if proc.is_alive():
                 log.error("supervisor: worker pid %d did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.join()
                 failed = True
         codes = [p.exitcode for p in self._procs.values()]
-        if any(c != 0 for c in codes):
+        # a worker still loading when the stop was asked for dies of the signal: that is clean
+        clean = (0, -signal.SIGTERM, -signal.SIGINT) if self._signalled else (0,)
+        if any(c not in clean for c in codes):
             failed = True
         log.info("supervisor: all workers stopped (exit codes %s)", codes)
         return 1 if failed else 0

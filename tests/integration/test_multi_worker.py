@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import free_port
-from decision_service.server.servicer import WORKER_TRAILER
 from decision_service.devtools.server_process import wait_serving
+from decision_service.server.servicer import WORKER_TRAILER
 
 
 def serve(served_world, log_dir: Path, *extra: str, registry: Path | None = None) -> subprocess.Popen:

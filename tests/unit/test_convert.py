@@ -68,3 +68,17 @@ def test_invalid_fields_are_named(fields, field_name):
 def test_missing_request_id_is_generated():
     msg = pb.GetDecisionRequest(recommendation=pb.RecommendationRequest(user_id="u", num_items=1))
     assert len(recommendation_request_from_proto(msg, LIMITS).request_id) == 32
+
+
+def test_out_of_range_timestamps_are_invalid_argument_not_internal():
+    # Found by the property tests: protobuf raises ValueError outside years 0001..9999.
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from decision_service.server.convert import outcomes_from_proto
+
+    request = pb.RecordOutcomeRequest(
+        outcomes=[pb.Outcome(decision_id="0" * 32, item_id="i", type="click", occurred_at=Timestamp(seconds=-62135596801))]
+    )
+    with pytest.raises(InvalidArgument) as err:
+        outcomes_from_proto(request, LIMITS, 1_800_000_000_000)
+    assert err.value.field == "outcomes[0].occurred_at"
