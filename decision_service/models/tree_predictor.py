@@ -52,6 +52,10 @@ class CompiledTreesUnavailable(RuntimeError):
     pass
 
 
+class LleavesMissing(CompiledTreesUnavailable):
+    """The optional ``compiled`` extra is not installed."""
+
+
 class LightGbmPredictor:
     kind = "lightgbm"
 
@@ -100,7 +104,9 @@ def make_predictor(
             if isinstance(exc, CompiledTreesUnavailable):
                 raise
             raise CompiledTreesUnavailable(f"{where}: cannot compile the model: {exc!r}") from exc
-        log.warning("%s: compiled trees unavailable, scoring with LightGBM: %s", where or model_file, exc)
+        # Not installing the optional extra is a choice, not a fault: say so quietly.
+        level = logging.INFO if isinstance(exc, LleavesMissing) else logging.WARNING
+        log.log(level, "%s: compiled trees unavailable, scoring with LightGBM: %s", where or model_file, exc)
         return fallback
     log.info("%s: scoring with compiled trees (max |diff| vs LightGBM %.2g)", where or model_file, diff)
     return compiled
@@ -115,7 +121,7 @@ def compile_model(model_file: Path) -> CompiledPredictor:
         import lleaves
         import llvmlite.binding as llvm
     except ImportError as exc:
-        raise CompiledTreesUnavailable(f"lleaves is not installed ({exc})") from exc
+        raise LleavesMissing(f"lleaves is not installed: pip install -e '.[compiled]' ({exc})") from exc
     model_file = Path(model_file)
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]
     cpu = llvm.get_host_cpu_name() or "generic"

@@ -65,7 +65,7 @@ def test_compiled_matches_lightgbm_and_is_cached(model_file):
 def test_auto_falls_back_to_lightgbm_and_says_why(model_file, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "lleaves", None)  # "not installed"
     booster = lgb.Booster(model_file=str(model_file))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         predictor = make_predictor(booster, model_file, "auto", 1e-6, "recommendation/v0001")
     assert predictor.kind == "lightgbm"
     assert "compiled trees unavailable" in caplog.text and "lleaves is not installed" in caplog.text
