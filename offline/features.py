@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from decision_service.features.definitions import CATEGORIES, ITEM, USER
+from decision_service.features.registry import FeatureGroup
 from offline.world import DAY_MS, World
 
 N_CAT = len(CATEGORIES)
@@ -29,30 +31,52 @@ class Snapshot:
     """Feature matrices of every user and item of a world at ``as_of_ms``."""
 
     as_of_ms: int
-    user_ids: np.ndarray        # str [n_users]
-    users: np.ndarray           # float32 [n_users, USER.width]
-    item_ids: np.ndarray        # str [n_items]
-    items: np.ndarray           # float32 [n_items, ITEM.width]
-    item_listed: np.ndarray     # bool [n_items]: listed before as_of (exists in the catalog)
+    user_ids: np.ndarray  # str [n_users]
+    users: np.ndarray  # float32 [n_users, USER.width]
+    item_ids: np.ndarray  # str [n_items]
+    items: np.ndarray  # float32 [n_items, ITEM.width]
+    item_listed: np.ndarray  # bool [n_items]: listed before as_of (exists in the catalog)
 
     def save(self, path: str | Path) -> None:
         np.savez(
-            path, as_of_ms=self.as_of_ms, user_ids=self.user_ids.astype(str), users=self.users,
-            item_ids=self.item_ids.astype(str), items=self.items, item_listed=self.item_listed,
+            path,
+            as_of_ms=self.as_of_ms,
+            user_ids=self.user_ids.astype(str),
+            users=self.users,
+            item_ids=self.item_ids.astype(str),
+            items=self.items,
+            item_listed=self.item_listed,
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Snapshot:
         with np.load(path) as z:
             return cls(
-                as_of_ms=int(z["as_of_ms"]), user_ids=z["user_ids"].astype(object),
-                users=z["users"], item_ids=z["item_ids"].astype(object), items=z["items"],
+                as_of_ms=int(z["as_of_ms"]),
+                user_ids=z["user_ids"].astype(object),
+                users=z["users"],
+                item_ids=z["item_ids"].astype(object),
+                items=z["items"],
                 item_listed=z["item_listed"],
             )
 
 
 def _col(group_cols: list[str], name: str) -> int:
     return group_cols.index(name)
+
+
+def _defaults_and_setter(group: FeatureGroup, n: int) -> tuple[np.ndarray, Callable[..., None]]:
+    """An [n, width] matrix of the group's defaults and ``put(column, values, where=None)``."""
+    out = np.tile(group.defaults, (n, 1)).astype(np.float32)
+
+    def put(name: str, values: np.ndarray, where: np.ndarray | None = None) -> None:
+        col = _col(group.columns, name)
+        if where is None:
+            out[:, col] = values
+        else:
+            out[where, col] = values[where]
+
+    return out, put
 
 
 def compute_snapshot(world: World, as_of_ms: int) -> Snapshot:
@@ -76,15 +100,8 @@ def _user_features(
     world: World, u: np.ndarray, i: np.ndarray, buy: np.ndarray, age_d: np.ndarray, as_of_ms: int
 ) -> np.ndarray:
     n = world.n_users
-    out = np.tile(USER.defaults, (n, 1)).astype(np.float32)
+    out, put = _defaults_and_setter(USER, n)
     c = USER.columns
-
-    def put(name: str, values: np.ndarray, where: np.ndarray | None = None) -> None:
-        col = _col(c, name)
-        if where is None:
-            out[:, col] = values
-        else:
-            out[where, col] = values[where]
 
     total = np.bincount(u, minlength=n).astype(np.float64)
     has = total > 0
@@ -127,15 +144,7 @@ def _item_features(
     world: World, u: np.ndarray, i: np.ndarray, buy: np.ndarray, age_d: np.ndarray, as_of_ms: int
 ) -> np.ndarray:
     n = world.n_items
-    out = np.tile(ITEM.defaults, (n, 1)).astype(np.float32)
-    c = ITEM.columns
-
-    def put(name: str, values: np.ndarray, where: np.ndarray | None = None) -> None:
-        col = _col(c, name)
-        if where is None:
-            out[:, col] = values
-        else:
-            out[where, col] = values[where]
+    out, put = _defaults_and_setter(ITEM, n)
 
     listed = world.item_listed_ms < as_of_ms
     price = world.item_price.astype(np.float64)
@@ -196,8 +205,12 @@ def group_percentile(values: np.ndarray, groups: np.ndarray, mask: np.ndarray) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m offline.features", description=__doc__.splitlines()[0])
     ap.add_argument("--world", default="data/world", help="world directory")
-    ap.add_argument("--as-of-day", type=float, default=None,
-                    help="snapshot time in days after the world start (default: world now)")
+    ap.add_argument(
+        "--as-of-day",
+        type=float,
+        default=None,
+        help="snapshot time in days after the world start (default: world now)",
+    )
     ap.add_argument("--out", default=None, help="write the snapshot to this .npz file")
     args = ap.parse_args(argv)
     world = World.load(args.world)
@@ -207,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     print(f"snapshot at {as_of}: users {snap.users.shape}, items {snap.items.shape} in {dt:.2f} s")
     for name, mat, cols in (("user", snap.users, USER.columns), ("item", snap.items, ITEM.columns)):
-        print(f"  {name} feature means: "
-              + ", ".join(f"{col}={mat[:, k].mean():.3g}" for k, col in enumerate(cols[:8])))
+        print(
+            f"  {name} feature means: "
+            + ", ".join(f"{col}={mat[:, k].mean():.3g}" for k, col in enumerate(cols[:8]))
+        )
     if args.out:
         snap.save(args.out)
         print(f"  saved -> {args.out}")

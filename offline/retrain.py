@@ -60,6 +60,7 @@ from decision_service.models.recommendation_artifacts import (
     RecommendationArtifacts,
 )
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+from offline.lightgbm_params import categorical_columns, tree_params
 
 USE_CASE = "recommendation"
 
@@ -183,22 +184,8 @@ def train_candidate(table: pa.Table, cfg: RetrainConfig) -> tuple[lgb.Booster, d
     y = pc.fill_null(table.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.float32)
     w = 1.0 / np.maximum(table.column("propensity").to_numpy(zero_copy_only=False), 1.0 / cfg.ips_clip)
     names = list(cfg.columns)
-    categorical = [c for c in names if REGISTRY.features_by_column[c].categorical]
-    params = {
-        "objective": "binary",
-        "metric": "binary_logloss",
-        "learning_rate": cfg.learning_rate,
-        "num_leaves": cfg.num_leaves,
-        "min_data_in_leaf": cfg.min_data_in_leaf,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "num_threads": cfg.threads,
-        "seed": cfg.seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "verbosity": -1,
-    }
+    categorical = categorical_columns(names)
+    params = tree_params("binary", cfg, metric="binary_logloss")
     dtrain = lgb.Dataset(
         x[~valid],
         y[~valid],
@@ -525,21 +512,8 @@ def _train_fraud_candidate(
         valid = np.zeros(len(y), bool)  # too few positives to hold some out: fixed rounds
     x = _matrix(train, cfg.columns)
     names = list(cfg.columns)
-    params = {
-        "objective": "binary",
-        "learning_rate": cfg.learning_rate,
-        "num_leaves": cfg.num_leaves,
-        "min_data_in_leaf": cfg.min_data_in_leaf,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "num_threads": cfg.threads,
-        "seed": cfg.seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "verbosity": -1,
-    }
-    categorical = [c for c in names if REGISTRY.features_by_column[c].categorical]
+    params = tree_params("binary", cfg)
+    categorical = categorical_columns(names)
     dtrain = lgb.Dataset(x[~valid], y[~valid], feature_name=names, categorical_feature=categorical)
     t0 = time.perf_counter()
     if valid.any():

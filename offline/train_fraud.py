@@ -24,11 +24,12 @@ import lightgbm as lgb
 import numpy as np
 from scipy.stats import rankdata
 
-from decision_service.features.definitions import FRAUD_MODEL_FEATURES, FRAUD_NEIGHBOURS, REGISTRY
+from decision_service.features.definitions import FRAUD_MODEL_FEATURES, FRAUD_NEIGHBOURS
 from decision_service.features.fraud import neighbour_space
 from decision_service.retrieval.neighbours import NeighbourIndex
 from offline.fraud_features import FraudHistory
 from offline.fraud_world import FraudWorld
+from offline.lightgbm_params import categorical_columns, tree_params
 from offline.world import DAY_MS
 
 
@@ -142,21 +143,8 @@ def train_fraud(
 
     n_valid = max(1, int(len(train_rows) * cfg.valid_share))  # rows are time-sorted: the latest
     names = list(columns)
-    categorical = [c for c in names if REGISTRY.features_by_column[c].categorical]
-    params = {
-        "objective": "binary",
-        "learning_rate": cfg.learning_rate,
-        "num_leaves": cfg.num_leaves,
-        "min_data_in_leaf": cfg.min_data_in_leaf,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "num_threads": cfg.threads,
-        "seed": cfg.seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "verbosity": -1,
-    }
+    categorical = categorical_columns(names)
+    params = tree_params("binary", cfg)
     dtrain = lgb.Dataset(
         x_train[:-n_valid],
         y_train[:-n_valid],

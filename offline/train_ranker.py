@@ -35,6 +35,7 @@ from decision_service.features.on_demand import user_item_features
 from offline.build_index import IndexConfig, build_index, sample_queries
 from offline.embeddings import Embeddings, train_embeddings
 from offline.features import Snapshot, compute_snapshot
+from offline.lightgbm_params import categorical_columns, tree_params
 from offline.world import World
 
 
@@ -246,24 +247,14 @@ def train_ranker(
     tr_users, va_users = _split_users(np.unique(cands.user), cfg.valid_share, cfg.seed)
     tr_mask, va_mask = np.isin(cands.user, tr_users), np.isin(cands.user, va_users)
     tr, va = _subset(cands, tr_users), _subset(cands, va_users)
-    categorical = [c for c in columns if _is_categorical(c)]
-    params = {
-        "objective": "lambdarank",
-        "metric": "ndcg",
-        "eval_at": [cfg.eval_at],
-        "learning_rate": cfg.learning_rate,
-        "num_leaves": cfg.num_leaves,
-        "min_data_in_leaf": cfg.min_data_in_leaf,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "lambdarank_truncation_level": 2 * cfg.eval_at,
-        "num_threads": cfg.threads,
-        "seed": cfg.seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "verbosity": -1,
-    }
+    categorical = categorical_columns(columns)
+    params = tree_params(
+        "lambdarank",
+        cfg,
+        metric="ndcg",
+        eval_at=[cfg.eval_at],
+        lambdarank_truncation_level=2 * cfg.eval_at,
+    )
     names = list(columns)
     dtrain = lgb.Dataset(x[tr_mask], tr.label, group=tr.group_sizes, feature_name=names,
                          categorical_feature=categorical, free_raw_data=True)
@@ -330,12 +321,6 @@ def _evaluate(
         metrics["eval_positives_added"] = ev.n_added_positives
     return metrics
 
-
-def _is_categorical(column: str) -> bool:
-    for g in REGISTRY.groups:
-        if column in g.columns:
-            return any(f.categorical and column in f.column_names() for f in g.features)
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import grpc
 from grpc import aio
 
 from decision_service.errors import AlreadyExists, InvalidArgument, NotReady, NotServed, Overloaded
+from decision_service.server.handlers import replace_unary
 
 __all__ = [
     "AlreadyExists",
@@ -58,8 +59,4 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
                 log.exception("unexpected error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs")
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return replace_unary(handler, guarded)

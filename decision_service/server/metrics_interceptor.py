@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from decision_service.server.handlers import replace_unary
 from decision_service.telemetry import Telemetry
 
 
@@ -46,8 +47,4 @@ class RequestMetricsInterceptor(aio.ServerInterceptor):
                 use_case = request.WhichOneof("use_case") if method == "GetDecision" else method
                 telemetry.request_done(use_case or "none", status, (time.perf_counter() - start) * 1000.0)
 
-        return grpc.unary_unary_rpc_method_handler(
-            measured,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return replace_unary(handler, measured)

@@ -17,6 +17,7 @@ import grpc
 from grpc import aio
 
 from decision_service.config import ConfigError, ServiceConfig
+from decision_service.server.handlers import replace_unary
 
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
@@ -67,7 +68,7 @@ def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+        return replace_unary(handler, unary)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(unary, **kwargs)
     if handler.stream_unary:

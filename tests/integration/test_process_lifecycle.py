@@ -96,6 +96,4 @@ def test_sigkill_leaves_only_complete_files_and_loses_only_the_unflushed_buffer(
     logged = logged_ids(tmp_path / "decisions")        # every visible file reads completely
     assert len(logged) == len(set(logged))
     assert set(flushed) <= set(logged)                   # flushed before the kill: all there
-    assert set(logged) <= set(flushed) | set(in_flight)
-    lost = len(set(in_flight) - set(logged))
-    assert lost <= len(in_flight)                        # at most the unflushed tail
+    assert set(logged) <= set(flushed) | set(in_flight)  # so what is lost is the unflushed tail
