@@ -19,14 +19,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
 from decision_service.errors import AlreadyExists
 from decision_service.executor import new_decision_id
 from decision_service.features import online_store
 from decision_service.features.fraud_store import FraudStore
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
 from decision_service.models.registry import ModelRegistry
 from decision_service.pipelines.fraud import FraudPipeline, fraud_pipeline, policy_config
@@ -188,7 +187,7 @@ class FraudSideEffect(Protocol):
 
 def build_fraud_executor(
     config: ServiceConfig,
-    client: aioredis.Redis,
+    client: MultiplexedRedis,
     side_effects: tuple[FraudSideEffect, ...] = (),
     telemetry: Telemetry | None = None,
 ) -> FraudExecutor | None:

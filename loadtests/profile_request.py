@@ -20,12 +20,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import redis.asyncio as aioredis
 
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import RecommendationModels
 from decision_service.pipelines.recommendation import recommendation_pipeline
@@ -42,7 +42,7 @@ async def stage_timings(
     faiss.omp_set_num_threads(1)
     models = RecommendationModels(ModelRegistry(config.registry_root), config)
     models.load_current()
-    client = aioredis.Redis.from_url(config.redis_url, decode_responses=False)
+    client = MultiplexedRedis(config.redis_url)
     store = AsyncOnlineStore(client, config.max_seen_items)
     executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
     limits = RequestLimits.from_config(config)

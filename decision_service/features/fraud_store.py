@@ -18,16 +18,17 @@ Redis Cluster they would need a common hash tag.)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 
 from decision_service.domain.features import GroupValues
 from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT, VELOCITY_WINDOWS
 from decision_service.features.online_store import decode, feature_keys, now_ms
+from decision_service.features.redis_mux import MultiplexedRedis
 
 MAX_WINDOW_MS = max(s for _, s in VELOCITY_WINDOWS) * 1000
 BLOCK_KINDS = ("device", "ip", "instrument")
@@ -50,6 +51,7 @@ if ARGV[7] ~= '' then
 end
 return false
 """
+_COMMIT_SHA = hashlib.sha1(_COMMIT.encode()).hexdigest()
 
 
 def velocity_key(kind: str, entity_id: str) -> bytes:
@@ -86,10 +88,12 @@ class StoredContext:
     previous_record: bytes | None  # idempotency record of this transaction id
 
 
-def _events(raw: Sequence[tuple[bytes, float]], exclude: bytes, at_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Parses velocity members, dropping this transaction itself and anything after it."""
+def _events(raw: Sequence[bytes], exclude: bytes, at_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parses a WITHSCORES reply (member, score, member, score, ...), dropping this
+    transaction itself and anything after it."""
     times, amounts = [], []
-    for member, score in raw:
+    for member, raw_score in zip(raw[::2], raw[1::2], strict=True):
+        score = float(raw_score)
         txn, _, amount = member.rpartition(b"|")
         if txn == exclude or score > at_ms:
             continue
@@ -101,11 +105,10 @@ def _events(raw: Sequence[tuple[bytes, float]], exclude: bytes, at_ms: int) -> t
 class FraudStore:
     """Fraud reads and the commit. Contract: one network round trip per call."""
 
-    def __init__(self, client: aioredis.Redis, max_velocity_events: int, record_ttl_s: int) -> None:
+    def __init__(self, client: MultiplexedRedis, max_velocity_events: int, record_ttl_s: int) -> None:
         self._redis = client
         self._max_events = max_velocity_events
         self._record_ttl_ms = record_ttl_s * 1000
-        self._commit = client.register_script(_COMMIT)
 
     async def read(
         self,
@@ -117,36 +120,28 @@ class FraudStore:
         instrument_id: str,
         occurred_ms: int,
     ) -> StoredContext:
-        pipe = self._redis.pipeline(transaction=False)
         keys = (
             feature_keys(FRAUD_USER, [user_id])
             + feature_keys(MERCHANT, [merchant_id])
             + feature_keys(DEVICE, [device_id or "-"])
         )
-        pipe.mget(keys)
         since = occurred_ms - MAX_WINDOW_MS
         # Newest first: when a party has more events than we read, the oldest are dropped,
         # never the recent ones the short-window limits depend on.
-        pipe.zrevrangebyscore(
-            velocity_key("user", user_id), occurred_ms, since, start=0, num=self._max_events, withscores=True
-        )
+        window = (occurred_ms, since, "WITHSCORES", "LIMIT", 0, self._max_events)
+        commands: list[tuple] = [
+            ("MGET", *keys),
+            ("ZREVRANGEBYSCORE", velocity_key("user", user_id), *window),
+        ]
         if device_id:
-            pipe.zrevrangebyscore(
-                velocity_key("device", device_id),
-                occurred_ms,
-                since,
-                start=0,
-                num=self._max_events,
-                withscores=True,
-            )
-            pipe.zscore(user_devices_key(user_id), device_id)
+            commands.append(("ZREVRANGEBYSCORE", velocity_key("device", device_id), *window))
+            commands.append(("ZSCORE", user_devices_key(user_id), device_id))
         checks = [
             (k, v) for k, v in zip(BLOCK_KINDS, (device_id, ip_address, instrument_id), strict=True) if v
         ]
-        for kind, value in checks:
-            pipe.sismember(block_key(kind), value)
-        pipe.get(record_key(transaction_id))
-        replies = await pipe.execute()
+        commands += [("SISMEMBER", block_key(kind), value) for kind, value in checks]
+        commands.append(("GET", record_key(transaction_id)))
+        replies = await self._redis.pipeline(commands)
         at = now_ms()
         profiles = replies[0]
         own = transaction_id.encode()
@@ -202,7 +197,13 @@ class FraudStore:
             device_id,
             USER_DEVICES_TTL_MS,
         ]
-        previous = await self._commit(keys=keys, args=args)
+        try:
+            previous = await self._redis.execute("EVALSHA", _COMMIT_SHA, len(keys), *keys, *args)
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # first use on this Redis (or after SCRIPT FLUSH / a restart): EVAL loads it
+            previous = await self._redis.execute("EVAL", _COMMIT, len(keys), *keys, *args)
         return previous if previous else None
 
 

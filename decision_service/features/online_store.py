@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 
 from decision_service.domain.features import FeatureStatus, GroupValues
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.features.registry import FeatureGroup
 
 _HEADER_BYTES = 8
@@ -94,7 +94,7 @@ def _record_dtype(width: int) -> np.dtype:
 class AsyncOnlineStore:
     """Serving-side reads. Contract: each read returns one row per requested entity, in order."""
 
-    def __init__(self, client: aioredis.Redis, max_seen_items: int) -> None:
+    def __init__(self, client: MultiplexedRedis, max_seen_items: int) -> None:
         self._redis = client
         self._max_seen = max_seen_items
 
@@ -103,7 +103,7 @@ class AsyncOnlineStore:
         keys: list[bytes] = []
         for group, ids in requests:
             keys.extend(feature_keys(group, ids))
-        raw = await self._redis.mget(keys)
+        raw = await self._redis.execute("MGET", *keys)
         at = now_ms()
         out, start = [], 0
         for group, ids in requests:
@@ -115,14 +115,14 @@ class AsyncOnlineStore:
         self, embedding_group: FeatureGroup, user_id: str
     ) -> tuple[GroupValues, list[bytes]]:
         """The user's embedding and recently seen item ids, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(feature_key(embedding_group, user_id))
-        pipe.zrevrange(seen_key(user_id), 0, self._max_seen - 1)
-        emb_raw, seen = await pipe.execute()
+        emb_raw, seen = await self._redis.pipeline([
+            ("GET", feature_key(embedding_group, user_id)),
+            ("ZREVRANGE", seen_key(user_id), 0, self._max_seen - 1),
+        ])
         return decode(embedding_group, [emb_raw]), seen
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        return await self._redis.execute("PING") == b"PONG"
 
 
 def write_group(

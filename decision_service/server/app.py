@@ -22,6 +22,7 @@ from decision_service.config import ServiceConfig
 from decision_service.decision_log.collect import Collect
 from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.fraud_executor import FraudExecutor, build_fraud_executor
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.reload import ModelReloader
@@ -47,6 +48,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     redis: aioredis.Redis
+    redis_reads: MultiplexedRedis
     executor: RecommendationExecutor
     models: RecommendationModels
     collect: Collect
@@ -67,6 +69,7 @@ class RunningServer:
         await self.server.stop(grace_s)
         await self.collect.stop()
         await self.redis.aclose()
+        await self.redis_reads.aclose()
         if self.telemetry is not None:
             self.telemetry.shutdown()
 
@@ -88,7 +91,13 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         max_connections=config.redis_max_connections,
         decode_responses=False,
     )
-    store = AsyncOnlineStore(client, config.max_seen_items)
+    # decisions read through one multiplexed connection; writes and outcomes use redis-py
+    reads = MultiplexedRedis(
+        config.redis_url,
+        timeout_s=config.redis_timeout_ms / 1000.0,
+        connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
+    )
+    store = AsyncOnlineStore(reads, config.max_seen_items)
     collect = Collect.build(config, client)
     telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
     executor = RecommendationExecutor(
@@ -96,7 +105,7 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     )
 
     # None when no fraud version is published
-    fraud = build_fraud_executor(config, client, collect.fraud_side_effects(), telemetry)
+    fraud = build_fraud_executor(config, reads, collect.fraud_side_effects(), telemetry)
     _register_gauges(telemetry, collect, models, fraud)
 
     server = aio.server(
@@ -127,7 +136,7 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     running = RunningServer(
-        server, port, health_servicer, client, executor, models, collect, telemetry=telemetry
+        server, port, health_servicer, client, reads, executor, models, collect, telemetry=telemetry
     )
     running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
     if config.model_reload_interval_s > 0:

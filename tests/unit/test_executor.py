@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import free_port
@@ -15,6 +14,7 @@ from decision_service.executor import RecommendationExecutor
 from decision_service.features import online_store
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
 from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.pipelines.recommendation import recommendation_pipeline
 from tests.unit.conftest import N_ITEMS
 
@@ -34,7 +34,7 @@ def seed_store(client, artifacts, stock=None):
 
 def run(artifacts, url, user_id="u1", budget_s=1.0, num_items=5, mutate=None, **fields):
     async def go():
-        client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.2)
+        client = MultiplexedRedis(url, timeout_s=0.5, connect_timeout_s=0.2)
         try:
             pipeline = recommendation_pipeline(CONFIG, AsyncOnlineStore(client, 100))
             if mutate:

@@ -1,12 +1,12 @@
 import asyncio
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from decision_service.domain.features import FeatureStatus
 from decision_service.features import online_store
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
 from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.redis_mux import MultiplexedRedis
 
 
 def test_encode_decode_round_trip_with_statuses():
@@ -42,7 +42,7 @@ def test_async_store_reads_many_groups_in_one_round_trip(redis_client, redis_ser
     redis_client.config_resetstat()
 
     async def read():
-        client = aioredis.Redis.from_url(redis_server.url)
+        client = MultiplexedRedis(redis_server.url)
         try:
             store = AsyncOnlineStore(client, max_seen_items=10)
             return await store.read_groups([(USER, ["u1"]), (ITEM, ["a", "zz", "b"])])
@@ -62,7 +62,7 @@ def test_user_state_reads_embedding_and_newest_seen_items(redis_client, redis_se
     online_store.write_seen(redis_client, {"u1": [("old", 1), ("mid", 2), ("new", 3)]}, max_seen_items=2)
 
     async def read():
-        client = aioredis.Redis.from_url(redis_server.url)
+        client = MultiplexedRedis(redis_server.url)
         try:
             return await AsyncOnlineStore(client, max_seen_items=5).read_user_state(USER_EMBEDDING, "u1")
         finally:

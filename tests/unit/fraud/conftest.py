@@ -15,7 +15,6 @@ import faiss
 import lightgbm as lgb
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from decision_service.domain.features import FeatureStatus, GroupValues
 from decision_service.domain.fraud import FraudCheckRequest, Transaction
@@ -29,6 +28,7 @@ from decision_service.features.definitions import (
 )
 from decision_service.features.fraud import FRAUD_INPUT_GROUPS
 from decision_service.features.fraud_store import StoredContext
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.fraud_artifacts import FraudArtifacts
 from decision_service.retrieval.neighbours import NeighbourIndex
 from decision_service.stages.fraud.base import FraudState, Score
@@ -169,11 +169,11 @@ def with_model(artifacts: FraudArtifacts, model: object) -> FraudArtifacts:
     return replace(artifacts, model=model)
 
 
-def run_with_client(url: str, body: Callable[[aioredis.Redis], Awaitable[T]], **kwargs: object) -> T:
-    """Runs ``body(client)`` on a fresh event loop with an async client of ``url``."""
+def run_with_client(url: str, body: Callable[[MultiplexedRedis], Awaitable[T]], **kwargs: float) -> T:
+    """Runs ``body(client)`` on a fresh event loop with the serving read client of ``url``."""
 
     async def go() -> T:
-        client = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(url, **kwargs))
+        client = MultiplexedRedis(url, **kwargs)
         try:
             return await body(client)
         finally:
