@@ -65,8 +65,9 @@ class MultiplexedRedis:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
-        # (future, number of replies it takes, replies so far, sent at)
+        # [future, number of replies it takes, replies so far, sent at, timeout handle]
         self._waiting: collections.deque[list[Any]] = collections.deque()
+        self._unsent: list[list[Any]] = []
         self._out = bytearray()
         self._flush_scheduled = False
         self.writes = 0  # socket writes so far; each carries every command of one loop turn
@@ -108,15 +109,13 @@ class MultiplexedRedis:
         future: asyncio.Future[list[Any]] = loop.create_future()
         for command in commands:
             self._out += hiredis.pack_command(tuple(command))
-        self._waiting.append([future, len(commands), [], time.monotonic()])
+        entry = [future, len(commands), [], 0.0, None]
+        self._waiting.append(entry)
+        self._unsent.append(entry)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        timer = loop.call_later(self._timeout_s, self._expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return await future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -124,6 +123,13 @@ class MultiplexedRedis:
             self._transport.write(bytes(self._out))
             self.writes += 1
         self._out.clear()
+        # The clock starts when the bytes leave, so a busy event loop is not blamed on Redis.
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        for entry in self._unsent:
+            entry[3] = now
+            entry[4] = loop.call_later(self._timeout_s, self._expire, entry[0])
+        self._unsent.clear()
 
     def _expire(self, future: asyncio.Future[list[Any]]) -> None:
         if future.done():
@@ -149,6 +155,7 @@ class MultiplexedRedis:
             entry[2].append(reply)
             if len(entry[2]) == entry[1]:
                 waiting.popleft()
+                entry[4].cancel()
                 if not entry[0].done():  # timed out or cancelled: read and dropped
                     entry[0].set_result(entry[2])
 
@@ -168,7 +175,10 @@ class MultiplexedRedis:
         waiting, self._waiting = self._waiting, collections.deque()
         self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
         self._out.clear()
+        self._unsent.clear()
         for entry in waiting:
+            if entry[4] is not None:
+                entry[4].cancel()
             if not entry[0].done():
                 entry[0].set_exception(error)
 
