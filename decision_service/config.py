@@ -53,8 +53,9 @@ class ServiceConfig:
     popular_fallback_candidates: int = 250
     max_items_per_category: int = 4
     max_seen_items: int = 500
-    hnsw_ef_search: int = 128
-    ivf_nprobe: int = 16
+    # search-time index knobs; 0 = what the bootstrap measured and recorded in the manifest
+    hnsw_ef_search: int = 0
+    ivf_nprobe: int = 0
     scorer: str = "auto"  # "auto" (compiled trees when they load and match), "lightgbm", "compiled"
     scorer_max_abs_diff: float = 1e-5  # compiled vs LightGBM scores on a sample, checked at load
     exploration_share: float = 0.0  # share of slots given to uniformly explored candidates (0 = off)
@@ -136,8 +137,6 @@ class ServiceConfig:
             "popular_fallback_candidates",
             "max_items_per_category",
             "max_seen_items",
-            "hnsw_ef_search",
-            "ivf_nprobe",
             "log_queue_size",
             "log_max_rows_per_file",
             "max_outcomes_per_request",
@@ -152,6 +151,8 @@ class ServiceConfig:
             "max_allowed_categories",
             "max_context_attributes",
             "popular_candidates",
+            "hnsw_ef_search",
+            "ivf_nprobe",
         ]:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

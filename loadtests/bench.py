@@ -161,7 +161,6 @@ class Server:
             "DS_LOG_LEVEL": "INFO",
             "DS_MODEL_RELOAD_INTERVAL_S": "0",
             "DS_SCORER": os.environ.get("DS_SCORER", "auto"),
-            "DS_IVF_NPROBE": os.environ.get("DS_IVF_NPROBE", "64"),  # bench_index.py: recall 0.8
             **env,
         }
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - lives as long as the server
@@ -230,7 +229,7 @@ def stage_floors(data_dir: Path, redis_url: str) -> dict[str, dict[str, float]]:
         [PY, "-m", "loadtests.profile_request", "--data-dir", str(data_dir), "--redis-url", redis_url,
          "--rounds", "3000", "--scorer", os.environ.get("DS_SCORER", "auto")],
         check=True, capture_output=True, text=True,
-        env={**os.environ, "DS_IVF_NPROBE": os.environ.get("DS_IVF_NPROBE", "64")},
+        env=dict(os.environ),
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

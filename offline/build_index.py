@@ -1,8 +1,13 @@
 """FAISS inner-product index over item embeddings, chosen and tuned by measured recall.
 
-Contract: FAISS id == catalog row (items are added in row order, no id map). The returned
-``IndexInfo.recall_at_k`` is the mean overlap of the index's top-k with exact search over a
-sample of (non-zero) query vectors.
+Contract: FAISS id == catalog row (ids are given explicitly, ``IndexIDMap``). Items whose
+embedding is all zeros (no interactions yet) are left out: they score 0 against every user,
+so they can only pad a candidate list, and on the 1M-item bench world (more than half of
+them cold) they degraded both index kinds: every zero vector lands in one IVF list, and HNSW
+builds a degenerate graph among them (BENCHMARKS.md). Cold items reach users through the
+fallback and exploration sources. The returned ``IndexInfo.recall_at_k`` is the mean
+overlap of the index's top-k with exact search over ALL items, for a sample of (non-zero)
+query vectors.
 
 Choice (``kind="auto"``): exact ``IndexFlatIP`` up to ``flat_max_items``; above it, IVF is
 tried first (builds in seconds) and kept if its recall reaches ``target_recall``, else HNSW.
@@ -48,7 +53,7 @@ class IndexInfo:
     recall_at_k: float
     k: int
     build_seconds: float
-    n_items: int
+    n_items: int  # indexed (non-zero) items
     tried: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,20 +108,30 @@ def build_index(
     if config.threads:
         faiss.omp_set_num_threads(config.threads)
     x = np.ascontiguousarray(item_emb, dtype=np.float32)
-    n, d = x.shape
-    k = min(config.k, n)
+    d = x.shape[1]
+    ids = np.flatnonzero(np.any(x != 0, axis=1)).astype(np.int64)
+    xs = x[ids]
+    n = len(ids)
+    k = min(config.k, len(x))
     t0 = time.perf_counter()
-    flat = faiss.IndexFlatIP(d)
-    flat.add(x)
+    exact_index = faiss.IndexFlatIP(d)
+    exact_index.add(x)
+    exact_scores, exact = exact_index.search(queries, k)
+    del exact_index
     kind = config.kind
     if kind == "auto":
         kind = "flat" if n <= config.flat_max_items else "ivf+hnsw"
-    exact_scores, exact = flat.search(queries, k)
+
+    def with_ids(index: faiss.Index) -> faiss.Index:
+        mapped = faiss.IndexIDMap(index)
+        mapped.add_with_ids(xs, ids)
+        return mapped
 
     def measure_recall(index: faiss.Index, exact: np.ndarray, queries: np.ndarray, k: int) -> float:
         return _recall(index, exact, queries, k, x, exact_scores)
 
     if kind == "flat":
+        flat = with_ids(faiss.IndexFlatIP(d))
         r = measure_recall(flat, exact, queries, k)
         return flat, IndexInfo("IndexFlatIP", {}, r, k, time.perf_counter() - t0, n)
     tried: list[dict[str, Any]] = []
@@ -125,28 +140,28 @@ def build_index(
         quantizer = faiss.IndexFlatIP(d)
         ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = config.seed
-        train = x
+        train = xs
         if n > nlist * config.ivf_train_per_list:
             pick = np.random.default_rng(config.seed).choice(
                 n, nlist * config.ivf_train_per_list, replace=False)
-            train = x[np.sort(pick)]
+            train = xs[np.sort(pick)]
         ivf.train(train)
-        ivf.add(x)
+        ivf_mapped = with_ids(ivf)
         for nprobe in config.ivf_nprobe:
             ivf.nprobe = nprobe
-            r = measure_recall(ivf, exact, queries, k)
+            r = measure_recall(ivf_mapped, exact, queries, k)
             tried.append({"type": "IndexIVFFlat", "nlist": nlist, "nprobe": nprobe, "recall": r})
             if r >= config.target_recall:
-                return ivf, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": nprobe}, r, k,
+                return ivf_mapped, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": nprobe}, r, k,
                                       time.perf_counter() - t0, n, tried)
     if "hnsw" in kind:
         hnsw = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = config.hnsw_ef_construction
-        hnsw.add(x)
+        hnsw_mapped = with_ids(hnsw)
         best: tuple[float, int] = (-1.0, config.hnsw_ef_search[0])
         for ef in config.hnsw_ef_search:
             hnsw.hnsw.efSearch = ef
-            r = measure_recall(hnsw, exact, queries, k)
+            r = measure_recall(hnsw_mapped, exact, queries, k)
             tried.append({"type": "IndexHNSWFlat", "M": config.hnsw_m, "efSearch": ef, "recall": r})
             best = max(best, (r, ef))
             if r >= config.target_recall:
@@ -156,13 +171,12 @@ def build_index(
         if ivf_recall <= best[0]:
             params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction,
                       "efSearch": best[1]}
-            return hnsw, IndexInfo("IndexHNSWFlat", params, best[0], k, time.perf_counter() - t0,
+            return hnsw_mapped, IndexInfo("IndexHNSWFlat", params, best[0], k, time.perf_counter() - t0,
                                    n, tried)
-        # Neither reached the target and IVF (widest probe) recalls more: keep IVF. HNSW does
-        # badly on inner product over many equal (e.g. all-zero) vectors; measured, not assumed.
+        # Neither reached the target and IVF (widest probe) recalls more: keep IVF.
     # IVF never reached the target: keep the widest probe.
     ivf_best = [t for t in tried if t["type"] == "IndexIVFFlat"][-1]
-    return ivf, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": ivf.nprobe},
+    return ivf_mapped, IndexInfo("IndexIVFFlat", {"nlist": nlist, "nprobe": ivf.nprobe},
                           ivf_best["recall"], k, time.perf_counter() - t0, n, tried)
 
 

@@ -87,11 +87,13 @@ class RecommendationArtifacts:
             popularity=items.column("popularity").to_numpy().astype(np.float32),
         )
         n = len(catalog)
-        if index.ntotal != n or embeddings.shape != (n, EMBEDDING_DIM) or index.d != EMBEDDING_DIM:
+        if index.ntotal > n or embeddings.shape != (n, EMBEDDING_DIM) or index.d != EMBEDDING_DIM:
             raise RegistryError(
                 f"{where}: inconsistent artifacts: {n} items, index of {index.ntotal} x {index.d}, "
                 f"embeddings {embeddings.shape}"
             )
+        if not _ids_are_catalog_rows(index, n):
+            raise RegistryError(f"{where}: the index holds ids outside the catalog's {n} rows")
         if catalog.categories.min(initial=0) < 0 or catalog.categories.max(initial=0) >= len(CATEGORIES):
             raise RegistryError(f"{where}: item categories outside the registry taxonomy")
         warnings = []
@@ -125,3 +127,12 @@ def save_recommendation_artifacts(
         }
     )
     pq.write_table(table, directory / ITEMS_FILE)
+
+
+def _ids_are_catalog_rows(index: faiss.Index, n: int) -> bool:
+    """FAISS ids must be catalog rows: explicit ids (IndexIDMap) in [0, n), else sequential."""
+    concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexIDMap):
+        ids = faiss.vector_to_array(concrete.id_map)
+        return len(ids) == 0 or (int(ids.min()) >= 0 and int(ids.max()) < n)
+    return index.ntotal == n

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import faiss
 
@@ -38,7 +40,7 @@ class RecommendationModels:
         event loop). On failure: RegistryError naming the version and the problem."""
         version = self._registry.get(RECOMMENDATION, name)
         artifacts = RecommendationArtifacts.load(version)
-        tune_index(artifacts.index, self._config)
+        tune_index(artifacts.index, self._config, version.manifest.get("index", {}).get("params", {}))
         where = f"{RECOMMENDATION}/{name}"
         try:
             predictor = make_predictor(
@@ -74,10 +76,15 @@ class RecommendationModels:
         return self._current
 
 
-def tune_index(index: faiss.Index, config: ServiceConfig) -> None:
-    """Applies the configured search-time knobs to whichever index kind was built."""
+def tune_index(index: faiss.Index, config: ServiceConfig, measured: Mapping[str, Any] | None = None) -> None:
+    """Applies the search-time knobs to whichever index kind was built: the configured value,
+    else the one the bootstrap measured its recall with (``measured``, the manifest's index
+    params), else FAISS-typical defaults."""
+    measured = measured or {}
     concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexIDMap):  # ids = catalog rows around the searched index
+        concrete = faiss.downcast_index(concrete.index)
     if hasattr(concrete, "hnsw"):
-        concrete.hnsw.efSearch = config.hnsw_ef_search
+        concrete.hnsw.efSearch = config.hnsw_ef_search or int(measured.get("efSearch", 128))
     if hasattr(concrete, "nprobe"):
-        concrete.nprobe = config.ivf_nprobe
+        concrete.nprobe = config.ivf_nprobe or int(measured.get("nprobe", 16))

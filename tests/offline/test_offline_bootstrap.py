@@ -31,7 +31,16 @@ def test_flat_index_recall_is_exact(tiny_world_dir: Path) -> None:
     world = World.load(tiny_world_dir)
     emb = train_embeddings(world, world.now_ms)
     index, info = build_index(emb.items, sample_queries(emb.users, 200), IndexConfig(kind="flat"))
-    assert info.type == "IndexFlatIP" and info.recall_at_k == 1.0 and index.ntotal == world.n_items
+    assert info.type == "IndexFlatIP" and info.recall_at_k == 1.0
+    # every item with an embedding is indexed under its catalog row; cold (all-zero) ones are not
+    warm = np.flatnonzero(np.any(emb.items != 0, axis=1))
+    assert 0 < len(warm) < world.n_items and index.ntotal == info.n_items == len(warm)
+    queries = sample_queries(emb.users, 20)
+    scores, rows = index.search(queries, 10)
+    exact = np.sort(queries @ emb.items.T, axis=1)[:, ::-1][:, :10]
+    assert np.all(exact > 0)  # so the cold items (score 0) cannot belong to the exact top 10
+    assert np.all(np.isin(rows, warm)) and np.allclose(scores, exact, atol=1e-5)
+    assert np.allclose(np.einsum("qd,qkd->qk", queries, emb.items[rows]), scores, atol=1e-5)
 
 
 def test_hnsw_index_is_measured(tiny_world_dir: Path) -> None:
@@ -65,7 +74,9 @@ def test_published_version_loads(tiny_bootstrap: Bootstrapped) -> None:
     art = RecommendationArtifacts.load(current)
     world = World.load(world_dir)
     assert art.model.feature_name() == list(RECOMMENDATION_MODEL_FEATURES)
-    assert art.index.ntotal == world.n_items == len(art.catalog)
+    assert world.n_items == len(art.catalog) == len(art.item_embeddings)
+    warm = int(np.any(np.asarray(art.item_embeddings) != 0, axis=1).sum())
+    assert art.index.ntotal == warm == version.manifest["index"]["n_items"]  # cold items not indexed
     assert list(art.catalog.item_ids[:3]) == ["i0000000", "i0000001", "i0000002"]
     np.testing.assert_array_equal(art.catalog.categories, world.item_category)
     m = version.manifest
