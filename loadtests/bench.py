@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=Path("data/bench"))
     ap.add_argument("--preset", default="bench")
     ap.add_argument("--fraud-preset", default="bench")
-    ap.add_argument("--index", default="hnsw", choices=["auto", "ivf", "hnsw"],
+    ap.add_argument("--index", default="auto", choices=["auto", "ivf", "hnsw"],
                     help="serving index kind for a new bootstrap (see BENCHMARKS.md for the recall)")
     ap.add_argument("--max-train-users", type=int, default=4_000)
     ap.add_argument("--workers", type=int, default=0, help="server processes; 0 = one per core")

@@ -152,8 +152,11 @@ def test_hot_reload_under_load_loses_nothing_and_refuses_bad_versions(
         loop_thread.run(running.stop(1.0))
 
 
-def publish_fraud_copy(registry: ModelRegistry, base, model: lgb.Booster | None = None) -> str:
-    """A fraud version with ``base``'s files (and ``model`` instead of its model, if given)."""
+def publish_fraud_copy(
+    registry: ModelRegistry, base, model: lgb.Booster | None = None, truncate: str | None = None
+) -> str:
+    """A fraud version with ``base``'s files (and ``model`` instead of its model, if given;
+    the file ``truncate`` cut short BEFORE publishing, so no reload can see it whole)."""
     from decision_service.models.fraud_artifacts import FRAUD
 
     staging = registry.staging_dir(FRAUD)
@@ -162,6 +165,8 @@ def publish_fraud_copy(registry: ModelRegistry, base, model: lgb.Booster | None 
             shutil.copy2(f, staging / f.name)
     if model is not None:
         model.save_model(str(staging / "model.txt"))
+    if truncate is not None:
+        (staging / truncate).write_bytes((staging / truncate).read_bytes()[:1000])
     manifest = {k: v for k, v in base.manifest.items() if k not in ("files", "published_at")}
     return registry.publish(FRAUD, staging, manifest).name
 
@@ -211,9 +216,7 @@ def test_fraud_versions_hot_reload_and_bad_ones_are_refused(
         good = publish_fraud_copy(registry, registry.current(FRAUD))
         assert wait_for(good), "the new fraud version was not picked up"
 
-        corrupt = publish_fraud_copy(registry, registry.current(FRAUD))
-        index = registry.get(FRAUD, corrupt).file("neighbours.faiss")
-        index.write_bytes(index.read_bytes()[:1000])
+        corrupt = publish_fraud_copy(registry, registry.current(FRAUD), truncate="neighbours.faiss")
         time.sleep(0.4)
         columns = ["r_amount_log", "f_not_declared"]
         unservable = publish_fraud_copy(registry, registry.get(FRAUD, good), model_with(columns))
