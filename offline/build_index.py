@@ -11,10 +11,12 @@ query vectors.
 
 Choice (``kind="auto"``): exact ``IndexFlatIP`` up to ``flat_max_items``; above it, IVF is
 tried first (builds in seconds) and kept if its recall reaches ``target_recall``, else HNSW,
-and whichever recalls more is kept. IVF lists store 8-bit scalar-quantized vectors by
-default (``ivf_storage="sq8"``): on the 1M-item bench world, at the same nprobe, recall@200
-0.852 vs 0.858 with float32 lists at about half the search time (0.46 vs 0.86 ms), so a
-wider probe buys more recall for less time (BENCHMARKS.md).
+and whichever recalls more is kept. IVF storage (``ivf_storage``), measured on the 1M-item
+bench world (498k indexed items, recall@200 / median search, one thread, BENCHMARKS.md):
+  "pq4fs" (default)  4-bit fast-scan PQ codes, the top ``refine_k_factor`` x k re-ranked
+                     with exact inner products: nprobe 128 -> 0.897 / 0.35 ms
+  "sq8"              8-bit scalar-quantized lists: nprobe 96 -> 0.898 / 0.61 ms
+  "flat"             float32 lists: nprobe 64 -> 0.858 / 0.86 ms
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class IndexConfig:
     sample_queries: int = 500
     ivf_nlist: int | None = None       # default: sqrt(n), at most n / 39
     ivf_train_per_list: int = 64       # k-means training points per list
-    ivf_nprobe: tuple[int, ...] = (16, 32, 64, 96)
-    ivf_storage: str = "sq8"           # "sq8" (8-bit scalar quantizer) or "flat" (float32)
+    ivf_nprobe: tuple[int, ...] = (16, 32, 64, 96, 128)
+    ivf_storage: str = "pq4fs"         # "pq4fs", "sq8" or "flat" (see the module docstring)
+    refine_k_factor: int = 8           # pq4fs: candidates re-ranked exactly = k_factor x k
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: tuple[int, ...] = (256, 400)
@@ -142,29 +145,22 @@ def build_index(
     tried: list[dict[str, Any]] = []
     if "ivf" in kind:
         nlist = config.ivf_nlist or int(max(min(np.sqrt(n), n // 39), 1))
-        quantizer = faiss.IndexFlatIP(d)
-        if config.ivf_storage == "sq8":
-            ivf = faiss.IndexIVFScalarQuantizer(
-                quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        elif config.ivf_storage == "flat":
-            ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            raise ValueError(f"ivf_storage must be 'sq8' or 'flat', got {config.ivf_storage!r}")
-        ivf_type = type(ivf).__name__
+        ivf, searched = _ivf(config, d, nlist)
+        ivf_type = type(ivf).__name__ + ("+refine" if searched is not ivf else "")
         ivf.cp.seed = config.seed
         train = xs
         if n > nlist * config.ivf_train_per_list:
             pick = np.random.default_rng(config.seed).choice(
                 n, nlist * config.ivf_train_per_list, replace=False)
             train = xs[np.sort(pick)]
-        ivf.train(train)
-        ivf_mapped = with_ids(ivf)
+        searched.train(train)
+        ivf_mapped = with_ids(searched)
         for nprobe in config.ivf_nprobe:
             ivf.nprobe = nprobe
             r = measure_recall(ivf_mapped, exact, queries, k)
             tried.append({"type": ivf_type, "nlist": nlist, "nprobe": nprobe, "recall": r})
             if r >= config.target_recall:
-                return ivf_mapped, IndexInfo(ivf_type, {"nlist": nlist, "nprobe": nprobe}, r, k,
+                return ivf_mapped, IndexInfo(ivf_type, _ivf_params(config, nlist, nprobe), r, k,
                                       time.perf_counter() - t0, n, tried)
     if "hnsw" in kind:
         hnsw = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -188,11 +184,36 @@ def build_index(
         # Neither reached the target and IVF (widest probe) recalls more: keep IVF.
     # IVF never reached the target: keep the widest probe.
     ivf_best = [t for t in tried if t["type"].startswith("IndexIVF")][-1]
-    return ivf_mapped, IndexInfo(ivf_type, {"nlist": nlist, "nprobe": ivf.nprobe},
+    return ivf_mapped, IndexInfo(ivf_type, _ivf_params(config, nlist, ivf.nprobe),
                           ivf_best["recall"], k, time.perf_counter() - t0, n, tried)
 
 
 _recall = measure_recall
+
+
+def _ivf(config: IndexConfig, d: int, nlist: int) -> tuple[faiss.IndexIVF, faiss.Index]:
+    """(the IVF index whose nprobe is tuned, the index to train, fill and search)."""
+    if config.ivf_storage == "pq4fs":
+        base = faiss.index_factory(d, f"IVF{nlist},PQ{d // 2}x4fs", faiss.METRIC_INNER_PRODUCT)
+        refine = faiss.IndexRefineFlat(base)
+        refine.k_factor = config.refine_k_factor
+        return faiss.downcast_index(faiss.extract_index_ivf(base)), refine
+    quantizer = faiss.IndexFlatIP(d)
+    if config.ivf_storage == "sq8":
+        ivf = faiss.IndexIVFScalarQuantizer(
+            quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    elif config.ivf_storage == "flat":
+        ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"ivf_storage must be 'pq4fs', 'sq8' or 'flat', got {config.ivf_storage!r}")
+    return ivf, ivf
+
+
+def _ivf_params(config: IndexConfig, nlist: int, nprobe: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"nlist": nlist, "nprobe": nprobe, "storage": config.ivf_storage}
+    if config.ivf_storage == "pq4fs":
+        params["k_factor"] = config.refine_k_factor
+    return params
 
 
 def main(argv: list[str] | None = None) -> int:

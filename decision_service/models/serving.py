@@ -84,6 +84,10 @@ def tune_index(index: faiss.Index, config: ServiceConfig, measured: Mapping[str,
     concrete = faiss.downcast_index(index)
     if isinstance(concrete, faiss.IndexIDMap):  # ids = catalog rows around the searched index
         concrete = faiss.downcast_index(concrete.index)
+    if isinstance(concrete, faiss.IndexRefine):  # exact re-ranking around a compressed index
+        concrete = faiss.downcast_index(concrete.base_index)
+    if isinstance(concrete, faiss.IndexPreTransform):
+        concrete = faiss.downcast_index(concrete.index)
     if hasattr(concrete, "hnsw"):
         concrete.hnsw.efSearch = config.hnsw_ef_search or int(measured.get("efSearch", 128))
     if hasattr(concrete, "nprobe"):

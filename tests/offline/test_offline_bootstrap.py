@@ -43,11 +43,12 @@ def test_flat_index_recall_is_exact(tiny_world_dir: Path) -> None:
     assert np.allclose(np.einsum("qd,qkd->qk", queries, emb.items[rows]), scores, atol=1e-5)
 
 
-def test_ivf_index_stores_quantized_lists_under_catalog_rows(tiny_world_dir: Path) -> None:
+def test_ivf_index_stores_compressed_lists_under_catalog_rows(tiny_world_dir: Path) -> None:
     world = World.load(tiny_world_dir)
     emb = train_embeddings(world, world.now_ms)
     index, info = build_index(emb.items, sample_queries(emb.users, 100), IndexConfig(kind="ivf"))
-    assert info.type == "IndexIVFScalarQuantizer" and 0.5 < info.recall_at_k <= 1.0
+    assert info.type == "IndexIVFPQFastScan+refine" and info.params["storage"] == "pq4fs"
+    assert 0.5 < info.recall_at_k <= 1.0
     assert [t["nprobe"] for t in info.tried] == list(IndexConfig.ivf_nprobe)[: len(info.tried)]
     warm = np.flatnonzero(np.any(emb.items != 0, axis=1))
     _, rows = index.search(sample_queries(emb.users, 10), 20)

@@ -34,3 +34,13 @@ def test_measured_knobs_apply_through_the_id_map_unless_configured():
     assert ivf.nprobe == 16
     _, ids = index.search(np.ones((1, 8), np.float32), 5)
     assert ids.min() >= 1000  # ids are the explicit ones (catalog rows), not positions
+
+
+def test_knobs_reach_an_ivf_inside_exact_re_ranking():
+    base = faiss.index_factory(8, "IVF4,PQ4x4fs", faiss.METRIC_INNER_PRODUCT)
+    refine = faiss.IndexRefineFlat(base)
+    index = _mapped(refine)
+    tune_index(index, ServiceConfig(), {"nprobe": 3})
+    assert faiss.extract_index_ivf(base).nprobe == 3
+    tune_index(index, ServiceConfig(ivf_nprobe=2), {"nprobe": 3})
+    assert faiss.extract_index_ivf(base).nprobe == 2
