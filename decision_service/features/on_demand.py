@@ -36,14 +36,20 @@ def user_item_features(
     out[:, 0] = dot
     out[:, 1] = dot / np.maximum(norms, 1e-6)
 
-    shares = np.broadcast_to(user[:, _U_SHARES], (n, _N_CAT))
     cat = items[:, _CAT].astype(np.int64)
     known = (cat >= 0) & (cat < _N_CAT)
     safe_cat = np.where(known, cat, 0)
-    share = np.take_along_axis(shares, safe_cat[:, None], axis=1)[:, 0]
+    if len(user) == 1:  # serving: one user, so rank its categories once, then look them up
+        row = user[0, _U_SHARES]
+        share = row[safe_cat]
+        rank = (row[None, :] > row[:, None]).sum(axis=1)[safe_cat]
+        has_history = np.full(n, row.sum() > 0)
+    else:
+        shares = user[:, _U_SHARES]
+        share = np.take_along_axis(shares, safe_cat[:, None], axis=1)[:, 0]
+        rank = (shares > share[:, None]).sum(axis=1)
+        has_history = shares.sum(axis=1) > 0  # no history: every category ties at rank 0
     out[:, 2] = np.where(known, share, 0.0)
-    rank = (shares > share[:, None]).sum(axis=1)
-    has_history = shares.sum(axis=1) > 0  # no history: every category ties at rank 0
     out[:, 3] = np.where(known & has_history, rank, USER_ITEM.features[3].default)
 
     avg = np.broadcast_to(user[:, _U_AVG_PRICE], (n,))

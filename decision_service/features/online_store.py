@@ -64,13 +64,22 @@ def decode(group: FeatureGroup, raw: Sequence[bytes | None], at_ms: int | None =
     values = np.tile(group.defaults, (n, 1))
     status = np.full(n, FeatureStatus.MISSING, dtype=np.uint8)
     size = _HEADER_BYTES + 4 * group.width
-    ok = [i for i, v in enumerate(raw) if v is not None and len(v) == size]
-    if len(ok) != n:
+    try:  # the usual case, every value present and well-formed: no per-value Python loop
+        lengths = list(map(len, raw))  # type: ignore[arg-type]
+        whole = min(lengths, default=size) == max(lengths, default=size) == size
+    except TypeError:  # a missing value (None)
+        whole = False
+    if whole:
+        ok: Sequence[int] = range(n)
+        joined = b"".join(raw)  # type: ignore[arg-type]
+    else:
+        ok = [i for i, v in enumerate(raw) if v is not None and len(v) == size]
         bad = [i for i, v in enumerate(raw) if v is not None and len(v) != size]
         status[bad] = FeatureStatus.INVALID
+        joined = b"".join([raw[i] for i in ok])  # type: ignore[misc]
     if ok:
-        rec = np.frombuffer(b"".join([raw[i] for i in ok]), dtype=_record_dtype(group.width))  # type: ignore[misc]
-        rows = np.asarray(ok)
+        rec = np.frombuffer(joined, dtype=_record_dtype(group.width))
+        rows = np.arange(n) if whole else np.asarray(ok)
         fresh = (at_ms - rec["ts"]) <= group.max_age_s * 1000.0
         values[rows[fresh]] = rec["v"][fresh]
         status[rows[fresh]] = FeatureStatus.PRESENT

@@ -29,6 +29,20 @@ def test_encode_decode_round_trip_with_statuses():
         assert np.array_equal(got.values[row], ITEM.defaults)
 
 
+def test_decode_without_missing_values_checks_every_length():
+    values = np.arange(3 * ITEM.width, dtype=np.float32).reshape(3, ITEM.width)
+    now = online_store.now_ms()
+    packed = online_store.encode(ITEM, values, now)
+    stale = online_store.encode(ITEM, values[:1], now - int(ITEM.max_age_s * 1000) - 1)[0]
+    got = online_store.decode(ITEM, [packed[0], stale, packed[2]], now)
+    assert got.status.tolist() == [FeatureStatus.PRESENT, FeatureStatus.STALE, FeatureStatus.PRESENT]
+    assert np.array_equal(got.values[2], values[2]) and np.array_equal(got.values[1], ITEM.defaults)
+    # one value 4 bytes short, the next 4 bytes long: the total length is right, both are invalid
+    short, long_ = packed[1][:-4], packed[1] + b"\0\0\0\0"
+    got = online_store.decode(ITEM, [packed[0], short, long_], now)
+    assert got.status.tolist() == [FeatureStatus.PRESENT, FeatureStatus.INVALID, FeatureStatus.INVALID]
+
+
 def test_keys_carry_the_group_layout_fingerprint():
     key = online_store.feature_key(USER, "u1").decode()
     assert key == f"fv:user:{USER.fingerprint}:u1"
