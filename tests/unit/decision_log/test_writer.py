@@ -95,3 +95,39 @@ def test_a_record_that_cannot_be_converted_does_not_kill_the_writer(tmp_path):
     w.flush()
     assert w.stats.dropped_write_error == 1
     w.close()
+
+
+def test_a_file_is_written_as_it_fills_one_row_group_at_a_time_and_appears_only_when_closed(tmp_path):
+    w = writer(tmp_path, max_rows_per_file=1_000, flush_interval_s=60, row_group_bytes=1,
+               poll_interval_s=0.01).start()
+    for i in range(5):
+        w.submit(Rec(i, "a"))
+        time.sleep(0.05)  # about one poll each: a small row group each
+    deadline = time.monotonic() + 10
+    while not (files := [f for f in (tmp_path / "events").rglob("*") if f.is_file()]):
+        assert time.monotonic() < deadline, "no file opened"
+        time.sleep(0.01)
+    assert all(f.name.startswith(".") for f in files)  # open: not visible to readers yet
+    w.close()
+    (only,) = [f for f in (tmp_path / "events").rglob("*.parquet") if not f.name.startswith(".")]
+    meta = pq.read_metadata(only)
+    assert meta.num_rows == 5 and meta.num_row_groups >= 2
+    assert read_all(tmp_path).column("n").to_pylist() == list(range(5))
+
+
+def test_the_writer_thread_runs_below_request_priority(tmp_path):
+    import os
+    import sys
+
+    w = writer(tmp_path).start()
+    try:
+        deadline = time.monotonic() + 5
+        tid = w._thread.native_id
+        while os.getpriority(os.PRIO_PROCESS, tid) == os.getpriority(os.PRIO_PROCESS, 0):
+            if not sys.platform.startswith("linux") or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if sys.platform.startswith("linux"):
+            assert os.getpriority(os.PRIO_PROCESS, tid) > os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        w.close()
