@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     served = faiss.downcast_index(loaded)  # views: ``loaded`` must stay alive
     if isinstance(served, faiss.IndexIDMap):
         served = faiss.downcast_index(served.index)  # the knobs live on the wrapped index
-    print(f"served index: {type(served).__name__} over {loaded.ntotal:,} of {len(items):,} items")
+    name = type(served).__name__
+    if isinstance(served, faiss.IndexRefine):  # exact re-ranking around compressed IVF lists
+        k_factor, served = served.k_factor, faiss.downcast_index(served.base_index)
+        name = f"{type(served).__name__} + exact re-ranking x{k_factor:g}"
+    print(f"served index: {name} over {loaded.ntotal:,} of {len(items):,} items")
     if hasattr(served, "hnsw"):
         for ef in (64, 128, 200, 256, 400):
             served.hnsw.efSearch = ef
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             searched = faiss.IndexIDMap(ivf)
             searched.add_with_ids(items[ids], ids)
             faiss.omp_set_num_threads(1)
-        for nprobe in (16, 32, 64, 128):
+        for nprobe in (16, 32, 64, 96, 128):
             ivf.nprobe = nprobe
             med, p99 = latency_ms(searched, queries, args.k)
             rows.append({"index": f"IVF{ivf.nlist} nprobe={nprobe}",

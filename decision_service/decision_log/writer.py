@@ -8,13 +8,13 @@
   per ``row_group_bytes`` of Arrow data, to an open file per Hive partition (e.g.
   ``use_case=…/date=…/hour=…``); the file is closed when it holds ``max_rows_per_file``
   rows or every ``flush_interval_s``. Encoding a whole file at once (~1,000 decisions, tens
-  of ms of CPU and ~50 MB of buffers) was what the requests' p99 waited for (15 ms without
-  those bursts, 50-85 ms with them, at 400 rps on 2 cores; BENCHMARKS.md). A file is
+  of ms of CPU and ~50 MB of buffers) was what the requests' p99 waited for (46-86 ms at
+  400 rps on 2 cores; ~20 ms in row groups; 15 ms with no write at all; BENCHMARKS.md). A file is
   written under a hidden temporary name and renamed into place when closed, so readers
   (``**/*.parquet``) never see a partial file. After a SIGKILL at most the queue plus the
   open files are lost: bounded by configuration.
-* A failed write (directory unwritable, disk full) drops and counts that batch, logs it
-  (rate-limited) and keeps going; the next flush tries again.
+* A failed write (directory unwritable, disk full) drops and counts that file's records,
+  logs it and keeps going; the next file tries again.
 * ``close()`` drains the queue and flushes everything (graceful shutdown).
 
 ``root`` is a local directory or any URI pyarrow's filesystems understand (``s3://…``,
