@@ -12,6 +12,7 @@ Metrics:
   decision.log.queue_depth    gauge, by log
   decision.log.dropped        counter (observed), by log and cause
   decision.model.version      gauge = 1, by use_case and version (the version in use)
+  decision.redis.pending_commands  gauge: serving reads sent to Redis, not yet answered
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Telemetry:
             ("decision.log.queue_depth", "gauge"),
             ("decision.log.dropped", "counter"),
             ("decision.model.version", "gauge"),
+            ("decision.redis.pending_commands", "gauge"),
         ):
             self._gauges[name] = []
             callback = self._observer(name)

@@ -106,7 +106,7 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
 
     # None when no fraud version is published
     fraud = build_fraud_executor(config, reads, collect.fraud_side_effects(), telemetry)
-    _register_gauges(telemetry, collect, models, fraud)
+    _register_gauges(telemetry, collect, models, fraud, reads)
 
     server = aio.server(
         interceptors=[
@@ -149,7 +149,11 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
 
 
 def _register_gauges(
-    telemetry: Telemetry, collect: Collect, models: RecommendationModels, fraud: FraudExecutor | None
+    telemetry: Telemetry,
+    collect: Collect,
+    models: RecommendationModels,
+    fraud: FraudExecutor | None,
+    reads: MultiplexedRedis,
 ) -> None:
     if not telemetry.enabled:
         return
@@ -172,6 +176,7 @@ def _register_gauges(
         return out
 
     telemetry.add_gauge("decision.log.queue_depth", queue_depth)
+    telemetry.add_gauge("decision.redis.pending_commands", lambda: [(reads.pending, {})])
     telemetry.add_gauge("decision.log.dropped", dropped)
     telemetry.add_gauge("decision.model.version", versions)
 

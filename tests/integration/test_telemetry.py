@@ -75,6 +75,7 @@ def test_spans_and_metrics_for_a_request(served_world, loop_thread, tmp_path):
         assert {p.attributes["log"] for p in got["decision.log.queue_depth"]} >= {"decisions/recommendation", "outcomes"}
         versions = {p.attributes["version"] for p in got["decision.model.version"] if p.attributes["use_case"] == "recommendation"}
         assert versions == {served_world.version}
+        assert [p.value for p in got["decision.redis.pending_commands"]] == [0]  # all answered
     finally:
         loop_thread.run(running.stop(0.5))
 
