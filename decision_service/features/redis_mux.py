@@ -119,9 +119,15 @@ class MultiplexedRedis:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._out and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(bytes(self._out))
-            self.writes += 1
+        if not self._unsent:
+            return
+        if self._transport is None or self._transport.is_closing():
+            # The connection went away after these were queued: they can never be answered,
+            # and must not stay in the FIFO where the next connection's replies would meet them.
+            self._reset(redis.exceptions.ConnectionError("connection to Redis lost before sending"))
+            return
+        self._transport.write(bytes(self._out))
+        self.writes += 1
         self._out.clear()
         # The clock starts when the bytes leave, so a busy event loop is not blamed on Redis.
         loop = asyncio.get_running_loop()
@@ -209,7 +215,8 @@ class MultiplexedRedis:
                     )
         except (OSError, TimeoutError) as exc:
             raise redis.exceptions.ConnectionError(f"cannot connect to Redis: {exc}") from exc
-        self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
+        # nothing sent on an earlier connection can be answered on this one
+        self._fail_all(redis.exceptions.ConnectionError("connection to Redis was replaced"))
         self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
         handshake: list[Command] = []
         if params.get("password"):

@@ -9,7 +9,6 @@ appends to a deque.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
@@ -43,6 +42,7 @@ class DecisionIndex:
         self._local: OrderedDict[str, DecisionRef] = OrderedDict()
         self._pending: deque[DecisionRef] = deque(maxlen=max_pending)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.write_errors = 0
         self.lookup_errors = 0
         self.dropped = 0
@@ -84,11 +84,18 @@ class DecisionIndex:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Ends the flush loop, then writes what is pending.
+
+        The loop is asked to stop, not cancelled: a cancellation that lands inside redis-py's
+        pipeline can be swallowed there, and awaiting the task then hung shutdown for good
+        (seen under load in the SIGTERM test). It ends within one interval plus one write,
+        which the Redis socket timeout bounds; ``timeout_s`` is a last guard."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                self._task.cancel()
             self._task = None
         await self.flush()
 
@@ -109,7 +116,7 @@ class DecisionIndex:
             )
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._flush_s)
             await self.flush()
 

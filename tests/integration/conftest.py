@@ -30,7 +30,24 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coro, timeout: float = 60.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{coro.__qualname__} did not finish in {timeout} s; tasks:\n{self._tasks()}") from None
+
+    def _tasks(self) -> str:
+        """Where every task of the loop is waiting: a hang's report, instead of a bare timeout."""
+        import io
+
+        async def dump() -> str:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.print_stack(limit=12, file=out)
+            return out.getvalue()
+
+        return asyncio.run_coroutine_threadsafe(dump(), self.loop).result(5)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
