@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from decision_service.models.registry import ModelRegistry
+from decision_service.models.serving import knobs_of
 from offline.build_index import measure_recall, sample_queries
 from offline.materialize import load_serving_state
 
@@ -53,14 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"index": "flat (exact)", "recall": 1.0, "median_ms": med, "p99_ms": p99})
     version = ModelRegistry(args.data_dir / "registry").current("recommendation")
     loaded = faiss.read_index(str(version.file("index.faiss")))  # searched: ids = catalog rows
-    served = faiss.downcast_index(loaded)  # views: ``loaded`` must stay alive
-    if isinstance(served, faiss.IndexIDMap):
-        served = faiss.downcast_index(served.index)  # the knobs live on the wrapped index
-    name = type(served).__name__
-    if isinstance(served, faiss.IndexRefine):  # exact re-ranking around compressed IVF lists
-        k_factor, served = served.k_factor, faiss.downcast_index(served.base_index)
-        name = f"{type(served).__name__} + exact re-ranking x{k_factor:g}"
-    print(f"served index: {name} over {loaded.ntotal:,} of {len(items):,} items")
+    served = knobs_of(loaded)  # a view: ``loaded`` must stay alive
+    built = version.manifest.get("index", {})
+    print(f"served index: {built.get('type')} {built.get('params')} over {loaded.ntotal:,} of "
+          f"{len(items):,} items")
     if hasattr(served, "hnsw"):
         for ef in (64, 128, 200, 256, 400):
             served.hnsw.efSearch = ef

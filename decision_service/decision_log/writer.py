@@ -178,23 +178,19 @@ class ParquetLogWriter(Generic[R]):
                 next_flush = time.monotonic() + interval
 
     def _drain(self) -> bool:
-        """Takes every queued record into the buffers; True when a stop marker was seen."""
-        try:
-            while True:
-                try:
-                    item = self._queue.popleft()
-                except IndexError:
-                    return False
-                if item is _STOP:
-                    self._drain()
-                    return True
-                if isinstance(item, _Flush):
-                    self._flush_all()
-                    item.done.set()
-                else:
-                    self._add(item)  # type: ignore[arg-type]
-        finally:
-            self._convert_pending()
+        """Takes every queued record into the open files; True when a stop marker was seen."""
+        stop = False
+        while self._queue:
+            item = self._queue.popleft()
+            if item is _STOP:
+                stop = True
+            elif isinstance(item, _Flush):
+                self._flush_all()
+                item.done.set()
+            else:
+                self._add(item)  # type: ignore[arg-type]
+        self._convert_pending()
+        return stop
 
     def _add(self, record: R) -> None:
         try:
@@ -210,7 +206,9 @@ class ParquetLogWriter(Generic[R]):
         for key, records in pending.items():
             start = 0
             while start < len(records):  # chunks that fill a file exactly: max_rows is a cap
-                file = self._files.get(key) or self._files.setdefault(key, self._new_file(key))
+                file = self._files.get(key)
+                if file is None:
+                    file = self._files[key] = self._new_file(key)
                 chunk = records[start : start + self.config.max_rows_per_file - file.rows]
                 start += len(chunk)
                 try:
@@ -221,7 +219,6 @@ class ParquetLogWriter(Generic[R]):
                     continue
                 file.batches.append(batch)
                 file.rows += batch.num_rows
-                file.unwritten_bytes += batch.nbytes
                 if file.rows >= self.config.max_rows_per_file:
                     self._close(key)
                 elif file.unwritten_bytes >= self.config.row_group_bytes:
@@ -253,7 +250,7 @@ class ParquetLogWriter(Generic[R]):
                 )
             if file.batches:
                 file.writer.write_table(pa.Table.from_batches(file.batches, schema=self.schema))
-            file.batches, file.unwritten_bytes = [], 0
+            file.batches = []
             return True
         except Exception as exc:  # noqa: BLE001 - disk full / unwritable: count, keep serving
             self._abandon(key, exc)
@@ -309,7 +306,10 @@ class _OpenFile:
     writer: pq.ParquetWriter | None = None
     rows: int = 0
     batches: list[pa.RecordBatch] = field(default_factory=list)
-    unwritten_bytes: int = 0
+
+    @property
+    def unwritten_bytes(self) -> int:
+        return sum(b.nbytes for b in self.batches)
 
 
 def _lower_own_priority(increment: int) -> None:

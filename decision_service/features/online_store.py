@@ -70,16 +70,16 @@ def decode(group: FeatureGroup, raw: Sequence[bytes | None], at_ms: int | None =
     except TypeError:  # a missing value (None)
         whole = False
     if whole:
-        ok: Sequence[int] = range(n)
+        rows = np.arange(n)
         joined = b"".join(raw)  # type: ignore[arg-type]
     else:
         ok = [i for i, v in enumerate(raw) if v is not None and len(v) == size]
         bad = [i for i, v in enumerate(raw) if v is not None and len(v) != size]
         status[bad] = FeatureStatus.INVALID
+        rows = np.asarray(ok, dtype=np.int64)
         joined = b"".join([raw[i] for i in ok])  # type: ignore[misc]
-    if ok:
+    if len(rows):
         rec = np.frombuffer(joined, dtype=_record_dtype(group.width))
-        rows = np.arange(n) if whole else np.asarray(ok)
         fresh = (at_ms - rec["ts"]) <= group.max_age_s * 1000.0
         values[rows[fresh]] = rec["v"][fresh]
         status[rows[fresh]] = FeatureStatus.PRESENT

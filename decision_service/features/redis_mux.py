@@ -47,6 +47,19 @@ class _Protocol(asyncio.Protocol):
         self._owner._on_lost(self, exc)
 
 
+class _Pending:
+    """Commands sent together, waiting for their replies (Redis answers in order)."""
+
+    __slots__ = ("future", "expected", "replies", "sent_at", "timer")
+
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        self.future = future
+        self.expected = expected
+        self.replies: list[Any] = []
+        self.sent_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class MultiplexedRedis:
     """Sends commands over one shared connection; see the module docstring for the contract."""
 
@@ -65,9 +78,8 @@ class MultiplexedRedis:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
-        # [future, number of replies it takes, replies so far, sent at, timeout handle]
-        self._waiting: collections.deque[list[Any]] = collections.deque()
-        self._unsent: list[list[Any]] = []
+        self._waiting: collections.deque[_Pending] = collections.deque()  # sent or about to be
+        self._unsent: list[_Pending] = []  # in ``_out``, written at the end of this loop turn
         self._out = bytearray()
         self._flush_scheduled = False
         self.writes = 0  # socket writes so far; each carries every command of one loop turn
@@ -90,14 +102,11 @@ class MultiplexedRedis:
         return replies
 
     async def aclose(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        self._fail_all(redis.exceptions.ConnectionError("connection closed by the client"))
-        self._transport = self._protocol = None
+        self._reset(redis.exceptions.ConnectionError("connection closed by the client"))
 
     @property
     def pending(self) -> int:
-        """Commands sent and not yet answered (a gauge for operators)."""
+        """Command batches issued and not yet answered (a gauge for operators)."""
         return len(self._waiting)
 
     # ------------------------------------------------------------------ internals
@@ -109,7 +118,7 @@ class MultiplexedRedis:
         future: asyncio.Future[list[Any]] = loop.create_future()
         for command in commands:
             self._out += hiredis.pack_command(tuple(command))
-        entry = [future, len(commands), [], 0.0, None]
+        entry = _Pending(future, len(commands))
         self._waiting.append(entry)
         self._unsent.append(entry)
         if not self._flush_scheduled:
@@ -133,8 +142,8 @@ class MultiplexedRedis:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         for entry in self._unsent:
-            entry[3] = now
-            entry[4] = loop.call_later(self._timeout_s, self._expire, entry[0])
+            entry.sent_at = now
+            entry.timer = loop.call_later(self._timeout_s, self._expire, entry.future)
         self._unsent.clear()
 
     def _expire(self, future: asyncio.Future[list[Any]]) -> None:
@@ -143,7 +152,7 @@ class MultiplexedRedis:
         future.set_exception(
             redis.exceptions.TimeoutError(f"no reply from Redis within {self._timeout_s * 1000:.0f} ms")
         )
-        if self._waiting and time.monotonic() - self._waiting[0][3] > self._reset_after_s:
+        if self._waiting and time.monotonic() - self._waiting[0].sent_at > self._reset_after_s:
             self._reset(redis.exceptions.ConnectionError("Redis stopped answering; reconnecting"))
 
     def _on_data(self, data: bytes) -> None:
@@ -158,12 +167,12 @@ class MultiplexedRedis:
                 self._reset(redis.exceptions.ConnectionError("unexpected reply from Redis"))
                 return
             entry = waiting[0]
-            entry[2].append(reply)
-            if len(entry[2]) == entry[1]:
+            entry.replies.append(reply)
+            if len(entry.replies) == entry.expected:
                 waiting.popleft()
-                entry[4].cancel()
-                if not entry[0].done():  # timed out or cancelled: read and dropped
-                    entry[0].set_result(entry[2])
+                entry.timer.cancel()  # type: ignore[union-attr] - set when the bytes were written
+                if not entry.future.done():  # timed out or cancelled: read and dropped
+                    entry.future.set_result(entry.replies)
 
     def _on_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
         if protocol is self._protocol:
@@ -183,10 +192,10 @@ class MultiplexedRedis:
         self._out.clear()
         self._unsent.clear()
         for entry in waiting:
-            if entry[4] is not None:
-                entry[4].cancel()
-            if not entry[0].done():
-                entry[0].set_exception(error)
+            if entry.timer is not None:
+                entry.timer.cancel()
+            if not entry.future.done():
+                entry.future.set_exception(error)
 
     async def _connect(self) -> None:
         # one connection attempt at a time; concurrent callers wait for the same one

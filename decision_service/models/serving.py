@@ -76,18 +76,23 @@ class RecommendationModels:
         return self._current
 
 
-def tune_index(index: faiss.Index, config: ServiceConfig, measured: Mapping[str, Any] | None = None) -> None:
-    """Applies the search-time knobs to whichever index kind was built: the configured value,
-    else the one the bootstrap measured its recall with (``measured``, the manifest's index
-    params), else FAISS-typical defaults."""
-    measured = measured or {}
+def knobs_of(index: faiss.Index) -> faiss.Index:
+    """The index whose search-time knobs (nprobe, efSearch) apply, inside the wrappers
+    build_index puts around it. A view: ``index`` must stay alive while it is used."""
     concrete = faiss.downcast_index(index)
     if isinstance(concrete, faiss.IndexIDMap):  # ids = catalog rows around the searched index
         concrete = faiss.downcast_index(concrete.index)
     if isinstance(concrete, faiss.IndexRefine):  # exact re-ranking around a compressed index
         concrete = faiss.downcast_index(concrete.base_index)
-    if isinstance(concrete, faiss.IndexPreTransform):
-        concrete = faiss.downcast_index(concrete.index)
+    return concrete
+
+
+def tune_index(index: faiss.Index, config: ServiceConfig, measured: Mapping[str, Any] | None = None) -> None:
+    """Applies the search-time knobs to whichever index kind was built: the configured value,
+    else the one the bootstrap measured its recall with (``measured``, the manifest's index
+    params), else FAISS-typical defaults."""
+    measured = measured or {}
+    concrete = knobs_of(index)
     if hasattr(concrete, "hnsw"):
         concrete.hnsw.efSearch = config.hnsw_ef_search or int(measured.get("efSearch", 128))
     if hasattr(concrete, "nprobe"):
