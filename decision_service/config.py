@@ -26,7 +26,18 @@ class ServiceConfig:
     port: int = 50051
     grace_period_s: float = 5.0
     workers: int = 0  # server processes on one port (SO_REUSEPORT); 0 = one per CPU core
-    max_message_bytes: int = 4 * 1024 * 1024
+    # Resource bounds per server process (README "Resource bounds"): worst-case request bytes
+    # held at once ~ max_concurrent_rpcs x max_message_bytes (256 MiB with the defaults).
+    max_message_bytes: int = 1024 * 1024  # largest message; a GetDecision at every limit is ~300 KB
+    max_concurrent_rpcs: int = 256  # calls being handled at once; beyond: RESOURCE_EXHAUSTED
+    # HTTP/2 streams per client connection; 0 = grpc's default (no limit). A limit makes a
+    # burst on a fresh connection, before the client has the server's SETTINGS, see
+    # UNAVAILABLE (REFUSED_STREAM); max_concurrent_rpcs is the bound that protects memory.
+    max_concurrent_streams_per_connection: int = 0
+    # Connections are closed (GOAWAY, in-flight calls finish) after this age, +-10 %, so clients
+    # reconnect and load spreads again over workers and replicas; 0 = never.
+    max_connection_age_s: float = 60.0
+    max_connection_age_grace_s: float = 10.0  # how long in-flight calls of such a connection get
     # --- security (see server/security.py)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -53,6 +64,8 @@ class ServiceConfig:
     popular_fallback_candidates: int = 250
     max_items_per_category: int = 4
     max_seen_items: int = 500
+    max_candidates_per_source: int = 2_000  # cap on what one source retrieves in one round
+    retrieval_max_rounds: int = 3  # 1 + refill rounds (deeper) while filters leave < num_items
     # search-time index knobs; 0 = what the bootstrap measured and recorded in the manifest
     hnsw_ef_search: int = 0
     ivf_nprobe: int = 0
@@ -68,10 +81,13 @@ class ServiceConfig:
     log_max_rows_per_file: int = 2_000  # a buffer is written as one file at this size...
     log_flush_interval_s: float = 5.0  # ...or this often; bounds what a SIGKILL loses
     log_compression: str = "zstd"
+    log_row_group_bytes: int = 2 << 20  # Arrow bytes per row group appended to an open file
     # --- outcomes (observation API)
     max_outcomes_per_request: int = 1_000
     outcome_max_future_skew_s: float = 300.0  # occurred_at later than now + this is invalid
-    decision_index_ttl_s: int = 7 * 86_400  # how long outcomes can be attributed via Redis
+    # outcomes are attributable (decision index TTL) for the use case's longest label window
+    # (domain/outcomes.py: fraud 60 d, recommendation 24 h) plus this grace for late delivery
+    decision_index_grace_s: int = 86_400
     decision_index_local_size: int = 200_000  # decisions remembered in process
     # --- fraud pipeline
     fraud_review_score: int = 40               # risk score (0..99) from which payments are reviewed
@@ -131,16 +147,19 @@ class ServiceConfig:
             "redis_max_connections",
             "request_budget_ms",
             "max_message_bytes",
+            "max_concurrent_rpcs",
             "max_num_items",
             "max_string_length",
             "ann_candidates",
             "popular_fallback_candidates",
             "max_items_per_category",
             "max_seen_items",
+            "max_candidates_per_source",
+            "retrieval_max_rounds",
             "log_queue_size",
             "log_max_rows_per_file",
+            "log_row_group_bytes",
             "max_outcomes_per_request",
-            "decision_index_ttl_s",
             "decision_index_local_size",
         ]
         for name in positive:
@@ -158,6 +177,14 @@ class ServiceConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.exploration_share < 1.0:
             raise ConfigError(f"exploration_share must be in [0, 1), got {self.exploration_share}")
+        if self.max_concurrent_streams_per_connection < 0:
+            raise ConfigError(
+                f"max_concurrent_streams_per_connection must be >= 0 (0 = no limit), "
+                f"got {self.max_concurrent_streams_per_connection}"
+            )
+        for name in ("max_connection_age_s", "max_connection_age_grace_s"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
         if self.model_reload_interval_s < 0:
             raise ConfigError(f"model_reload_interval_s must be >= 0, got {self.model_reload_interval_s}")
         if self.log_flush_interval_s <= 0:
@@ -175,6 +202,8 @@ class ServiceConfig:
             raise ConfigError(
                 f"fraud_degraded_fallback must be 'review' or 'open', got {self.fraud_degraded_fallback!r}"
             )
+        if self.decision_index_grace_s < 0:
+            raise ConfigError(f"decision_index_grace_s must be >= 0, got {self.decision_index_grace_s}")
         for name in ("fraud_max_velocity_events", "fraud_record_ttl_s", "fraud_max_user_txn_10m"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

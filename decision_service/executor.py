@@ -5,7 +5,11 @@ Stages contain only their logic; every "what if it fails or is late" decision is
   a source     failed      -> skipped, flagged
   a filter     failed      -> skipped and flagged if ``fail_open``, else the request fails
   hydration    late/failed -> declared defaults (status UNAVAILABLE), flagged
+  filters      left fewer than num_items -> refill rounds: the sources retrieve deeper
+                           (``state.depth_factor``), only the new candidates are filtered and
+                           hydrated, up to the pipeline's ``retrieval_max_rounds`` within the deadline
   scoring      impossible  -> retrieval order, flagged
+  selection    fewer than num_items eligible -> the shorter list, flagged ``selection:short_list``
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class RecommendationExecutor:
         telemetry: Telemetry | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._max_rounds = max(1, pipeline.retrieval_max_rounds)
         self._artifacts = artifacts
         self._telemetry = telemetry or Telemetry.disabled()
         self._book = StageBook(USE_CASE, self._telemetry)
@@ -87,33 +92,84 @@ class RecommendationExecutor:
         with self._book.timed(state.stage_ms, p.user_state.name):
             state.user = await self._load_user(state, deadline)
 
-        for source in p.sources:
-            with self._book.timed(state.stage_ms, source.name):
-                try:
-                    batch = source.retrieve(state)
-                except Exception as exc:  # noqa: BLE001 - a source may fail; others still serve
-                    self._book.degrade(state.degraded, "candidates", f"{source.name}_failed", exc)
-                    continue
-                state.candidates = Candidates.merge([state.candidates, batch])
-
-        for f in p.filters:
-            self._apply_filter(state, f)
-
-        with self._book.timed(state.stage_ms, p.hydrator.name):
-            state.features = await self._hydrate(state, deadline)
-
-        for f in p.post_filters:
-            self._apply_filter(state, f)
+        retrieved = await self._round(state, deadline, state.stage_ms, np.empty(0, np.int64))
+        await self._refill(state, deadline, retrieved)
 
         with self._book.timed(state.stage_ms, p.scorer.name):
             state.scores = self._score(state)
 
         with self._book.timed(state.stage_ms, p.selector.name):
             state.selected = p.selector.select(state, state.scores)
+        if len(state.selected) < request.num_items:
+            self._book.degrade(state.degraded, "selection", "short_list")
 
         decision = self._decision(state)
-        self._book.run_side_effects(p.side_effects, state, decision)
+        await self._book.run_side_effects(p.side_effects, state, decision)
         return decision
+
+    # ---------------------------------------------------------------- retrieval rounds
+
+    async def _round(
+        self, state: RecommendationState, deadline: float, stage_ms: dict[str, float], retrieved: np.ndarray
+    ) -> np.ndarray:
+        """One retrieval round: sources, filters, hydration and post-filters of the candidates
+        not ``retrieved`` by an earlier round; they are appended to the state's candidates.
+
+        Contract: returns every row retrieved so far (``retrieved`` + this round's).
+        """
+        p = self._pipeline
+        first = state.features is None
+        kept, kept_features = state.candidates, state.features
+        batch = Candidates.empty()
+        for source in p.sources:
+            with self._book.timed(stage_ms, source.name):
+                try:
+                    more = source.retrieve(state)
+                except Exception as exc:  # noqa: BLE001 - a source may fail; others still serve
+                    self._book.degrade(state.degraded, "candidates", f"{source.name}_failed", exc)
+                    continue
+                batch = Candidates.merge([batch, more])
+        if len(retrieved):
+            batch = batch.take(~np.isin(batch.rows, retrieved))
+        retrieved = np.concatenate([retrieved, batch.rows])
+
+        state.candidates, state.features = batch, None
+        for f in p.filters:
+            self._apply_filter(state, f, stage_ms)
+        if first or len(state.candidates):  # the first round always reads the user's row
+            with self._book.timed(stage_ms, p.hydrator.name):
+                state.features = await self._hydrate(state, deadline)
+            for f in p.post_filters:
+                self._apply_filter(state, f, stage_ms)
+        if not first:
+            if state.features is not None and kept_features is not None:
+                state.features = kept_features.extend(state.features)
+            else:
+                state.features = kept_features
+            state.candidates = Candidates.merge([kept, state.candidates])
+        return retrieved
+
+    async def _refill(self, state: RecommendationState, deadline: float, retrieved: np.ndarray) -> None:
+        """Retrieves deeper while the filters left fewer than num_items candidates.
+
+        Each round multiplies the sources' depth by the shortfall ratio (at least 2, at most
+        16): filters that removed most candidates get a proportionally deeper next round.
+        Stops at ``max_rounds`` rounds, at the deadline, or when no source has new rows.
+        """
+        want = state.request.num_items
+        loop = asyncio.get_running_loop()
+        for _ in range(self._max_rounds - 1):
+            have = len(state.candidates)
+            if have >= want or loop.time() >= deadline:
+                return
+            state.depth_factor *= float(np.clip(want / max(have, 1), 2.0, 16.0))
+            stage_ms: dict[str, float] = {}
+            before = len(retrieved)
+            retrieved = await self._round(state, deadline, stage_ms, retrieved)
+            for name, ms in stage_ms.items():
+                state.stage_ms[name] = state.stage_ms.get(name, 0.0) + ms
+            if len(retrieved) == before:  # every source is exhausted (or capped)
+                return
 
     # ---------------------------------------------------------------- stage wrappers
 
@@ -135,8 +191,8 @@ class RecommendationExecutor:
             self._book.degrade(state.degraded, "user_context", reason)
         return user
 
-    def _apply_filter(self, state: RecommendationState, f: Filter) -> None:
-        with self._book.timed(state.stage_ms, f.name):
+    def _apply_filter(self, state: RecommendationState, f: Filter, stage_ms: dict[str, float]) -> None:
+        with self._book.timed(stage_ms, f.name):
             try:
                 keep = f.keep(state)
             except Exception as exc:
@@ -145,7 +201,7 @@ class RecommendationExecutor:
                 self._book.degrade(state.degraded, "filters", f"{f.name}_failed", exc)
                 return
             removed = len(keep) - int(np.count_nonzero(keep))
-            state.removed[f.name] = removed
+            state.removed[f.name] = state.removed.get(f.name, 0) + removed
             if removed:
                 state.candidates = state.candidates.take(keep)
                 if state.features is not None:
@@ -168,6 +224,12 @@ class RecommendationExecutor:
         missing = n_items - features.items.n_present
         if n_items and missing == n_items:
             self._book.degrade(state.degraded, "features", "items_missing")
+        if np.any(features.items.status == FeatureStatus.INVALID):
+            self._book.degrade(state.degraded, "features", "items_invalid")
+        bad = ~np.isfinite(features.cross)
+        if bad.any():  # on-demand arithmetic overflowed: the declared defaults, never NaN / inf
+            features.cross[bad] = np.broadcast_to(USER_ITEM.defaults, features.cross.shape)[bad]
+            self._book.degrade(state.degraded, "features", f"{USER_ITEM.name}_invalid")
         return features
 
     def _unavailable_features(self, state: RecommendationState) -> HydratedFeatures:
@@ -227,7 +289,7 @@ class RecommendationExecutor:
             model_version=state.artifacts.version,
             decided_at_ms=now,
             items=items,
-            degraded=state.degraded,
+            degraded=list(dict.fromkeys(state.degraded)),  # a refill round may flag the same again
             stage_ms=dict(state.stage_ms),
         )
 

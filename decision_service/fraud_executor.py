@@ -6,7 +6,9 @@ Stages contain only their logic; every "what if it fails or is late" decision is
   record      exists, same payload      -> the recorded decision, answered again
               exists, different payload -> AlreadyExists (the request fails)
   features    failed      -> the request fails (a bug, not an outage)
-  neighbours  failed      -> declared defaults, flagged
+  values      non-finite  -> declared defaults, flagged ``features:{group}_invalid`` (stored
+                             profiles: INVALID status, logged; the model row: every column)
+  neighbours  failed      -> declared defaults, flagged (``invalid_query`` for a non-finite one)
   scoring     failed      -> no score: rules + fallback, flagged
   policy      failed      -> the request fails (never guess a verdict)
   commit      late/failed -> the answer stands, flagged (a retry may be scored again)
@@ -16,10 +18,11 @@ Stages contain only their logic; every "what if it fails or is late" decision is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from decision_service.config import ServiceConfig
+from decision_service.domain.features import FeatureStatus
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
 from decision_service.errors import AlreadyExists
 from decision_service.executor import new_decision_id
@@ -32,6 +35,7 @@ from decision_service.pipelines.fraud import FraudPipeline, fraud_pipeline, poli
 from decision_service.stage_book import StageBook, store_failure
 from decision_service.stages.fraud.base import FraudState
 from decision_service.stages.fraud.commit import decode_record, encode_record
+from decision_service.stages.fraud.neighbour_rate import InvalidNeighbourQuery
 from decision_service.telemetry import Telemetry
 
 
@@ -86,11 +90,17 @@ class FraudExecutor:
         if state.context is not None and state.context.previous_record is not None:
             return self._replay(state, state.context.previous_record, fingerprint)
 
+        self._flag_invalid_profiles(state)
         with self._book.timed(state.stage_ms, p.features.name):
             state.row = p.features.build(state)
+            # no NaN / inf reaches the neighbour query or the model: declared defaults, flagged
+            for group in state.artifacts.assembler.replace_non_finite(state.row):
+                self._book.degrade(state.degraded, "features", f"{group}_invalid")
         with self._book.timed(state.stage_ms, p.neighbours.name):
             try:
                 p.neighbours.fill(state, state.row)
+            except InvalidNeighbourQuery as exc:
+                self._book.degrade(state.degraded, "neighbours", "invalid_query", exc)
             except Exception as exc:  # noqa: BLE001 - defaults are declared for this
                 self._book.degrade(state.degraded, "neighbours", "index_error", exc)
         with self._book.timed(state.stage_ms, p.scorer.name):
@@ -104,29 +114,39 @@ class FraudExecutor:
         decision = self._decision(state)
         if state.context is None:
             self._book.degrade(state.degraded, "commit", "skipped_store_unavailable")
-            return self._finish(state, decision)
+            return await self._finish(state, decision)
         with self._book.timed(state.stage_ms, p.committer.name):
             try:
                 async with asyncio.timeout_at(deadline):
                     previous = await p.committer.commit(state, encode_record(fingerprint, decision))
             except TimeoutError as exc:
                 self._book.degrade(state.degraded, "commit", "deadline_exceeded", exc)
-                return self._finish(state, decision)
+                return await self._finish(state, decision)
             except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
                 self._book.degrade(state.degraded, "commit", store_failure(exc), exc)
-                return self._finish(state, decision)
+                return await self._finish(state, decision)
         if previous is not None:  # a concurrent call with this id recorded first
             return self._replay(state, previous, fingerprint)
-        return self._finish(state, decision)
+        return await self._finish(state, decision)
 
     def model_version(self) -> str:
         """The fraud model version new requests are served with."""
         return self._artifacts().version
 
-    def _finish(self, state: FraudState, decision: FraudDecision) -> FraudDecision:
-        """Runs the side effects of a fresh verdict (a replayed one was logged the first time)."""
-        self._book.run_side_effects(self._side_effects, state, decision)
+    async def _finish(self, state: FraudState, decision: FraudDecision) -> FraudDecision:
+        """Runs the side effects of a fresh verdict (a replayed one was logged and indexed the
+        first time); the decision index write completes before the answer is returned."""
+        await self._book.run_side_effects(self._side_effects, state, decision)
         return decision
+
+    def _flag_invalid_profiles(self, state: FraudState) -> None:
+        """Names each stored profile served as defaults because its value was INVALID
+        (wrong layout or a non-finite value, see online_store.decode)."""
+        if state.context is None:
+            return
+        for values in (state.context.user, state.context.merchant, state.context.device):
+            if int(values.status[0]) == FeatureStatus.INVALID:
+                self._book.degrade(state.degraded, "features", f"{values.group}_invalid")
 
     async def _load_context(self, state: FraudState, deadline: float):  # type: ignore[no-untyped-def]
         try:
@@ -180,8 +200,9 @@ class FraudExecutor:
 class FraudSideEffect(Protocol):
     name: str
 
-    def apply(self, state: FraudState, decision: FraudDecision) -> None:
-        """Contract: returns at once (enqueue only); never blocks or changes the answer."""
+    def apply(self, state: FraudState, decision: FraudDecision) -> Awaitable[None] | None:
+        """Contract: returns at once (enqueue only) and never changes the verdict; it may
+        return an awaitable that the executor awaits before answering (see StageBook)."""
         ...
 
 

@@ -54,11 +54,22 @@ class StageBook:
             stage_ms[name] = ms
             self.telemetry.stage_done(self.use_case, name, ms)
 
-    def run_side_effects(self, effects: Iterable[Any], state: Any, decision: Any) -> None:
-        """Runs each side effect; a failing one is counted and logged, never raised."""
+    async def run_side_effects(self, effects: Iterable[Any], state: Any, decision: Any) -> None:
+        """Runs each side effect in order; a failing one is counted and logged, never raised.
+
+        An effect's ``apply`` may return an awaitable (a write the answer's guarantees depend
+        on, e.g. the decision index): it is awaited here, before the next effect and before
+        the answer is sent; if it fails, the answer is flagged ``{effect name}:{store
+        failure}`` in ``decision.degraded`` (so the decision log records it too)."""
         for effect in effects:
             try:
-                effect.apply(state, decision)
+                pending = effect.apply(state, decision)
+                if pending is not None:
+                    try:
+                        await pending
+                    except Exception as exc:  # noqa: BLE001 - flagged, never raised
+                        self.degrade(decision.degraded, effect.name, store_failure(exc.__cause__ or exc), exc)
+                        continue
             except Exception as exc:  # noqa: BLE001 - a side effect never fails the answer
                 key = ("side_effects", f"{effect.name}_failed")
                 self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1

@@ -68,8 +68,12 @@ def append_snapshot(
     )
     name = f"part-{event_ms:013d}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = out_dir / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out_dir / name)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, out_dir / name)
+    except BaseException:  # disk full, interrupted: leave no partial temp behind
+        tmp.unlink(missing_ok=True)
+        raise
     return out_dir / name
 
 

@@ -284,8 +284,12 @@ def _write_atomic(table: pa.Table, out: str | Path) -> str:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, out)
+    except BaseException:  # disk full, interrupted: leave no partial temp behind
+        tmp.unlink(missing_ok=True)
+        raise
     return str(out)
 
 

@@ -15,8 +15,9 @@ from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.recommendation_log import RecommendationLogRecord
 from decision_service.decision_log.writer import LogWriterConfig, ParquetLogWriter
 from decision_service.domain.outcomes import Effect
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.fraud_executor import FraudSideEffect
-from decision_service.outcomes.decision_index import DecisionIndex
+from decision_service.outcomes.decision_index import DecisionIndex, ttls_from_label_windows
 from decision_service.outcomes.fraud_effects import mark_confirmed_fraud
 from decision_service.outcomes.recorder import OutcomeRecorder
 from decision_service.stages.base import SideEffect
@@ -48,8 +49,17 @@ class Collect:
         return [(label, w) for label, w in labelled if w is not None]
 
     @classmethod
-    def build(cls, config: ServiceConfig, client: aioredis.Redis) -> Collect:
-        index = DecisionIndex(client, config.decision_index_ttl_s, config.decision_index_local_size)
+    def build(
+        cls, config: ServiceConfig, client: aioredis.Redis, writes: MultiplexedRedis | None = None
+    ) -> Collect:
+        """``writes``: the request path's multiplexed connection, for the decision index write
+        every answer waits for (redis-py ``client`` when None)."""
+        index = DecisionIndex(
+            client,
+            ttls_from_label_windows(config.decision_index_grace_s),
+            config.decision_index_local_size,
+            writes,
+        )
         if not config.log_enabled:
             log.warning("decision and outcome logging is OFF (DS_LOG_ENABLED=false)")
             return cls(None, None, None, index, None)
@@ -58,6 +68,7 @@ class Collect:
             max_rows_per_file=config.log_max_rows_per_file,
             flush_interval_s=config.log_flush_interval_s,
             compression=config.log_compression,
+            row_group_bytes=config.log_row_group_bytes,
         )
         decisions = ParquetLogWriter(
             config.log_root,
@@ -103,11 +114,10 @@ class Collect:
         for writer in self.writers:
             writer.start()
             log.info("writing the %s log under %s", writer.name, writer.root)
-        self.index.start()
 
     async def stop(self) -> None:
-        """Flushes everything: the decision index to Redis, every buffered record to Parquet."""
-        await self.index.stop()
+        """Flushes every buffered record to Parquet (the decision index has nothing pending:
+        each entry is written before its answer)."""
         for writer in self.writers:
             if writer is not None:
                 await asyncio.to_thread(writer.close)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
 
-from decision_service.domain.recommendation import Degradation
+from decision_service.domain.recommendation import Degradation, RequestContext
 
 
 class FraudAction(IntEnum):
@@ -42,8 +42,28 @@ class Transaction:
 
 @dataclass(frozen=True)
 class FraudCheckRequest:
+    """A validated fraud check.
+
+    ``received_at_ms`` is the SERVER's clock when the request was validated. It, not the
+    client's ``transaction.occurred_at_ms``, anchors every window the service keeps (the
+    velocity windows read, the time a payment is counted at and trimmed from them, the
+    user-device "last used" time), so a client clock that is off within the allowed skew
+    (or a payment stamped in the past) never moves a window. ``occurred_at_ms`` is validated,
+    logged as sent, and feeds only the hour-of-day feature (when the customer paid, as in
+    training). Not part of the transaction's fingerprint: a retry arrives later and is still
+    the same payment.
+    """
+
     request_id: str
     transaction: Transaction
+    received_at_ms: int = 0
+    context: RequestContext = RequestContext()  # validated like the recommendation context
+
+    @property
+    def counted_at_ms(self) -> int:
+        """The time this payment is counted at in velocity windows: the server's receive time
+        (the client's ``occurred_at`` when no receive time was set, as offline replays do)."""
+        return self.received_at_ms or self.transaction.occurred_at_ms
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,25 @@ class RowAssembler:
         unplaced = [c for c in self.columns if c not in placed]
         if unplaced:
             raise UnservableFeatures("no input group provides: " + ", ".join(unplaced))
+        by_column = REGISTRY.features_by_column
+        self._defaults = np.array([by_column[c].default for c in self.columns], np.float32)
+        self._group_of = np.empty(len(self.columns), dtype=object)
+        for name, pos, _ in self._parts:
+            self._group_of[pos] = name
+
+    def replace_non_finite(self, row: np.ndarray) -> list[str]:
+        """Replaces every NaN / inf of ``row`` ([n, len(columns)]) in place by its column's
+        declared default; returns the names of the groups that held one (sorted, unique).
+
+        Contract: the model never sees a non-finite value, whichever path produced it
+        (a stored profile, velocity events, request-time arithmetic that overflowed).
+        """
+        bad = ~np.isfinite(row)
+        if not bad.any():
+            return []
+        cols = np.flatnonzero(bad.any(axis=0))
+        row[bad] = np.broadcast_to(self._defaults, row.shape)[bad]
+        return sorted({str(self._group_of[c]) for c in cols})
 
     @property
     def groups(self) -> list[str]:

@@ -2,8 +2,12 @@
 
 Keys (besides the packed profile vectors of features/online_store.py):
   ``vel:{user|device}:{id}``  sorted set of the party's recent payments, member
-                              ``{transaction id}|{amount EUR}``, score = occurred_at ms
+                              ``{transaction id}|{amount EUR}``, score = the SERVER's receive
+                              time ms (never the client's ``occurred_at``: a client clock that is
+                              off, within the allowed skew, must not move a window; offline
+                              materialization writes historical payments at their own times)
   ``udev:{user id}``          sorted set of devices the user has paid from, score = last use ms
+                              (server receive time)
   ``block:{device|ip|instrument}``  block-list sets (operators add entries live)
   ``fraud:txn:{transaction id}``    the decision record (idempotency), JSON, with a TTL
 
@@ -26,6 +30,7 @@ import numpy as np
 import redis
 
 from decision_service.domain.features import GroupValues
+from decision_service.domain.identifiers import canonical_block_value
 from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT, VELOCITY_WINDOWS
 from decision_service.features.online_store import decode, feature_keys, now_ms
 from decision_service.features.redis_mux import MultiplexedRedis
@@ -118,17 +123,19 @@ class FraudStore:
         device_id: str,
         ip_address: str,
         instrument_id: str,
-        occurred_ms: int,
+        at_ms: int,
     ) -> StoredContext:
+        """Everything about the payment's parties; velocity events within MAX_WINDOW_MS up to
+        ``at_ms`` (the server's receive time of the request)."""
         keys = (
             feature_keys(FRAUD_USER, [user_id])
             + feature_keys(MERCHANT, [merchant_id])
             + feature_keys(DEVICE, [device_id or "-"])
         )
-        since = occurred_ms - MAX_WINDOW_MS
+        since = at_ms - MAX_WINDOW_MS
         # Newest first: when a party has more events than we read, the oldest are dropped,
         # never the recent ones the short-window limits depend on.
-        window = (occurred_ms, since, "WITHSCORES", "LIMIT", 0, self._max_events)
+        window = (at_ms, since, "WITHSCORES", "LIMIT", 0, self._max_events)
         commands: list[tuple] = [
             ("MGET", *keys),
             ("ZREVRANGEBYSCORE", velocity_key("user", user_id), *window),
@@ -145,12 +152,12 @@ class FraudStore:
         at = now_ms()
         profiles = replies[0]
         own = transaction_id.encode()
-        user_events = _events(replies[1], own, occurred_ms)
+        user_events = _events(replies[1], own, at_ms)
         i = 2
         device_events = (np.empty(0, np.int64), np.empty(0, np.float64))
         device_known = False
         if device_id:
-            device_events = _events(replies[2], own, occurred_ms)
+            device_events = _events(replies[2], own, at_ms)
             device_known = replies[3] is not None
             i = 4
         blocked = frozenset(
@@ -173,10 +180,11 @@ class FraudStore:
         user_id: str,
         device_id: str,
         amount_eur: float,
-        occurred_ms: int,
+        at_ms: int,
         record: bytes,
     ) -> bytes | None:
-        """Stores ``record`` and counts the payment, unless the id has a record already.
+        """Stores ``record`` and counts the payment at ``at_ms`` (the server's receive time,
+        the instant its windows were read at), unless the id has a record already.
 
         Contract: returns None when this call stored it, else the existing record (the
         caller answers with that one). Atomic (a Lua script).
@@ -191,8 +199,8 @@ class FraudStore:
             record,
             self._record_ttl_ms,
             velocity_member(transaction_id, amount_eur),
-            occurred_ms,
-            occurred_ms - MAX_WINDOW_MS,
+            at_ms,
+            at_ms - MAX_WINDOW_MS,
             MAX_WINDOW_MS + 3_600_000,
             device_id,
             USER_DEVICES_TTL_MS,
@@ -246,7 +254,18 @@ def write_user_devices(
     return len(user_ids)
 
 
-def add_to_block_list(client: redis.Redis, kind: str, *values: str) -> None:
+def add_to_block_list(client: redis.Redis, kind: str, *values: str) -> list[str]:
+    """Adds values to a block list in their canonical form (domain/identifiers.py), the form
+    request validation gives the value the online check compares: ``::ffff:203.0.113.9`` is
+    stored as ``203.0.113.9``. Returns the stored values. Writers must go through here (a raw
+    ``SADD`` of another spelling would never match).
+
+    On failure: ValueError (unknown list; IdentifierError for a value that cannot be one),
+    before anything is written.
+    """
     if kind not in BLOCK_KINDS:
         raise ValueError(f"unknown block list {kind!r}; known: {', '.join(BLOCK_KINDS)}")
-    client.sadd(block_key(kind), *values)
+    canonical = [canonical_block_value(kind, v) for v in values]
+    if canonical:
+        client.sadd(block_key(kind), *canonical)
+    return canonical

@@ -58,7 +58,12 @@ def encode(group: FeatureGroup, values: np.ndarray, event_ms: int | np.ndarray) 
 
 
 def decode(group: FeatureGroup, raw: Sequence[bytes | None], at_ms: int | None = None) -> GroupValues:
-    """Unpacks MGET results; missing, stale and malformed values become declared defaults."""
+    """Unpacks MGET results; missing, stale and malformed values become declared defaults.
+
+    Contract: the one decode of every stored feature group (recommendation and fraud read
+    paths alike). A row with any non-finite value (NaN, +-inf) is INVALID: the whole row
+    is served as the declared defaults, never the poisoned value.
+    """
     at_ms = now_ms() if at_ms is None else at_ms
     n = len(raw)
     values = np.tile(group.defaults, (n, 1))
@@ -80,10 +85,12 @@ def decode(group: FeatureGroup, raw: Sequence[bytes | None], at_ms: int | None =
         joined = b"".join([raw[i] for i in ok])  # type: ignore[misc]
     if len(rows):
         rec = np.frombuffer(joined, dtype=_record_dtype(group.width))
-        fresh = (at_ms - rec["ts"]) <= group.max_age_s * 1000.0
+        finite = np.isfinite(rec["v"]).all(axis=1)
+        fresh = finite & ((at_ms - rec["ts"]) <= group.max_age_s * 1000.0)
         values[rows[fresh]] = rec["v"][fresh]
         status[rows[fresh]] = FeatureStatus.PRESENT
-        status[rows[~fresh]] = FeatureStatus.STALE
+        status[rows[finite & ~fresh]] = FeatureStatus.STALE
+        status[rows[~finite]] = FeatureStatus.INVALID
     return GroupValues(group.name, values, status)
 
 

@@ -110,6 +110,11 @@ class OnDemandGroup:
     def columns(self) -> list[str]:
         return [col for f in self.features for col in f.column_names()]
 
+    @cached_property
+    def defaults(self) -> np.ndarray:
+        """Declared defaults per column (served in place of a non-finite computed value)."""
+        return np.array([f.default for f in self.features for _ in range(f.size)], dtype=np.float32)
+
 
 @dataclass(frozen=True)
 class FeatureRegistry:

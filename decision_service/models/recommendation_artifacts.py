@@ -10,6 +10,7 @@ Files of a recommendation version (see models/registry.py for the layout):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,27 @@ class ItemCatalog:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @cached_property
+    def popular_order(self) -> np.ndarray:
+        """Every row, most popular first (int64). Built once per catalog, never per request."""
+        return np.argsort(-self.popularity, kind="stable").astype(np.int64)
+
+    @cached_property
+    def popular_by_category(self) -> dict[int, np.ndarray]:
+        """Category -> its rows, most popular first: a popular list within an allow-list."""
+        order = self.popular_order
+        ordered = self.categories[order]
+        return {int(c): order[ordered == c] for c in np.unique(self.categories).tolist()}
+
+    @cached_property
+    def category_counts(self) -> np.ndarray:
+        """int64 [len(CATEGORIES)]: items per category (what share an allow-list keeps)."""
+        return np.bincount(self.categories.astype(np.int64), minlength=len(CATEGORIES))
+
+    def warm(self) -> None:
+        """Builds the per-catalog indexes now (at load), not on the first request."""
+        _ = self.popular_by_category, self.category_counts
 
     def most_popular(self, n: int) -> np.ndarray:
         """Rows of the ``n`` most popular items, most popular first."""
@@ -96,6 +118,10 @@ class RecommendationArtifacts:
             raise RegistryError(f"{where}: the index holds ids outside the catalog's {n} rows")
         if catalog.categories.min(initial=0) < 0 or catalog.categories.max(initial=0) >= len(CATEGORIES):
             raise RegistryError(f"{where}: item categories outside the registry taxonomy")
+        if not np.isfinite(embeddings).all() or not np.isfinite(catalog.popularity).all():
+            # a NaN item vector poisons its cross features; a NaN popularity, the popular order
+            raise RegistryError(f"{where}: item embeddings or popularity hold non-finite values")
+        catalog.warm()
         warnings = []
         trained_on = version.manifest.get("feature_registry_version")
         if trained_on and trained_on != REGISTRY.version:

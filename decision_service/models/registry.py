@@ -145,5 +145,9 @@ def _sha256(path: Path) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted: leave no partial temp behind
+        tmp.unlink(missing_ok=True)
+        raise

@@ -133,8 +133,12 @@ def compile_model(model_file: Path) -> CompiledPredictor:
             compiled.compile(cache=str(cache))
         else:
             tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            compiled.compile(cache=str(tmp))  # writes tmp, then loads it
-            os.replace(tmp, cache)
+            try:
+                compiled.compile(cache=str(tmp))  # writes tmp, then loads it
+                os.replace(tmp, cache)
+            except BaseException:  # disk full, interrupted: leave no partial temp behind
+                tmp.unlink(missing_ok=True)
+                raise
     return CompiledPredictor(compiled, cache)
 
 

@@ -1,68 +1,106 @@
-"""Remembers recently served decisions so outcomes can be attributed to a user.
+"""Remembers served decisions so outcomes can be attributed to a user, on any replica.
 
 Two tiers: a bounded in-process LRU (this replica's latest decisions, no I/O) and Redis
 (``dec:{decision id}`` -> small JSON, with a TTL), so an outcome that reaches another replica
-is still attributed. Redis writes are batched by a background task: the request path only
-appends to a deque.
+is still attributed.
+
+Contract:
+  * ``remember`` completes the Redis write before it returns, and the executors await it
+    before the answer is sent: from the moment GetDecision has answered, every replica can
+    attribute the decision (no write-behind batch that a fast outcome can overtake).
+  * the Redis TTL of an entry is its use case's longest label window
+    (``domain.outcomes.attribution_window_s``) plus ``grace_s`` for late delivery, so an
+    outcome is attributable for at least as long as training can count it.
+  * ``lookup`` raises DecisionIndexUnavailable (UNAVAILABLE, retryable) when Redis must be
+    read and cannot be: "unknown" is only answered when Redis said so.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 
-from decision_service.domain.outcomes import DecisionRef
+from decision_service.domain.outcomes import USE_CASES, DecisionRef, attribution_window_s
+from decision_service.errors import NotReady
+from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+
+class DecisionIndexUnavailable(NotReady):
+    """Redis could not be read or written for the decision index (UNAVAILABLE: retry)."""
 
 
 def _key(decision_id: str) -> str:
     return f"dec:{decision_id}"
 
 
+def ttls_from_label_windows(grace_s: int) -> dict[str, int]:
+    """Per use case: its longest label window plus ``grace_s`` (seconds)."""
+    return {use_case: attribution_window_s(use_case) + grace_s for use_case in USE_CASES}
+
+
 class DecisionIndex:
     def __init__(
         self,
         client: aioredis.Redis,
-        ttl_s: int,
+        ttl_s: Mapping[str, int],
         local_capacity: int,
-        flush_interval_ms: int = 20,
-        max_pending: int = 50_000,
+        writes: MultiplexedRedis | None = None,
     ) -> None:
+        """``ttl_s``: Redis TTL per use case (see ttls_from_label_windows); ``writes``: the
+        multiplexed connection used on the request path (redis-py ``client`` when None)."""
+        missing = [u for u in USE_CASES if u not in ttl_s]
+        if missing:
+            raise ValueError(f"decision index: no TTL for use case(s) {', '.join(missing)}")
+        windows = {u: attribution_window_s(u) for u in USE_CASES}
+        short = [f"{u} {ttl_s[u]} s < {windows[u]} s" for u in USE_CASES if ttl_s[u] < windows[u]]
+        if short:
+            raise ValueError("decision index TTL shorter than the label window: " + "; ".join(short))
         self._redis = client
-        self._ttl_s = ttl_s
+        self._writes = writes
+        self._ttl_s = dict(ttl_s)
         self._capacity = local_capacity
-        self._flush_s = flush_interval_ms / 1000.0
         self._local: OrderedDict[str, DecisionRef] = OrderedDict()
-        self._pending: deque[DecisionRef] = deque(maxlen=max_pending)
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.write_errors = 0
         self.lookup_errors = 0
-        self.dropped = 0
         self._warn = RateLimitedLog()
 
-    def remember(self, ref: DecisionRef) -> None:
-        """Non-blocking: local LRU now, Redis on the next batch."""
+    def ttl_s(self, use_case: str) -> int:
+        return self._ttl_s[use_case]
+
+    async def remember(self, ref: DecisionRef) -> None:
+        """Local LRU now, then one SET with a TTL, awaited.
+
+        On failure: the local tier still has it (outcomes reaching this replica are
+        attributed); ``write_errors`` counts it and DecisionIndexUnavailable is raised, so
+        the caller can flag the answer."""
         self._local[ref.decision_id] = ref
         if len(self._local) > self._capacity:
             self._local.popitem(last=False)
-        if len(self._pending) == self._pending.maxlen:
-            self.dropped += 1  # deque drops the oldest; the local tier still has it
-        self._pending.append(ref)
+        args = ("SET", _key(ref.decision_id), _encode(ref), "EX", self._ttl_s[ref.use_case])
+        try:
+            if self._writes is not None:
+                await self._writes.execute(*args)
+            else:
+                await self._redis.execute_command(*args)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as one error type
+            self.write_errors += 1
+            self._warn.warning(
+                "write", f"decision index: Redis write failed ({self.write_errors} times): {exc!r}"
+            )
+            raise DecisionIndexUnavailable("decision index: Redis write failed") from exc
 
     async def lookup(self, decision_ids: Sequence[str]) -> dict[str, DecisionRef | None]:
         """Every id mapped to its ref, or None when neither tier knows it.
 
-        On failure: when Redis cannot be read, the in-process hits are still returned, the
-        rest are None, and ``lookup_errors`` counts it.
-        """
+        On failure: DecisionIndexUnavailable when an id is not in the local tier and Redis
+        cannot be read (``lookup_errors`` counts it); nothing is guessed."""
         found: dict[str, DecisionRef | None] = {}
         missing = []
         for decision_id in dict.fromkeys(decision_ids):
@@ -73,56 +111,22 @@ class DecisionIndex:
         if missing:
             try:
                 raw = await self._redis.mget([_key(d) for d in missing])
-            except Exception as exc:  # noqa: BLE001 - unattributed outcomes are still logged
+            except Exception as exc:  # noqa: BLE001 - the caller answers UNAVAILABLE
                 self.lookup_errors += 1
                 self._warn.warning("lookup", f"decision index: Redis lookup failed: {exc!r}")
-                return found
+                raise DecisionIndexUnavailable(
+                    "the decision index (Redis) is unavailable; nothing was recorded, retry"
+                ) from exc
             for decision_id, value in zip(missing, raw, strict=True):
                 found[decision_id] = _decode(decision_id, value) if value else None
         return found
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._flush_loop())
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Ends the flush loop, then writes what is pending.
-
-        The loop is asked to stop, not cancelled: a cancellation that lands inside redis-py's
-        pipeline can be swallowed there, and awaiting the task then hung shutdown for good
-        (seen under load in the SIGTERM test). It ends within one interval plus one write,
-        which the Redis socket timeout bounds; ``timeout_s`` is a last guard."""
-        if self._task is not None:
-            self._stopping = True
-            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-            if not done:
-                self._task.cancel()
-            self._task = None
-        await self.flush()
-
-    async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch = list(self._pending)
-        self._pending.clear()
-        pipe = self._redis.pipeline(transaction=False)
-        for ref in batch:
-            pipe.set(_key(ref.decision_id), _encode(ref), ex=self._ttl_s)
-        try:
-            await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - outcomes still work on this replica (LRU)
-            self.write_errors += 1
-            self._warn.warning(
-                "write", f"decision index: Redis write failed ({self.write_errors} times): {exc!r}"
-            )
-
-    async def _flush_loop(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self._flush_s)
-            await self.flush()
-
 
 def _encode(ref: DecisionRef) -> str:
-    return json.dumps([ref.use_case, ref.user_id, ref.decided_at_ms, list(ref.entities)])
+    return json.dumps(
+        [ref.use_case, ref.user_id, ref.decided_at_ms, [list(e) for e in ref.entities if e[1]]],
+        separators=(",", ":"),
+    )
 
 
 def _decode(decision_id: str, raw: bytes) -> DecisionRef | None:

@@ -1,9 +1,17 @@
 """How a confirmed fraud (chargeback, analyst verdict) changes the online state at once.
 
 * the user's and the device's ``*_chargebacks_90d`` profile features go up by one, in place
-  in their packed vectors (an atomic Lua read-modify-write; a missing profile is created
-  from the declared defaults first), so the very next check of that user or device sees it;
+  in their packed vectors (a missing profile is created from the declared defaults first),
+  so the very next check of that user or device sees it;
 * the payment instrument joins the block list, so it is declined by rule from then on.
+
+Once per payment: offline (offline/fraud_features.py) a payment counts as one chargeback
+whatever arrives for it, so online the effect is applied once per transaction (per decision
+when the transaction id is unknown), whatever is duplicated, retried or confirmed again (a
+chargeback then an analyst's ``confirmed_fraud``). One Lua script, atomic: it sets a marker
+``fx:fraud_confirmed:{transaction id}`` (SET NX, TTL = the decision index TTL of fraud, so it
+outlives every outcome that can still be attributed) and applies the effect only if the
+marker was new. A failure leaves nothing half-applied: marker and effect commit together.
 
 The 90-day window is not aged out online: the next offline materialization recomputes it.
 """
@@ -12,36 +20,66 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from decision_service.domain.outcomes import DecisionRef, Outcome
+from decision_service.domain.outcomes import DecisionRef, Effect, Outcome
 from decision_service.features import online_store
 from decision_service.features.definitions import DEVICE, FRAUD_USER
 from decision_service.features.fraud_store import block_key
 from decision_service.features.registry import FeatureGroup
 
-_BUMP = """
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[3]) end
-local off = tonumber(ARGV[1])
-local raw = redis.call('GETRANGE', KEYS[1], off, off + 3)
-if #raw ~= 4 then return 0 end
-local value = struct.unpack('<f', raw)
-redis.call('SETRANGE', KEYS[1], off, struct.pack('<f', value + tonumber(ARGV[2])))
+# KEYS: marker, user profile, device profile, instrument block list
+# ARGV: marker TTL ms, user offset, user default, device offset ('' = none), device default,
+#       instrument ('' = none)
+_CONFIRM_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local function bump(key, off, default)
+  if redis.call('EXISTS', key) == 0 then redis.call('SET', key, default) end
+  local raw = redis.call('GETRANGE', key, off, off + 3)
+  if #raw == 4 then
+    redis.call('SETRANGE', key, off, struct.pack('<f', struct.unpack('<f', raw) + 1))
+  end
+end
+bump(KEYS[2], tonumber(ARGV[2]), ARGV[3])
+if ARGV[4] ~= '' then bump(KEYS[3], tonumber(ARGV[4]), ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('SADD', KEYS[4], ARGV[6]) end
 return 1
 """
 
 _HEADER_BYTES = 8
 
 
-def _bump(pipe: aioredis.client.Pipeline, group: FeatureGroup, entity_id: str, column: str) -> None:
-    offset = _HEADER_BYTES + 4 * group.slot(column)
-    default = online_store.encode(group, group.defaults[None, :], online_store.now_ms())[0]
-    pipe.eval(_BUMP, 1, online_store.feature_key(group, entity_id), offset, 1, default)
+def marker_key(effect: Effect, subject: str) -> str:
+    """The once-marker of ``effect`` for one payment / decision."""
+    return f"fx:{effect.value}:{subject}"
 
 
-def mark_confirmed_fraud(pipe: aioredis.client.Pipeline, outcome: Outcome, ref: DecisionRef) -> None:
-    """Effect handler for Effect.FRAUD_CONFIRMED (see outcomes/recorder.py)."""
+def _offset(group: FeatureGroup, column: str) -> int:
+    return _HEADER_BYTES + 4 * group.slot(column)
+
+
+def _default(group: FeatureGroup) -> bytes:
+    return online_store.encode(group, group.defaults[None, :], online_store.now_ms())[0]
+
+
+def mark_confirmed_fraud(
+    pipe: aioredis.client.Pipeline, outcome: Outcome, ref: DecisionRef, once_ttl_ms: int
+) -> None:
+    """Effect handler for Effect.FRAUD_CONFIRMED (see outcomes/recorder.py): once per payment."""
     entities = dict(ref.entities)
-    _bump(pipe, FRAUD_USER, ref.user_id, "fu_chargebacks_90d")
-    if entities.get("device_id"):
-        _bump(pipe, DEVICE, entities["device_id"], "d_chargebacks_90d")
-    if entities.get("payment_instrument_id"):
-        pipe.sadd(block_key("instrument"), entities["payment_instrument_id"])
+    subject = entities.get("transaction_id") or ref.decision_id
+    device = entities.get("device_id") or ""
+    instrument = entities.get("payment_instrument_id") or ""
+    keys = [
+        marker_key(Effect.FRAUD_CONFIRMED, subject),
+        online_store.feature_key(FRAUD_USER, ref.user_id),
+        online_store.feature_key(DEVICE, device or "-"),
+        block_key("instrument"),
+    ]
+    args = [
+        once_ttl_ms,
+        _offset(FRAUD_USER, "fu_chargebacks_90d"),
+        _default(FRAUD_USER),
+        _offset(DEVICE, "d_chargebacks_90d") if device else "",
+        _default(DEVICE) if device else "",
+        instrument,
+    ]
+    pipe.eval(_CONFIRM_ONCE, len(keys), *keys, *args)

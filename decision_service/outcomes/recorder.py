@@ -1,9 +1,22 @@
 """RecordOutcome: attribute each outcome to its decision, update online state, log it.
 
-Order matters for freshness: the online-state update (e.g. the clicked item joins the
-user's seen set) is written to Redis before RecordOutcome returns, so the very next
-decision already reflects it. The outcome log is the source of truth for training: an
-outcome is logged even when its decision is unknown (flagged) or Redis is down.
+Order matters, and each step either completes or the call fails with nothing logged:
+  1. attribution: the decision index (local tier, then Redis). Redis unreachable for an id
+     the local tier lacks -> DecisionIndexUnavailable (UNAVAILABLE, retryable).
+  2. effects on online state (e.g. the clicked item joins the user's seen set, a chargeback
+     blocks the card), written to Redis before RecordOutcome returns, so the very next
+     decision already reflects them. Each effect is idempotent per (decision, effect): a
+     duplicate, a retry or a second fraud verdict for one payment changes nothing more
+     (SEEN: a ZADD GT of the item, naturally idempotent; FRAUD_CONFIRMED: a once-marker in
+     the same Lua script as the effect, see fraud_effects.py). Redis failing here ->
+     OutcomeEffectsUnavailable (UNAVAILABLE); what did commit stays, and the retry applies
+     only the rest (markers), so nothing is applied twice or half.
+  3. the outcome log (the source of truth for training), only after 1 and 2 succeeded: a
+     call answered UNAVAILABLE logged nothing. The log is at least once: a client retrying a
+     call whose OK it never received logs that outcome again; the offline joins aggregate
+     per decision (earliest occurrence, latest verdict), so a duplicate row changes nothing.
+An outcome whose decision is unknown (expired or never served) is logged, flagged, with no
+effect.
 """
 
 from __future__ import annotations
@@ -16,19 +29,24 @@ import redis.asyncio as aioredis
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.writer import ParquetLogWriter
 from decision_service.domain.outcomes import DecisionRef, Effect, Outcome
-from decision_service.errors import Overloaded
+from decision_service.errors import NotReady, Overloaded
 from decision_service.features.online_store import now_ms, seen_key
 from decision_service.outcomes.decision_index import DecisionIndex
 from decision_service.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-EffectHandler = Callable[[aioredis.client.Pipeline, Outcome, DecisionRef], None]
-"""Adds the Redis commands of one effect for one outcome to a pipeline."""
+EffectHandler = Callable[[aioredis.client.Pipeline, Outcome, DecisionRef, int], None]
+"""Adds the Redis commands of one effect for one outcome to a pipeline. The last argument is
+how long (ms) the handler must keep the effect idempotent: the decision's attribution TTL."""
 
 
 class OutcomeLogFull(Overloaded):
     """The outcome log cannot take more now; the caller should retry (RESOURCE_EXHAUSTED)."""
+
+
+class OutcomeEffectsUnavailable(NotReady):
+    """Online state could not be updated; nothing was logged; retry (UNAVAILABLE)."""
 
 
 class OutcomeRecorder:
@@ -54,9 +72,9 @@ class OutcomeRecorder:
     async def record(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Returns, per outcome, whether its decision is known.
 
-        On failure: Redis problems are counted and logged, and the outcome is still logged
-        (flagged unknown if it could not be attributed); a full outcome log raises
-        OutcomeLogFull before anything is logged, so a retry does not duplicate.
+        On failure (nothing is logged, so a retry does not duplicate): OutcomeLogFull when
+        the outcome log cannot take them; DecisionIndexUnavailable / OutcomeEffectsUnavailable
+        when Redis is needed and unreachable (counted in ``state_update_errors``).
         """
         if self._writer.config.queue_size - self._writer.queue_depth < len(outcomes):
             raise OutcomeLogFull(f"outcome log is full ({self._writer.queue_depth} queued); retry later")
@@ -76,19 +94,30 @@ class OutcomeRecorder:
             ref = refs.get(outcome.decision_id)
             if ref is None:
                 continue
+            once_ttl_ms = self._index.ttl_s(ref.use_case) * 1000
             for effect in outcome.type.effects:
                 handler = self.handlers.get(effect)
                 if handler is not None:
-                    handler(pipe, outcome, ref)
+                    handler(pipe, outcome, ref, once_ttl_ms)
         if not len(pipe):
             return
         try:
             await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - freshness is best effort; the log is not
+        except Exception as exc:  # noqa: BLE001 - told to the caller, who retries
             self.state_update_errors += 1
             self._warn.warning("effects", f"outcomes: online state update failed: {exc!r}")
+            raise OutcomeEffectsUnavailable(
+                "online state (Redis) could not be updated; no outcome of this call was recorded, retry"
+            ) from exc
 
-    def _mark_seen(self, pipe: aioredis.client.Pipeline, outcome: Outcome, ref: DecisionRef) -> None:
+    def _mark_seen(
+        self, pipe: aioredis.client.Pipeline, outcome: Outcome, ref: DecisionRef, once_ttl_ms: int
+    ) -> None:
+        """Idempotent without a marker: the item's score only ever moves forward (GT), and
+        trimming to the newest ``max_seen_items`` gives the same set however often it runs.
+        The score is the client's ``occurred_at`` clamped to [decision time, now]: a client
+        clock cannot push the item out of the set at once (1970) or keep it there (future)."""
         key = seen_key(ref.user_id)
-        pipe.zadd(key, {outcome.item_id: float(outcome.occurred_at_ms)})
+        score = min(max(outcome.occurred_at_ms, ref.decided_at_ms), now_ms())
+        pipe.zadd(key, {outcome.item_id: float(score)}, gt=True)
         pipe.zremrangebyrank(key, 0, -self._max_seen - 1)

@@ -38,6 +38,7 @@ class RecommendationPipeline:
     scorer: Scorer
     selector: Selector
     side_effects: tuple[SideEffect, ...] = ()  # after the answer is built; enqueue only
+    retrieval_max_rounds: int = 3  # retrieval rounds (1 + refills) while filters leave < num_items
 
 
 def recommendation_pipeline(
@@ -48,8 +49,12 @@ def recommendation_pipeline(
     return RecommendationPipeline(
         user_state=LoadUserState(store),
         sources=(
-            AnnCandidates(config.ann_candidates),
-            PopularCandidates(config.popular_candidates, config.popular_fallback_candidates),
+            AnnCandidates(config.ann_candidates, config.max_candidates_per_source),
+            PopularCandidates(
+                config.popular_candidates,
+                config.popular_fallback_candidates,
+                config.max_candidates_per_source,
+            ),
         ),
         filters=(CategoryAllowList(), RequestExclusions(), PreviouslySeen()),
         hydrator=CandidateFeatures(store),
@@ -59,4 +64,5 @@ def recommendation_pipeline(
             TopKWithCategoryCap(config.max_items_per_category), config.exploration_share
         ),
         side_effects=side_effects,
+        retrieval_max_rounds=config.retrieval_max_rounds,
     )

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from decision_service.features.definitions import FRAUD_NEIGHBOUR_COLUMNS
+from decision_service.features.definitions import FRAUD_NEIGHBOUR_COLUMNS, FRAUD_NEIGHBOURS
+
+_DEFAULTS = np.array([f.default for f in FRAUD_NEIGHBOURS.features], np.float32)
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,29 @@ class NeighbourIndex:
         return cls(index, np.asarray(labels, np.uint8), mean, std, k)
 
     def query(self, space: np.ndarray, batch: int = 4_096) -> np.ndarray:
-        out = np.empty((len(space), 2), np.float32)
+        """Contract: a row whose standardized query is not all finite (a NaN / inf input, or
+        one so large it overflows float32) is never searched (FAISS would answer ``-1`` ids
+        or arbitrary neighbours): it gets the declared defaults. ``usable`` says which."""
+        out = np.tile(_DEFAULTS, (len(space), 1))
         for start in range(0, len(space), batch):
-            x = np.ascontiguousarray((space[start : start + batch] - self.mean) / self.std, dtype=np.float32)
-            dist, ids = self.index.search(x, self.k)
+            x = self.standardize(space[start : start + batch])
+            ok = np.isfinite(x).all(axis=1)
+            if not ok.any():
+                continue
+            dist, ids = self.index.search(np.ascontiguousarray(x[ok]), self.k)
             valid = ids >= 0
             hits = np.where(valid, self.labels[np.maximum(ids, 0)], 0)
             n_valid = np.maximum(valid.sum(axis=1), 1)
-            out[start : start + batch, 0] = hits.sum(axis=1) / n_valid
-            out[start : start + batch, 1] = (
-                np.where(valid, np.sqrt(np.maximum(dist, 0.0)), 0.0).sum(axis=1) / n_valid
-            )
+            rows = start + np.flatnonzero(ok)
+            out[rows, 0] = hits.sum(axis=1) / n_valid
+            out[rows, 1] = np.where(valid, np.sqrt(np.maximum(dist, 0.0)), 0.0).sum(axis=1) / n_valid
         return out
+
+    def standardize(self, space: np.ndarray) -> np.ndarray:
+        """float32 query rows: (space - mean) / std (overflow gives inf, never an error)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ((np.asarray(space, np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def usable(self, space: np.ndarray) -> np.ndarray:
+        """bool [n]: rows of ``space`` that can query the index (standardized, all finite)."""
+        return np.isfinite(self.standardize(space)).all(axis=1)

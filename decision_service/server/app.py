@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,11 +29,13 @@ from decision_service.models.registry import ModelRegistry
 from decision_service.models.reload import ModelReloader
 from decision_service.models.serving import RecommendationModels
 from decision_service.pipelines.recommendation import recommendation_pipeline
-from decision_service.server import security
+from decision_service.server import drain, security
 from decision_service.server.convert import RequestLimits
 from decision_service.server.convert_fraud import FraudLimits
-from decision_service.server.errors import ErrorMappingInterceptor
+from decision_service.server.drain import DrainGate
+from decision_service.server.errors import EdgeGuardInterceptor, ErrorMappingInterceptor
 from decision_service.server.metrics_interceptor import RequestMetricsInterceptor
+from decision_service.server.reflection_pool import MethodAwarePool
 from decision_service.server.servicer import DecisionServicer
 from decision_service.telemetry import Telemetry
 
@@ -56,16 +59,31 @@ class RunningServer:
     reloader: ModelReloader | None = None
     _reload_task: asyncio.Task[None] | None = None
     telemetry: Telemetry | None = None
+    gate: DrainGate | None = None
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting, lets in-flight calls finish within ``grace_s``, flushes the logs,
-        closes Redis."""
+        closes Redis.
+
+        Contract (server/drain.py): calls started before the stop finish; calls handed over
+        after it answer UNAVAILABLE (retryable, nothing done); none is CANCELLED unless a call
+        outlives ``grace_s``.
+        ``grace_s`` None: cancel every call now.
+        """
         await self.health.enter_graceful_shutdown()
         for task in (self._readiness, self._reload_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if grace_s is not None and self.gate is not None:
+            deadline = time.monotonic() + grace_s
+            self.gate.start_draining()
+            if not await self.gate.wait_idle(grace_s):
+                log.warning("%d calls still running after the grace period", self.gate.running)
+            await asyncio.sleep(drain.FLUSH_PAUSE_S)
+            drain.disconnect_clients(self.port)
+            grace_s = max(0.0, deadline - time.monotonic())
         await self.server.stop(grace_s)
         await self.collect.stop()
         await self.redis.aclose()
@@ -98,7 +116,7 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
     )
     store = AsyncOnlineStore(reads, config.max_seen_items)
-    collect = Collect.build(config, client)
+    collect = Collect.build(config, client, reads)  # the index write each answer awaits
     telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
     executor = RecommendationExecutor(
         recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get, telemetry
@@ -108,13 +126,17 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     fraud = build_fraud_executor(config, reads, collect.fraud_side_effects(), telemetry)
     _register_gauges(telemetry, collect, models, fraud, reads)
 
+    gate = DrainGate()
     server = aio.server(
         interceptors=[
             *([RequestMetricsInterceptor(telemetry)] if telemetry.enabled else []),
+            gate,  # graceful stop: refuses calls handed over after it began (server/drain.py)
+            EdgeGuardInterceptor(),  # undecodable bodies, failing interceptors: a status, no traceback
             *security.interceptors(config),
             ErrorMappingInterceptor(),
         ],
         options=security.server_options(config),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,  # beyond: RESOURCE_EXHAUSTED
     )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(
@@ -129,14 +151,18 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # MethodAwarePool: clients such as ghz ask reflection for the file of a *method*
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=MethodAwarePool()
+    )
     port = security.bind(server, config)
     collect.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     running = RunningServer(
-        server, port, health_servicer, client, reads, executor, models, collect, telemetry=telemetry
+        server, port, health_servicer, client, reads, executor, models, collect,
+        telemetry=telemetry, gate=gate,
     )
     running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
     if config.model_reload_interval_s > 0:

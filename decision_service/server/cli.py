@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from decision_service.config import ConfigError, ServiceConfig, describe
@@ -54,11 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     if workers > 1:
         configure_logging(config.log_level, "supervisor")
         return serve_workers(config, workers)
+    config = replace(config, workers=1)  # alone on its port: no SO_REUSEPORT (server/listen.py)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from decision_service.server.app import serve as run
+    from decision_service.server.listen import ListenError
 
     try:
         asyncio.run(run(config))
+    except ListenError as exc:
+        print(f"decision-service: cannot listen: {exc}", file=sys.stderr)
+        return 1
     except RegistryError as exc:
         print(f"decision-service: cannot start: {exc}", file=sys.stderr)
         return 1

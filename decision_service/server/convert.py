@@ -1,4 +1,11 @@
-"""proto <-> domain, with request validation. Every error names the offending field."""
+"""proto <-> domain, with request validation. Every error names the offending field.
+
+Every string a request carries is brought to its ONE canonical form here (see
+domain/identifiers.py: NFC, surrounding whitespace stripped, no control / invisible / bidi
+characters, bounded length) before anything uses it as a key, compares, counts or logs it.
+Case: ids and context keys/values keep their case (opaque); categories are matched
+case-insensitively and become the catalog's spelling; decision ids become lower-case hex.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudDecision
+from decision_service.domain.identifiers import IdentifierError, canonical_text
 from decision_service.domain.outcomes import OUTCOME_TYPES, Outcome
 from decision_service.domain.recommendation import (
     RecommendationDecision,
@@ -24,7 +32,6 @@ from decision_service.features.definitions import CATEGORIES
 
 _CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DECISION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -83,13 +90,12 @@ def recommendation_request_from_proto(
             f"at most {limits.max_allowed_categories} categories, got {len(rec.allowed_categories)}",
         )
     allowed = set()
-    for i, name in enumerate(rec.allowed_categories):
+    for i, raw in enumerate(rec.allowed_categories):
+        field = f"recommendation.allowed_categories[{i}]"
+        name = _text(field, raw, limits, required=True).casefold()
         if name not in _CATEGORY_INDEX:
             shown = name if len(name) <= 40 else name[:40] + "..."
-            raise InvalidArgument(
-                f"recommendation.allowed_categories[{i}]",
-                f"unknown category {shown!r}; known: {', '.join(CATEGORIES)}",
-            )
+            raise InvalidArgument(field, f"unknown category {shown!r}; known: {', '.join(CATEGORIES)}")
         allowed.add(_CATEGORY_INDEX[name])
     return RecommendationRequest(
         request_id=request_id,
@@ -112,11 +118,19 @@ def context_from_proto(path: str, ctx: pb.RequestContext, limits: RequestLimits)
             f"{path}.attributes",
             f"at most {limits.max_context_attributes} entries, got {len(ctx.attributes)}",
         )
-    attributes = []
-    for key in sorted(ctx.attributes):
-        _text(f"{path}.attributes key", key, limits, required=True)
-        attributes.append((key, _text(f"{path}.attributes[{key!r}]", ctx.attributes[key], limits)))
-    return RequestContext(surface, device, locale, tuple(attributes))
+    return RequestContext(surface, device, locale, _attributes(f"{path}.attributes", ctx.attributes, limits))
+
+
+def _attributes(path: str, raw: Any, limits: RequestLimits) -> tuple[tuple[str, str], ...]:
+    """Canonical (key, value) pairs sorted by key. Two keys that are one canonical key
+    (e.g. NFC and NFD spellings) are a conflict, not a silent overwrite."""
+    out: dict[str, str] = {}
+    for key in sorted(raw):
+        canonical = _text(f"{path} key", key, limits, required=True)
+        if canonical in out:
+            raise InvalidArgument(f"{path} key", f"{canonical!r} is given twice (once normalised)")
+        out[canonical] = _text(f"{path}[{canonical!r}]", raw[key], limits)
+    return tuple(sorted(out.items()))
 
 
 def timestamp_ms(field: str, ts: Timestamp) -> int:
@@ -128,13 +142,14 @@ def timestamp_ms(field: str, ts: Timestamp) -> int:
 
 
 def _text(field: str, value: str, limits: RequestLimits, required: bool = False) -> str:
-    if required and not value.strip():
-        raise InvalidArgument(field, "must not be empty")
-    if len(value) > limits.max_string_length:
-        raise InvalidArgument(field, f"longer than {limits.max_string_length} characters ({len(value)})")
-    if _CONTROL.search(value):
-        raise InvalidArgument(field, "must not contain control characters")
-    return value
+    """The canonical form of a request string (domain/identifiers.canonical_text).
+
+    On failure: InvalidArgument naming ``field``.
+    """
+    try:
+        return canonical_text(value, limits.max_string_length, required)
+    except IdentifierError as exc:
+        raise InvalidArgument(field, str(exc)) from None
 
 
 def response_envelope(decision: RecommendationDecision | FraudDecision) -> dict[str, Any]:
@@ -179,7 +194,8 @@ def outcomes_from_proto(
 
 
 def _outcome(path: str, o: pb.Outcome, limits: RequestLimits, now_ms: int) -> Outcome:
-    if not _DECISION_ID.match(o.decision_id):
+    decision_id = o.decision_id.strip().lower()
+    if not _DECISION_ID.fullmatch(decision_id):
         shown = o.decision_id[:40]
         raise InvalidArgument(
             f"{path}.decision_id", f"must be the 32-hex-digit id of a decision, got {shown!r}"
@@ -204,8 +220,5 @@ def _outcome(path: str, o: pb.Outcome, limits: RequestLimits, now_ms: int) -> Ou
         raise InvalidArgument(
             f"{path}.attributes", f"at most {limits.max_context_attributes} entries, got {len(o.attributes)}"
         )
-    attributes = []
-    for key in sorted(o.attributes):
-        _text(f"{path}.attributes key", key, limits, required=True)
-        attributes.append((key, _text(f"{path}.attributes[{key!r}]", o.attributes[key], limits)))
-    return Outcome(o.decision_id, kind, occurred, item_id, float(o.value), tuple(attributes))
+    attributes = _attributes(f"{path}.attributes", o.attributes, limits)
+    return Outcome(decision_id, kind, occurred, item_id, float(o.value), attributes)

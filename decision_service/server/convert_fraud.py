@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision, Transaction
+from decision_service.domain.identifiers import (
+    IdentifierError,
+    canonical_country,
+    canonical_ip,
+    canonical_party_id,
+    canonical_text,
+)
 from decision_service.errors import InvalidArgument
 from decision_service.features.fraud import CURRENCIES, amount_eur
 from decision_service.server.convert import (
     RequestLimits,
+    context_from_proto,
     request_id_from_proto,
     response_envelope,
     timestamp_ms,
 )
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _MCC = re.compile(r"^[0-9]{4}$")
 _P = "fraud_check"
 
@@ -44,7 +49,11 @@ class FraudLimits:
 def fraud_request_from_proto(
     request: pb.GetDecisionRequest, limits: RequestLimits, fraud: FraudLimits, now_ms: int
 ) -> FraudCheckRequest:
-    """Validates a fraud check. On failure: InvalidArgument naming the field."""
+    """Validates a fraud check and brings every identifier to its canonical form
+    (domain/identifiers.py). ``now_ms`` (server clock) becomes the request's ``received_at_ms``.
+
+    On failure: InvalidArgument naming the field.
+    """
     f = request.fraud_check
     request_id = request_id_from_proto(request, limits)
     txn_id = _id("transaction_id", f.transaction_id, fraud, required=True)
@@ -52,7 +61,10 @@ def fraud_request_from_proto(
     merchant_id = _id("merchant_id", f.merchant_id, fraud, required=True)
     device_id = _id("device_id", f.device_id, fraud)
     instrument = _id("payment_instrument_id", f.payment_instrument_id, fraud)
-    currency = f.currency.strip()
+    try:
+        currency = canonical_text(f.currency, limits.max_string_length)
+    except IdentifierError as exc:
+        raise InvalidArgument(f"{_P}.currency", f"unknown ISO 4217 currency code ({exc})") from None
     if currency not in CURRENCIES:
         shown = currency if len(currency) <= 8 else currency[:8] + "..."
         raise InvalidArgument(f"{_P}.currency", f"unknown ISO 4217 currency code {shown!r}")
@@ -69,16 +81,15 @@ def fraud_request_from_proto(
         raise InvalidArgument(
             f"{_P}.merchant_category", f"not a 4-digit merchant category code: {f.merchant_category[:16]!r}"
         )
-    if not _COUNTRY.fullmatch(f.country):
-        raise InvalidArgument(
-            f"{_P}.country", f"not an ISO 3166-1 alpha-2 code (e.g. 'DE'): {f.country[:16]!r}"
-        )
-    ip = f.ip_address.strip()
-    if ip:
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except ValueError:
-            raise InvalidArgument(f"{_P}.ip_address", f"not an IPv4 or IPv6 address: {ip[:64]!r}") from None
+    try:
+        country = canonical_country(f.country)
+    except IdentifierError as exc:
+        raise InvalidArgument(f"{_P}.country", str(exc)) from None
+    try:
+        ip = canonical_ip(f.ip_address)
+    except IdentifierError as exc:
+        raise InvalidArgument(f"{_P}.ip_address", str(exc)) from None
+    context = context_from_proto(f"{_P}.context", f.context, limits)
     if f.channel not in pb.Channel.values():
         raise InvalidArgument(f"{_P}.channel", f"unknown channel {f.channel}")
     if not f.HasField("occurred_at"):
@@ -101,29 +112,23 @@ def fraud_request_from_proto(
             amount_eur=eur,
             merchant_id=merchant_id,
             merchant_category=f.merchant_category,
-            country=f.country,
+            country=country,
             device_id=device_id,
             ip_address=ip,
             channel=int(f.channel),
             occurred_at_ms=occurred,
             payment_instrument_id=instrument,
         ),
+        received_at_ms=now_ms,
+        context=context,
     )
 
 
 def _id(name: str, value: str, fraud: FraudLimits, required: bool = False) -> str:
-    field = f"{_P}.{name}"
-    if not value:
-        if required:
-            raise InvalidArgument(field, "must not be empty")
-        return ""
-    if len(value) > fraud.max_id_length:
-        raise InvalidArgument(field, f"longer than {fraud.max_id_length} characters ({len(value)})")
-    if not _ID.fullmatch(value):
-        raise InvalidArgument(
-            field, "may contain only letters, digits and . _ : - (and not start with one of . _ : -)"
-        )
-    return value
+    try:
+        return canonical_party_id(value, fraud.max_id_length, required)
+    except IdentifierError as exc:
+        raise InvalidArgument(f"{_P}.{name}", str(exc)) from None
 
 
 def fraud_decision_to_proto(decision: FraudDecision) -> pb.GetDecisionResponse:

@@ -44,7 +44,11 @@ class RequestMetricsInterceptor(aio.ServerInterceptor):
                 status = "UNKNOWN"
                 raise
             finally:
-                use_case = request.WhichOneof("use_case") if method == "GetDecision" else method
+                # a request that did not decode, or raw bytes of a refused call, has no use case
+                use_case = method
+                if method == "GetDecision":
+                    which = getattr(request, "WhichOneof", None)
+                    use_case = which("use_case") if which is not None else "undecoded"
                 telemetry.request_done(use_case or "none", status, (time.perf_counter() - start) * 1000.0)
 
         return replace_unary(handler, measured)

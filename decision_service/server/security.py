@@ -17,6 +17,7 @@ import grpc
 from grpc import aio
 
 from decision_service.config import ConfigError, ServiceConfig
+from decision_service.server import listen
 from decision_service.server.handlers import replace_unary
 
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
@@ -55,6 +56,8 @@ class BearerTokenInterceptor(aio.ServerInterceptor):
 
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Answers UNAUTHENTICATED without parsing the body: an unauthenticated caller costs no
+    decoding, and garbage from it is refused for the token, not for the bytes."""
     message = "missing or invalid bearer token"
 
     async def unary(request: Any, context: aio.ServicerContext) -> Any:
@@ -63,12 +66,9 @@ def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def streaming(request_iterator: Any, context: aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.unary_unary:
-        return replace_unary(handler, unary)
+        return replace_unary(handler, unary, request_deserializer=None)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(unary, **kwargs)
     if handler.stream_unary:
@@ -82,22 +82,35 @@ def interceptors(config: ServiceConfig) -> list[aio.ServerInterceptor]:
 
 
 def server_options(config: ServiceConfig) -> list[tuple[str, int]]:
-    """Bounds one message so a single request cannot exhaust memory; SO_REUSEPORT unless
-    exactly one worker is configured (workers share the port, server/workers.py)."""
-    return [
+    """The transport bounds (README "Resource bounds"): one message, HTTP/2 streams per
+    connection, the connection age after which a client reconnects (so load spreads again over
+    workers and replicas); SO_REUSEPORT unless exactly one worker is configured (workers share
+    the port, server/workers.py). The bound on calls in flight is ``max_concurrent_rpcs``, given
+    to ``aio.server`` itself (app.py)."""
+    options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0 if config.workers == 1 else 1),
     ]
+    if config.max_concurrent_streams_per_connection > 0:
+        options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams_per_connection))
+    if config.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", max(1, int(config.max_connection_age_s * 1000))),
+            ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_s * 1000)),
+        ]
+    return options
 
 
 def bind(server: aio.Server, config: ServiceConfig) -> int:
     """Adds the listening port (TLS when configured); returns the bound port."""
     address = f"{config.host}:{config.port}"
+    if config.workers == 1:  # alone on the port: refuse one in use, with a plain message
+        listen.check_port_free(config.host, config.port)
     if config.tls_cert_file is None and config.tls_key_file is None:
         if config.tls_client_ca_file is not None:
             raise ConfigError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
-        return server.add_insecure_port(address)
+        return listen.add_port(address, lambda: server.add_insecure_port(address))
     if config.tls_cert_file is None or config.tls_key_file is None:
         raise ConfigError("TLS needs both tls_cert_file and tls_key_file")
     try:
@@ -109,4 +122,4 @@ def bind(server: aio.Server, config: ServiceConfig) -> int:
     credentials = grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
-    return server.add_secure_port(address, credentials)
+    return listen.add_port(address, lambda: server.add_secure_port(address, credentials))

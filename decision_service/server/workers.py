@@ -2,7 +2,8 @@
 
 One grpc.aio process is bound by one core (the GIL), so ``serve --workers N`` forks N
 workers that each bind the same host:port with ``grpc.so_reuseport`` and the kernel
-spreads connections between them, as grpc's multiprocessing example does. Workers share
+spreads connections between them, as grpc's multiprocessing example does. Only this
+deployment's workers: the supervisor locks the port first (server/listen.py). Workers share
 nothing but Redis and the artifacts on disk: each loads its own models, has its own Redis
 pool, decision-log writer (file names are unique per writer) and log lines tagged
 ``w<id>``.
@@ -24,7 +25,6 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +34,8 @@ from typing import Any
 
 from decision_service.config import ConfigError, ServiceConfig
 from decision_service.models.registry import RegistryError
+from decision_service.server import listen
+from decision_service.server.listen import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,6 @@ def configure_logging(level: str, tag: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT.format(tag=tag), force=True)
 
 
-def reserve_port(host: str) -> socket.socket:
-    """Binds a SO_REUSEPORT socket to a free port and keeps it (not listening) so no other
-    program takes the port before the workers bind it too."""
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), 0))
-    return sock
-
-
 def _worker_main(config: ServiceConfig, worker: int, ready: Connection, parent_pid: int) -> None:
     """A worker: its own logging, then the ordinary single-process server."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until serve() installs its handlers
@@ -89,6 +81,9 @@ def _worker_main(config: ServiceConfig, worker: int, ready: Connection, parent_p
 
     try:
         asyncio.run(serve(config, on_ready=on_ready))
+    except ListenError as exc:
+        print(f"decision-service w{worker}: cannot listen: {exc}", file=sys.stderr)
+        sys.exit(1)
     except RegistryError as exc:
         print(f"decision-service w{worker}: cannot start: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -218,13 +213,27 @@ class Supervisor:
 
 
 def serve_workers(config: ServiceConfig, workers: int) -> int:
-    """Runs ``workers`` server processes on ``config.host:config.port`` until SIGTERM/SIGINT."""
-    reserved = None
-    if config.port == 0:  # pick one port for all workers, and hold it
-        reserved = reserve_port(config.host)
-        config = replace(config, port=reserved.getsockname()[1])
+    """Runs ``workers`` server processes on ``config.host:config.port`` until SIGTERM/SIGINT.
+
+    The port belongs to this deployment alone (server/listen.py): one in use by anything else,
+    another deployment included, is refused with "address already in use" and exit status 1.
+    """
     try:
+        if config.port == 0:  # pick one port for all workers
+            reserved = listen.reserve_port(config.host)
+            config = replace(config, port=reserved.getsockname()[1])
+            lock = listen.deployment_lock(config.host, config.port)
+        else:
+            lock = listen.deployment_lock(config.host, config.port)
+            listen.check_port_free(config.host, config.port)
+            reserved = listen.reserve_port(config.host, config.port)
+    except ListenError as exc:
+        log.error("supervisor: cannot listen: %s", exc)
+        print(f"decision-service: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    try:  # both held until every worker has stopped
         return Supervisor(config, workers).run()
     finally:
-        if reserved is not None:
-            reserved.close()
+        reserved.close()
+        if lock is not None:
+            lock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +45,15 @@ class HydratedFeatures:
         items = GroupValues(self.items.group, self.items.values[keep], self.items.status[keep])
         return HydratedFeatures(self.user, items, self.cross[keep])
 
+    def extend(self, more: HydratedFeatures) -> HydratedFeatures:
+        """These rows, then ``more``'s (a refill round's candidates); the user row stays this one."""
+        items = GroupValues(
+            self.items.group,
+            np.concatenate([self.items.values, more.items.values]),
+            np.concatenate([self.items.status, more.items.status]),
+        )
+        return HydratedFeatures(self.user, items, np.concatenate([self.cross, more.cross]))
+
 
 @dataclass
 class RecommendationState:
@@ -60,10 +70,26 @@ class RecommendationState:
     explored: np.ndarray | None = None  # bool, aligned with selected: filled by exploration
     degraded: list[Degradation] = field(default_factory=list)
     removed: dict[str, int] = field(default_factory=dict)  # filter name -> items removed
+    # Retrieval depth multiplier: 1 on the first round; the executor raises it for a refill
+    # round when the filters left fewer than num_items candidates (see retrieval_depth()).
+    depth_factor: float = 1.0
     stage_ms: dict[str, float] = field(default_factory=dict)
 
     def candidate_item_ids(self) -> np.ndarray:
         return self.artifacts.catalog.item_ids[self.candidates.rows]
+
+
+def retrieval_depth(state: RecommendationState, base: int, cap: int, catalog_share: float = 1.0) -> int:
+    """How many candidates a source retrieves: deeper in proportion to what the filters remove.
+
+    ``base`` scaled by the round's ``depth_factor`` and by 1 / ``catalog_share`` (the share
+    of the source's items a category allow-list keeps), plus one per excluded and per seen
+    item (each can remove at most one candidate), capped at ``cap``. O(1): no catalog scan.
+    """
+    user = state.user
+    removable = len(state.request.exclude_item_ids) + (len(user.seen_item_ids) if user else 0)
+    scaled = base * state.depth_factor / max(catalog_share, 1e-9)
+    return int(min(cap, np.ceil(min(scaled, cap)) + removable))
 
 
 class UserStateLoader(Protocol):
@@ -78,7 +104,9 @@ class CandidateSource(Protocol):
     name: str
 
     def retrieve(self, state: RecommendationState) -> Candidates:
-        """Contract: candidates best-first; may be empty; never raises for unknown users."""
+        """Contract: candidates best-first; may be empty; never raises for unknown users.
+        Retrieves ``retrieval_depth(state, ...)`` candidates, so a refill round (higher
+        ``state.depth_factor``) reaches deeper."""
         ...
 
 
@@ -118,6 +146,7 @@ class Selector(Protocol):
 class SideEffect(Protocol):
     name: str
 
-    def apply(self, state: RecommendationState, decision: RecommendationDecision) -> None:
-        """Contract: returns at once (enqueue only); never blocks or changes the answer."""
+    def apply(self, state: RecommendationState, decision: RecommendationDecision) -> Awaitable[None] | None:
+        """Contract: returns at once (enqueue only) and never changes the items; it may
+        return an awaitable that the executor awaits before answering (see StageBook)."""
         ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decision_service.domain.features import FeatureStatus
+from decision_service.domain.features import FeatureStatus, usable_query_vector
 from decision_service.features.definitions import USER_EMBEDDING
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.stages.base import RecommendationState, UserState
@@ -15,10 +15,15 @@ class LoadUserState:
         self._store = store
 
     async def load(self, state: RecommendationState) -> UserState:
+        """Contract: an embedding is returned only when it can query the index; a stored
+        vector with a non-finite value (decode) or a zero / overflowing norm is INVALID and
+        the user is served as unknown (the executor flags ``user_context:embedding_invalid``)."""
         user_id = state.request.user_id
         embedding, seen = await self._store.read_user_state(USER_EMBEDDING, user_id)
         status = FeatureStatus(int(embedding.status[0]))
         seen_ids = frozenset(s.decode() for s in seen)
+        if status == FeatureStatus.PRESENT and not usable_query_vector(embedding.values[0]):
+            status = FeatureStatus.INVALID
         if status != FeatureStatus.PRESENT:
             return UserState(user_id, None, status, seen_ids)
         return UserState(user_id, embedding.values[0], status, seen_ids)

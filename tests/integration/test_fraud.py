@@ -247,3 +247,117 @@ def test_paused_redis_answers_within_the_client_deadline(fraud_served):
     reasons = {(d.stage, d.reason) for d in reply.degraded}
     assert reasons & {("features", "store_timeout"), ("features", "deadline_exceeded")}
     assert reply.fraud.action in (REVIEW, DECLINE)
+
+
+def _stamped(offset_ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(int(time.time() * 1000) + offset_ms)
+    return ts
+
+
+@pytest.mark.parametrize("client_clock_offset_s", [0, 200, 290, -900])
+def test_kind_client_clock_does_not_move_velocity_windows(fraud_served, client_clock_offset_s):
+    """Twelve payments stamped by a client clock that is off (ahead within the allowed 300 s
+    skew, or behind), then one stamped now: the thirteenth is declined by the 10-minute
+    velocity limit exactly as with an on-time clock (windows end at the server's receive time)."""
+    w, stub = fraud_served.world, fraud_served.stub
+    user_id = f"u-clock-{client_clock_offset_s}-{time.time_ns()}"
+    for _ in range(12):
+        decide(
+            stub,
+            txn(w, 14, user_id=user_id, amount_minor=100, occurred_at=_stamped(client_clock_offset_s * 1000)),
+        )
+    thirteenth = decide(stub, txn(w, 14, user_id=user_id, amount_minor=100, occurred_at=_stamped(0)))
+    assert thirteenth.fraud.action == DECLINE, thirteenth
+    assert "VELOCITY_LIMIT_USER_10M" in {r.code for r in thirteenth.fraud.fired_rules}
+
+
+def test_kind_client_clock_does_not_move_the_velocity_counted_time(fraud_served):
+    """A payment stamped 250 s ahead is counted (velocity set score, the user's device "last
+    use") at the server's receive time, not at the client's stamp."""
+    w, stub = fraud_served.world, fraud_served.stub
+    user_id, device = f"u-stamp-{time.time_ns()}", f"d-stamp-{time.time_ns()}"
+    before = time.time() * 1000
+    decide(stub, txn(w, 14, user_id=user_id, device_id=device, occurred_at=_stamped(250_000)))
+    after = time.time() * 1000
+    client = fraud_served.redis.client()
+    for key, member in (
+        (b"vel:user:" + user_id.encode(), None),
+        (b"vel:device:" + device.encode(), None),
+        (b"udev:" + user_id.encode(), device.encode()),
+    ):
+        scores = [s for m, s in client.zrange(key, 0, -1, withscores=True) if member in (None, m)]
+        assert len(scores) == 1 and before - 1 <= scores[0] <= after + 1, (key, scores, before, after)
+
+
+BLOCKED_IPS = ("2001:db8::66", "203.0.113.9")
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "2001:db8::66",
+        "2001:DB8::66",
+        "2001:db8:0:0:0:0:0:66",
+        "2001:0db8:0000:0000:0000:0000:0000:0066",
+        "203.0.113.9",
+        " 203.0.113.9 ",
+        "::ffff:203.0.113.9",
+        "::ffff:cb00:7109",
+        "0:0:0:0:0:FFFF:CB00:7109",
+        "::203.0.113.9",
+    ],
+)
+def test_kind_every_spelling_of_a_block_listed_ip_is_declined(fraud_served, spelling):
+    add_to_block_list(fraud_served.redis.client(), "ip", *BLOCKED_IPS)
+    reply = decide(fraud_served.stub, txn(fraud_served.world, 15, ip_address=spelling))
+    assert reply.fraud.action == DECLINE, reply
+    assert "BLOCKLIST_IP" in {r.code for r in reply.fraud.fired_rules}
+
+
+@pytest.mark.parametrize("spelling", ["2001:db8::66%eth0", "fe80::1%eth0", "203.0.113.9%1"])
+def test_kind_ip_zone_ids_are_invalid_argument(fraud_served, spelling):
+    add_to_block_list(fraud_served.redis.client(), "ip", *BLOCKED_IPS)
+    with pytest.raises(grpc.RpcError) as err:
+        decide(fraud_served.stub, txn(fraud_served.world, 15, ip_address=spelling))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fraud_check.ip_address" in err.value.details() and "zone" in err.value.details()
+
+
+def test_kind_block_list_writer_stores_the_canonical_spelling(fraud_served):
+    """A writer given another spelling stores the canonical one, which the check compares."""
+    stored = add_to_block_list(fraud_served.redis.client(), "ip", "::FFFF:198.51.100.77")
+    assert stored == ["198.51.100.77"]
+    reply = decide(fraud_served.stub, txn(fraud_served.world, 15, ip_address="198.51.100.77"))
+    assert reply.fraud.action == DECLINE and "BLOCKLIST_IP" in {r.code for r in reply.fraud.fired_rules}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ip_address", "1" * 500_000),  # under the message size limit: the field check answers
+        ("ip_address", "203.0.113.9\x00"),
+        ("ip_address", "203.0.113.9\n"),
+        ("ip_address", "\x1b[31m203.0.113.9"),
+        ("ip_address", "fe80::1%" + "x" * 500_000),  # a zone id carried anything, any length
+        ("ip_address", "fe80::1%\x00\n\x1b[31m"),
+        ("device_id", "d1\u200b"),
+        ("user_id", "u\u202e1"),
+        ("payment_instrument_id", "\ufeffc1"),
+        ("country", "ZZ"),
+    ],
+)
+def test_kind_unvalidated_identifier_is_invalid_argument_over_grpc(fraud_served, field, value):
+    with pytest.raises(grpc.RpcError) as err:
+        decide(fraud_served.stub, txn(fraud_served.world, 16, **{field: value}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert details.startswith(f"fraud_check.{field}:") and len(details) < 300, details[:300]
+
+
+def test_kind_fraud_context_is_validated_like_the_recommendation_context(fraud_served):
+    bad = pb.RequestContext(attributes={"k": "v\u202e"})
+    with pytest.raises(grpc.RpcError) as err:
+        decide(fraud_served.stub, txn(fraud_served.world, 16, context=bad))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("fraud_check.context.attributes['k']:")

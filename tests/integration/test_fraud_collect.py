@@ -98,3 +98,77 @@ def test_a_chargeback_marks_user_device_and_card_for_the_next_check(fraud_logged
     again = decide(stub, txn(world, 22, payment_instrument_id="card-cb-1"))
     assert again.fraud.action == DECLINE
     assert again.fraud.fired_rules[0].code == "BLOCKLIST_INSTRUMENT"
+
+
+def _chargeback_counts(client, user_id: str, device_id: str) -> tuple[float, float]:
+    user = online_store.decode(FRAUD_USER, [client.get(online_store.feature_key(FRAUD_USER, user_id))])
+    device = online_store.decode(DEVICE, [client.get(online_store.feature_key(DEVICE, device_id))])
+    return (
+        float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")]),
+        float(device.values[0, DEVICE.slot("d_chargebacks_90d")]),
+    )
+
+
+def _outcomes(decision_id: str, *types: str) -> pb.RecordOutcomeRequest:
+    return pb.RecordOutcomeRequest(
+        outcomes=[pb.Outcome(decision_id=decision_id, type=t, value=25.0) for t in types]
+    )
+
+
+def test_kind_duplicate_outcome_effects_count_one_chargeback_per_payment(fraud_logged):
+    """Three copies of a chargeback, a client retry and an analyst's confirmed_fraud for one
+    payment: +1 chargeback for the user and the device, as offline counts (one per payment)."""
+    world, stub, running, redis_server, _, _ = fraud_logged
+    client = redis_server.client()
+    first = txn(world, 31, device_id="d-dup-1", payment_instrument_id="card-dup-1")
+    decision = decide(stub, first)
+    before = _chargeback_counts(client, first.user_id, "d-dup-1")
+    ack = stub.RecordOutcome(_outcomes(decision.decision_id, "chargeback", "chargeback", "chargeback"), timeout=5)
+    assert [a.decision_known for a in ack.acks] == [True, True, True]
+    stub.RecordOutcome(_outcomes(decision.decision_id, "chargeback"), timeout=5)  # the client's retry
+    stub.RecordOutcome(_outcomes(decision.decision_id, "confirmed_fraud"), timeout=5)  # the analyst
+    replay = decide(stub, first)  # a retried check answers the same decision...
+    stub.RecordOutcome(_outcomes(replay.decision_id, "chargeback"), timeout=5)  # ...and changes nothing
+    assert _chargeback_counts(client, first.user_id, "d-dup-1") == (before[0] + 1, before[1] + 1)
+    assert client.sismember("block:instrument", "card-dup-1")
+    # a different payment of the same user is a second chargeback
+    second = decide(stub, txn(world, 31, device_id="d-dup-1", payment_instrument_id="card-dup-2"))
+    stub.RecordOutcome(_outcomes(second.decision_id, "chargeback", "confirmed_fraud"), timeout=5)
+    assert _chargeback_counts(client, first.user_id, "d-dup-1") == (before[0] + 2, before[1] + 2)
+
+
+def test_kind_attribution_window_a_fresh_server_attributes_a_late_chargeback(fraud_logged, loop_thread):
+    """Another server (no in-process memory of the decision, as after a restart) attributes
+    the chargeback, and the index entry lives for the fraud label window (60 days), not 7."""
+    world, stub, _, redis_server, _, registry = fraud_logged
+    client = redis_server.client()
+    decision = decide(stub, txn(world, 41, device_id="d-late-1", payment_instrument_id="card-late-1"))
+    assert client.ttl(f"dec:{decision.decision_id}") >= 60 * 86_400
+    fresh = start(loop_thread, registry, redis_server.url)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{fresh.port}") as channel:
+            fresh_stub = pb_grpc.DecisionServiceStub(channel)
+            ack = fresh_stub.RecordOutcome(_outcomes(decision.decision_id, "chargeback"), timeout=5)
+            assert ack.acks[0].decision_known
+            again = decide(fresh_stub, txn(world, 42, payment_instrument_id="card-late-1"))
+        assert again.fraud.action == DECLINE
+        assert again.fraud.fired_rules[0].code == "BLOCKLIST_INSTRUMENT"
+    finally:
+        loop_thread.run(fresh.stop(0.5))
+
+
+def test_kind_cross_replica_attribution_a_fraud_outcome_right_after_the_answer(fraud_logged, loop_thread):
+    """An outcome sent to another replica the moment GetDecision has answered is known there."""
+    world, stub, _, redis_server, _, registry = fraud_logged
+    other = start(loop_thread, registry, redis_server.url)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{other.port}") as channel:
+            other_stub = pb_grpc.DecisionServiceStub(channel)
+            known = []
+            for i in range(20):
+                decision = decide(stub, txn(world, 50 + i))
+                ack = other_stub.RecordOutcome(_outcomes(decision.decision_id, "confirmed_legit"), timeout=5)
+                known.append(ack.acks[0].decision_known)
+        assert known == [True] * 20
+    finally:
+        loop_thread.run(other.stop(0.5))

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
@@ -97,3 +98,58 @@ def test_sigkill_leaves_only_complete_files_and_loses_only_the_unflushed_buffer(
     assert len(logged) == len(set(logged))
     assert set(flushed) <= set(logged)                   # flushed before the kill: all there
     assert set(logged) <= set(flushed) | set(in_flight)  # so what is lost is the unflushed tail
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_kind_sigterm_under_load_answers_ok_or_unavailable_never_cancelled(served_world, tmp_path, workers):
+    """Calls the server took before SIGTERM finish; later ones get UNAVAILABLE (retryable).
+    Before the drain (server/drain.py) calls queued in the transport were CANCELLED."""
+    import threading
+
+    process, port = spawn(served_world, tmp_path, DS_WORKERS=workers)
+    statuses: list[tuple[float, str]] = []
+    stop = threading.Event()
+    user_ids = users(served_world, 64)
+
+    def load(n: int) -> None:
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = pb_grpc.DecisionServiceStub(channel)
+            i = n
+            while not stop.is_set():
+                request = pb.GetDecisionRequest(
+                    recommendation=pb.RecommendationRequest(user_id=user_ids[i % len(user_ids)], num_items=5)
+                )
+                started = time.monotonic()
+                try:
+                    stub.GetDecision(request, timeout=10)
+                    statuses.append((started, "OK"))
+                except grpc.RpcError as err:
+                    statuses.append((started, err.code().name))
+                    time.sleep(0.01)  # a client's retry backoff
+                i += 1
+
+    try:
+        wait_serving(grpc.insecure_channel(f"127.0.0.1:{port}"), process)
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(12)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(statuses) < 300:
+            assert time.monotonic() < deadline, "load did not get going"
+            time.sleep(0.01)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        time.sleep(0.3)  # calls after the exit: refused connections
+        stop.set()
+        for t in threads:
+            t.join(30)
+    finally:
+        stop.set()
+        process.kill()
+    codes = {code for _, code in statuses}
+    assert "CANCELLED" not in codes, f"{sum(c == 'CANCELLED' for _, c in statuses)} CANCELLED of {len(statuses)}"
+    assert codes <= {"OK", "UNAVAILABLE"}, codes
+    assert sum(c == "OK" for _, c in statuses) >= 300
+    assert any(code == "UNAVAILABLE" and started > signalled for started, code in statuses)  # load went on

@@ -54,6 +54,7 @@ fraud_checks = st.builds(
     channel=st.integers(0, 10),
     occurred_at=timestamps,
     payment_instrument_id=ids,
+    context=context,
 )
 outcomes = st.builds(
     pb.Outcome,
@@ -101,3 +102,65 @@ def test_outcome_batches_are_accepted_or_invalid_argument(batch):
         outcomes_from_proto(pb.RecordOutcomeRequest(outcomes=batch), LIMITS, NOW_MS)
     except InvalidArgument as err:
         _names_a_field(err, "outcomes")
+
+
+def _canonical(value: str) -> bool:
+    """No forbidden character, NFC, no surrounding blanks: the form domain/identifiers.py gives."""
+    import unicodedata
+
+    from decision_service.domain.identifiers import FORBIDDEN_CATEGORIES
+
+    return (
+        value == value.strip()
+        and unicodedata.is_normalized("NFC", value)
+        and not any(unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in value)
+    )
+
+
+def _context_strings(ctx) -> list[str]:
+    return [ctx.surface, ctx.device, ctx.locale, *(s for kv in ctx.attributes for s in kv)]
+
+
+@FAST
+@given(recommendations, ids)
+def test_kind_every_accepted_recommendation_identifier_is_canonical(rec, request_id):
+    try:
+        got = recommendation_request_from_proto(pb.GetDecisionRequest(request_id=request_id, recommendation=rec), LIMITS)
+    except InvalidArgument:
+        return
+    strings = [got.request_id, got.user_id, *got.exclude_item_ids, *_context_strings(got.context)]
+    assert all(_canonical(s) and len(s) <= LIMITS.max_string_length for s in strings), strings
+
+
+@FAST
+@given(fraud_checks)
+def test_kind_every_accepted_fraud_identifier_is_canonical(check):
+    import ipaddress
+
+    try:
+        got = fraud_request_from_proto(
+            pb.GetDecisionRequest(request_id="r", fraud_check=check), LIMITS, FRAUD_LIMITS, NOW_MS
+        )
+    except InvalidArgument:
+        return
+    t = got.transaction
+    ids_ = [t.transaction_id, t.user_id, t.merchant_id, t.device_id, t.payment_instrument_id]
+    assert all(_canonical(s) and s.isascii() for s in ids_)
+    assert all(_canonical(s) for s in _context_strings(got.context))
+    if t.ip_address:
+        parsed = ipaddress.ip_address(t.ip_address)
+        assert str(parsed) == t.ip_address and "%" not in t.ip_address
+        assert not (isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped)
+    assert got.received_at_ms == NOW_MS
+
+
+@FAST
+@given(st.lists(outcomes, max_size=12))
+def test_kind_every_accepted_outcome_identifier_is_canonical(batch):
+    try:
+        got = outcomes_from_proto(pb.RecordOutcomeRequest(outcomes=batch), LIMITS, NOW_MS)
+    except InvalidArgument:
+        return
+    for o in got:
+        assert o.decision_id == o.decision_id.lower() and len(o.decision_id) == 32
+        assert all(_canonical(s) for s in [o.item_id, *(x for kv in o.attributes for x in kv)])

@@ -18,8 +18,9 @@ class CommitDecision:
 
     async def commit(self, state: FraudState, record: bytes) -> bytes | None:
         t = state.request.transaction
+        # counted at the server's receive time: the same instant the windows were read at
         return await self._store.commit(
-            t.transaction_id, t.user_id, t.device_id, t.amount_eur, t.occurred_at_ms, record
+            t.transaction_id, t.user_id, t.device_id, t.amount_eur, state.request.counted_at_ms, record
         )
 
 

@@ -14,6 +14,7 @@ class LoadTransactionContext:
 
     async def load(self, state: FraudState) -> StoredContext:
         t = state.request.transaction
+        # velocity windows end at the server's receive time, never at the client's clock
         return await self._store.read(
             t.transaction_id,
             t.user_id,
@@ -21,5 +22,5 @@ class LoadTransactionContext:
             t.device_id,
             t.ip_address,
             t.payment_instrument_id,
-            t.occurred_at_ms,
+            state.request.counted_at_ms,
         )

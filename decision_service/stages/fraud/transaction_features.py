@@ -1,6 +1,8 @@
 """Builds the model row: stored profiles + fresh velocity + request-time features.
 
 Uses features/fraud.py, the code the training job runs, so there is no training/serving skew.
+Velocity windows end at the request's ``counted_at_ms`` (the server's receive time), the
+instant the store read them at; the hour-of-day feature keeps the payment's ``occurred_at``.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ class TransactionFeatures:
 
     def build(self, state: FraudState) -> np.ndarray:
         t = state.request.transaction
+        counted_at = state.request.counted_at_ms
         ctx = state.context
         if ctx is not None:
             user, merchant, device = ctx.user.values[0], ctx.merchant.values[0], ctx.device.values[0]
-            velocity = velocity_from_events(ctx.user_events, ctx.device_events, t.occurred_at_ms)
+            velocity = velocity_from_events(ctx.user_events, ctx.device_events, counted_at)
             new_device = float(bool(t.device_id) and not ctx.device_known)
         else:
             # Store unavailable: declared defaults; "new device" unknown -> 0 (not evidence).
             user, merchant, device = FRAUD_USER.defaults, MERCHANT.defaults, DEVICE.defaults
-            velocity = velocity_from_events(_NO_EVENTS, _NO_EVENTS, t.occurred_at_ms)
+            velocity = velocity_from_events(_NO_EVENTS, _NO_EVENTS, counted_at)
             new_device = 0.0
         request = request_features(
             np.array([t.amount_eur]),

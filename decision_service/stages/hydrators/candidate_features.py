@@ -29,4 +29,6 @@ def cross_features(state: RecommendationState, user_row: np.ndarray, item_rows: 
     user_emb = state.user.embedding if state.user and state.user.embedding is not None else None
     if user_emb is None:
         user_emb = np.zeros(item_emb.shape[1], dtype=np.float32)
-    return user_item_features(user_row, user_emb, item_rows, item_emb)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # an overflow gives inf / NaN, which the executor replaces by declared defaults (flagged)
+        return user_item_features(user_row, user_emb, item_rows, item_emb)

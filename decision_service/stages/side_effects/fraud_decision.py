@@ -3,6 +3,8 @@ later chargeback can mark them."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from decision_service.decision_log.fraud_log import FraudLogRecord
 from decision_service.decision_log.writer import ParquetLogWriter
 from decision_service.domain.features import FeatureStatus
@@ -44,9 +46,10 @@ class RememberFraudDecision:
     def __init__(self, index: DecisionIndex) -> None:
         self._index = index
 
-    def apply(self, state: FraudState, decision: FraudDecision) -> None:
+    def apply(self, state: FraudState, decision: FraudDecision) -> Awaitable[None]:
+        """Awaited before the answer (see RememberDecision)."""
         t = state.request.transaction
-        self._index.remember(
+        return self._index.remember(
             DecisionRef(
                 decision.decision_id,
                 "fraud",

@@ -1,6 +1,11 @@
-"""Remembers who a decision was for, so its outcomes can be attributed and acted on."""
+"""Remembers who a decision was for, so its outcomes can be attributed and acted on.
+
+The index write is awaited before the answer is sent (the executor awaits what ``apply``
+returns), so an outcome sent to any replica right after the answer is attributed."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from decision_service.domain.outcomes import DecisionRef
 from decision_service.domain.recommendation import RecommendationDecision
@@ -14,7 +19,7 @@ class RememberDecision:
     def __init__(self, index: DecisionIndex) -> None:
         self._index = index
 
-    def apply(self, state: RecommendationState, decision: RecommendationDecision) -> None:
-        self._index.remember(
+    def apply(self, state: RecommendationState, decision: RecommendationDecision) -> Awaitable[None]:
+        return self._index.remember(
             DecisionRef(decision.decision_id, "recommendation", state.request.user_id, decision.decided_at_ms)
         )

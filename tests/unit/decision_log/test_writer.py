@@ -131,3 +131,32 @@ def test_the_writer_thread_runs_below_request_priority(tmp_path):
             assert os.getpriority(os.PRIO_PROCESS, tid) > os.getpriority(os.PRIO_PROCESS, 0)
     finally:
         w.close()
+
+
+def test_kind_bad_record_flood_logs_a_few_lines_not_a_traceback_each(tmp_path, caplog):
+    """Records the writer cannot partition or convert are dropped and counted exactly, and
+    logged with a traceback at most once per interval, not once per record."""
+
+    def partition(r):
+        if r.kind == "bad":
+            raise ValueError("no partition for this record")
+        return (("kind", r.kind),)
+
+    def convert(records):
+        if any(r.n < 0 for r in records):
+            raise ValueError("cannot convert")
+        return to_batch(records)
+
+    w = ParquetLogWriter(
+        tmp_path, "events", SCHEMA, convert, partition, LogWriterConfig(max_rows_per_file=1, flush_interval_s=60)
+    ).start()
+    with caplog.at_level("ERROR"):
+        for i in range(500):
+            w.submit(Rec(i, "bad"))
+            w.submit(Rec(-1 - i, "a"))
+        w.submit(Rec(7, "a"))
+        w.close()
+    assert w.stats.dropped_write_error == 1000
+    assert read_all(tmp_path).column("n").to_pylist() == [7]
+    lines = [r for r in caplog.records if "cannot" in r.getMessage()]
+    assert 1 <= len(lines) <= 4, [r.getMessage() for r in lines]

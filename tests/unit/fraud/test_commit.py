@@ -185,3 +185,16 @@ def test_record_round_trip():
 def test_a_corrupt_record_is_a_value_error(raw):
     with pytest.raises(ValueError, match="corrupt decision record"):
         decode_record(raw, "r1")
+
+
+def test_kind_client_clock_does_not_move_the_counted_time(fraud_artifacts, redis_client, redis_server):
+    """A payment stamped 250 s ahead is counted (velocity sets, the user's device "last use")
+    at the server's receive time, the instant its windows were read at."""
+    from dataclasses import replace
+
+    state = make_state(fraud_artifacts, transaction_id="t-ahead", occurred_at_ms=OCCURRED_MS + 250_000)
+    state.request = replace(state.request, received_at_ms=OCCURRED_MS)
+    assert commit(redis_server, (state, record_of(state))) == [None]
+    assert redis_client.zscore(velocity_key("user", "u1"), b"t-ahead|25.0000") == OCCURRED_MS
+    assert redis_client.zscore(velocity_key("device", "d1"), b"t-ahead|25.0000") == OCCURRED_MS
+    assert redis_client.zscore(user_devices_key("u1"), "d1") == OCCURRED_MS

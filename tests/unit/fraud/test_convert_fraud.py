@@ -95,7 +95,7 @@ def test_amount_is_converted_to_eur(fields, amount_eur):
     ("ip", "normalized"),
     [
         ("2001:DB8:0:0::1", "2001:db8::1"),
-        ("::ffff:10.0.0.1", "::ffff:a00:1"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),  # IPv4-mapped IPv6 is the IPv4 address
         (" 10.0.0.1 ", "10.0.0.1"),
         ("", ""),
     ],
@@ -133,7 +133,7 @@ def test_missing_request_id_is_generated():
         ({"transaction_id": "t 1"}, "transaction_id", "may contain only"),
         ({"user_id": "-u1"}, "user_id", "may contain only"),
         ({"merchant_id": "m/1"}, "merchant_id", "may contain only"),
-        ({"device_id": "d\x001"}, "device_id", "may contain only"),
+        ({"device_id": "d\x001"}, "device_id", "control characters"),
         ({"payment_instrument_id": "4111 1111"}, "payment_instrument_id", "may contain only"),
         ({"amount_minor": -1}, "amount_minor", "must not be negative"),
         ({"amount_minor": 100_000_001}, "amount_minor", "above the plausible maximum"),
@@ -148,6 +148,8 @@ def test_missing_request_id_is_generated():
         ({"country": "de"}, "country", "ISO 3166-1"),
         ({"country": "DEU"}, "country", "ISO 3166-1"),
         ({"country": "Germany"}, "country", "ISO 3166-1"),
+        ({"country": "ZZ"}, "country", "not an assigned ISO 3166-1"),
+        ({"country": "AA"}, "country", "not an assigned ISO 3166-1"),
         ({"ip_address": "300.1.2.3"}, "ip_address", "not an IPv4 or IPv6"),
         ({"ip_address": "1.2.3"}, "ip_address", "not an IPv4 or IPv6"),
         ({"ip_address": "10.0.0.1/24"}, "ip_address", "not an IPv4 or IPv6"),

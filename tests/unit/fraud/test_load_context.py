@@ -165,3 +165,21 @@ def test_velocity_limit_keeps_the_newest_events(fraud_artifacts, redis_client, r
     ctx, _ = load(redis_server, make_state(fraud_artifacts), max_events=3)
     # reading at most 3 events, the two payments of the last 10 minutes must be among them
     assert set(recent) <= set(ctx.user_events[0].tolist())
+
+
+@pytest.mark.parametrize("client_clock_offset_ms", [200_000, -900_000])
+def test_kind_client_clock_does_not_move_the_read_window(
+    fraud_artifacts, redis_client, redis_server, client_clock_offset_ms
+):
+    """The velocity read ends at the server's receive time: payments counted in the last
+    10 minutes are read whatever ``occurred_at`` this request carries."""
+    from dataclasses import replace
+
+    received = OCCURRED_MS
+    write_velocity_events(
+        redis_client, "user", ["u1"] * 2, ["p1", "p2"], np.ones(2), np.array([received - MIN_MS, received - 1])
+    )
+    state = make_state(fraud_artifacts, occurred_at_ms=received + client_clock_offset_ms)
+    state.request = replace(state.request, received_at_ms=received)
+    ctx, _ = load(redis_server, state)
+    assert sorted(ctx.user_events[0].tolist()) == [received - MIN_MS, received - 1]

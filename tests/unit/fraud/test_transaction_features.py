@@ -132,3 +132,20 @@ def test_missing_context_gives_request_features_and_declared_defaults(fraud_arti
 )
 def test_country_code(country, code):
     assert country_code(country) == code
+
+
+@pytest.mark.parametrize("client_clock_offset_ms", [0, 200_000, 299_000, -900_000])
+def test_kind_client_clock_does_not_move_velocity_windows(fraud_artifacts, client_clock_offset_ms):
+    """Windows end at the server's receive time, whatever ``occurred_at`` the client sent."""
+    from dataclasses import replace
+
+    received = OCCURRED_MS
+    ctx = hand_example_context(
+        user_events=events((received - 9 * MIN_MS, 1.0), (received - 11 * MIN_MS, 2.0)),
+        device_events=events((received - 1, 4.0)),
+    )
+    state = make_state(fraud_artifacts, ctx, occurred_at_ms=received + client_clock_offset_ms)
+    state.request = replace(state.request, received_at_ms=received)
+    got = build(state)
+    assert (got["v_user_count_10m"], got["v_user_sum_10m"], got["v_user_count_1h"]) == (1, 1.0, 2)
+    assert got["v_device_count_10m"] == 1
