@@ -8,7 +8,7 @@ GEN_DIR := decision_service/_generated
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
-.PHONY: all demo flywheel test test-slow proto bench lint clean ensure-redis venv
+.PHONY: all demo flywheel test test-slow proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
 
 all: test
 
@@ -68,6 +68,37 @@ bench: venv proto ensure-redis
 	$(PY) -m pip install --quiet 'lleaves==1.3.0' 'llvmlite==0.44.0' \
 		|| echo "lleaves could not be installed: the bench scores with LightGBM"
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
+# ghz (https://ghz.sh), the load tester SREs use: every config in loadtests/ghz against a
+# private Redis and the server on the demo data (~1-2 min; builds data/demo the first time).
+# The pinned ghz is installed into .tools/ with `go install` when missing (needs Go).
+# Longer runs: make ghz GHZ_DURATION=30s    One config: make ghz GHZ_ARGS="--only fraud"
+GHZ_VERSION := v0.120.0
+GHZ_DIR := $(abspath .tools/ghz-$(GHZ_VERSION))
+GHZ := $(GHZ_DIR)/ghz
+GHZ_DURATION ?=
+GHZ_ARGS ?=
+
+ghz-install: $(GHZ)
+
+$(GHZ):
+	@command -v go >/dev/null 2>&1 || { \
+		echo "ghz $(GHZ_VERSION) is built from source and needs Go >= 1.22 (https://go.dev/dl/," >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install -y golang-go), or put a ghz binary on PATH and run" >&2; \
+		echo "  .venv/bin/python -m loadtests.ghz_run --ghz \$$(command -v ghz)" >&2; exit 1; }
+	GOBIN=$(GHZ_DIR) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+ghz: venv proto ensure-redis $(GHZ)
+	$(PY) -m loadtests.ghz_run --ghz $(GHZ) $(if $(GHZ_DURATION),--duration $(GHZ_DURATION)) $(GHZ_ARGS)
+
+# The short run of every config, asserted on ghz's JSON report (tests/integration/test_ghz.py).
+test-ghz: venv proto ensure-redis $(GHZ)
+	GHZ=$(GHZ) $(PY) -m pytest -m ghz $(PYTEST_ARGS)
+
+# ghz vs loadtests/loadgen.py on one server, alternating; the table in BENCHMARKS.md.
+GHZ_COMPARE_ARGS ?=
+ghz-compare: venv proto ensure-redis $(GHZ)
+	$(PY) -m loadtests.ghz_run compare --ghz $(GHZ) $(GHZ_COMPARE_ARGS)
 
 lint: venv
 	$(PY) -m ruff check decision_service offline tests loadtests
