@@ -104,7 +104,7 @@ class RecommendationExecutor:
             self._book.degrade(state.degraded, "selection", "short_list")
 
         decision = self._decision(state)
-        await self._book.run_side_effects(p.side_effects, state, decision)
+        await self._book.run_side_effects(p.side_effects, state, decision, deadline)
         return decision
 
     # ---------------------------------------------------------------- retrieval rounds

@@ -88,7 +88,7 @@ class FraudExecutor:
         with self._book.timed(state.stage_ms, p.context.name):
             state.context = await self._load_context(state, deadline)
         if state.context is not None and state.context.previous_record is not None:
-            return self._replay(state, state.context.previous_record, fingerprint)
+            return await self._replay(state, state.context.previous_record, fingerprint, deadline)
 
         self._flag_invalid_profiles(state)
         with self._book.timed(state.stage_ms, p.features.name):
@@ -114,29 +114,29 @@ class FraudExecutor:
         decision = self._decision(state)
         if state.context is None:
             self._book.degrade(state.degraded, "commit", "skipped_store_unavailable")
-            return await self._finish(state, decision)
+            return await self._finish(state, decision, deadline)
         with self._book.timed(state.stage_ms, p.committer.name):
             try:
                 async with asyncio.timeout_at(deadline):
                     previous = await p.committer.commit(state, encode_record(fingerprint, decision))
             except TimeoutError as exc:
                 self._book.degrade(state.degraded, "commit", "deadline_exceeded", exc)
-                return await self._finish(state, decision)
+                return await self._finish(state, decision, deadline)
             except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
                 self._book.degrade(state.degraded, "commit", store_failure(exc), exc)
-                return await self._finish(state, decision)
+                return await self._finish(state, decision, deadline)
         if previous is not None:  # a concurrent call with this id recorded first
-            return self._replay(state, previous, fingerprint)
-        return await self._finish(state, decision)
+            return await self._replay(state, previous, fingerprint, deadline)
+        return await self._finish(state, decision, deadline)
 
     def model_version(self) -> str:
         """The fraud model version new requests are served with."""
         return self._artifacts().version
 
-    async def _finish(self, state: FraudState, decision: FraudDecision) -> FraudDecision:
-        """Runs the side effects of a fresh verdict (a replayed one was logged and indexed the
-        first time); the decision index write completes before the answer is returned."""
-        await self._book.run_side_effects(self._side_effects, state, decision)
+    async def _finish(self, state: FraudState, decision: FraudDecision, deadline: float) -> FraudDecision:
+        """Runs the side effects of a fresh verdict; the decision index write completes (or
+        is flagged) before the answer is returned, within the request's deadline."""
+        await self._book.run_side_effects(self._side_effects, state, decision, deadline)
         return decision
 
     def _flag_invalid_profiles(self, state: FraudState) -> None:
@@ -158,7 +158,13 @@ class FraudExecutor:
             self._book.degrade(state.degraded, "features", store_failure(exc), exc)
         return None
 
-    def _replay(self, state: FraudState, raw: bytes, fingerprint: str) -> FraudDecision:
+    async def _replay(
+        self, state: FraudState, raw: bytes, fingerprint: str, deadline: float
+    ) -> FraudDecision:
+        """The recorded decision for a retried transaction. It was logged the first time; the
+        side effects marked ``repeat_on_replay`` (the idempotent decision-index write) run
+        again, so a first call whose index write failed or was cut off is repaired by its
+        retry."""
         t = state.request.transaction
         try:
             recorded_fp, decision = decode_record(raw, state.request.request_id)
@@ -174,6 +180,8 @@ class FraudExecutor:
                 "payload; a retry must resend the identical transaction, a new payment needs a new id",
             )
         decision.stage_ms = dict(state.stage_ms)
+        repeat = [e for e in self._side_effects if getattr(e, "repeat_on_replay", False)]
+        await self._book.run_side_effects(repeat, state, decision, deadline)
         return decision
 
     def _decision(self, state: FraudState) -> FraudDecision:

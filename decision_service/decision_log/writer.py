@@ -134,6 +134,7 @@ class ParquetLogWriter(Generic[R]):
         self._files: dict[tuple[tuple[str, str], ...], _OpenFile] = {}
         self._thread: threading.Thread | None = None
         self._last_drop_log = 0.0
+        self._sweeper: threading.Thread | None = None
         # a record the writer cannot handle is logged with its traceback once per 5 s (with
         # the count suppressed), not once per record: a bad producer must not flood the log
         self._bad_records = RateLimitedLog(logger=log)
@@ -147,6 +148,11 @@ class ParquetLogWriter(Generic[R]):
         return len(self._queue)
 
     def start(self) -> ParquetLogWriter[R]:
+        if self._local:
+            self._sweeper = threading.Thread(
+                target=self._sweep_in_background, name=f"log-sweep-{self.name}", daemon=True
+            )
+            self._sweeper.start()
         self._thread = threading.Thread(target=self._run, name=f"log-writer-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -178,7 +184,11 @@ class ParquetLogWriter(Generic[R]):
             raise TimeoutError(f"{self.name} log did not flush within {timeout_s}s")
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Drains the queue, writes every buffer and stops the thread."""
+        """Drains the queue, writes every buffer and stops the thread (and waits for the
+        start-up sweep of leftovers, if it still runs)."""
+        if self._sweeper is not None:
+            self._sweeper.join(timeout_s)
+            self._sweeper = None
         if self._thread is None:
             return
         self._queue.append(_STOP)
@@ -190,13 +200,17 @@ class ParquetLogWriter(Generic[R]):
 
     # ------------------------------------------------------------------ writer thread
 
+    def _sweep_in_background(self) -> None:
+        """The start-up sweep, on its own thread: walking a long log history must not hold up
+        the writer (its queue would fill and drop records while requests are served)."""
+        _lower_own_priority(self.config.thread_nice)
+        try:
+            self._sweep_leftovers()
+        except Exception:  # noqa: BLE001 - a failed cleanup must not stop the log
+            log.exception("%s log: cleaning leftover temp files under %s failed", self.name, self.root)
+
     def _run(self) -> None:
         _lower_own_priority(self.config.thread_nice)
-        if self._local:
-            try:
-                self._sweep_leftovers()
-            except Exception:  # noqa: BLE001 - a failed cleanup must not stop the log
-                log.exception("%s log: cleaning leftover temp files under %s failed", self.name, self.root)
         interval = self.config.flush_interval_s
         next_flush = time.monotonic() + interval
         while True:
@@ -250,7 +264,9 @@ class ParquetLogWriter(Generic[R]):
                 except Exception as exc:  # noqa: BLE001 - a bad record must not kill the writer
                     self.stats.dropped_write_error += len(chunk)
                     self._bad_records.error(
-                        "convert", f"{self.name} log: cannot convert {len(chunk)} records; dropped", exc_info=exc
+                        "convert",
+                        f"{self.name} log: cannot convert {len(chunk)} records; dropped",
+                        exc_info=exc,
                     )
                     continue
                 file.batches.append(batch)

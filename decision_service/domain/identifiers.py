@@ -7,7 +7,9 @@ Rules (each raises IdentifierError with a human-readable problem; the caller nam
               whitespace stripped, case kept (ids are opaque; ``U1`` and ``u1`` are two users),
               at most ``max_length`` characters, no character of Unicode category Cc (control),
               Cf (format: zero-width, bidi overrides, BOM), Cs (surrogates), Co (private use),
-              Zl / Zp (line / paragraph separators).
+              Zl / Zp (line / paragraph separators), no other default-ignorable (invisible)
+              code point (variation selectors, Hangul fillers, tags, CGJ) and no space but
+              U+0020 (no-break, ideographic, ... spaces).
   party ids   (fraud: transaction, user, merchant, device, payment instrument): the text rules,
               then ASCII letters, digits and ``. _ : -``; case kept.
   IP address  ``ipaddress``: IPv4-mapped (``::ffff:a.b.c.d``) and deprecated IPv4-compatible
@@ -29,6 +31,14 @@ from iso3166 import countries_by_alpha2
 FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 """Unicode categories no identifier may contain: control, format (invisible / bidi), surrogate,
 private use, line and paragraph separators."""
+
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt) that are not
+# already category Cf: variation selectors, the combining grapheme joiner, Hangul fillers,
+# tags: they render as nothing, so two ids that look alike would be two keys.
+_DEFAULT_IGNORABLE: tuple[tuple[int, int], ...] = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x2060, 0x206F),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF),
+)
 
 ISO_3166_ALPHA2: frozenset[str] = frozenset(countries_by_alpha2)
 MAX_IP_LENGTH = 45  # the longest IPv6 text form (with an embedded IPv4 address)
@@ -67,6 +77,11 @@ def canonical_text(value: str, max_length: int, required: bool = False) -> str:
                 raise IdentifierError(
                     f"must not contain {_CATEGORY_NAMES[cat]} characters (U+{ord(ch):04X})"
                 )
+            code = ord(ch)
+            if cat == "Zs" and ch != " ":
+                raise IdentifierError(f"must not contain spaces other than U+0020 (U+{code:04X})")
+            if code >= 0x034F and any(lo <= code <= hi for lo, hi in _DEFAULT_IGNORABLE):
+                raise IdentifierError(f"must not contain invisible characters (U+{code:04X})")
         out = unicodedata.normalize("NFC", value).strip()
     if required and not out:
         raise IdentifierError("must not be empty")
@@ -94,7 +109,7 @@ def canonical_ip(value: str) -> str:
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        raise IdentifierError(f"not an IPv4 or IPv6 address: {value!r}") from None
+        raise IdentifierError(f"not an IPv4 or IPv6 address: {ascii(value)}") from None
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
@@ -109,7 +124,7 @@ def canonical_country(value: str) -> str:
     blanks: ``de`` and ``DE\\n`` are rejected, not guessed). On failure: IdentifierError."""
     if value not in ISO_3166_ALPHA2:
         shown = value if len(value) <= 16 else value[:16] + "..."
-        raise IdentifierError(f"not an assigned ISO 3166-1 alpha-2 country code (e.g. 'DE'): {shown!r}")
+        raise IdentifierError(f"not an assigned ISO 3166-1 alpha-2 country code (e.g. 'DE'): {ascii(shown)}")
     return value
 
 

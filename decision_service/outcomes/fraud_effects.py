@@ -9,9 +9,11 @@ Once per payment: offline (offline/fraud_features.py) a payment counts as one ch
 whatever arrives for it, so online the effect is applied once per transaction (per decision
 when the transaction id is unknown), whatever is duplicated, retried or confirmed again (a
 chargeback then an analyst's ``confirmed_fraud``). One Lua script, atomic: it sets a marker
-``fx:fraud_confirmed:{transaction id}`` (SET NX, TTL = the decision index TTL of fraud, so it
-outlives every outcome that can still be attributed) and applies the effect only if the
-marker was new. A failure leaves nothing half-applied: marker and effect commit together.
+``fx:fraud_confirmed:{transaction id}`` (TTL = the decision index TTL of fraud, so it
+outlives every outcome that can still be attributed): when the marker exists nothing is
+done; otherwise every key's type is checked before the first write (Redis does not roll a
+script back when it errors part-way), then the effects are applied and the marker is set
+last, so a failure leaves nothing half-applied and a retry applies the effect once.
 
 The 90-day window is not aged out online: the next offline materialization recomputes it.
 """
@@ -30,7 +32,18 @@ from decision_service.features.registry import FeatureGroup
 # ARGV: marker TTL ms, user offset, user default, device offset ('' = none), device default,
 #       instrument ('' = none)
 _CONFIRM_ONCE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- every check before the first write: a script that errors part-way is not rolled back
+local function expect(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= kind then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind)
+  end
+end
+local bad = expect(KEYS[2], 'string')
+  or (ARGV[4] ~= '' and expect(KEYS[3], 'string'))
+  or (ARGV[6] ~= '' and expect(KEYS[4], 'set'))
+if bad then return bad end
 local function bump(key, off, default)
   if redis.call('EXISTS', key) == 0 then redis.call('SET', key, default) end
   local raw = redis.call('GETRANGE', key, off, off + 3)
@@ -41,6 +54,7 @@ end
 bump(KEYS[2], tonumber(ARGV[2]), ARGV[3])
 if ARGV[4] ~= '' then bump(KEYS[3], tonumber(ARGV[4]), ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('SADD', KEYS[4], ARGV[6]) end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])  -- the marker last: set only when all applied
 return 1
 """
 

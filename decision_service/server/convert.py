@@ -95,7 +95,7 @@ def recommendation_request_from_proto(
         name = _text(field, raw, limits, required=True).casefold()
         if name not in _CATEGORY_INDEX:
             shown = name if len(name) <= 40 else name[:40] + "..."
-            raise InvalidArgument(field, f"unknown category {shown!r}; known: {', '.join(CATEGORIES)}")
+            raise InvalidArgument(field, f"unknown category {ascii(shown)}; known: {', '.join(CATEGORIES)}")
         allowed.add(_CATEGORY_INDEX[name])
     return RecommendationRequest(
         request_id=request_id,
@@ -112,7 +112,7 @@ def context_from_proto(path: str, ctx: pb.RequestContext, limits: RequestLimits)
     device = _text(f"{path}.device", ctx.device, limits)
     locale = _text(f"{path}.locale", ctx.locale, limits)
     if locale and not _LOCALE.match(locale):
-        raise InvalidArgument(f"{path}.locale", f"not a BCP 47 language tag: {locale!r}")
+        raise InvalidArgument(f"{path}.locale", f"not a BCP 47 language tag: {ascii(locale)}")
     if len(ctx.attributes) > limits.max_context_attributes:
         raise InvalidArgument(
             f"{path}.attributes",
@@ -128,8 +128,8 @@ def _attributes(path: str, raw: Any, limits: RequestLimits) -> tuple[tuple[str, 
     for key in sorted(raw):
         canonical = _text(f"{path} key", key, limits, required=True)
         if canonical in out:
-            raise InvalidArgument(f"{path} key", f"{canonical!r} is given twice (once normalised)")
-        out[canonical] = _text(f"{path}[{canonical!r}]", raw[key], limits)
+            raise InvalidArgument(f"{path} key", f"{ascii(canonical)} is given twice (once normalised)")
+        out[canonical] = _text(f"{path}[{ascii(canonical)}]", raw[key], limits)
     return tuple(sorted(out.items()))
 
 
@@ -198,12 +198,12 @@ def _outcome(path: str, o: pb.Outcome, limits: RequestLimits, now_ms: int) -> Ou
     if not _DECISION_ID.fullmatch(decision_id):
         shown = o.decision_id[:40]
         raise InvalidArgument(
-            f"{path}.decision_id", f"must be the 32-hex-digit id of a decision, got {shown!r}"
+            f"{path}.decision_id", f"must be the 32-hex-digit id of a decision, got {ascii(shown)}"
         )
     kind = OUTCOME_TYPES.get(o.type)
     if kind is None:
         raise InvalidArgument(
-            f"{path}.type", f"unknown outcome type {o.type[:40]!r}; known: {', '.join(OUTCOME_TYPES)}"
+            f"{path}.type", f"unknown outcome type {ascii(o.type[:40])}; known: {', '.join(OUTCOME_TYPES)}"
         )
     item_id = _text(f"{path}.item_id", o.item_id, limits, required=kind.requires_item)
     if not math.isfinite(o.value):

@@ -67,7 +67,7 @@ def fraud_request_from_proto(
         raise InvalidArgument(f"{_P}.currency", f"unknown ISO 4217 currency code ({exc})") from None
     if currency not in CURRENCIES:
         shown = currency if len(currency) <= 8 else currency[:8] + "..."
-        raise InvalidArgument(f"{_P}.currency", f"unknown ISO 4217 currency code {shown!r}")
+        raise InvalidArgument(f"{_P}.currency", f"unknown ISO 4217 currency code {ascii(shown)}")
     if f.amount_minor < 0:
         raise InvalidArgument(f"{_P}.amount_minor", f"must not be negative, got {f.amount_minor}")
     eur = float(amount_eur(f.amount_minor, currency)[0])
@@ -79,7 +79,8 @@ def fraud_request_from_proto(
         )
     if f.merchant_category and not _MCC.fullmatch(f.merchant_category):
         raise InvalidArgument(
-            f"{_P}.merchant_category", f"not a 4-digit merchant category code: {f.merchant_category[:16]!r}"
+            f"{_P}.merchant_category",
+            f"not a 4-digit merchant category code: {ascii(f.merchant_category[:16])}",
         )
     try:
         country = canonical_country(f.country)

@@ -83,11 +83,14 @@ def retrieval_depth(state: RecommendationState, base: int, cap: int, catalog_sha
     """How many candidates a source retrieves: deeper in proportion to what the filters remove.
 
     ``base`` scaled by the round's ``depth_factor`` and by 1 / ``catalog_share`` (the share
-    of the source's items a category allow-list keeps), plus one per excluded and per seen
-    item (each can remove at most one candidate), capped at ``cap``. O(1): no catalog scan.
+    of the source's items a category allow-list keeps), plus one per item the request
+    excludes (each can remove at most one candidate), capped at ``cap``. O(1): no catalog
+    scan. The user's seen set is *not* added up front: an active user's ~500 seen items
+    would multiply hydration, scoring and the logged row for every request although few of
+    them fall in the top ``base``; when they do, the executor's refill round goes deeper by
+    what was actually removed.
     """
-    user = state.user
-    removable = len(state.request.exclude_item_ids) + (len(user.seen_item_ids) if user else 0)
+    removable = len(state.request.exclude_item_ids)
     scaled = base * state.depth_factor / max(catalog_share, 1e-9)
     return int(min(cap, np.ceil(min(scaled, cap)) + removable))
 

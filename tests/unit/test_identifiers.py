@@ -54,6 +54,13 @@ BAD_CHARACTERS = {
     "line_separator": "\u2028",
     "paragraph_separator": "\u2029",
     "private_use": "\ue000",
+    "variation_selector": "\ufe0f",
+    "combining_grapheme_joiner": "\u034f",
+    "hangul_filler": "\u3164",
+    "no_break_space": "\u00a0",
+    "ideographic_space": "\u3000",
+    "tag_character": "\U000e0041",
+    "variation_selector_supplement": "\U000e0100",
 }
 
 
@@ -225,7 +232,7 @@ def test_text_is_nfc_and_stripped_with_case_kept():
     assert canonical_text("U1", 64) == "U1"
     with pytest.raises(IdentifierError, match="surrogate"):
         canonical_text("a\ud800b", 64)
-    with pytest.raises(IdentifierError, match="empty"):
+    with pytest.raises(IdentifierError, match="empty|spaces other than"):
         canonical_text(" \u00a0 ", 64, required=True)
 
 

@@ -42,6 +42,7 @@ class LogFraudDecision:
 
 class RememberFraudDecision:
     name = "remember_fraud_decision"
+    repeat_on_replay = True  # an idempotent SET: a retry repairs a first write that failed
 
     def __init__(self, index: DecisionIndex) -> None:
         self._index = index
