@@ -4,6 +4,7 @@ and a private redis-server holding the tiny world's materialized features."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -105,3 +106,15 @@ def channel(server) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="session")
 def stub(channel) -> pb_grpc.DecisionServiceStub:
     return pb_grpc.DecisionServiceStub(channel)
+
+
+def publish_fraud_version(rec_registry: Path | str, fraud_version) -> None:  # type: ignore[no-untyped-def]
+    """Copies the tiny fraud model version into the recommendation registry and makes it
+    CURRENT there (a server needs both use cases' versions in one registry); idempotent."""
+    from decision_service.models.fraud_artifacts import FRAUD
+    from decision_service.models.registry import ModelRegistry
+
+    target = Path(rec_registry) / FRAUD / "versions" / fraud_version.name
+    if not target.exists():
+        shutil.copytree(fraud_version.path, target)
+        ModelRegistry(rec_registry).set_current(FRAUD, fraud_version.name)

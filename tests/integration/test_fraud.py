@@ -3,7 +3,6 @@ tiny payments world's materialized state."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,10 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features.definitions import REGISTRY
 from decision_service.features.fraud_store import add_to_block_list
-from decision_service.models.fraud_artifacts import FRAUD
-from decision_service.models.registry import ModelRegistry
 from offline.bootstrap_fraud import materialize_fraud
 from offline.fraud_features import FraudHistory
 from offline.fraud_world import FraudWorld
-from tests.integration.conftest import start
+from tests.integration.conftest import publish_fraud_version, start
 
 APPROVE, REVIEW, DECLINE = pb.FRAUD_ACTION_APPROVE, pb.FRAUD_ACTION_REVIEW, pb.FRAUD_ACTION_DECLINE
 
@@ -41,11 +38,7 @@ class FraudServed:
 def fraud_served(tiny_bootstrap, tiny_fraud_bootstrap, loop_thread) -> Iterator[FraudServed]:
     _, rec_registry, _ = tiny_bootstrap
     fraud_world_dir, _, fraud_version = tiny_fraud_bootstrap
-    registry = ModelRegistry(rec_registry)  # a server needs both use cases' versions
-    target = Path(rec_registry) / FRAUD / "versions" / fraud_version.name
-    if not target.exists():
-        shutil.copytree(fraud_version.path, target)
-        registry.set_current(FRAUD, fraud_version.name)
+    publish_fraud_version(rec_registry, fraud_version)
     world = FraudWorld.load(fraud_world_dir)
     with LocalRedis() as redis_server:
         materialize_fraud(FraudHistory(world), redis_server.url)

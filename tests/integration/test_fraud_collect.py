@@ -3,7 +3,6 @@ marks the user, the device and the card at once."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from decision_service.models.registry import ModelRegistry
 from offline.bootstrap_fraud import materialize_fraud
 from offline.fraud_features import FraudHistory
 from offline.fraud_world import FraudWorld
-from tests.integration.conftest import start
+from tests.integration.conftest import publish_fraud_version, start
 from tests.integration.test_fraud import DECLINE, decide, txn
 
 
@@ -30,10 +29,7 @@ from tests.integration.test_fraud import DECLINE, decide, txn
 def fraud_logged(tiny_bootstrap, tiny_fraud_bootstrap, loop_thread, tmp_path_factory) -> Iterator[tuple]:
     _, rec_registry, _ = tiny_bootstrap
     fraud_world_dir, _, fraud_version = tiny_fraud_bootstrap
-    target = Path(rec_registry) / FRAUD / "versions" / fraud_version.name
-    if not target.exists():
-        shutil.copytree(fraud_version.path, target)
-        ModelRegistry(rec_registry).set_current(FRAUD, fraud_version.name)
+    publish_fraud_version(rec_registry, fraud_version)
     world = FraudWorld.load(fraud_world_dir)
     logs = tmp_path_factory.mktemp("fraud-logs")
     with LocalRedis() as redis_server:

@@ -3,7 +3,6 @@ logged, and the retry after Redis is back applies the effect once (the card is b
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -15,12 +14,10 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features import online_store
 from decision_service.features.definitions import FRAUD_USER
-from decision_service.models.fraud_artifacts import FRAUD
-from decision_service.models.registry import ModelRegistry
 from offline.bootstrap_fraud import materialize_fraud
 from offline.fraud_features import FraudHistory
 from offline.fraud_world import FraudWorld
-from tests.integration.conftest import start
+from tests.integration.conftest import publish_fraud_version, start
 from tests.integration.test_fraud import APPROVE, DECLINE, decide, txn
 
 
@@ -34,10 +31,7 @@ def test_kind_outcome_effects_unavailable_while_redis_is_down_then_applied_once_
 ):
     _, rec_registry, _ = tiny_bootstrap
     fraud_world_dir, _, fraud_version = tiny_fraud_bootstrap
-    target = Path(rec_registry) / FRAUD / "versions" / fraud_version.name
-    if not target.exists():
-        shutil.copytree(fraud_version.path, target)
-        ModelRegistry(rec_registry).set_current(FRAUD, fraud_version.name)
+    publish_fraud_version(rec_registry, fraud_version)
     world = FraudWorld.load(fraud_world_dir)
     history = FraudHistory(world)
     port = free_port()
