@@ -44,8 +44,6 @@ class RecommendationLogRecord:
     item_features: np.ndarray  # float32 [n, ITEM.width]
     item_status: np.ndarray  # uint8 [n]
     cross_features: np.ndarray  # float32 [n, USER_ITEM width]
-    shadow_model_version: str | None = None
-    shadow_scores: np.ndarray | None = None
 
 
 def _vector_list(width: int) -> pa.DataType:
@@ -84,8 +82,6 @@ SCHEMA = pa.schema(
         pa.field("item_features", _vector_list(ITEM.width)),
         pa.field("item_feature_status", pa.list_(pa.uint8())),
         pa.field("cross_features", _vector_list(len(USER_ITEM.columns))),
-        pa.field("shadow_model_version", pa.string()),
-        pa.field("shadow_scores", pa.list_(pa.float32())),
     ],
     metadata={
         "registry_version": REGISTRY.version,
@@ -114,7 +110,6 @@ def to_batch(records: Sequence[RecommendationLogRecord]) -> pa.RecordBatch:
         flat = np.concatenate([p.reshape(-1) for p in parts]).astype(np.float32, copy=False)
         return pa.ListArray.from_arrays(offsets, pa.FixedSizeListArray.from_arrays(pa.array(flat), width))
 
-    shadow = [r.shadow_scores for r in records]
     columns = [
         pa.array([r.decision_id for r in records]),
         pa.array([r.request_id for r in records]),
@@ -154,7 +149,5 @@ def to_batch(records: Sequence[RecommendationLogRecord]) -> pa.RecordBatch:
         vectors([r.item_features for r in records], ITEM.width),
         lists(np.concatenate([r.item_status for r in records]).astype(np.uint8)),
         vectors([r.cross_features for r in records], len(USER_ITEM.columns)),
-        pa.array([r.shadow_model_version for r in records], pa.string()),
-        pa.array([None if s is None else s.tolist() for s in shadow], pa.list_(pa.float32())),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
