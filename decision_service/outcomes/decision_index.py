@@ -132,6 +132,8 @@ def _encode(ref: DecisionRef) -> str:
 def _decode(decision_id: str, raw: bytes) -> DecisionRef | None:
     try:
         use_case, user_id, decided_at_ms, entities = json.loads(raw)
+        if use_case not in USE_CASES:  # written by a version with another use case: unknown here
+            return None
         return DecisionRef(decision_id, use_case, user_id, int(decided_at_ms), tuple(map(tuple, entities)))
     except (ValueError, TypeError):
         return None

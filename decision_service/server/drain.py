@@ -47,7 +47,6 @@ class DrainGate(aio.ServerInterceptor):
     def __init__(self) -> None:
         self._draining = False
         self._running = 0
-        self._last_handed_over = time.monotonic()
 
     @property
     def draining(self) -> bool:
@@ -65,7 +64,6 @@ class DrainGate(aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        self._last_handed_over = time.monotonic()
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # health Watch, reflection: streams end with the server
