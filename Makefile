@@ -53,12 +53,12 @@ test-slow: venv proto ensure-redis
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 demo: venv proto $(if $(REDIS_URL),,ensure-redis)
-	$(PY) -m offline.demo
+	$(PY) -m offline.runs.demo
 
 # Turns of the loop on a synthetic world: decide, collect, train, publish, hot-reload.
 FLYWHEEL_ARGS ?=
 flywheel: venv proto $(if $(REDIS_URL),,ensure-redis)
-	$(PY) -m offline.flywheel $(FLYWHEEL_ARGS)
+	$(PY) -m offline.runs.flywheel $(FLYWHEEL_ARGS)
 
 # Throughput and latency at saturation against the issue's targets (~20-30 min the first time:
 # it builds the 1M-item bench world; later runs reuse data/bench). Not part of `make test`.

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import redis
+
+STORE_TIMEOUTS: tuple[type[BaseException], ...] = (redis.exceptions.TimeoutError,)
+"""Store errors that mean "too slow" rather than "unreachable" (degraded ``store_timeout``)."""
+
 
 class InvalidArgument(ValueError):
     """Client error. ``field`` is the request path, e.g. ``recommendation.num_items``."""

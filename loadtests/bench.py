@@ -70,17 +70,19 @@ def prepare(data_dir: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]
     world, fraud_world, registry = data_dir / "world", data_dir / "fraud_world", data_dir / "registry"
     if not (world / "world.json").exists():
         say(f"generating the {args.preset} world -> {world}")
-        _run([PY, "-m", "offline.world", "--preset", args.preset, "--out", str(world)])
+        _run([PY, "-m", "offline.simulation.world", "--preset", args.preset, "--out", str(world)])
     if not (registry / "recommendation" / "CURRENT").exists():
         say("bootstrapping recommendations (embeddings, ranker, serving index by measured recall)")
-        _run([PY, "-m", "offline.bootstrap", "--world", str(world), "--registry", str(registry),
+        _run([PY, "-m", "offline.runs.bootstrap", "--world", str(world), "--registry", str(registry),
               "--max-train-users", str(args.max_train_users), "--index", args.index])
     if not (fraud_world / "fraud_world.json").exists():
         say(f"generating the {args.fraud_preset} payments world -> {fraud_world}")
-        _run([PY, "-m", "offline.fraud_world", "--preset", args.fraud_preset, "--out", str(fraud_world)])
+        _run([PY, "-m", "offline.simulation.fraud_world", "--preset", args.fraud_preset,
+              "--out", str(fraud_world)])
     if not (registry / FRAUD / "CURRENT").exists():
         say("bootstrapping the fraud model")
-        _run([PY, "-m", "offline.bootstrap_fraud", "--world", str(fraud_world), "--registry", str(registry)])
+        _run([PY, "-m", "offline.runs.bootstrap_fraud", "--world", str(fraud_world),
+              "--registry", str(registry)])
     version = ModelRegistry(registry).current("recommendation")
     try:
         t0 = time.perf_counter()
@@ -102,7 +104,7 @@ def write_requests(
     every phase needs its own transaction ids (a repeated id is an idempotent replay) and
     occurred_at must be recent."""
     from loadtests.make_requests import recommendation_requests, write_jsonl
-    from offline.world import World
+    from offline.simulation.world import World
 
     rec = out / "recommendations.jsonl"
     if not rec.exists():
@@ -116,7 +118,7 @@ def write_requests(
 
 def fraud_requests(fraud_dir: Path, n: int, seed: int = 0) -> list[pb.GetDecisionRequest]:
     """Payments replayed from the world's last days as new transactions happening now."""
-    from offline.fraud_world import FraudWorld
+    from offline.simulation.fraud_world import FraudWorld
 
     w = FraudWorld.load(fraud_dir)
     rng = np.random.default_rng(seed)
@@ -266,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str]] = []
 
     with LocalRedis() as redis_server:
-        from offline.bootstrap_fraud import materialize_fraud
-        from offline.fraud_features import FraudHistory
-        from offline.fraud_world import FraudWorld
-        from offline.materialize import materialize
+        from offline.features.fraud_features import FraudHistory
+        from offline.features.materialize import materialize
+        from offline.runs.bootstrap_fraud import materialize_fraud
+        from offline.simulation.fraud_world import FraudWorld
 
         say("materializing both worlds into a private redis-server")
         materialize(world, redis_server.url, history_root=work / "feature_history")

@@ -18,8 +18,8 @@ import numpy as np
 
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import knobs_of
-from offline.build_index import measure_recall, sample_queries
-from offline.materialize import load_serving_state
+from offline.features.build_index import measure_recall, sample_queries
+from offline.features.materialize import load_serving_state
 
 
 def latency_ms(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[float, float]:

@@ -22,9 +22,9 @@ from decision_service.devtools.local_redis import LocalRedis
 from decision_service.devtools.server_process import ServerProcess
 from loadtests.loadgen import run
 from loadtests.make_requests import recommendation_requests
-from offline.bootstrap import bootstrap
-from offline.materialize import materialize
-from offline.world import World, generate_world, preset
+from offline.features.materialize import materialize
+from offline.runs.bootstrap import bootstrap
+from offline.simulation.world import World, generate_world, preset
 
 
 def prepare(data_dir: Path, preset_name: str) -> tuple[Path, Path]:

@@ -27,9 +27,9 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.devtools.server_process import ServerProcess
-from offline.bootstrap import bootstrap
-from offline.materialize import materialize
-from offline.world import generate_world, preset
+from offline.features.materialize import materialize
+from offline.runs.bootstrap import bootstrap
+from offline.simulation.world import generate_world, preset
 
 OLD = {
     "DS_MAX_MESSAGE_BYTES": str(4 * 1024 * 1024),

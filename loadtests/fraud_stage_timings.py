@@ -23,9 +23,9 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.devtools.server_process import ServerProcess
 from decision_service.server.servicer import DEBUG_TIMINGS_HEADER, TIMINGS_TRAILER
-from offline.bootstrap_fraud import materialize_fraud
-from offline.fraud_features import FraudHistory
-from offline.fraud_world import FraudWorld
+from offline.features.fraud_features import FraudHistory
+from offline.runs.bootstrap_fraud import materialize_fraud
+from offline.simulation.fraud_world import FraudWorld
 
 
 def main(argv: list[str] | None = None) -> int:

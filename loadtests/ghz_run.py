@@ -85,11 +85,11 @@ def prepare(data_dir: Path, preset: str = "small") -> Demo:
     """The demo worlds and registry under ``data_dir``: reused when present, else built the
     way ``make demo`` builds them (features go to Redis later, per run)."""
     from decision_service.models.fraud_artifacts import FRAUD
-    from offline.bootstrap import bootstrap
-    from offline.bootstrap_fraud import bootstrap_fraud
-    from offline.fraud_world import fraud_preset, generate_fraud_world
-    from offline.world import generate_world
-    from offline.world import preset as world_preset
+    from offline.runs.bootstrap import bootstrap
+    from offline.runs.bootstrap_fraud import bootstrap_fraud
+    from offline.simulation.fraud_world import fraud_preset, generate_fraud_world
+    from offline.simulation.world import generate_world
+    from offline.simulation.world import preset as world_preset
 
     demo = Demo(data_dir / "world", data_dir / "fraud_world", data_dir / "registry")
     if not ((demo.world / "world.json").exists() and (demo.registry / "recommendation" / "CURRENT").exists()):
@@ -109,10 +109,10 @@ def prepare(data_dir: Path, preset: str = "small") -> Demo:
 
 def load_redis(demo: Demo, redis_url: str, work: Path) -> None:
     """Both worlds' features into ``redis_url`` (a fresh private server)."""
-    from offline.bootstrap_fraud import materialize_fraud
-    from offline.fraud_features import FraudHistory
-    from offline.fraud_world import FraudWorld
-    from offline.materialize import materialize
+    from offline.features.fraud_features import FraudHistory
+    from offline.features.materialize import materialize
+    from offline.runs.bootstrap_fraud import materialize_fraud
+    from offline.simulation.fraud_world import FraudWorld
 
     materialize(demo.world, redis_url, history_root=work / "feature_history")
     materialize_fraud(FraudHistory(FraudWorld.load(demo.fraud_world)), redis_url)
@@ -124,7 +124,7 @@ def write_data(demo: Demo, out: Path = DATA_OUT, n: int = 2_000) -> dict[str, Pa
 
     from loadtests.bench import fraud_requests
     from loadtests.make_requests import recommendation_requests, write_ghz_array, write_jsonl
-    from offline.world import World
+    from offline.simulation.world import World
 
     out.mkdir(parents=True, exist_ok=True)
     world = World.load(demo.world)

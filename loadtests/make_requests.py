@@ -16,7 +16,7 @@ from google.protobuf import json_format
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.features.definitions import CATEGORIES
-from offline.world import World
+from offline.simulation.world import World
 
 SURFACES = ("home", "pdp", "cart", "search")
 DEVICES = ("ios", "android", "web")

@@ -23,16 +23,17 @@ import numpy as np
 
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import LocalRedis
-from decision_service.executor import RecommendationExecutor
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import RecommendationModels
-from decision_service.pipelines.recommendation import recommendation_pipeline
-from decision_service.server.convert import RequestLimits, recommendation_request_from_proto
+from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
+from decision_service.use_cases.recommendation.executor import RecommendationExecutor
+from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
 from loadtests.make_requests import recommendation_requests
-from offline.materialize import materialize
-from offline.world import World
+from offline.features.materialize import materialize
+from offline.simulation.world import World
 
 
 async def stage_timings(

@@ -1,11 +1,16 @@
-"""Offline half: synthetic world, batch features, embeddings, index, ranker, bootstrap.
+"""Offline half: example data, batch features, training, the learning loop, and the runs.
 
-Each job runs alone (``python -m offline.<job> --help``):
-  world        seeded synthetic e-commerce world (users, items, interactions, truth)
-  features     USER / ITEM snapshot as of a time (no events at or after it)
-  embeddings   truncated-SVD user and item embeddings
-  build_index  FAISS inner-product index, chosen by measured recall@200
-  train_ranker LightGBM lambdarank on serving-style candidates, with baselines
-  materialize  serving snapshot -> Redis through the online store's writers
-  bootstrap    all of the above for a world -> a published model version
+Subpackages by role; each job runs alone (``python -m offline.<role>.<job> --help``):
+  simulation/  example data generators: world (seeded e-commerce users, items, interactions,
+               truth), fraud_world (payments with labelled fraud patterns)
+  features/    batch features and materialization: snapshot (USER / ITEM snapshot as of a time),
+               fraud_features (point-in-time payment profiles), feature_history, materialize
+               (snapshot -> Redis through the online store's writers), embeddings (truncated
+               SVD), build_index (FAISS inner-product index, chosen by measured recall@200)
+  training/    model training: train_ranker (LightGBM lambdarank with baselines), train_fraud,
+               lightgbm_params (``LightGbmSettings``, the one LightGBM settings type)
+  loop/        the flywheel's organize + learn half shared by use cases: training_set (logs
+               joined with outcomes), retrain (train, compare, publish if not worse)
+  runs/        bootstraps (all of the above for a world -> a published model version), demos
+               and the flywheel runs (``make demo``, ``make flywheel``)
 """

@@ -20,7 +20,7 @@ os.environ.setdefault("DS_SCORER", "lightgbm")
 @pytest.fixture(scope="session")
 def tiny_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated "tiny" preset world (~1,500 users, 2,000 items, ~47k events)."""
-    from offline.world import generate_world, preset
+    from offline.simulation.world import generate_world, preset
 
     out = tmp_path_factory.mktemp("tiny") / "world"
     generate_world(preset("tiny"), out)
@@ -34,10 +34,10 @@ def tiny_bootstrap(
     """(world_dir, registry_root, published ModelVersion) of the tiny world; no Redis.
 
     The serving state (features + embeddings at world now) is saved under
-    ``world_dir/serving``; ``offline.materialize.materialize_world(world_dir, url)`` loads
+    ``world_dir/serving``; ``offline.features.materialize.materialize_world(world_dir, url)`` loads
     it into a Redis in a second or so.
     """
-    from offline.bootstrap import bootstrap
+    from offline.runs.bootstrap import bootstrap
 
     registry_root = tmp_path_factory.mktemp("tiny_registry")
     version = bootstrap(tiny_world_dir, registry_root)
@@ -69,9 +69,9 @@ def tiny_fraud_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
     One training thread: OpenMP fan-out on a busy 2-core machine spins instead of working.
     """
-    from offline.bootstrap_fraud import bootstrap_fraud
-    from offline.fraud_world import fraud_preset, generate_fraud_world
-    from offline.train_fraud import FraudTrainConfig
+    from offline.runs.bootstrap_fraud import bootstrap_fraud
+    from offline.simulation.fraud_world import fraud_preset, generate_fraud_world
+    from offline.training.train_fraud import FraudTrainConfig
 
     world_dir = tmp_path_factory.mktemp("fraud_tiny") / "world"
     generate_fraud_world(fraud_preset("tiny"), world_dir)

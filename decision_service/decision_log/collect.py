@@ -1,37 +1,39 @@
-"""Wires the collect half for a server: decision log, outcome log, decision index, recorder."""
+"""Wires the collect half for a server: decision logs, outcome log, decision index, recorder."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from decision_service.config import ServiceConfig
-from decision_service.decision_log import fraud_log, outcome_log, recommendation_log
-from decision_service.decision_log.fraud_log import FraudLogRecord
+from decision_service.decision_log import outcome_log
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
-from decision_service.decision_log.recommendation_log import RecommendationLogRecord
 from decision_service.decision_log.writer import LogWriterConfig, ParquetLogWriter
-from decision_service.domain.outcomes import Effect
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.fraud_executor import FraudSideEffect
 from decision_service.outcomes.decision_index import DecisionIndex, ttls_from_label_windows
-from decision_service.outcomes.fraud_effects import mark_confirmed_fraud
-from decision_service.outcomes.recorder import OutcomeRecorder
-from decision_service.stages.base import SideEffect
-from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
-from decision_service.stages.side_effects.log_served_decision import LogServedDecision
-from decision_service.stages.side_effects.remember_decision import RememberDecision
+from decision_service.outcomes.recorder import EffectHandler, OutcomeRecorder
+from decision_service.use_cases.base import UseCase
 
 log = logging.getLogger(__name__)
+
+DECISIONS = "decisions"
+OUTCOMES = "outcomes"
 
 
 @dataclass
 class Collect:
-    decision_log: ParquetLogWriter[RecommendationLogRecord] | None
-    fraud_log: ParquetLogWriter[FraudLogRecord] | None
+    """The collect half of one server process, for every registered use case.
+
+    ``decision_logs``: use case name -> its decision log writer (rows under
+    ``decisions/use_case=<name>/``); empty when logging is off, as is ``outcome_log`` None.
+    """
+
+    decision_logs: dict[str, ParquetLogWriter[Any]]
     outcome_log: ParquetLogWriter[OutcomeLogRecord] | None
     index: DecisionIndex
     recorder: OutcomeRecorder | None
@@ -41,28 +43,39 @@ class Collect:
         return [w for _, w in self.labelled_writers()]
 
     def labelled_writers(self) -> list[tuple[str, ParquetLogWriter]]:  # type: ignore[type-arg]
-        labelled = (
-            ("decisions/recommendation", self.decision_log),
-            ("decisions/fraud", self.fraud_log),
-            ("outcomes", self.outcome_log),
-        )
-        return [(label, w) for label, w in labelled if w is not None]
+        labelled: list[tuple[str, ParquetLogWriter]] = [  # type: ignore[type-arg]
+            (f"{DECISIONS}/{name}", w) for name, w in self.decision_logs.items()
+        ]
+        if self.outcome_log is not None:
+            labelled.append((OUTCOMES, self.outcome_log))
+        return labelled
 
     @classmethod
     def build(
-        cls, config: ServiceConfig, client: aioredis.Redis, writes: MultiplexedRedis | None = None
+        cls,
+        config: ServiceConfig,
+        client: aioredis.Redis,
+        use_cases: Sequence[UseCase],
+        writes: MultiplexedRedis | None = None,
     ) -> Collect:
-        """``writes``: the request path's multiplexed connection, for the decision index write
-        every answer waits for (redis-py ``client`` when None)."""
+        """Writers, decision index and outcome recorder for ``use_cases``.
+
+        ``writes``: the request path's multiplexed connection, for the decision index write
+        every answer waits for (redis-py ``client`` when None).
+        On failure: ValueError when an outcome type names an effect its use case has no
+        handler for (a declaration error, found at start)."""
+        outcome_types = [t for u in use_cases for t in u.outcome_types]
         index = DecisionIndex(
             client,
-            ttls_from_label_windows(config.decision_index_grace_s),
+            ttls_from_label_windows(config.decision_index_grace_s, outcome_types),
             config.decision_index_local_size,
             writes,
+            outcome_types,
         )
+        handlers = _effect_handlers(config, use_cases)
         if not config.log_enabled:
             log.warning("decision and outcome logging is OFF (DS_LOG_ENABLED=false)")
-            return cls(None, None, None, index, None)
+            return cls({}, None, index, None)
         writer_config = LogWriterConfig(
             queue_size=config.log_queue_size,
             max_rows_per_file=config.log_max_rows_per_file,
@@ -70,45 +83,23 @@ class Collect:
             compression=config.log_compression,
             row_group_bytes=config.log_row_group_bytes,
         )
-        decisions = ParquetLogWriter(
-            config.log_root,
-            "decisions",
-            recommendation_log.SCHEMA,
-            recommendation_log.to_batch,
-            recommendation_log.partition_of,
-            writer_config,
-        )
-        fraud = ParquetLogWriter(
-            config.log_root,
-            "decisions",  # same log as recommendations, partition use_case=fraud
-            fraud_log.SCHEMA,
-            fraud_log.to_batch,
-            fraud_log.partition_of,
-            writer_config,
-        )
+        decision_logs: dict[str, ParquetLogWriter[Any]] = {
+            u.name: ParquetLogWriter(
+                config.log_root, DECISIONS, u.log.schema, u.log.to_batch, u.log.partition_of, writer_config
+            )
+            for u in use_cases
+            if u.log is not None
+        }
         outcomes = ParquetLogWriter(
             config.log_root,
-            "outcomes",
+            OUTCOMES,
             outcome_log.SCHEMA,
             outcome_log.to_batch,
             outcome_log.partition_of,
             writer_config,
         )
-        recorder = OutcomeRecorder(index, client, outcomes, config.max_seen_items)
-        recorder.register(Effect.FRAUD_CONFIRMED, mark_confirmed_fraud)
-        return cls(decisions, fraud, outcomes, index, recorder)
-
-    def recommendation_side_effects(self) -> tuple[SideEffect, ...]:
-        effects: list[SideEffect] = [RememberDecision(self.index)]
-        if self.decision_log is not None:
-            effects.append(LogServedDecision(self.decision_log))
-        return tuple(effects)
-
-    def fraud_side_effects(self) -> tuple[FraudSideEffect, ...]:
-        effects: list[FraudSideEffect] = [RememberFraudDecision(self.index)]
-        if self.fraud_log is not None:
-            effects.append(LogFraudDecision(self.fraud_log))
-        return tuple(effects)
+        recorder = OutcomeRecorder(index, client, outcomes, handlers)
+        return cls(decision_logs, outcomes, index, recorder)
 
     def start(self) -> None:
         for writer in self.writers:
@@ -131,3 +122,20 @@ class Collect:
                     s.dropped_queue_full,
                     s.dropped_write_error,
                 )
+
+
+def _effect_handlers(config: ServiceConfig, use_cases: Sequence[UseCase]) -> dict[str, EffectHandler]:
+    handlers: dict[str, EffectHandler] = {}
+    for u in use_cases:
+        own = dict(u.effects(config)) if u.effects is not None else {}
+        for t in u.outcome_types:
+            missing = [e for e in t.effects if e not in own]
+            if missing:
+                raise ValueError(
+                    f"use case {u.name}: outcome type {t.name!r} names effects without a handler: {missing}"
+                )
+        for name, handler in own.items():
+            if name in handlers:
+                raise ValueError(f"effect {name!r} is declared by two use cases")
+            handlers[name] = handler
+    return handlers

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from decision_service.domain.recommendation import Degradation, RequestContext
+from decision_service.domain.decision import Degradation
+from decision_service.domain.recommendation import RequestContext
 from decision_service.features.definitions import ITEM, REGISTRY, USER, USER_ITEM
 
 USE_CASE = "recommendation"

@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
 
-from decision_service.domain.recommendation import Degradation, RequestContext
+from decision_service.domain.decision import Decision
+from decision_service.domain.recommendation import RequestContext
 
 
 class FraudAction(IntEnum):
@@ -81,16 +82,10 @@ class Reason:
 
 
 @dataclass
-class FraudDecision:
-    decision_id: str
-    request_id: str
-    model_version: str
-    decided_at_ms: int
-    action: FraudAction
-    risk_score: int
-    fraud_probability: float
-    fired_rules: list[FiredRule]
-    reasons: list[Reason]
-    degraded: list[Degradation] = field(default_factory=list)
-    replayed: bool = False  # answered from the idempotency record of an earlier call
-    stage_ms: dict[str, float] = field(default_factory=dict)
+class FraudDecision(Decision):
+    action: FraudAction = field(kw_only=True)
+    risk_score: int = field(kw_only=True)
+    fraud_probability: float = field(kw_only=True)
+    fired_rules: list[FiredRule] = field(kw_only=True)
+    reasons: list[Reason] = field(kw_only=True)
+    replayed: bool = field(default=False, kw_only=True)  # answered from an earlier call's record

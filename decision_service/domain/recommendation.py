@@ -7,6 +7,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from decision_service.domain.decision import Decision
+
 
 @dataclass(frozen=True)
 class RequestContext:
@@ -74,12 +76,6 @@ class Candidates:
 
 
 @dataclass(frozen=True)
-class Degradation:
-    stage: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class RankedItem:
     item_id: str
     score: float
@@ -90,11 +86,5 @@ class RankedItem:
 
 
 @dataclass
-class RecommendationDecision:
-    decision_id: str
-    request_id: str
-    model_version: str
-    decided_at_ms: int
-    items: list[RankedItem]
-    degraded: list[Degradation] = field(default_factory=list)
-    stage_ms: dict[str, float] = field(default_factory=dict)
+class RecommendationDecision(Decision):
+    items: list[RankedItem] = field(kw_only=True)

@@ -114,7 +114,7 @@ USER_ITEM = OnDemandGroup(
 )
 
 # ------------------------------------------------------------------------------- fraud
-# Profiles are point-in-time aggregates over a party's past transactions (offline/fraud_features.py
+# Profiles are point-in-time aggregates over a party's past transactions (offline/features/fraud_features.py
 # computes them for training rows and for materialization with the same code). Velocity is
 # read fresh from Redis per request; request and neighbour features are computed at request
 # time (features/fraud.py). Each feature names the reason code it maps to in explanations.

@@ -11,25 +11,18 @@ half the memory. Reading decodes a whole batch with one ``np.frombuffer``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import redis
 
+from decision_service.domain.decision import now_ms  # noqa: F401 - the one clock, re-exported
 from decision_service.domain.features import FeatureStatus, GroupValues
+from decision_service.errors import STORE_TIMEOUTS  # noqa: F401 - re-exported
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.features.registry import FeatureGroup
 
 _HEADER_BYTES = 8
-
-STORE_TIMEOUTS: tuple[type[BaseException], ...] = (redis.exceptions.TimeoutError,)
-"""Store errors that mean "too slow" rather than "unreachable"."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def feature_key(group: FeatureGroup, entity_id: str) -> bytes:
     return f"fv:{group.name}:{group.fingerprint}:{entity_id}".encode()

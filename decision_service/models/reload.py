@@ -10,35 +10,40 @@ and none is dropped or failed by a swap.
 A version that fails its checks is refused with one ERROR line naming it and the reason;
 the old version keeps serving, and the refused one is not retried until CURRENT changes.
 
-Every use case the server serves is watched the same way (recommendation, and fraud when a
-fraud version was loaded at start), each with its own CURRENT pointer and refusal memory.
+Every use case the server serves (decision_service/use_cases) is watched the same way, each
+with its own CURRENT pointer and refusal memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from decision_service.models.fraud_artifacts import FRAUD, FraudModels
 from decision_service.models.registry import ModelRegistry, RegistryError
-from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 
 log = logging.getLogger(__name__)
 
 
 class Reloadable(Protocol):
-    """What a use case's serving holder offers hot reload (RecommendationModels, FraudModels)."""
+    """A use case's model holder, as hot reload sees it (e.g. RecommendationModels)."""
 
     @property
     def registry(self) -> ModelRegistry: ...
 
-    def prepare(self, name: str) -> Any: ...
+    def prepare(self, name: str) -> Any:
+        """Loads and checks version ``name`` off the event loop; raises RegistryError."""
+        ...
 
-    def install(self, artifacts: Any) -> Any: ...
+    def install(self, artifacts: Any) -> Any:
+        """Serves ``artifacts`` from now on (one reference swap)."""
+        ...
 
-    def get(self) -> Any: ...
+    def get(self) -> Any:
+        """The artifacts new requests snapshot; has ``.version``."""
+        ...
 
 
 @dataclass
@@ -53,12 +58,9 @@ class ReloadStats:
 class ModelReloader:
     """Polls CURRENT and hot-swaps the artifacts of a running server, per use case."""
 
-    def __init__(
-        self, models: RecommendationModels, interval_s: float, fraud: FraudModels | None = None
-    ) -> None:
-        self._watched: dict[str, Reloadable] = {RECOMMENDATION: models}
-        if fraud is not None and fraud.loaded:
-            self._watched[FRAUD] = fraud
+    def __init__(self, watched: Mapping[str, Reloadable], interval_s: float) -> None:
+        """``watched``: use case name -> its model holder (the served use cases)."""
+        self._watched: dict[str, Reloadable] = dict(watched)
         self._interval_s = interval_s
         self._refused: dict[str, str | None] = dict.fromkeys(self._watched)
         self.stats = ReloadStats()

@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 
-from decision_service.domain.outcomes import USE_CASES, DecisionRef, attribution_window_s
+from decision_service.domain.outcomes import DecisionRef, OutcomeType, attribution_window_s
 from decision_service.errors import NotReady
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.rate_limited_log import RateLimitedLog
@@ -40,9 +40,12 @@ def _key(decision_id: str) -> str:
     return f"dec:{decision_id}"
 
 
-def ttls_from_label_windows(grace_s: int) -> dict[str, int]:
-    """Per use case: its longest label window plus ``grace_s`` (seconds)."""
-    return {use_case: attribution_window_s(use_case) + grace_s for use_case in USE_CASES}
+def ttls_from_label_windows(grace_s: int, outcome_types: Iterable[OutcomeType]) -> dict[str, int]:
+    """Per use case of ``outcome_types`` (the registered use cases' outcome types,
+    ``decision_service.use_cases.OUTCOME_TYPES.values()``): its longest label window plus
+    ``grace_s`` (seconds)."""
+    types = list(outcome_types)
+    return {u: attribution_window_s(types, u) + grace_s for u in dict.fromkeys(t.use_case for t in types)}
 
 
 class DecisionIndex:
@@ -52,14 +55,20 @@ class DecisionIndex:
         ttl_s: Mapping[str, int],
         local_capacity: int,
         writes: MultiplexedRedis | None = None,
+        outcome_types: Iterable[OutcomeType] = (),
     ) -> None:
         """``ttl_s``: Redis TTL per use case (see ttls_from_label_windows); ``writes``: the
-        multiplexed connection used on the request path (redis-py ``client`` when None)."""
-        missing = [u for u in USE_CASES if u not in ttl_s]
+        multiplexed connection used on the request path (redis-py ``client`` when None);
+        ``outcome_types``: when given, every use case of theirs needs a TTL at least its
+        longest label window (ValueError otherwise). Entries of a use case without a TTL
+        here (written by a version serving another use case) read as unknown."""
+        types = list(outcome_types)
+        use_cases = list(dict.fromkeys(t.use_case for t in types))
+        missing = [u for u in use_cases if u not in ttl_s]
         if missing:
             raise ValueError(f"decision index: no TTL for use case(s) {', '.join(missing)}")
-        windows = {u: attribution_window_s(u) for u in USE_CASES}
-        short = [f"{u} {ttl_s[u]} s < {windows[u]} s" for u in USE_CASES if ttl_s[u] < windows[u]]
+        windows = {u: attribution_window_s(types, u) for u in use_cases}
+        short = [f"{u} {ttl_s[u]} s < {windows[u]} s" for u in use_cases if ttl_s[u] < windows[u]]
         if short:
             raise ValueError("decision index TTL shorter than the label window: " + "; ".join(short))
         self._redis = client
@@ -118,7 +127,7 @@ class DecisionIndex:
                     "the decision index (Redis) is unavailable; nothing was recorded, retry"
                 ) from exc
             for decision_id, value in zip(missing, raw, strict=True):
-                found[decision_id] = _decode(decision_id, value) if value else None
+                found[decision_id] = _decode(decision_id, value, self._ttl_s) if value else None
         return found
 
 
@@ -129,10 +138,10 @@ def _encode(ref: DecisionRef) -> str:
     )
 
 
-def _decode(decision_id: str, raw: bytes) -> DecisionRef | None:
+def _decode(decision_id: str, raw: bytes, use_cases: Container[str]) -> DecisionRef | None:
     try:
         use_case, user_id, decided_at_ms, entities = json.loads(raw)
-        if use_case not in USE_CASES:  # written by a version with another use case: unknown here
+        if use_case not in use_cases:  # written by a version with another use case: unknown here
             return None
         return DecisionRef(decision_id, use_case, user_id, int(decided_at_ms), tuple(map(tuple, entities)))
     except (ValueError, TypeError):

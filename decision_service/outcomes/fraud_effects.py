@@ -5,7 +5,7 @@
   so the very next check of that user or device sees it;
 * the payment instrument joins the block list, so it is declined by rule from then on.
 
-Once per payment: offline (offline/fraud_features.py) a payment counts as one chargeback
+Once per payment: offline (offline/features/fraud_features.py) a payment counts as one chargeback
 whatever arrives for it, so online the effect is applied once per transaction (per decision
 when the transaction id is unknown), whatever is duplicated, retried or confirmed again (a
 chargeback then an analyst's ``confirmed_fraud``). One Lua script, atomic: it sets a marker
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from decision_service.domain.outcomes import DecisionRef, Effect, Outcome
+from decision_service.domain.outcomes import DecisionRef, Outcome
 from decision_service.features import online_store
 from decision_service.features.definitions import DEVICE, FRAUD_USER
 from decision_service.features.fraud_store import block_key
@@ -59,11 +59,13 @@ return 1
 """
 
 _HEADER_BYTES = 8
+FRAUD_CONFIRMED = "fraud_confirmed"
+"""The effect name: the transaction's user / device / card become risky (fraud outcome types)."""
 
 
-def marker_key(effect: Effect, subject: str) -> str:
+def marker_key(effect: str, subject: str) -> str:
     """The once-marker of ``effect`` for one payment / decision."""
-    return f"fx:{effect.value}:{subject}"
+    return f"fx:{effect}:{subject}"
 
 
 def _offset(group: FeatureGroup, column: str) -> int:
@@ -77,13 +79,13 @@ def _default(group: FeatureGroup) -> bytes:
 def mark_confirmed_fraud(
     pipe: aioredis.client.Pipeline, outcome: Outcome, ref: DecisionRef, once_ttl_ms: int
 ) -> None:
-    """Effect handler for Effect.FRAUD_CONFIRMED (see outcomes/recorder.py): once per payment."""
+    """Effect handler for FRAUD_CONFIRMED (see outcomes/recorder.py): once per payment."""
     entities = dict(ref.entities)
     subject = entities.get("transaction_id") or ref.decision_id
     device = entities.get("device_id") or ""
     instrument = entities.get("payment_instrument_id") or ""
     keys = [
-        marker_key(Effect.FRAUD_CONFIRMED, subject),
+        marker_key(FRAUD_CONFIRMED, subject),
         online_store.feature_key(FRAUD_USER, ref.user_id),
         online_store.feature_key(DEVICE, device or "-"),
         block_key("instrument"),

@@ -22,15 +22,15 @@ effect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.writer import ParquetLogWriter
-from decision_service.domain.outcomes import DecisionRef, Effect, Outcome
+from decision_service.domain.decision import now_ms
+from decision_service.domain.outcomes import DecisionRef, Outcome
 from decision_service.errors import NotReady, Overloaded
-from decision_service.features.online_store import now_ms, seen_key
 from decision_service.outcomes.decision_index import DecisionIndex
 from decision_service.rate_limited_log import RateLimitedLog
 
@@ -55,19 +55,16 @@ class OutcomeRecorder:
         index: DecisionIndex,
         client: aioredis.Redis,
         writer: ParquetLogWriter[OutcomeLogRecord],
-        max_seen_items: int,
+        handlers: Mapping[str, EffectHandler],
     ) -> None:
+        """``handlers``: effect name -> handler, from every registered use case
+        (``UseCase.effects``); an outcome type's effect without a handler is a start-up error."""
         self._index = index
         self._redis = client
         self._writer = writer
-        self._max_seen = max_seen_items
         self._warn = RateLimitedLog()
-        self.handlers: dict[Effect, EffectHandler] = {Effect.SEEN: self._mark_seen}
+        self.handlers: dict[str, EffectHandler] = dict(handlers)
         self.state_update_errors = 0
-
-    def register(self, effect: Effect, handler: EffectHandler) -> None:
-        """Lets a use case (e.g. fraud) own how its outcomes change online state."""
-        self.handlers[effect] = handler
 
     async def record(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Returns, per outcome, whether its decision is known.
@@ -96,9 +93,7 @@ class OutcomeRecorder:
                 continue
             once_ttl_ms = self._index.ttl_s(ref.use_case) * 1000
             for effect in outcome.type.effects:
-                handler = self.handlers.get(effect)
-                if handler is not None:
-                    handler(pipe, outcome, ref, once_ttl_ms)
+                self.handlers[effect](pipe, outcome, ref, once_ttl_ms)
         if not len(pipe):
             return
         try:
@@ -109,15 +104,3 @@ class OutcomeRecorder:
             raise OutcomeEffectsUnavailable(
                 "online state (Redis) could not be updated; no outcome of this call was recorded, retry"
             ) from exc
-
-    def _mark_seen(
-        self, pipe: aioredis.client.Pipeline, outcome: Outcome, ref: DecisionRef, once_ttl_ms: int
-    ) -> None:
-        """Idempotent without a marker: the item's score only ever moves forward (GT), and
-        trimming to the newest ``max_seen_items`` gives the same set however often it runs.
-        The score is the client's ``occurred_at`` clamped to [decision time, now]: a client
-        clock cannot push the item out of the set at once (1970) or keep it there (future)."""
-        key = seen_key(ref.user_id)
-        score = min(max(outcome.occurred_at_ms, ref.decided_at_ms), now_ms())
-        pipe.zadd(key, {outcome.item_id: float(score)}, gt=True)
-        pipe.zremrangebyrank(key, 0, -self._max_seen - 1)

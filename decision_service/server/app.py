@@ -21,23 +21,19 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.config import ServiceConfig
 from decision_service.decision_log.collect import Collect
-from decision_service.executor import RecommendationExecutor
-from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.fraud_executor import FraudExecutor, build_fraud_executor
-from decision_service.models.registry import ModelRegistry
+from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.reload import ModelReloader
-from decision_service.models.serving import RecommendationModels
-from decision_service.pipelines.recommendation import recommendation_pipeline
 from decision_service.server import drain, security
-from decision_service.server.convert import RequestLimits
-from decision_service.server.convert_fraud import FraudLimits
 from decision_service.server.drain import DrainGate
 from decision_service.server.errors import EdgeGuardInterceptor, ErrorMappingInterceptor
 from decision_service.server.metrics_interceptor import RequestMetricsInterceptor
 from decision_service.server.reflection_pool import MethodAwarePool
 from decision_service.server.servicer import DecisionServicer
 from decision_service.telemetry import Telemetry
+from decision_service.use_cases import USE_CASES
+from decision_service.use_cases.base import Served, ServingEnv, UseCase
+from decision_service.use_cases.proto import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +48,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     redis: aioredis.Redis
     redis_reads: MultiplexedRedis
-    executor: RecommendationExecutor
-    models: RecommendationModels
+    served: dict[str, Served]  # use case name -> what serves it (published use cases only)
     collect: Collect
     _readiness: asyncio.Task[None] | None = None
     reloader: ModelReloader | None = None
@@ -99,9 +94,6 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     degrades answers instead of taking the replica out of rotation.
     """
     faiss.omp_set_num_threads(1)  # one thread per query is as fast as two (ARCHITECTURE.md)
-    models = RecommendationModels(ModelRegistry(config.registry_root), config)
-    models.load_current()
-
     client = aioredis.Redis.from_url(
         config.redis_url,
         socket_timeout=config.redis_timeout_ms / 1000.0,
@@ -115,16 +107,10 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         timeout_s=config.redis_timeout_ms / 1000.0,
         connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
     )
-    store = AsyncOnlineStore(reads, config.max_seen_items)
-    collect = Collect.build(config, client, reads)  # the index write each answer awaits
+    collect = Collect.build(config, client, USE_CASES, reads)  # the index write each answer awaits
     telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
-    executor = RecommendationExecutor(
-        recommendation_pipeline(config, store, collect.recommendation_side_effects()), models.get, telemetry
-    )
-
-    # None when no fraud version is published
-    fraud = build_fraud_executor(config, reads, collect.fraud_side_effects(), telemetry)
-    _register_gauges(telemetry, collect, models, fraud, reads)
+    served = _serve_use_cases(config, USE_CASES, client, reads, collect, telemetry)
+    _register_gauges(telemetry, collect, served, reads)
 
     gate = DrainGate()
     server = aio.server(
@@ -140,12 +126,10 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(
-            executor,
+            {u.request_field: served.get(u.name) for u in USE_CASES},
             RequestLimits.from_config(config),
             config.request_budget_ms,
             collect.recorder,
-            fraud=fraud,
-            fraud_limits=FraudLimits.from_config(config),
         ),
         server,
     )
@@ -161,24 +145,52 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     running = RunningServer(
-        server, port, health_servicer, client, reads, executor, models, collect,
-        telemetry=telemetry, gate=gate,
+        server, port, health_servicer, client, reads, served, collect, telemetry=telemetry, gate=gate
     )
-    running._readiness = asyncio.create_task(_become_ready(store, health_servicer))
+    running._readiness = asyncio.create_task(_become_ready(reads, health_servicer))
     if config.model_reload_interval_s > 0:
         running.reloader = ModelReloader(
-            models, config.model_reload_interval_s, fraud.models if fraud is not None else None
+            {name: s.models for name, s in served.items()}, config.model_reload_interval_s
         )
         running._reload_task = asyncio.create_task(running.reloader.run())
     log.info("decision service listening on %s:%d", config.host, port)
     return running
 
 
+def _serve_use_cases(
+    config: ServiceConfig,
+    use_cases: tuple[UseCase, ...],
+    client: aioredis.Redis,
+    reads: MultiplexedRedis,
+    collect: Collect,
+    telemetry: Telemetry,
+) -> dict[str, Served]:
+    """Builds every registered use case that has a published version.
+
+    On failure: RegistryError when a use case's published version cannot be loaded (or a
+    use case that requires one has none), or when no use case has a version at all."""
+    registry = ModelRegistry(config.registry_root)
+    limits = RequestLimits.from_config(config)
+    served: dict[str, Served] = {}
+    for use_case in use_cases:
+        env = ServingEnv(
+            config, registry, reads, client, telemetry, collect.index, limits,
+            collect.decision_logs.get(use_case.name),
+        )
+        one = use_case.serve(env)
+        if one is None:
+            log.info("use case %s: no version published, its requests answer UNIMPLEMENTED", use_case.name)
+            continue
+        served[use_case.name] = one
+    if not served:
+        raise RegistryError(f"no use case has a published version under {config.registry_root}")
+    return served
+
+
 def _register_gauges(
     telemetry: Telemetry,
     collect: Collect,
-    models: RecommendationModels,
-    fraud: FraudExecutor | None,
+    served: dict[str, Served],
     reads: MultiplexedRedis,
 ) -> None:
     if not telemetry.enabled:
@@ -196,10 +208,7 @@ def _register_gauges(
         return out
 
     def versions() -> list[tuple[float, dict[str, str]]]:
-        out = [(1.0, {"use_case": "recommendation", "version": models.get().version})]
-        if fraud is not None:
-            out.append((1.0, {"use_case": "fraud", "version": fraud.model_version()}))
-        return out
+        return [(1.0, {"use_case": name, "version": s.model_version()}) for name, s in served.items()]
 
     telemetry.add_gauge("decision.log.queue_depth", queue_depth)
     telemetry.add_gauge("decision.redis.pending_commands", lambda: [(reads.pending, {})])
@@ -207,11 +216,11 @@ def _register_gauges(
     telemetry.add_gauge("decision.model.version", versions)
 
 
-async def _become_ready(store: AsyncOnlineStore, health_servicer: health.aio.HealthServicer) -> None:
+async def _become_ready(reads: MultiplexedRedis, health_servicer: health.aio.HealthServicer) -> None:
     warned = False
     while True:
         try:
-            await store.ping()
+            await reads.execute("PING")
             break
         except Exception as exc:  # noqa: BLE001 - keep trying until Redis answers
             if not warned:

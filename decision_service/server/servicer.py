@@ -1,29 +1,20 @@
-"""The DecisionService servicer: proto -> domain -> pipeline -> proto, nothing else."""
+"""The DecisionService servicer: picks the use case of a request and hands it over, nothing else."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from grpc import aio
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.domain.decision import now_ms
 from decision_service.errors import InvalidArgument, NotServed
-from decision_service.executor import RecommendationExecutor
-from decision_service.features.online_store import now_ms
-from decision_service.fraud_executor import FraudExecutor
 from decision_service.outcomes.recorder import OutcomeRecorder
-from decision_service.server.convert import (
-    RequestLimits,
-    outcomes_from_proto,
-    recommendation_decision_to_proto,
-    recommendation_request_from_proto,
-)
-from decision_service.server.convert_fraud import (
-    FraudLimits,
-    fraud_decision_to_proto,
-    fraud_request_from_proto,
-)
+from decision_service.server.convert import outcomes_from_proto
+from decision_service.use_cases.base import Served
+from decision_service.use_cases.proto import RequestLimits
 
 DEBUG_TIMINGS_HEADER = "x-debug-timings"
 TIMINGS_TRAILER = "x-stage-timings-ms"
@@ -38,42 +29,34 @@ def _worker_label() -> str:
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
     def __init__(
         self,
-        recommendations: RecommendationExecutor,
+        served: Mapping[str, Served | None],
         limits: RequestLimits,
         budget_ms: int,
         outcomes: OutcomeRecorder | None = None,
-        fraud: FraudExecutor | None = None,
-        fraud_limits: FraudLimits | None = None,
     ) -> None:
-        self._recommendations = recommendations
-        self._fraud = fraud
-        self._fraud_limits = fraud_limits
+        """``served``: request field (the ``GetDecisionRequest.use_case`` oneof) -> the use case
+        serving it, None for a registered use case with no published version."""
+        self._served = dict(served)
         self._outcomes = outcomes
         self._limits = limits
         self._budget_s = budget_ms / 1000.0
         self._worker = _worker_label()  # built in the serving process, after any fork
+        self._known = ", ".join(self._served)
 
     async def GetDecision(
         self, request: pb.GetDecisionRequest, context: aio.ServicerContext
     ) -> pb.GetDecisionResponse:
-        use_case = request.WhichOneof("use_case")
-        if use_case == "recommendation":
-            domain_request = recommendation_request_from_proto(request, self._limits)
-            decision = await self._recommendations.run(domain_request, self._budget(context))
-            if _wants_timings(context):
-                timings = ";".join(f"{k}={v:.3f}" for k, v in decision.stage_ms.items())
-                context.set_trailing_metadata(((TIMINGS_TRAILER, timings), (WORKER_TRAILER, self._worker)))
-            return recommendation_decision_to_proto(decision)
-        if use_case == "fraud_check":
-            if self._fraud is None or self._fraud_limits is None:
-                raise NotServed("fraud_check: no fraud model is published in this server's registry")
-            fraud_request = fraud_request_from_proto(request, self._limits, self._fraud_limits, now_ms())
-            fraud_decision = await self._fraud.run(fraud_request, self._budget(context))
-            if _wants_timings(context):
-                timings = ";".join(f"{k}={v:.3f}" for k, v in fraud_decision.stage_ms.items())
-                context.set_trailing_metadata(((TIMINGS_TRAILER, timings), (WORKER_TRAILER, self._worker)))
-            return fraud_decision_to_proto(fraud_decision)
-        raise InvalidArgument("use_case", "set exactly one of: recommendation, fraud_check")
+        field = request.WhichOneof("use_case")
+        if field not in self._served:
+            raise InvalidArgument("use_case", f"set exactly one of: {self._known}")
+        served = self._served[field]
+        if served is None:
+            raise NotServed(f"{field}: no model for it is published in this server's registry")
+        decided = await served.decide(request, self._budget(context))
+        if _wants_timings(context):
+            timings = ";".join(f"{k}={v:.3f}" for k, v in decided.stage_ms.items())
+            context.set_trailing_metadata(((TIMINGS_TRAILER, timings), (WORKER_TRAILER, self._worker)))
+        return decided.response
 
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: aio.ServicerContext

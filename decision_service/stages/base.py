@@ -8,10 +8,10 @@ from typing import Protocol
 
 import numpy as np
 
+from decision_service.domain.decision import Degradation
 from decision_service.domain.features import FeatureStatus, GroupValues
 from decision_service.domain.recommendation import (
     Candidates,
-    Degradation,
     RecommendationDecision,
     RecommendationRequest,
 )

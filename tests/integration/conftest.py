@@ -18,8 +18,8 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.server.app import RunningServer, start_server
-from offline.materialize import materialize
-from offline.world import World
+from offline.features.materialize import materialize
+from offline.simulation.world import World
 
 
 class LoopThread:

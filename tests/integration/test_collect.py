@@ -192,7 +192,7 @@ def test_a_full_log_queue_drops_and_counts_without_slowing_requests(served_world
         log_flush_interval_s=60.0,
         log_max_rows_per_file=1,
     )
-    writer = running.collect.decision_log
+    writer = running.collect.decision_logs["recommendation"]
     real = writer._to_batch
     writer._to_batch = lambda records: (time.sleep(0.3), real(records))[1]  # a very slow disk
     try:

@@ -18,9 +18,9 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features.definitions import REGISTRY
 from decision_service.features.fraud_store import add_to_block_list
-from offline.bootstrap_fraud import materialize_fraud
-from offline.fraud_features import FraudHistory
-from offline.fraud_world import FraudWorld
+from offline.features.fraud_features import FraudHistory
+from offline.runs.bootstrap_fraud import materialize_fraud
+from offline.simulation.fraud_world import FraudWorld
 from tests.integration.conftest import publish_fraud_version, start
 
 APPROVE, REVIEW, DECLINE = pb.FRAUD_ACTION_APPROVE, pb.FRAUD_ACTION_REVIEW, pb.FRAUD_ACTION_DECLINE

@@ -18,9 +18,9 @@ from decision_service.features import online_store
 from decision_service.features.definitions import DEVICE, FRAUD_USER
 from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
 from decision_service.models.registry import ModelRegistry
-from offline.bootstrap_fraud import materialize_fraud
-from offline.fraud_features import FraudHistory
-from offline.fraud_world import FraudWorld
+from offline.features.fraud_features import FraudHistory
+from offline.runs.bootstrap_fraud import materialize_fraud
+from offline.simulation.fraud_world import FraudWorld
 from tests.integration.conftest import publish_fraud_version, start
 from tests.integration.test_fraud import DECLINE, decide, txn
 
@@ -49,7 +49,7 @@ def test_fresh_verdicts_are_logged_once_with_the_scored_row(fraud_logged):
     replies = [decide(stub, r) for r in requests]
     replay = decide(stub, requests[0])                      # idempotent retry: same decision
     assert replay.decision_id == replies[0].decision_id
-    running.collect.fraud_log.flush()
+    running.collect.decision_logs["fraud"].flush()
     rows = (
         ds.dataset(logs / "decisions", format="parquet", partitioning="hive")
         .to_table(filter=ds.field("use_case") == "fraud")

@@ -143,7 +143,7 @@ def test_hot_reload_under_load_loses_nothing_and_refuses_bad_versions(
         assert after and set(after) == {good}
         assert not load.errors, load.errors[:5]
         assert len(load.versions) > 50
-        assert running.models.get().version == good
+        assert running.served["recommendation"].models.get().version == good
         refused = running.reloader.stats.refused
         assert any(r.startswith(f"{corrupt}:") and "model.txt" in r for r in refused), refused
         assert any(r.startswith(f"{unservable}:") and "i_not_declared" in r for r in refused), refused

@@ -14,9 +14,9 @@ from decision_service._generated.decision.v1 import decision_service_pb2_grpc as
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features import online_store
 from decision_service.features.definitions import FRAUD_USER
-from offline.bootstrap_fraud import materialize_fraud
-from offline.fraud_features import FraudHistory
-from offline.fraud_world import FraudWorld
+from offline.features.fraud_features import FraudHistory
+from offline.runs.bootstrap_fraud import materialize_fraud
+from offline.simulation.fraud_world import FraudWorld
 from tests.integration.conftest import publish_fraud_version, start
 from tests.integration.test_fraud import APPROVE, DECLINE, decide, txn
 

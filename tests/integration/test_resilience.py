@@ -18,7 +18,7 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.devtools.server_process import ServerProcess, wait_serving
-from offline.materialize import materialize
+from offline.features.materialize import materialize
 from tests.integration.conftest import start
 
 REQUEST = pb.GetDecisionRequest(recommendation=pb.RecommendationRequest(user_id="u0000003", num_items=5))
@@ -113,7 +113,7 @@ def test_unwritable_log_directory_keeps_serving_counts_drops_and_recovers(served
         loop_thread, served_world.registry_root, served_world.redis.url,
         log_dir=str(tmp_path), log_flush_interval_s=60.0,
     )
-    writer = running.collect.decision_log
+    writer = running.collect.decision_logs["recommendation"]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = pb_grpc.DecisionServiceStub(channel)

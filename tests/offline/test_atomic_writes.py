@@ -14,7 +14,8 @@ import pytest
 
 from decision_service.features.definitions import USER
 from decision_service.models import registry as registry_module
-from offline import feature_history, training_set
+from offline.features import feature_history
+from offline.loop import training_set
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from decision_service.decision_log import fraud_log, outcome_log
 from decision_service.decision_log.fraud_log import FraudLogRecord
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.domain.fraud import FraudAction, FraudDecision, Transaction
-from decision_service.domain.outcomes import OUTCOME_TYPES, DecisionRef, Outcome
+from decision_service.domain.outcomes import DecisionRef, Outcome
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES
-from offline.training_set import FRAUD_LABEL, LabelWindow, build_fraud_training_set, main
+from decision_service.use_cases import OUTCOME_TYPES
+from offline.loop.training_set import FRAUD_LABEL, LabelWindow, build_fraud_training_set, main
 
 T0 = 1_780_000_000_000  # ms
 DAY = 86_400_000
@@ -35,7 +36,9 @@ def verdict(
     txn = Transaction(
         f"t-{decision_id}", "u1", 2500, "EUR", 25.0, "m1", "5411", "DE", "d1", "1.2.3.4", 1, at_ms, "c1"
     )
-    decision = FraudDecision(decision_id, "r", "v0001", at_ms, action, 10, 0.1, [], [])
+    decision = FraudDecision(
+        decision_id, "r", "v0001", at_ms, action=action, risk_score=10, fraud_probability=0.1, fired_rules=[], reasons=[]
+    )
     return FraudLogRecord(decision, txn, names, row if built else None, (0, 0, 0))
 
 

@@ -18,11 +18,11 @@ from decision_service.features.definitions import (
 from decision_service.features.online_store import decode, feature_keys, now_ms, seen_key
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
-from offline.build_index import IndexConfig, build_index, sample_queries
-from offline.embeddings import train_embeddings
-from offline.materialize import load_serving_state, materialize_world
-from offline.train_ranker import ranking_metrics
-from offline.world import World
+from offline.features.build_index import IndexConfig, build_index, sample_queries
+from offline.features.embeddings import train_embeddings
+from offline.features.materialize import load_serving_state, materialize_world
+from offline.simulation.world import World
+from offline.training.train_ranker import ranking_metrics
 
 Bootstrapped = tuple[Path, Path, ModelVersion]
 

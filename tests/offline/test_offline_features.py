@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from decision_service.features.definitions import ITEM, USER
-from offline.embeddings import train_embeddings
-from offline.features import compute_snapshot, group_percentile
-from offline.world import DAY_MS, World
+from offline.features.embeddings import train_embeddings
+from offline.features.snapshot import compute_snapshot, group_percentile
+from offline.simulation.world import DAY_MS, World
 
 
 def test_snapshot_layout(tiny_world_dir: Path) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES
 from decision_service.models.fraud_artifacts import FraudArtifacts
-from offline.fraud_features import FraudHistory
-from offline.fraud_world import PATTERNS, FraudWorld, fraud_preset, generate_fraud_world
+from offline.features.fraud_features import FraudHistory
+from offline.simulation.fraud_world import PATTERNS, FraudWorld, fraud_preset, generate_fraud_world
 
 
 def test_world_is_deterministic_and_has_every_pattern():

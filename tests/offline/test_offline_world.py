@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from decision_service.features.definitions import CATEGORIES
-from offline.world import (
+from offline.simulation.world import (
     DAY_MS,
     WORLD_START_MS,
     World,
@@ -69,7 +69,7 @@ def test_click_probability_follows_tastes(tiny_world_dir: Path) -> None:
 
 
 def test_generate_world_cli_writes_files(tmp_path: Path) -> None:
-    from offline.world import main
+    from offline.simulation.world import main
 
     assert main(["--preset", "tiny", "--users", "200", "--items", "300", "--out", str(tmp_path)]) == 0
     for name in ("users.parquet", "items.parquet", "interactions.parquet", "truth.npz", "world.json"):

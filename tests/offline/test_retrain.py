@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -10,9 +11,9 @@ import pytest
 
 from decision_service.features.definitions import RECOMMENDATION_MODEL_FEATURES
 from decision_service.models.registry import ModelRegistry
-from offline.retrain import RetrainConfig, ips_ranking_metrics, retrain
+from offline.loop.retrain import RETRAIN_LGBM, RetrainConfig, ips_ranking_metrics, retrain
 
-CFG = RetrainConfig(threads=1, num_boost_round=60, early_stopping_rounds=10)
+CFG = RetrainConfig(threads=1, lgbm=replace(RETRAIN_LGBM, num_boost_round=60, early_stopping_rounds=10))
 
 
 def logged_slates(n_decisions: int, inverted_until: int = 0, seed: int = 0) -> pa.Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -11,10 +12,13 @@ import pytest
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES
 from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
 from decision_service.models.registry import ModelRegistry
-from offline.retrain import FraudRetrainConfig, recall_at_rate, retrain_fraud
+from offline.loop.retrain import FRAUD_RETRAIN_LGBM, FraudRetrainConfig, recall_at_rate, retrain_fraud
 
 CFG = FraudRetrainConfig(
-    threads=1, num_boost_round=60, early_stopping_rounds=10, k_neighbours=10, max_index_rows=6000
+    threads=1,
+    lgbm=replace(FRAUD_RETRAIN_LGBM, num_boost_round=60, early_stopping_rounds=10),
+    k_neighbours=10,
+    max_index_rows=6000,
 )
 
 
@@ -73,7 +77,9 @@ def test_fraud_publish_refuses_a_worse_model_unless_forced(tiny_fraud_bootstrap,
     forced = retrain_fraud(bad, root, CFG, force=True)
     assert forced.published and forced.reason.startswith("forced")
 
-    logged = FraudRetrainConfig(threads=1, review_rate=None, num_boost_round=20, max_index_rows=2000)
+    logged = FraudRetrainConfig(
+        threads=1, review_rate=None, lgbm=replace(FRAUD_RETRAIN_LGBM, num_boost_round=20), max_index_rows=2000
+    )
     logged_rate = retrain_fraud(logged_verdicts(600), root, logged)
     assert logged_rate.candidate["review_rate"] == 0.0  # holdout: only APPROVE rows remain
     with pytest.raises(ValueError, match="no labelled"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from offline.bootstrap import bootstrap
-from offline.world import generate_world, preset
+from offline.runs.bootstrap import bootstrap
+from offline.simulation.world import generate_world, preset
 
 pytestmark = pytest.mark.slow
 

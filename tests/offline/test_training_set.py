@@ -13,11 +13,12 @@ import pytest
 from decision_service.decision_log import outcome_log, recommendation_log
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.recommendation_log import RecommendationLogRecord
-from decision_service.domain.outcomes import OUTCOME_TYPES, DecisionRef, Outcome
+from decision_service.domain.outcomes import DecisionRef, Outcome
 from decision_service.domain.recommendation import RequestContext
 from decision_service.features.definitions import ITEM, USER, USER_ITEM
-from offline import feature_history
-from offline.training_set import LabelWindow, build_training_set, parse_label
+from decision_service.use_cases import OUTCOME_TYPES
+from offline.features import feature_history
+from offline.loop.training_set import LabelWindow, build_training_set, parse_label
 
 T0 = 1_780_000_000_000  # ms
 MIN = 60_000

@@ -3,8 +3,9 @@
 import pytest
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
-from decision_service.server.convert import RequestLimits, recommendation_request_from_proto
 from decision_service.server.errors import InvalidArgument
+from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
 
 LIMITS = RequestLimits(
     max_num_items=50,

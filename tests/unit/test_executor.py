@@ -10,12 +10,12 @@ import pytest
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import free_port
 from decision_service.domain.recommendation import CandidateSource, RecommendationRequest
-from decision_service.executor import RecommendationExecutor
 from decision_service.features import online_store
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.pipelines.recommendation import recommendation_pipeline
+from decision_service.use_cases.recommendation.executor import RecommendationExecutor
+from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
 from tests.unit.conftest import N_ITEMS
 
 CONFIG = ServiceConfig(ann_candidates=20, popular_candidates=5, popular_fallback_candidates=30)

@@ -23,12 +23,10 @@ from decision_service.domain.identifiers import (
     canonical_text,
 )
 from decision_service.errors import InvalidArgument
-from decision_service.server.convert import (
-    RequestLimits,
-    outcomes_from_proto,
-    recommendation_request_from_proto,
-)
-from decision_service.server.convert_fraud import FraudLimits, fraud_request_from_proto
+from decision_service.server.convert import outcomes_from_proto
+from decision_service.use_cases.fraud.convert import FraudLimits, fraud_request_from_proto
+from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
 
 NOW_MS = 1_750_000_000_000
 LIMITS = RequestLimits(

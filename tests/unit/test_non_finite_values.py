@@ -10,15 +10,15 @@ import pytest
 from decision_service.config import ServiceConfig
 from decision_service.domain.features import FeatureStatus, usable_query_vector
 from decision_service.domain.recommendation import RecommendationRequest
-from decision_service.executor import RecommendationExecutor
 from decision_service.features import online_store
 from decision_service.features.definitions import EMBEDDING_DIM, ITEM, USER, USER_EMBEDDING
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.pipelines.recommendation import recommendation_pipeline
 from decision_service.stages.base import RecommendationState
+from decision_service.stages.hydrators.user_state import LoadUserState
 from decision_service.stages.sources.ann import AnnCandidates, InvalidQueryVector
-from decision_service.stages.user_state import LoadUserState
+from decision_service.use_cases.recommendation.executor import RecommendationExecutor
+from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
 from tests.unit.conftest import N_ITEMS, make_state
 
 BAD = [np.nan, np.inf, -np.inf]

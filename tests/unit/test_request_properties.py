@@ -10,12 +10,10 @@ from hypothesis import strategies as st
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.errors import InvalidArgument
 from decision_service.features.definitions import CATEGORIES
-from decision_service.server.convert import (
-    RequestLimits,
-    outcomes_from_proto,
-    recommendation_request_from_proto,
-)
-from decision_service.server.convert_fraud import FraudLimits, fraud_request_from_proto
+from decision_service.server.convert import outcomes_from_proto
+from decision_service.use_cases.fraud.convert import FraudLimits, fraud_request_from_proto
+from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
 
 LIMITS = RequestLimits(
     max_num_items=100, max_exclusions=20, max_allowed_categories=5, max_context_attributes=4,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from decision_service.stage_book import StageBook
+from decision_service.engine import StageBook
 
 
 @dataclass

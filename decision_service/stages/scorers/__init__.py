@@ -1,1 +1,1 @@
-"""scorers stages."""
+"""scorers stages: models that score candidates or one entity."""

@@ -11,7 +11,7 @@ from decision_service.domain.features import FeatureStatus
 from decision_service.domain.fraud import FraudDecision
 from decision_service.domain.outcomes import DecisionRef
 from decision_service.outcomes.decision_index import DecisionIndex
-from decision_service.stages.fraud.base import FraudState
+from decision_service.stages.fraud_base import FraudState
 
 _UNAVAILABLE = (FeatureStatus.UNAVAILABLE,) * 3
 

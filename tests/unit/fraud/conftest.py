@@ -31,7 +31,7 @@ from decision_service.features.fraud_store import StoredContext
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.fraud_artifacts import FraudArtifacts
 from decision_service.retrieval.neighbours import NeighbourIndex
-from decision_service.stages.fraud.base import FraudState, Score
+from decision_service.stages.fraud_base import FraudState, Score
 
 T = TypeVar("T")
 

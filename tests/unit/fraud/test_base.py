@@ -1,8 +1,7 @@
 """The fraud pipeline's state and stage contracts, and its declaration from the configuration."""
 
 from decision_service.config import ServiceConfig
-from decision_service.pipelines.fraud import fraud_pipeline, policy_config
-from decision_service.stages.fraud.base import (
+from decision_service.stages.fraud_base import (
     ContextLoader,
     DecisionCommitter,
     FeatureBuilder,
@@ -10,7 +9,8 @@ from decision_service.stages.fraud.base import (
     NeighbourFeatures,
     Policy,
 )
-from decision_service.stages.fraud.policy import PolicyConfig
+from decision_service.stages.policies.rules_and_thresholds import PolicyConfig
+from decision_service.use_cases.fraud.pipeline import fraud_pipeline, policy_config
 from tests.unit.fraud.conftest import context, make_state
 
 

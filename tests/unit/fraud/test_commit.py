@@ -6,8 +6,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from decision_service.domain.decision import Degradation
 from decision_service.domain.fraud import FiredRule, FraudAction, FraudDecision, Reason
-from decision_service.domain.recommendation import Degradation
 from decision_service.features.fraud_store import (
     MAX_WINDOW_MS,
     FraudStore,
@@ -16,8 +16,8 @@ from decision_service.features.fraud_store import (
     velocity_key,
     write_velocity_events,
 )
-from decision_service.stages.fraud.commit import CommitDecision, decode_record, encode_record
-from decision_service.stages.fraud.load_context import LoadTransactionContext
+from decision_service.stages.committers.commit_decision import CommitDecision, decode_record, encode_record
+from decision_service.stages.hydrators.transaction_context import LoadTransactionContext
 from tests.unit.fraud.conftest import DAY_MS, OCCURRED_MS, make_state, run_with_client
 
 TTL_S = 3_600

@@ -5,15 +5,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
+from decision_service.domain.decision import Degradation
 from decision_service.domain.fraud import FiredRule, FraudAction, FraudDecision, Reason
-from decision_service.domain.recommendation import Degradation
 from decision_service.errors import InvalidArgument
-from decision_service.server.convert import RequestLimits
-from decision_service.server.convert_fraud import (
+from decision_service.use_cases.fraud.convert import (
     FraudLimits,
     fraud_decision_to_proto,
     fraud_request_from_proto,
 )
+from decision_service.use_cases.proto import RequestLimits
 from tests.unit.fraud.conftest import OCCURRED_MS
 
 NOW_MS = OCCURRED_MS + 1_000

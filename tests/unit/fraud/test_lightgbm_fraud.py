@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from decision_service.features.definitions import REGISTRY
-from decision_service.stages.fraud.lightgbm_fraud import LightGbmFraudScorer
-from decision_service.stages.fraud.policy import PolicyConfig, RulesAndThresholds
-from decision_service.stages.fraud.transaction_features import TransactionFeatures
+from decision_service.stages.hydrators.transaction_features import TransactionFeatures
+from decision_service.stages.policies.rules_and_thresholds import PolicyConfig, RulesAndThresholds
+from decision_service.stages.scorers.lightgbm_fraud import LightGbmFraudScorer
 from tests.unit.fraud.conftest import COLUMNS, context, make_state, row_with, with_model
 
 

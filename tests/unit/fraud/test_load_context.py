@@ -15,7 +15,7 @@ from decision_service.features.fraud_store import (
     write_user_devices,
     write_velocity_events,
 )
-from decision_service.stages.fraud.load_context import LoadTransactionContext
+from decision_service.stages.hydrators.transaction_context import LoadTransactionContext
 from tests.unit.fraud.conftest import DAY_MS, HOUR_MS, OCCURRED_MS, make_state, run_with_client
 
 MIN_MS = 60_000

@@ -10,7 +10,7 @@ from decision_service.features.assembly import RowAssembler
 from decision_service.features.definitions import FRAUD_NEIGHBOUR_COLUMNS
 from decision_service.features.fraud import FRAUD_INPUT_GROUPS, neighbour_space
 from decision_service.retrieval.neighbours import NeighbourIndex
-from decision_service.stages.fraud.neighbour_rate import NeighbourFraudRate
+from decision_service.stages.hydrators.neighbour_fraud_rate import NeighbourFraudRate
 from tests.unit.fraud.conftest import COLUMNS, flat_neighbours, make_state, row_with
 
 DIMS = len(FRAUD_NEIGHBOUR_COLUMNS)

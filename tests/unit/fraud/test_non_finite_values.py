@@ -21,9 +21,9 @@ from decision_service.features.definitions import (
 )
 from decision_service.features.fraud_store import FraudStore
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.fraud_executor import FraudExecutor
-from decision_service.pipelines.fraud import fraud_pipeline, policy_config
-from decision_service.stages.fraud.neighbour_rate import InvalidNeighbourQuery, NeighbourFraudRate
+from decision_service.stages.hydrators.neighbour_fraud_rate import InvalidNeighbourQuery, NeighbourFraudRate
+from decision_service.use_cases.fraud.executor import FraudExecutor
+from decision_service.use_cases.fraud.pipeline import fraud_pipeline, policy_config
 from tests.unit.fraud.conftest import COLUMNS, OCCURRED_MS, flat_neighbours, make_state, row_with, transaction
 
 

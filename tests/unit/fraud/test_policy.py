@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from decision_service.domain.fraud import FraudAction
-from decision_service.stages.fraud.policy import PolicyConfig, RulesAndThresholds, risk_score
+from decision_service.stages.policies.rules_and_thresholds import PolicyConfig, RulesAndThresholds, risk_score
 from tests.unit.fraud.conftest import COLUMNS, context, make_state, row_with
 
 APPROVE, REVIEW, DECLINE = FraudAction.APPROVE, FraudAction.REVIEW, FraudAction.DECLINE

@@ -8,7 +8,7 @@ import pytest
 
 from decision_service.features.definitions import DEVICE, FRAUD_NEIGHBOURS, FRAUD_USER, MERCHANT
 from decision_service.features.fraud import country_code
-from decision_service.stages.fraud.transaction_features import TransactionFeatures
+from decision_service.stages.hydrators.transaction_features import TransactionFeatures
 from tests.unit.fraud.conftest import COLUMNS, DAY_MS, HOUR_MS, OCCURRED_MS, context, events, make_state
 
 MIN_MS = 60_000

@@ -1,0 +1,307 @@
+"""The execution engine every use case runs on: the request span, the deadline, stage timing,
+the failure policy of each stage, degraded flags, the decision envelope and side effects.
+
+A use case's *flow* (its executor module) orders the stages and says what each result means;
+everything about "what if it fails or is late" is declared next to the stage in the pipeline
+(``OnFailure``) and applied here, once, the same way for every use case:
+
+  ``Engine.decide``      one request: span, deadline (event-loop time), a fresh ``Run``
+  ``Run.attempt``        a sync stage under its policy (timed; exception -> flag + fallback)
+  ``Run.attempt_async``  an async stage under its policy and the request deadline
+  ``Run.envelope``       decision id, time, model version, degradations, stage timings
+  ``StageBook.run_side_effects``  effects after the answer is built (awaited ones bounded)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from decision_service.domain.decision import Degradation, new_decision_id, now_ms
+from decision_service.errors import STORE_TIMEOUTS
+from decision_service.rate_limited_log import RateLimitedLog
+from decision_service.telemetry import Telemetry
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+STORE_FAILURE = "{store}"
+"""``OnFailure.reason`` for stages that read or write a store: the reason becomes
+``store_timeout`` or ``store_unavailable`` by the exception (see ``store_failure``)."""
+
+@dataclass(frozen=True)
+class OnFailure:
+    """A stage's failure policy, declared next to the stage in its pipeline.
+
+    ``flag``: the ``Degradation.stage`` the answer reports when the stage fails or is late.
+    ``reason``: the ``Degradation.reason`` for an exception; ``"{name}"`` expands to the
+    stage's name, ``STORE_FAILURE`` to store_timeout / store_unavailable by the exception.
+    A stage past the request deadline is always flagged ``deadline_exceeded``.
+    ``fail_closed``: the exception fails the request instead (a rule the caller relies on).
+    """
+
+    flag: str
+    reason: str = STORE_FAILURE
+    fail_closed: bool = False
+
+    def reason_for(self, name: str, exc: BaseException) -> str:
+        if self.reason == STORE_FAILURE:
+            return store_failure(exc)
+        return self.reason.replace("{name}", name)
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Step(Generic[S]):
+    """One stage of a pipeline with its failure policy."""
+
+    stage: S
+    on_failure: OnFailure
+
+    @property
+    def name(self) -> str:
+        return self.stage.name  # type: ignore[attr-defined, no-any-return]
+
+
+class StageBook:
+    """Per use case: degraded counters, the rate-limited warnings, stage timing, side effects."""
+
+    def __init__(self, use_case: str, telemetry: Telemetry | None = None) -> None:
+        self.use_case = use_case
+        self.telemetry = telemetry or Telemetry.disabled()
+        self.degraded_counts: dict[tuple[str, str], int] = {}
+        self._warn = RateLimitedLog()
+
+    def degrade(
+        self, degraded: list[Degradation], stage: str, reason: str, exc: BaseException | None = None
+    ) -> None:
+        """Flags the answer, counts it, and logs the cause (at most once per 5 s per kind)."""
+        degraded.append(Degradation(stage, reason))
+        key = (stage, reason)
+        self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+        self.telemetry.degraded(self.use_case, stage, reason)
+        if exc is not None:
+            self._warn.warning(
+                f"{self.use_case}:{stage}:{reason}",
+                f"degraded {self.use_case} {stage} ({reason}): {type(exc).__name__}: {exc} "
+                f"[total {self.degraded_counts[key]}]",
+            )
+
+    @contextmanager
+    def timed(self, stage_ms: dict[str, float], name: str) -> Iterator[None]:
+        """Times a stage into ``stage_ms`` (and a span + histogram when telemetry is on)."""
+        start = time.perf_counter()
+        try:
+            if self.telemetry.enabled:
+                with self.telemetry.stage_span(self.use_case, name):
+                    yield
+            else:  # the hot path without telemetry: no span context manager at all
+                yield
+        finally:
+            ms = (time.perf_counter() - start) * 1000.0
+            stage_ms[name] = ms
+            self.telemetry.stage_done(self.use_case, name, ms)
+
+    async def run_side_effects(
+        self, effects: Iterable[Any], state: Any, decision: Any, deadline: float
+    ) -> None:
+        """Runs each side effect in order; a failing one is counted and logged, never raised.
+
+        An effect's ``apply`` may return an awaitable (a write the answer's guarantees depend
+        on, e.g. the decision index): it is awaited here, before the next effect and before
+        the answer is sent, until ``deadline`` (event-loop time: the request's budget); if it
+        fails or is late, the answer is flagged ``{effect name}:{store failure}`` in
+        ``decision.degraded`` (so the decision log records it too). The write itself is
+        shielded: it still lands when the deadline passes or the caller goes away, and if
+        the call is cancelled the remaining effects (e.g. the decision log) are still applied
+        before the cancellation propagates: a decision is never left unlogged."""
+        remaining = list(effects)
+        while remaining:
+            effect = remaining.pop(0)
+            try:
+                pending = effect.apply(state, decision)
+            except Exception as exc:  # noqa: BLE001 - a side effect never fails the answer
+                self._side_effect_failed(effect, exc)
+                continue
+            if pending is None:
+                continue
+            write = asyncio.ensure_future(pending)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(write)
+            except asyncio.CancelledError:
+                for rest in remaining:  # the caller left: apply the rest without waiting
+                    try:
+                        later = rest.apply(state, decision)
+                        if later is not None:
+                            _background(asyncio.ensure_future(later))
+                    except Exception as exc:  # noqa: BLE001
+                        self._side_effect_failed(rest, exc)
+                _background(write)
+                raise
+            except TimeoutError as exc:
+                _background(write)
+                self.degrade(decision.degraded, effect.name, "store_timeout", exc)
+            except Exception as exc:  # noqa: BLE001 - flagged, never raised
+                self.degrade(decision.degraded, effect.name, store_failure(exc.__cause__ or exc), exc)
+
+    def _side_effect_failed(self, effect: Any, exc: Exception) -> None:
+        key = ("side_effects", f"{effect.name}_failed")
+        self.degraded_counts[key] = self.degraded_counts.get(key, 0) + 1
+        self._warn.warning(key[1], f"side effect {effect.name} failed: {exc!r}")
+
+
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+def _background(task: asyncio.Future[Any]) -> None:
+    """Keeps a write that outlives its request referenced until it ends; its error (already
+    counted by the store) is retrieved so asyncio does not report it as never retrieved."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+        return
+    _BACKGROUND.add(task)
+
+    def done(t: asyncio.Future[Any]) -> None:
+        _BACKGROUND.discard(t)
+        if not t.cancelled():
+            t.exception()
+
+    task.add_done_callback(done)
+
+
+def store_failure(exc: BaseException) -> str:
+    """The degraded reason for a store error: too slow, or unreachable."""
+    return "store_timeout" if isinstance(exc, STORE_TIMEOUTS) else "store_unavailable"
+
+
+class Run:
+    """One request on the engine: its deadline, timings and degradations.
+
+    Flows call stages through ``attempt`` / ``attempt_async`` so the stage's declared
+    ``OnFailure`` applies; ``timed`` times a stage whose result needs no policy.
+    """
+
+    __slots__ = ("book", "request_id", "deadline", "stage_ms", "degraded")
+
+    def __init__(self, book: StageBook, request_id: str, deadline: float) -> None:
+        self.book = book
+        self.request_id = request_id
+        self.deadline = deadline  # event-loop time
+        self.stage_ms: dict[str, float] = {}
+        self.degraded: list[Degradation] = []
+
+    def degrade(self, stage: str, reason: str, exc: BaseException | None = None) -> None:
+        self.book.degrade(self.degraded, stage, reason, exc)
+
+    def timed(self, name: str, stage_ms: dict[str, float] | None = None) -> Any:
+        return self.book.timed(self.stage_ms if stage_ms is None else stage_ms, name)
+
+    def failed(self, step: Step[Any], exc: Exception) -> None:
+        """Applies ``step``'s policy to ``exc``: raises when fail-closed, else flags it."""
+        if step.on_failure.fail_closed:
+            raise exc
+        self.degrade(step.on_failure.flag, step.on_failure.reason_for(step.name, exc), exc)
+
+    def attempt(
+        self,
+        step: Step[Any],
+        call: Callable[[], T],
+        fallback: Callable[[], T],
+        stage_ms: dict[str, float] | None = None,
+    ) -> T:
+        """``call()`` timed as ``step``; on an exception its policy, then ``fallback()``."""
+        with self.timed(step.name, stage_ms):
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001 - the step's declared policy decides
+                self.failed(step, exc)
+                return fallback()
+
+    async def attempt_async(
+        self,
+        step: Step[Any],
+        call: Callable[[], Awaitable[T]],
+        fallback: Callable[[], T],
+        stage_ms: dict[str, float] | None = None,
+    ) -> T:
+        """``await call()`` timed as ``step`` and bounded by the request deadline; late ->
+        ``deadline_exceeded``, an exception -> its policy; then ``fallback()``."""
+        with self.timed(step.name, stage_ms):
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    return await call()
+            except TimeoutError as exc:
+                self.degrade(step.on_failure.flag, "deadline_exceeded", exc)
+            except Exception as exc:  # noqa: BLE001 - the step's declared policy decides
+                self.failed(step, exc)
+            return fallback()
+
+    def envelope(self, model_version: str, dedupe: bool = True) -> dict[str, Any]:
+        """The fields every decision carries (``domain.decision.Decision``), stamped now.
+
+        ``dedupe``: the degradations once each (a repeated stage may flag the same again), a
+        copy; False: the run's own list, so flags raised after the decision is built (e.g. by
+        a commit step) reach it."""
+        at = now_ms()
+        return {
+            "decision_id": new_decision_id(at),
+            "request_id": self.request_id,
+            "model_version": model_version,
+            "decided_at_ms": at,
+            "degraded": list(dict.fromkeys(self.degraded)) if dedupe else self.degraded,
+            "stage_ms": self.stage_ms,
+        }
+
+
+class Engine:
+    """Runs one use case's requests: the request span, the deadline, one ``Run`` each."""
+
+    def __init__(self, use_case: str, telemetry: Telemetry | None = None) -> None:
+        self.use_case = use_case
+        self.telemetry = telemetry or Telemetry.disabled()
+        self.book = StageBook(use_case, self.telemetry)
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self.book.degraded_counts
+
+    async def decide(
+        self,
+        request_id: str,
+        budget_s: float,
+        flow: Callable[[Run], Awaitable[D]],
+        span_attributes: Callable[[], Mapping[str, Any]] | None = None,
+        result_attributes: Callable[[D], Mapping[str, Any]] | None = None,
+    ) -> D:
+        """Runs ``flow`` for one request within ``budget_s`` seconds.
+
+        ``span_attributes`` / ``result_attributes`` add the use case's own attributes to the
+        request span (only called when telemetry is on). The flow's exceptions propagate
+        (the edge maps them to a status).
+        """
+        run = Run(self.book, request_id, asyncio.get_running_loop().time() + budget_s)
+        if not self.telemetry.enabled:
+            return await flow(run)
+        attributes = {"request_id": request_id, **(span_attributes() if span_attributes else {})}
+        with self.telemetry.request_span(self.use_case, attributes) as span:
+            decision = await flow(run)
+            if span is not None:
+                span.set_attribute("decision_id", decision.decision_id)  # type: ignore[attr-defined]
+                span.set_attribute("model_version", decision.model_version)  # type: ignore[attr-defined]
+                span.set_attribute(
+                    "degraded", [f"{d.stage}:{d.reason}" for d in decision.degraded]  # type: ignore[attr-defined]
+                )
+                for key, value in (result_attributes(decision) if result_attributes else {}).items():
+                    span.set_attribute(key, value)
+            return decision
+
+    async def side_effects(self, run: Run, effects: Iterable[Any], state: Any, decision: Any) -> None:
+        await self.book.run_side_effects(effects, state, decision, run.deadline)

@@ -1,1 +1,0 @@
-"""Pipelines: the ordered stage lists of each use case."""

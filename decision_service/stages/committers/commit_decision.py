@@ -1,0 +1,64 @@
+"""Records the decision under its transaction id and counts the payment (one atomic script)."""
+
+from __future__ import annotations
+
+import json
+
+from decision_service.domain.decision import Degradation
+from decision_service.domain.fraud import FiredRule, FraudAction, FraudDecision, Reason
+from decision_service.features.fraud_store import FraudStore
+from decision_service.stages.fraud_base import FraudState
+
+
+class CommitDecision:
+    name = "commit"
+
+    def __init__(self, store: FraudStore) -> None:
+        self._store = store
+
+    async def commit(self, state: FraudState, record: bytes) -> bytes | None:
+        t = state.request.transaction
+        # counted at the server's receive time: the same instant the windows were read at
+        return await self._store.commit(
+            t.transaction_id, t.user_id, t.device_id, t.amount_eur, state.request.counted_at_ms, record
+        )
+
+
+def encode_record(fingerprint: str, d: FraudDecision) -> bytes:
+    """The idempotency record: the payload fingerprint and the decision as answered."""
+    return json.dumps(
+        {
+            "fp": fingerprint,
+            "id": d.decision_id,
+            "model": d.model_version,
+            "at": d.decided_at_ms,
+            "action": int(d.action),
+            "risk": d.risk_score,
+            "p": d.fraud_probability,
+            "rules": [[r.code, r.description] for r in d.fired_rules],
+            "reasons": [[r.code, r.feature, r.contribution, r.description] for r in d.reasons],
+            "degraded": [[g.stage, g.reason] for g in d.degraded],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_record(raw: bytes, request_id: str) -> tuple[str, FraudDecision]:
+    """(payload fingerprint, the recorded decision answered again). On failure: ValueError."""
+    try:
+        r = json.loads(raw)
+        return r["fp"], FraudDecision(
+            decision_id=r["id"],
+            request_id=request_id,
+            model_version=r["model"],
+            decided_at_ms=int(r["at"]),
+            action=FraudAction(r["action"]),
+            risk_score=int(r["risk"]),
+            fraud_probability=float(r["p"]),
+            fired_rules=[FiredRule(*x) for x in r["rules"]],
+            reasons=[Reason(x[0], x[1], float(x[2]), x[3]) for x in r["reasons"]],
+            degraded=[Degradation(*x) for x in r["degraded"]],
+            replayed=True,
+        )
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"corrupt decision record: {exc}") from exc

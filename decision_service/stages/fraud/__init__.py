@@ -1,1 +1,0 @@
-"""Stages of the fraud pipeline: load context -> features -> neighbours -> score -> policy -> commit."""

@@ -1,0 +1,113 @@
+"""The use-case seam: what one use case declares, and what the server hands it to serve.
+
+A use case (recommendation, fraud, conversion, ...) is ONE declared ``UseCase`` object in its
+own package under ``decision_service/use_cases/``. The server, the reloader, the decision
+and outcome logs and the outcome recorder iterate over ``decision_service.use_cases.USE_CASES``
+and never name a use case. What a use case provides:
+
+  name             the partition value ``use_case=<name>`` of the decision log, the registry
+                   folder of its model versions, the telemetry label, ``DecisionRef.use_case``
+  request_field    its field of the ``GetDecisionRequest`` oneof (and of the response's)
+  outcome_types    the outcome types whose decisions are its own, with their label windows
+                   (the decision index keeps its decisions attributable that long)
+  log              its decision log: Parquet schema, record -> batch, record -> partition
+  effects          how its outcomes change online state (idempotent per decision + effect)
+  serve            builds what serves requests (pipeline, model holder, executor) from the
+                   server's shared resources; None when no version of it is published
+
+The offline half (training set, retrain, publish gate, demo and flywheel hooks) is declared
+the same way in ``offline/use_cases/`` (offline/loop/use_case.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pyarrow as pa
+
+from decision_service.domain.outcomes import OutcomeType
+from decision_service.models.reload import Reloadable
+from decision_service.outcomes.recorder import EffectHandler
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+    from decision_service.config import ServiceConfig
+    from decision_service.decision_log.writer import ParquetLogWriter
+    from decision_service.features.redis_mux import MultiplexedRedis
+    from decision_service.models.registry import ModelRegistry
+    from decision_service.outcomes.decision_index import DecisionIndex
+    from decision_service.telemetry import Telemetry
+    from decision_service.use_cases.proto import RequestLimits
+
+@dataclass(frozen=True)
+class DecisionLog:
+    """A use case's decision log: rows land under ``decisions/use_case=<name>/date=/hour=``."""
+
+    schema: pa.Schema
+    to_batch: Callable[[Sequence[Any]], pa.RecordBatch]
+    partition_of: Callable[[Any], tuple[tuple[str, str], ...]]
+
+
+@dataclass
+class ServingEnv:
+    """What the composition root (server/app.py) hands every use case's ``serve``."""
+
+    config: ServiceConfig
+    registry: ModelRegistry
+    reads: MultiplexedRedis  # the request path's multiplexed connection (reads, awaited writes)
+    redis: aioredis.Redis  # redis-py client for writes off the request path
+    telemetry: Telemetry
+    index: DecisionIndex  # remember(DecisionRef) before answering, so outcomes attribute
+    limits: RequestLimits  # the request limits every use case shares
+    log: ParquetLogWriter[Any] | None  # this use case's decision log; None when logging is off
+
+
+class Served(Protocol):
+    """A use case being served: built once at start by ``UseCase.serve``."""
+
+    models: Reloadable
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]: ...
+
+    async def decide(self, request: pb.GetDecisionRequest, budget_s: float) -> Decided:
+        """One decision for ``request`` (its ``request_field`` is set) within ``budget_s``.
+
+        On failure: InvalidArgument naming the field for bad input, AlreadyExists for a
+        conflicting retry; store and model failures degrade the answer instead."""
+        ...
+
+    def model_version(self) -> str:
+        """The version new requests are served with."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A served decision as the edge needs it: the response and the stage timings (ms)."""
+
+    response: pb.GetDecisionResponse
+    stage_ms: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """One use case, declared once (see the module docstring)."""
+
+    name: str
+    request_field: str
+    outcome_types: tuple[OutcomeType, ...]
+    serve: Callable[[ServingEnv], Served | None]
+    log: DecisionLog | None = None
+    effects: Callable[[ServiceConfig], Mapping[str, EffectHandler]] | None = None
+    description: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for t in self.outcome_types:
+            if t.use_case != self.name:
+                raise ValueError(f"outcome type {t.name!r} belongs to {t.use_case!r}, not {self.name!r}")

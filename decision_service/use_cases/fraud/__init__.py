@@ -1,0 +1,77 @@
+"""The fraud use case: approve, review or decline one payment, with reasons.
+
+Pipeline (pipeline.py): one Redis round trip for profiles, velocity,
+block lists and the idempotency record -> request-time features -> FAISS neighbour fraud
+rate -> LightGBM -> rules and thresholds -> an atomic commit of the verdict. Outcomes:
+chargebacks and analyst verdicts (labels, 60-day window); a confirmed fraud block-lists the
+card and marks the user and device risky, once per payment.
+"""
+
+from __future__ import annotations
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service.decision_log import fraud_log
+from decision_service.domain.decision import now_ms
+from decision_service.domain.outcomes import DAY_S, OutcomeType
+from decision_service.outcomes.fraud_effects import FRAUD_CONFIRMED, mark_confirmed_fraud
+from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
+from decision_service.use_cases.base import Decided, DecisionLog, ServingEnv, UseCase
+from decision_service.use_cases.fraud.convert import (
+    FraudLimits,
+    fraud_decision_to_proto,
+    fraud_request_from_proto,
+)
+from decision_service.use_cases.fraud.executor import FraudExecutor, FraudSideEffect, build_fraud_executor
+from decision_service.use_cases.proto import RequestLimits
+
+NAME = "fraud"
+
+
+class ServedFraud:
+    """Fraud checks being served: the executor over the hot-reloadable model holder."""
+
+    def __init__(self, executor: FraudExecutor, limits: RequestLimits, fraud_limits: FraudLimits) -> None:
+        self.executor = executor
+        self.models = executor.models
+        self._limits = limits
+        self._fraud_limits = fraud_limits
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self.executor.degraded_counts
+
+    async def decide(self, request: pb.GetDecisionRequest, budget_s: float) -> Decided:
+        fraud_request = fraud_request_from_proto(request, self._limits, self._fraud_limits, now_ms())
+        decision = await self.executor.run(fraud_request, budget_s)
+        return Decided(fraud_decision_to_proto(decision), decision.stage_ms)
+
+    def model_version(self) -> str:
+        return self.executor.model_version()
+
+
+def serve(env: ServingEnv) -> ServedFraud | None:
+    """None when no fraud version is published (fraud_check then answers UNIMPLEMENTED).
+    On failure: RegistryError when a published version cannot be loaded."""
+    effects: list[FraudSideEffect] = [RememberFraudDecision(env.index)]
+    if env.log is not None:
+        effects.append(LogFraudDecision(env.log))
+    executor = build_fraud_executor(env.config, env.reads, tuple(effects), env.telemetry)
+    if executor is None:
+        return None
+    return ServedFraud(executor, env.limits, FraudLimits.from_config(env.config))
+
+
+USE_CASE = UseCase(
+    name=NAME,
+    request_field="fraud_check",
+    outcome_types=(
+        OutcomeType("chargeback", NAME, (FRAUD_CONFIRMED,), False, "value = amount", 60 * DAY_S),
+        OutcomeType("refund", NAME, (), False, "merchant refund; value = amount"),
+        OutcomeType("confirmed_fraud", NAME, (FRAUD_CONFIRMED,), False, "analyst verdict", 60 * DAY_S),
+        OutcomeType("confirmed_legit", NAME, (), False, "analyst verdict: a label, no state change"),
+    ),
+    serve=serve,
+    log=DecisionLog(fraud_log.SCHEMA, fraud_log.to_batch, fraud_log.partition_of),
+    effects=lambda config: {FRAUD_CONFIRMED: mark_confirmed_fraud},
+    description="approve, review or decline a payment, with reasons",
+)

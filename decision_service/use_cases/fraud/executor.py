@@ -1,0 +1,223 @@
+"""Runs the fraud pipeline: stage timing, the deadline, failure policy, degraded flags, idempotency.
+
+Stages contain only their logic; every "what if it fails or is late" decision is here:
+  context     late/failed -> no context: request-time features + rules, the configured
+                             fallback (fail to review / fail open), flagged
+  record      exists, same payload      -> the recorded decision, answered again
+              exists, different payload -> AlreadyExists (the request fails)
+  features    failed      -> the request fails (a bug, not an outage)
+  values      non-finite  -> declared defaults, flagged ``features:{group}_invalid`` (stored
+                             profiles: INVALID status, logged; the model row: every column)
+  neighbours  failed      -> declared defaults, flagged (``invalid_query`` for a non-finite one)
+  scoring     failed      -> no score: rules + fallback, flagged
+  policy      failed      -> the request fails (never guess a verdict)
+  commit      late/failed -> the answer stands, flagged (a retry may be scored again)
+              lost a race -> the winner's decision is answered (same decision id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from decision_service.config import ServiceConfig
+from decision_service.domain.features import FeatureStatus
+from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
+from decision_service.engine import Engine, Run, store_failure
+from decision_service.errors import AlreadyExists
+from decision_service.features.fraud_store import FraudStore
+from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
+from decision_service.models.registry import ModelRegistry
+from decision_service.stages.committers.commit_decision import decode_record, encode_record
+from decision_service.stages.fraud_base import FraudState
+from decision_service.stages.hydrators.neighbour_fraud_rate import InvalidNeighbourQuery
+from decision_service.telemetry import Telemetry
+from decision_service.use_cases.fraud.pipeline import FraudPipeline, fraud_pipeline, policy_config
+
+USE_CASE = "fraud"
+
+
+class FraudExecutor:
+    def __init__(
+        self,
+        pipeline: FraudPipeline,
+        artifacts: Callable[[], FraudArtifacts],
+        side_effects: tuple[FraudSideEffect, ...] = (),
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._artifacts = artifacts
+        self._side_effects = side_effects
+        self._engine = Engine(USE_CASE, telemetry)
+        self._book = self._engine.book
+        self.models: FraudModels | None = None  # the holder hot reload swaps, when built from one
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self._book.degraded_counts
+
+    async def run(self, request: FraudCheckRequest, budget_s: float) -> FraudDecision:
+        """One fraud decision within ``budget_s``.
+
+        On failure: AlreadyExists when the transaction id was decided for another payload;
+        store, neighbour and model failures degrade the answer instead of failing it.
+        """
+        return await self._engine.decide(
+            request.request_id,
+            budget_s,
+            lambda run: self._run(request, run),
+            lambda: {"transaction_id": request.transaction.transaction_id},
+            lambda d: {"action": d.action.name, "risk_score": d.risk_score, "replayed": d.replayed},
+        )
+
+    async def _run(self, request: FraudCheckRequest, run: Run) -> FraudDecision:
+        deadline = run.deadline
+        state = FraudState(
+            request=request, artifacts=self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms
+        )
+        p = self._pipeline
+        fingerprint = request.transaction.fingerprint()
+
+        with self._book.timed(state.stage_ms, p.context.name):
+            state.context = await self._load_context(state, deadline)
+        if state.context is not None and state.context.previous_record is not None:
+            return await self._replay(state, state.context.previous_record, fingerprint, deadline)
+
+        self._flag_invalid_profiles(state)
+        with self._book.timed(state.stage_ms, p.features.name):
+            state.row = p.features.build(state)
+            # no NaN / inf reaches the neighbour query or the model: declared defaults, flagged
+            for group in state.artifacts.assembler.replace_non_finite(state.row):
+                self._book.degrade(state.degraded, "features", f"{group}_invalid")
+        with self._book.timed(state.stage_ms, p.neighbours.name):
+            try:
+                p.neighbours.fill(state, state.row)
+            except InvalidNeighbourQuery as exc:
+                self._book.degrade(state.degraded, "neighbours", "invalid_query", exc)
+            except Exception as exc:  # noqa: BLE001 - defaults are declared for this
+                self._book.degrade(state.degraded, "neighbours", "index_error", exc)
+        with self._book.timed(state.stage_ms, p.scorer.name):
+            try:
+                state.score = p.scorer.score(state)
+            except Exception as exc:  # noqa: BLE001 - rules + fallback still decide
+                self._book.degrade(state.degraded, "scoring", "model_error", exc)
+        with self._book.timed(state.stage_ms, p.policy.name):
+            state.verdict = p.policy.decide(state)
+
+        decision = self._decision(state, run)
+        if state.context is None:
+            self._book.degrade(state.degraded, "commit", "skipped_store_unavailable")
+            return await self._finish(state, decision, deadline)
+        with self._book.timed(state.stage_ms, p.committer.name):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    previous = await p.committer.commit(state, encode_record(fingerprint, decision))
+            except TimeoutError as exc:
+                self._book.degrade(state.degraded, "commit", "deadline_exceeded", exc)
+                return await self._finish(state, decision, deadline)
+            except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
+                self._book.degrade(state.degraded, "commit", store_failure(exc), exc)
+                return await self._finish(state, decision, deadline)
+        if previous is not None:  # a concurrent call with this id recorded first
+            return await self._replay(state, previous, fingerprint, deadline)
+        return await self._finish(state, decision, deadline)
+
+    def model_version(self) -> str:
+        """The fraud model version new requests are served with."""
+        return self._artifacts().version
+
+    async def _finish(self, state: FraudState, decision: FraudDecision, deadline: float) -> FraudDecision:
+        """Runs the side effects of a fresh verdict; the decision index write completes (or
+        is flagged) before the answer is returned, within the request's deadline."""
+        await self._book.run_side_effects(self._side_effects, state, decision, deadline)
+        return decision
+
+    def _flag_invalid_profiles(self, state: FraudState) -> None:
+        """Names each stored profile served as defaults because its value was INVALID
+        (wrong layout or a non-finite value, see online_store.decode)."""
+        if state.context is None:
+            return
+        for values in (state.context.user, state.context.merchant, state.context.device):
+            if int(values.status[0]) == FeatureStatus.INVALID:
+                self._book.degrade(state.degraded, "features", f"{values.group}_invalid")
+
+    async def _load_context(self, state: FraudState, deadline: float):  # type: ignore[no-untyped-def]
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._pipeline.context.load(state)
+        except TimeoutError as exc:
+            self._book.degrade(state.degraded, "features", "deadline_exceeded", exc)
+        except Exception as exc:  # noqa: BLE001 - store down: request-time features + rules
+            self._book.degrade(state.degraded, "features", store_failure(exc), exc)
+        return None
+
+    async def _replay(
+        self, state: FraudState, raw: bytes, fingerprint: str, deadline: float
+    ) -> FraudDecision:
+        """The recorded decision for a retried transaction. It was logged the first time; the
+        side effects marked ``repeat_on_replay`` (the idempotent decision-index write) run
+        again, so a first call whose index write failed or was cut off is repaired by its
+        retry."""
+        t = state.request.transaction
+        try:
+            recorded_fp, decision = decode_record(raw, state.request.request_id)
+        except ValueError as exc:
+            raise AlreadyExists(
+                "fraud_check.transaction_id",
+                f"{t.transaction_id!r} has an unreadable decision record; use a new transaction id",
+            ) from exc
+        if recorded_fp != fingerprint:
+            raise AlreadyExists(
+                "fraud_check.transaction_id",
+                f"{t.transaction_id!r} was already decided (decision {decision.decision_id}) for a different "
+                "payload; a retry must resend the identical transaction, a new payment needs a new id",
+            )
+        decision.stage_ms = dict(state.stage_ms)
+        repeat = [e for e in self._side_effects if getattr(e, "repeat_on_replay", False)]
+        await self._book.run_side_effects(repeat, state, decision, deadline)
+        return decision
+
+    def _decision(self, state: FraudState, run: Run) -> FraudDecision:
+        verdict = state.verdict
+        assert verdict is not None
+        return FraudDecision(
+            **run.envelope(state.artifacts.version, dedupe=False),
+            action=verdict.action,
+            risk_score=verdict.risk_score,
+            fraud_probability=state.score.probability if state.score is not None else 0.0,
+            fired_rules=verdict.fired_rules,
+            reasons=verdict.reasons,
+        )
+
+
+
+
+class FraudSideEffect(Protocol):
+    name: str
+
+    def apply(self, state: FraudState, decision: FraudDecision) -> Awaitable[None] | None:
+        """Contract: returns at once (enqueue only) and never changes the verdict; it may
+        return an awaitable that the executor awaits before answering (see StageBook)."""
+        ...
+
+
+def build_fraud_executor(
+    config: ServiceConfig,
+    client: MultiplexedRedis,
+    side_effects: tuple[FraudSideEffect, ...] = (),
+    telemetry: Telemetry | None = None,
+) -> FraudExecutor | None:
+    """The fraud executor over the registry's CURRENT fraud version; None when none is published.
+
+    On failure: RegistryError when a fraud version is published but cannot be loaded.
+    """
+    models = FraudModels(ModelRegistry(config.registry_root))
+    if models.load_current() is None:
+        return None
+    store = FraudStore(client, config.fraud_max_velocity_events, config.fraud_record_ttl_s)
+    pipeline = fraud_pipeline(store, policy_config(config))
+    executor = FraudExecutor(pipeline, models.get, side_effects, telemetry)
+    executor.models = models
+    return executor

@@ -1,0 +1,79 @@
+"""The recommendation use case: a ranked list of items for a user.
+
+Pipeline (pipeline.py): user state -> candidate sources
+(FAISS ANN, popular) -> filters -> one Redis MGET of packed feature vectors -> LightGBM ->
+selection (top-k with a category cap, exploration slots with propensities). Outcomes:
+impressions, clicks, carts, purchases; clicks / carts / purchases mark the item seen.
+"""
+
+from __future__ import annotations
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service.decision_log import recommendation_log
+from decision_service.domain.outcomes import DAY_S, MINUTE_S, OutcomeType
+from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.models.serving import RecommendationModels
+from decision_service.stages.base import SideEffect
+from decision_service.stages.side_effects.log_served_decision import LogServedDecision
+from decision_service.stages.side_effects.remember_decision import RememberDecision
+from decision_service.use_cases.base import Decided, DecisionLog, ServingEnv, UseCase
+from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.recommendation.convert import (
+    recommendation_decision_to_proto,
+    recommendation_request_from_proto,
+)
+from decision_service.use_cases.recommendation.effects import SEEN, mark_seen
+from decision_service.use_cases.recommendation.executor import RecommendationExecutor
+from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
+
+NAME = "recommendation"
+
+
+class ServedRecommendations:
+    """Recommendations being served: the executor over the hot-reloadable model holder."""
+
+    def __init__(self, executor: RecommendationExecutor, models: RecommendationModels, limits: RequestLimits):
+        self.executor = executor
+        self.models = models
+        self._limits = limits
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self.executor.degraded_counts
+
+    async def decide(self, request: pb.GetDecisionRequest, budget_s: float) -> Decided:
+        decision = await self.executor.run(recommendation_request_from_proto(request, self._limits), budget_s)
+        return Decided(recommendation_decision_to_proto(decision), decision.stage_ms)
+
+    def model_version(self) -> str:
+        return self.models.get().version
+
+
+def serve(env: ServingEnv) -> ServedRecommendations:
+    """On failure: RegistryError when no recommendation version is published or it cannot be
+    loaded (the server does not start without one)."""
+    models = RecommendationModels(env.registry, env.config)
+    models.load_current()
+    store = AsyncOnlineStore(env.reads, env.config.max_seen_items)
+    effects: list[SideEffect] = [RememberDecision(env.index)]
+    if env.log is not None:
+        effects.append(LogServedDecision(env.log))
+    pipeline = recommendation_pipeline(env.config, store, tuple(effects))
+    executor = RecommendationExecutor(pipeline, models.get, env.telemetry)
+    return ServedRecommendations(executor, models, env.limits)
+
+
+USE_CASE = UseCase(
+    name=NAME,
+    request_field="recommendation",
+    outcome_types=(
+        OutcomeType("impression", NAME, (), True, "the item was shown"),
+        OutcomeType("click", NAME, (SEEN,), True, "the item was clicked", 30 * MINUTE_S),
+        OutcomeType("add_to_cart", NAME, (SEEN,), True, "added to the cart"),
+        OutcomeType("purchase", NAME, (SEEN,), True, "bought; value = revenue", DAY_S),
+    ),
+    serve=serve,
+    log=DecisionLog(recommendation_log.SCHEMA, recommendation_log.to_batch, recommendation_log.partition_of),
+    effects=lambda config: {SEEN: mark_seen(config.max_seen_items)},
+    description="a ranked list of items for a user",
+)

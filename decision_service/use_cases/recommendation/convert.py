@@ -1,0 +1,82 @@
+"""Recommendation requests and answers: proto <-> domain, with validation naming the field.
+
+Categories are matched case-insensitively and become the catalog's spelling.
+"""
+
+from __future__ import annotations
+
+from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service.domain.recommendation import RecommendationDecision, RecommendationRequest
+from decision_service.errors import InvalidArgument
+from decision_service.features.definitions import CATEGORIES
+from decision_service.use_cases.proto import (
+    RequestLimits,
+    context_from_proto,
+    request_id_from_proto,
+    response_envelope,
+    text,
+)
+
+_CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
+
+
+def recommendation_request_from_proto(
+    request: pb.GetDecisionRequest, limits: RequestLimits
+) -> RecommendationRequest:
+    rec = request.recommendation
+    request_id = request_id_from_proto(request, limits)
+    user_id = text("recommendation.user_id", rec.user_id, limits, required=True)
+    if not 1 <= rec.num_items <= limits.max_num_items:
+        raise InvalidArgument(
+            "recommendation.num_items",
+            f"must be between 1 and {limits.max_num_items}, got {rec.num_items}",
+        )
+    if len(rec.exclude_item_ids) > limits.max_exclusions:
+        raise InvalidArgument(
+            "recommendation.exclude_item_ids",
+            f"at most {limits.max_exclusions} items, got {len(rec.exclude_item_ids)}",
+        )
+    excluded = frozenset(
+        text(f"recommendation.exclude_item_ids[{i}]", v, limits, required=True)
+        for i, v in enumerate(rec.exclude_item_ids)
+    )
+    if len(rec.allowed_categories) > limits.max_allowed_categories:
+        raise InvalidArgument(
+            "recommendation.allowed_categories",
+            f"at most {limits.max_allowed_categories} categories, got {len(rec.allowed_categories)}",
+        )
+    allowed = set()
+    for i, raw in enumerate(rec.allowed_categories):
+        field = f"recommendation.allowed_categories[{i}]"
+        name = text(field, raw, limits, required=True).casefold()
+        if name not in _CATEGORY_INDEX:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise InvalidArgument(field, f"unknown category {ascii(shown)}; known: {', '.join(CATEGORIES)}")
+        allowed.add(_CATEGORY_INDEX[name])
+    return RecommendationRequest(
+        request_id=request_id,
+        user_id=user_id,
+        num_items=rec.num_items,
+        exclude_item_ids=excluded,
+        allowed_categories=frozenset(allowed),
+        context=context_from_proto("recommendation.context", rec.context, limits),
+    )
+
+
+def recommendation_decision_to_proto(decision: RecommendationDecision) -> pb.GetDecisionResponse:
+    return pb.GetDecisionResponse(
+        **response_envelope(decision),
+        recommendation=pb.RecommendationResult(
+            items=[
+                pb.RecommendedItem(
+                    item_id=item.item_id,
+                    score=item.score,
+                    rank=item.rank,
+                    source=int(item.source),
+                    category=item.category,
+                    propensity=item.propensity,
+                )
+                for item in decision.items
+            ]
+        ),
+    )

@@ -1,0 +1,622 @@
+"""Retrain the ranker from a logged training set, evaluate it against the serving model,
+publish it only if it is not worse.
+
+* Split by time: the latest ``holdout_share`` of decisions (by decision time) is held out;
+  the candidate trains on the earlier ones (the last ``valid_share`` of those for early
+  stopping). No decision is split across the boundary.
+* Model: LightGBM, binary click objective on the items that were shown, each row
+  weighted by 1 / propensity (clipped at ``ips_clip``): feedback on items the serving
+  policy rarely shows (exploration slots) counts for the items like it that it never did.
+* Evaluation on the held-out decisions, the same rows for the candidate and the current
+  model: NDCG@k (gain 2^relevance - 1, relevance = click + purchase) and recall@k of the
+  positives, both inverse-propensity weighted (IPS), averaged over decisions with a positive.
+* Publish (atomic CURRENT switch) when candidate NDCG@k >= current NDCG@k - tolerance,
+  or when forced. The new version carries its metrics, the current model's, the feature
+  schema and registry version. The FAISS index is rebuilt from the latest serving
+  embeddings when a world is given (else copied), and features are re-materialized into
+  Redis (and the feature history) when a Redis URL is given.
+
+Fraud (``retrain_fraud``, ``--use-case fraud``): the same time split over logged verdicts
+(declined and degraded ones left out: their outcome was not observed / not a healthy row);
+LightGBM binary on the logged model rows; candidate and CURRENT compared on the same
+held-out payments by ROC AUC and recall at a fixed review rate (default 5% of payments
+flagged, or the share the logged actions flagged); published only if not worse on both
+(or forced), with a neighbour index of the base version's labelled payments plus the newly
+labelled ones, through the same registry and atomic CURRENT switch.
+
+CLI: ``python -m offline.loop.retrain --training-set train.parquet --registry data/registry
+[--world data/world --redis-url ...] [--force]``;
+``--use-case fraud [--review-rate 0.05|logged]`` for fraud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from decision_service.features.definitions import (
+    FRAUD_MODEL_FEATURES,
+    ITEM,
+    RECOMMENDATION_MODEL_FEATURES,
+    REGISTRY,
+)
+from decision_service.models.recommendation_artifacts import (
+    EMBEDDINGS_FILE,
+    INDEX_FILE,
+    ITEMS_FILE,
+    MODEL_FILE,
+    RecommendationArtifacts,
+)
+from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+from offline.training.lightgbm_params import LightGbmSettings, categorical_columns
+
+USE_CASE = "recommendation"
+
+
+RETRAIN_LGBM = LightGbmSettings(
+    learning_rate=0.05, num_leaves=15, min_data_in_leaf=40, num_boost_round=300, early_stopping_rounds=30
+)
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    columns: tuple[str, ...] = RECOMMENDATION_MODEL_FEATURES
+    target: str = "click"  # binary training label
+    gain_labels: tuple[str, ...] = ("click", "purchase")  # relevance = sum (evaluation)
+    holdout_share: float = 0.25
+    valid_share: float = 0.15
+    k: int = 5
+    ips_clip: float = 10.0
+    tolerance: float = 0.0  # publish if candidate >= current - tolerance (NDCG@k)
+    lgbm: LightGbmSettings = field(default_factory=lambda: RETRAIN_LGBM)
+    threads: int = 2
+    seed: int = 7
+
+
+@dataclass
+class RetrainResult:
+    published: bool
+    reason: str
+    version: str | None  # the published version, or None
+    current_version: str | None
+    candidate: dict[str, float] = field(default_factory=dict)
+    current: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        k = self.training.get("k", 5)
+        c, o = self.candidate.get(f"ndcg@{k}"), self.current.get(f"ndcg@{k}")
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        return (
+            f"candidate NDCG@{k} {fmt(c)} recall@{k} {fmt(self.candidate.get(f'recall@{k}'))} vs current "
+            f"{self.current_version} NDCG@{k} {fmt(o)} recall@{k} {fmt(self.current.get(f'recall@{k}'))} "
+            f"-> {'published ' + str(self.version) if self.published else 'NOT published'} ({self.reason})"
+        )
+
+
+def relevance(table: pa.Table, labels: tuple[str, ...]) -> np.ndarray:
+    rel = np.zeros(table.num_rows, np.float64)
+    for name in labels:
+        if name in table.column_names:
+            rel += pc.fill_null(table.column(name), False).to_numpy(zero_copy_only=False).astype(np.float64)
+    return rel
+
+
+def time_split(decided_ms: np.ndarray, decision_ids: np.ndarray, share: float) -> np.ndarray:
+    """True for rows of the latest ``share`` of decisions by decision time (whole decisions)."""
+    ids, first = np.unique(decision_ids, return_index=True)
+    order = np.argsort(decided_ms[first], kind="stable")
+    n_hold = int(round(len(ids) * share))
+    held = ids[order[len(ids) - n_hold :]] if n_hold else ids[:0]
+    return np.isin(decision_ids, held)
+
+
+def ips_ranking_metrics(
+    scores: np.ndarray, rel: np.ndarray, weights: np.ndarray, groups: np.ndarray, k: int, seed: int = 0
+) -> dict[str, float]:
+    """Mean IPS-weighted NDCG@k and recall@k over groups (decisions) with a positive.
+
+    ``groups`` are integer group ids. Gains are ``weight * (2^rel - 1)``; ties in ``scores``
+    are broken at random (seeded).
+    """
+    n = len(scores)
+    if n == 0:
+        return {f"ndcg@{k}": float("nan"), f"recall@{k}": float("nan"), "decisions": 0}
+    tie = np.random.default_rng(seed).random(n)
+    order = np.lexsort((tie, -scores, groups))
+    g = groups[order]
+    start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    first = np.zeros(n, np.int64)
+    first[start] = start
+    first = np.maximum.accumulate(first)
+    rank = np.arange(n) - first
+    gain = weights * (2.0**rel - 1.0)
+    top = rank < k
+    n_groups = int(groups.max()) + 1
+    dcg = np.bincount(g[top], weights=(gain[order] / np.log2(rank + 2.0))[top], minlength=n_groups)
+    iorder = np.lexsort((-gain, groups))
+    ig = groups[iorder]
+    istart = np.r_[0, np.flatnonzero(ig[1:] != ig[:-1]) + 1]
+    ifirst = np.zeros(n, np.int64)
+    ifirst[istart] = istart
+    irank = np.arange(n) - np.maximum.accumulate(ifirst)
+    itop = irank < k
+    idcg = np.bincount(ig[itop], weights=(gain[iorder] / np.log2(irank + 2.0))[itop], minlength=n_groups)
+    pos_w = weights * (rel > 0)
+    total = np.bincount(groups, weights=pos_w, minlength=n_groups)
+    hits = np.bincount(g[top], weights=pos_w[order][top], minlength=n_groups)
+    ok = total > 0
+    return {
+        f"ndcg@{k}": round(float(np.mean(dcg[ok] / idcg[ok])), 4) if ok.any() else float("nan"),
+        f"recall@{k}": round(float(np.mean(hits[ok] / total[ok])), 4) if ok.any() else float("nan"),
+        "decisions": int(ok.sum()),
+    }
+
+
+def _matrix(table: pa.Table, columns: tuple[str, ...] | list[str]) -> np.ndarray:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError("training set lacks columns " + ", ".join(missing) + " (rebuild it with them)")
+    return (
+        np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in columns])
+        if columns
+        else np.zeros((table.num_rows, 0), np.float32)
+    )
+
+
+def train_candidate(table: pa.Table, cfg: RetrainConfig) -> tuple[lgb.Booster, dict[str, Any]]:
+    """Fits the binary click model on ``table`` (already the training side of the split)."""
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()
+    ids = table.column("decision_id").to_numpy(zero_copy_only=False)
+    valid = time_split(decided, ids, cfg.valid_share)
+    x = _matrix(table, cfg.columns)
+    y = pc.fill_null(table.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.float32)
+    w = 1.0 / np.maximum(table.column("propensity").to_numpy(zero_copy_only=False), 1.0 / cfg.ips_clip)
+    names = list(cfg.columns)
+    categorical = categorical_columns(names)
+    params = cfg.lgbm.params("binary", threads=cfg.threads, seed=cfg.seed, metric="binary_logloss")
+    dtrain = lgb.Dataset(
+        x[~valid],
+        y[~valid],
+        weight=w[~valid],
+        feature_name=names,
+        categorical_feature=categorical,
+        free_raw_data=True,
+    )
+    dvalid = lgb.Dataset(x[valid], y[valid], weight=w[valid], reference=dtrain)
+    t0 = time.perf_counter()
+    model = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=cfg.lgbm.num_boost_round,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False)],
+    )
+    gain = model.feature_importance("gain")
+    return model, {
+        "train_rows": int((~valid).sum()),
+        "valid_rows": int(valid.sum()),
+        "positives": int(y.sum()),
+        "best_iteration": int(model.best_iteration),
+        "top_features_by_gain": [names[j] for j in np.argsort(-gain)[:8]],
+        "seconds": round(time.perf_counter() - t0, 2),
+        "params": {k: v for k, v in params.items() if k != "verbosity"},
+    }
+
+
+def evaluate(
+    model: lgb.Booster, columns: list[str], holdout: pa.Table, cfg: RetrainConfig
+) -> dict[str, float]:
+    """IPS-weighted NDCG@k / recall@k of ``model`` re-ranking each held-out decision's items."""
+    if holdout.num_rows == 0:
+        return {f"ndcg@{cfg.k}": float("nan"), f"recall@{cfg.k}": float("nan"), "decisions": 0}
+    x = _matrix(holdout, columns)
+    scores = np.asarray(model.predict(x, num_threads=cfg.threads), np.float64)
+    _, groups = np.unique(holdout.column("decision_id").to_numpy(zero_copy_only=False), return_inverse=True)
+    w = 1.0 / np.maximum(holdout.column("propensity").to_numpy(zero_copy_only=False), 1.0 / cfg.ips_clip)
+    return ips_ranking_metrics(scores, relevance(holdout, cfg.gain_labels), w, groups, cfg.k, cfg.seed)
+
+
+def retrain(
+    training_set: str | Path | pa.Table,
+    registry_root: str | Path,
+    cfg: RetrainConfig = RetrainConfig(),
+    force: bool = False,
+    world_dir: str | Path | None = None,
+    redis_url: str | None = None,
+) -> RetrainResult:
+    """Trains, evaluates against CURRENT on the same held-out slice, publishes if not worse.
+
+    On failure: ValueError when the training set is empty or lacks the model's columns;
+    the registry is untouched unless a version is published.
+    """
+    table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
+    table = table.filter(pc.is_valid(table.column(cfg.target)))
+    if table.num_rows == 0:
+        raise ValueError("the training set has no labelled rows yet")
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()
+    ids = table.column("decision_id").to_numpy(zero_copy_only=False)
+    held = time_split(decided, ids, cfg.holdout_share)
+    train, holdout = table.filter(pa.array(~held)), table.filter(pa.array(held))
+    model, training = train_candidate(train, cfg)
+    training.update(k=cfg.k, holdout_rows=holdout.num_rows, rows=table.num_rows, ips_clip=cfg.ips_clip)
+    candidate = evaluate(model, list(cfg.columns), holdout, cfg)
+
+    registry = ModelRegistry(registry_root)
+    current_version: ModelVersion | None = None
+    current: dict[str, float] = {}
+    with contextlib.suppress(RegistryError):
+        current_version = registry.current(USE_CASE)
+    reason = "no current model"
+    ok = True
+    if current_version is not None:
+        try:
+            serving = RecommendationArtifacts.load(current_version, verify=False)
+            current = evaluate(serving.model, serving.assembler.columns, holdout, cfg)
+        except (RegistryError, ValueError) as exc:
+            current, reason = {}, f"current model cannot be evaluated: {exc}"
+            ok = False
+        if current:
+            key = f"ndcg@{cfg.k}"
+            ok = bool(candidate[key] >= current[key] - cfg.tolerance)
+            reason = f"{key} {candidate[key]:.4f} {'>=' if ok else '<'} {current[key]:.4f} - {cfg.tolerance}"
+    if force and not ok:
+        reason, ok = f"forced ({reason})", True
+    name = current_version.name if current_version else None
+    if not ok:
+        return RetrainResult(False, reason, None, name, candidate, current, training)
+    version = publish(registry, model, cfg, candidate, current, training, current_version, world_dir)
+    if world_dir is not None and redis_url is not None:
+        from offline.features.materialize import materialize
+
+        training["materialized"] = materialize(world_dir, redis_url, write_seen_items=False)
+    return RetrainResult(True, reason, version.name, name, candidate, current, training)
+
+
+def publish(
+    registry: ModelRegistry,
+    model: lgb.Booster,
+    cfg: RetrainConfig,
+    candidate: dict[str, float],
+    current: dict[str, float],
+    training: dict[str, Any],
+    base: ModelVersion | None,
+    world_dir: str | Path | None = None,
+) -> ModelVersion:
+    """A new version: the model, a FAISS index (rebuilt from ``world_dir``'s serving
+    embeddings, else ``base``'s) and the catalog; checked loadable, then CURRENT moves."""
+    staging = registry.staging_dir(USE_CASE)
+    try:
+        index_info: dict[str, Any] = {}
+        if world_dir is not None:
+            index_info = rebuild_index(staging, world_dir, model, cfg.threads)
+        elif base is not None:
+            for f in (INDEX_FILE, EMBEDDINGS_FILE, ITEMS_FILE):
+                shutil.copy2(base.file(f), staging / f)
+            index_info = dict(base.manifest.get("index", {}), rebuilt=False)
+            model.save_model(str(staging / MODEL_FILE))
+        else:
+            raise ValueError("no base version to take the index from and no world to build it")
+        # Refuse to publish what the service would refuse to load.
+        RecommendationArtifacts.load(ModelVersion(USE_CASE, staging.name, staging, {}), verify=False)
+        manifest = {
+            "feature_registry_version": REGISTRY.version,
+            "model_features": list(cfg.columns),
+            "metrics": {"candidate": candidate, "current": current},
+            "parent_version": base.name if base else None,
+            "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
+            "index": index_info,
+        }
+        return registry.publish(USE_CASE, staging, json.loads(json.dumps(manifest, default=str)))
+    except BaseException:
+        registry.discard(staging)
+        raise
+
+
+def rebuild_index(staging: Path, world_dir: str | Path, model: lgb.Booster, threads: int) -> dict[str, Any]:
+    """Writes ``model`` with a FAISS index, embeddings and catalog from the world's latest
+    serving state (saved by bootstrap) into ``staging``."""
+    import faiss
+
+    from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
+    from offline.features.build_index import IndexConfig, build_index, sample_queries
+    from offline.features.materialize import load_serving_state
+    from offline.simulation.world import World
+
+    snap, emb = load_serving_state(world_dir)
+    world = World.load(world_dir)
+    faiss.omp_set_num_threads(threads)
+    config = IndexConfig(threads=threads)
+    index, info = build_index(emb.items, sample_queries(emb.users, config.sample_queries), config)
+    popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
+    save_recommendation_artifacts(
+        staging, model, index, emb.items, [str(i) for i in world.item_ids], world.item_category, popularity
+    )
+    return dict(info.as_dict(), rebuilt=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fraud: retrain from the logged verdicts, compare on the same held-out payments, publish.
+
+
+FRAUD_RETRAIN_LGBM = LightGbmSettings(
+    learning_rate=0.05, num_leaves=15, min_data_in_leaf=20, num_boost_round=300, early_stopping_rounds=30
+)
+
+
+@dataclass(frozen=True)
+class FraudRetrainConfig:
+    columns: tuple[str, ...] = FRAUD_MODEL_FEATURES
+    target: str = "fraud"
+    holdout_share: float = 0.25  # the latest decisions, by decision time
+    valid_share: float = 0.2  # the latest of the training side, for early stopping
+    review_rate: float | None = 0.05
+    """Share of payments flagged (review or decline) at which recall is measured; None = the
+    share the logged actions of the held-out payments actually flagged."""
+    exclude_actions: tuple[str, ...] = ("DECLINE",)  # never settled: the label is unobserved
+    exclude_degraded: bool = True  # rows built from fallbacks are not what a healthy model sees
+    auc_tolerance: float = 0.0  # publish if candidate AUC >= current AUC - tolerance ...
+    recall_tolerance: float = 0.0  # ... and recall >= current recall - tolerance
+    k_neighbours: int = 50
+    max_index_rows: int = 50_000
+    lgbm: LightGbmSettings = field(default_factory=lambda: FRAUD_RETRAIN_LGBM)
+    threads: int = 2
+    seed: int = 7
+
+
+@dataclass
+class FraudRetrainResult(RetrainResult):
+    def summary(self) -> str:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        c, o = self.candidate, self.current
+        rate = c.get("review_rate", 0.0)
+        return (
+            f"fraud candidate AUC {fmt(c.get('auc'))} recall@{rate:.1%} {fmt(c.get('recall'))} vs current "
+            f"{self.current_version} AUC {fmt(o.get('auc'))} recall {fmt(o.get('recall'))} "
+            f"-> {'published ' + str(self.version) if self.published else 'NOT published'} ({self.reason})"
+        )
+
+
+def recall_at_rate(labels: np.ndarray, scores: np.ndarray, rate: float, seed: int = 0) -> float:
+    """Share of the positives among the top ``ceil(rate * n)`` scores (ties broken at random,
+    seeded): the fraud caught when that share of payments is flagged."""
+    labels = np.asarray(labels, bool)
+    if not labels.any():
+        return float("nan")
+    n_flag = int(np.ceil(rate * len(labels)))
+    tie = np.random.default_rng(seed).random(len(labels))
+    top = np.lexsort((tie, -np.asarray(scores, np.float64)))[:n_flag]
+    return float(labels[top].sum() / labels.sum())
+
+
+def evaluate_fraud(
+    model: lgb.Booster, holdout: pa.Table, rate: float, cfg: FraudRetrainConfig
+) -> dict[str, float]:
+    """ROC AUC and recall at the review rate of ``model`` on the held-out payments."""
+    from offline.training.train_fraud import roc_auc
+
+    y = pc.fill_null(holdout.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(bool)
+    if holdout.num_rows == 0:
+        return {"auc": float("nan"), "recall": float("nan"), "review_rate": rate, "rows": 0, "positives": 0}
+    p = np.asarray(model.predict(_matrix(holdout, model.feature_name()), num_threads=cfg.threads), np.float64)
+    return {
+        "auc": round(roc_auc(y, p), 4),
+        "recall": round(recall_at_rate(y, p, rate, cfg.seed), 4),
+        "review_rate": round(rate, 4),
+        "rows": int(holdout.num_rows),
+        "positives": int(y.sum()),
+    }
+
+
+def fraud_training_rows(table: pa.Table, cfg: FraudRetrainConfig) -> pa.Table:
+    """Labelled rows whose outcome could be observed (see the config's exclusions)."""
+    keep = pc.is_valid(table.column(cfg.target))
+    if cfg.exclude_actions and "action" in table.column_names:
+        keep = pc.and_(keep, pc.invert(pc.is_in(table.column("action"), pa.array(cfg.exclude_actions))))
+    if cfg.exclude_degraded and "degraded" in table.column_names:
+        keep = pc.and_(keep, pc.invert(pc.fill_null(table.column("degraded"), False)))
+    return table.filter(keep)
+
+
+def retrain_fraud(
+    training_set: str | Path | pa.Table,
+    registry_root: str | Path,
+    cfg: FraudRetrainConfig = FraudRetrainConfig(),
+    force: bool = False,
+) -> FraudRetrainResult:
+    """Trains the fraud model on the earlier logged verdicts, scores it and CURRENT on the
+    same later ones (ROC AUC, recall at the review rate), publishes it if not worse on both.
+
+    The new version's neighbour index holds the base version's labelled payments plus the
+    newly labelled ones. On failure: ValueError when there is nothing to learn from (no
+    labelled rows, or one class only); the registry is untouched unless a version is published.
+    """
+    from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
+
+    table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
+    table = fraud_training_rows(table, cfg)
+    if table.num_rows == 0:
+        raise ValueError("the fraud training set has no labelled, observable rows yet")
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()
+    ids = table.column("decision_id").to_numpy(zero_copy_only=False)
+    held = time_split(decided, ids, cfg.holdout_share)
+    train, holdout = table.filter(pa.array(~held)), table.filter(pa.array(held))
+    y = pc.fill_null(train.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.float32)
+    if y.min() == y.max():
+        raise ValueError(f"the fraud training rows have one class only ({int(y.sum())} positives)")
+    rate = cfg.review_rate
+    if rate is None:
+        flagged = pc.not_equal(holdout.column("action"), "APPROVE")
+        rate = float(pc.mean(flagged.cast(pa.float64())).as_py() or 0.0)
+    model, training = _train_fraud_candidate(train, y, cfg)
+    training.update(rows=table.num_rows, holdout_rows=holdout.num_rows, review_rate=rate)
+    candidate = evaluate_fraud(model, holdout, rate, cfg)
+
+    registry = ModelRegistry(registry_root)
+    base: ModelVersion | None = None
+    with contextlib.suppress(RegistryError):
+        base = registry.current(FRAUD)
+    current: dict[str, float] = {}
+    base_artifacts: FraudArtifacts | None = None
+    ok, reason = True, "no current model"
+    if base is not None:
+        try:
+            base_artifacts = FraudArtifacts.load(base, verify=False)
+            current = evaluate_fraud(base_artifacts.model, holdout, rate, cfg)
+        except (RegistryError, ValueError) as exc:
+            ok, reason = False, f"current model cannot be evaluated: {exc}"
+        if current:
+            checks = [
+                (key, candidate[key], current[key], tol)
+                for key, tol in (("auc", cfg.auc_tolerance), ("recall", cfg.recall_tolerance))
+            ]
+            # NaN (no positive held out) compares False: nothing to show, nothing published
+            ok = all(c >= o - tol for _, c, o, tol in checks)
+            reason = "; ".join(
+                f"{k} {c:.4f} {'>=' if c >= o - t else '<'} {o:.4f} - {t}" for k, c, o, t in checks
+            )
+    if force and not ok:
+        ok, reason = True, f"forced ({reason})"
+    name = base.name if base else None
+    if not ok:
+        return FraudRetrainResult(False, reason, None, name, candidate, current, training)
+    neighbours = _fraud_neighbours(table, base_artifacts, cfg)
+    medians = {
+        c: float(v) for c, v in zip(cfg.columns, np.median(_matrix(train, cfg.columns), axis=0), strict=True)
+    }
+    manifest = {
+        "metrics": {"candidate": candidate, "current": current},
+        "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
+        "parent_version": name,
+    }
+    version = publish_fraud(registry, model, neighbours, medians, manifest)
+    return FraudRetrainResult(True, reason, version.name, name, candidate, current, training)
+
+
+def _train_fraud_candidate(
+    train: pa.Table, y: np.ndarray, cfg: FraudRetrainConfig
+) -> tuple[lgb.Booster, dict[str, Any]]:
+    decided = train.column("decided_at").cast(pa.int64()).to_numpy()
+    valid = time_split(decided, train.column("decision_id").to_numpy(zero_copy_only=False), cfg.valid_share)
+    if y[valid].min() == y[valid].max() or y[~valid].min() == y[~valid].max():
+        valid = np.zeros(len(y), bool)  # too few positives to hold some out: fixed rounds
+    x = _matrix(train, cfg.columns)
+    names = list(cfg.columns)
+    params = cfg.lgbm.params("binary", threads=cfg.threads, seed=cfg.seed)
+    categorical = categorical_columns(names)
+    dtrain = lgb.Dataset(x[~valid], y[~valid], feature_name=names, categorical_feature=categorical)
+    t0 = time.perf_counter()
+    if valid.any():
+        model = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=cfg.lgbm.num_boost_round,
+            valid_sets=[lgb.Dataset(x[valid], y[valid], reference=dtrain)],
+            callbacks=[lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False)],
+        )
+    else:
+        model = lgb.train(params, dtrain, num_boost_round=min(cfg.lgbm.num_boost_round, 100))
+    gain = model.feature_importance("gain")
+    return model, {
+        "train_rows": int((~valid).sum()),
+        "valid_rows": int(valid.sum()),
+        "positives": int(y.sum()),
+        "best_iteration": int(model.best_iteration or model.current_iteration()),
+        "top_features_by_gain": [names[j] for j in np.argsort(-gain)[:8]],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _fraud_neighbours(table: pa.Table, base: Any, cfg: FraudRetrainConfig) -> Any:
+    """The base version's labelled payments plus the newly labelled logged ones (newest kept)."""
+    from decision_service.features.fraud import neighbour_space
+    from decision_service.retrieval.neighbours import NeighbourIndex
+
+    space = neighbour_space(_matrix(table, cfg.columns), cfg.columns)
+    labels = pc.fill_null(table.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.uint8)
+    if base is not None:
+        nn = base.neighbours
+        old = nn.index.reconstruct_n(0, nn.index.ntotal) * nn.std + nn.mean
+        space, labels = np.vstack([old, space]), np.r_[nn.labels, labels]
+    space, labels = space[-cfg.max_index_rows :], labels[-cfg.max_index_rows :]
+    return NeighbourIndex.build(space.astype(np.float32), labels, min(cfg.k_neighbours, len(space)))
+
+
+def publish_fraud(
+    registry: ModelRegistry,
+    model: lgb.Booster,
+    neighbours: Any,
+    medians: dict[str, float],
+    manifest: dict[str, Any],
+) -> ModelVersion:
+    """A new fraud version (model + neighbour index), checked loadable, then CURRENT moves."""
+    from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts, save_fraud_artifacts
+
+    staging = registry.staging_dir(FRAUD)
+    try:
+        full = {
+            "feature_registry_version": REGISTRY.version,
+            "model_features": model.feature_name(),
+            "neighbours": save_fraud_artifacts(staging, model, neighbours),
+            "feature_medians": medians,
+            **manifest,
+        }
+        full = json.loads(json.dumps(full, default=str))
+        # Refuse to publish what the service would refuse to load.
+        FraudArtifacts.load(ModelVersion(FRAUD, staging.name, staging, full), verify=False)
+        return registry.publish(FRAUD, staging, full)
+    except BaseException:
+        registry.discard(staging)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m offline.loop.retrain", description=__doc__.splitlines()[0])
+    ap.add_argument("--training-set", required=True, help="Parquet from python -m offline.loop.training_set")
+    ap.add_argument("--use-case", choices=(USE_CASE, "fraud"), default=USE_CASE)
+    ap.add_argument("--registry", default="data/registry")
+    ap.add_argument("--world", default=None, help="rebuild the FAISS index from this world's serving state")
+    ap.add_argument(
+        "--redis-url", default=None, help="re-materialize features into this Redis (needs --world)"
+    )
+    ap.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
+    ap.add_argument("--k", type=int, default=RetrainConfig.k)
+    ap.add_argument("--tolerance", type=float, default=RetrainConfig.tolerance)
+    ap.add_argument("--threads", type=int, default=RetrainConfig.threads)
+    ap.add_argument(
+        "--review-rate",
+        default="0.05",
+        help="fraud: share of payments flagged at which recall is compared, or 'logged' (the "
+        "share the logged actions flagged)",
+    )
+    args = ap.parse_args(argv)
+    if args.use_case == "fraud":
+        fcfg = FraudRetrainConfig(
+            review_rate=None if args.review_rate == "logged" else float(args.review_rate),
+            auc_tolerance=args.tolerance,
+            recall_tolerance=args.tolerance,
+            threads=args.threads,
+        )
+        fraud = retrain_fraud(args.training_set, args.registry, fcfg, args.force)
+        print(fraud.summary())
+        return 0 if fraud.published else 3
+    cfg = RetrainConfig(k=args.k, tolerance=args.tolerance, threads=args.threads)
+    result = retrain(args.training_set, args.registry, cfg, args.force, args.world, args.redis_url)
+    print(result.summary())
+    return 0 if result.published else 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,623 @@
+"""Training sets from logs: decisions joined with outcomes under per-label windows.
+
+One row per item a decision *showed* (rank > 0): the only items whose outcome was
+observed. Its features are the exact vectors the service served and logged (no
+recomputation, so no training/serving skew), expanded into one column per registry
+column using the names in the log file's metadata.
+
+Labels. Each label (``LabelWindow``) is a set of outcome types and a window: the label is
+1 when such an outcome for (decision_id, item_id) *occurred* within ``window`` of the
+decision, 0 when none did, and NULL while the window is still open at ``as_of`` (the
+decision is *immature* for that label). An outcome that occurred after its window is a
+late outcome and does not count; an outcome *received* after ``as_of`` is ignored, so a
+training set built "as of" a time is reproducible. A decision is *labelled* (kept) when
+the window of its primary label (the first) has closed; otherwise it waits for a later run.
+
+Backfill. A model column that the log does not hold (a feature declared after the
+decisions were served) is filled from the feature history (offline/features/feature_history.py)
+with a point-in-time as-of join on (entity, decided_at): the value as it was when the
+decision was made, never a later one. Rows with no earlier value get the declared default.
+
+Fraud (``build_fraud_training_set``): one row per fraud verdict with its logged model row;
+label ``fraud`` = a chargeback or confirmed_fraud within a window of the decision (default
+60 days), 0 once the window closed without one; an analyst verdict (confirmed_fraud /
+confirmed_legit) is final at once; immature decisions wait.
+
+CLI: ``python -m offline.loop.training_set --logs data/logs --out train.parquet
+--label click=30m --label purchase=24h [--as-of ...] [--feature-history DIR]``;
+``--use-case fraud [--label fraud:chargeback,confirmed_fraud=60d]`` for fraud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from decision_service.features.definitions import FRAUD_MODEL_FEATURES, REGISTRY
+from offline.features import feature_history
+
+USE_CASE = "recommendation"
+
+
+@dataclass(frozen=True)
+class LabelWindow:
+    """Label ``name`` = an outcome of one of ``outcome_types`` within ``window_s`` of the decision."""
+
+    name: str
+    outcome_types: tuple[str, ...]
+    window_s: float
+
+    @property
+    def window_ms(self) -> int:
+        return int(round(self.window_s * 1000))
+
+
+RECOMMENDATION_LABELS: tuple[LabelWindow, ...] = (
+    LabelWindow("click", ("click",), 30 * 60.0),
+    LabelWindow("purchase", ("purchase",), 24 * 3600.0),
+)
+"""Default windows: a click counts within 30 min of the decision, a purchase within 24 h."""
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """'30m' -> 1800.0; units ms, s, m, h, d; a bare number is seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (e.g. 30m, 24h, 60d, 5s)")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def parse_label(text: str) -> LabelWindow:
+    """'click=30m' or 'buy:purchase,add_to_cart=24h' (name:types=window)."""
+    if "=" not in text:
+        raise ValueError(f"label must look like click=30m, got {text!r}")
+    head, window = text.rsplit("=", 1)
+    name, _, types = head.partition(":")
+    return LabelWindow(name, tuple((types or name).split(",")), parse_duration_s(window))
+
+
+@dataclass
+class TrainingSetReport:
+    """What a run read and produced (printed by the CLI, returned by the function)."""
+
+    decisions_read: int = 0
+    decisions_labelled: int = 0
+    decisions_immature: int = 0
+    rows: int = 0
+    positives: dict[str, int] = field(default_factory=dict)
+    immature_labels: dict[str, int] = field(default_factory=dict)  # rows whose label is still NULL
+    late_outcomes: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # fraud: analyst verdicts applied
+    skipped: dict[str, int] = field(default_factory=dict)  # decisions left out, by reason
+    backfilled: dict[str, int] = field(default_factory=dict)  # column -> rows filled from history
+    backfill_defaults: dict[str, int] = field(default_factory=dict)  # no earlier value: default
+    layouts: int = 0
+    as_of_ms: int = 0
+    seconds: float = 0.0
+    path: str = ""
+
+    def summary(self) -> str:
+        pos = ", ".join(f"{k} {v:,}" for k, v in self.positives.items())
+        line = (
+            f"decisions read {self.decisions_read:,}, labelled {self.decisions_labelled:,}, "
+            f"still immature {self.decisions_immature:,}; rows {self.rows:,}; positives: {pos}; "
+            f"late outcomes excluded {self.late_outcomes:,}"
+        )
+        if self.verdicts:
+            line += f"; analyst verdicts {self.verdicts}"
+        if self.skipped:
+            line += f"; skipped {self.skipped}"
+        if self.backfilled or self.backfill_defaults:
+            line += f"; backfilled {self.backfilled} (defaults {self.backfill_defaults})"
+        return line
+
+
+def decision_files(log_root: str | Path, use_case: str = USE_CASE) -> list[Path]:
+    return sorted((Path(log_root) / "decisions" / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
+
+
+def outcome_files(log_root: str | Path, use_case: str = USE_CASE) -> list[Path]:
+    return sorted((Path(log_root) / "outcomes" / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
+
+
+def _layout(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    meta = pq.read_schema(path).metadata or {}
+    return tuple(
+        tuple(json.loads(meta[key.encode()])) for key in ("user_features", "item_features", "cross_features")
+    )  # type: ignore[return-value]
+
+
+def _sql_list(paths: Sequence[Path]) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+
+
+def build_training_set(
+    log_root: str | Path,
+    out: str | Path | None = None,
+    labels: Sequence[LabelWindow] = RECOMMENDATION_LABELS,
+    as_of_ms: int | None = None,
+    columns: Sequence[str] | None = None,
+    history_root: str | Path | None = None,
+) -> tuple[pa.Table, TrainingSetReport]:
+    """Joins the recommendation decision log with the outcome log; writes ``out`` if given.
+
+    ``columns``: feature columns to emit (default: every logged user, item and cross
+    column). A column missing from a file's logged layout is backfilled from
+    ``history_root`` (as-of join); without a history it gets the declared default.
+    On failure: ValueError for an unknown column or a label without outcome types.
+    """
+    t0 = time.perf_counter()
+    if not labels:
+        raise ValueError("at least one label window is needed")
+    as_of_ms = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
+    report = TrainingSetReport(as_of_ms=as_of_ms)
+    files = decision_files(log_root)
+    by_layout: dict[tuple, list[Path]] = defaultdict(list)
+    for f in files:
+        by_layout[_layout(f)].append(f)
+    report.layouts = len(by_layout)
+    if columns is None:
+        seen: dict[str, None] = {}
+        for layout in by_layout:
+            for c in (*layout[0], *layout[1], *layout[2]):
+                seen.setdefault(c, None)
+        columns = list(seen) or list(REGISTRY.servable_columns)
+    unknown = [c for c in columns if c not in REGISTRY.servable_columns]
+    if unknown:
+        raise ValueError("columns not declared in the feature registry: " + ", ".join(unknown))
+
+    con = duckdb.connect()
+    con.execute("set threads to 2")
+    o_files = outcome_files(log_root)
+    label_aggs = ",\n".join(
+        f"min(occurred_at) filter (where type in ({', '.join(repr(t) for t in lw.outcome_types)})) "
+        f'as "{lw.name}_at"'
+        for lw in labels
+    )
+    if o_files:
+        con.execute(
+            f"""create temp table o as
+            select decision_id, item_id, {label_aggs}
+            from read_parquet({_sql_list(o_files)}, hive_partitioning = false, union_by_name = true)
+            where epoch_ms(received_at) <= {as_of_ms}
+            group by decision_id, item_id"""
+        )
+    else:
+        nulls = ", ".join(f'null::timestamptz as "{lw.name}_at"' for lw in labels)
+        con.execute(
+            "create temp table o as select null::varchar as decision_id, null::varchar as item_id, "
+            f"{nulls} limit 0"
+        )
+
+    primary = labels[0]
+    parts: list[pa.Table] = []
+    for (user_cols, item_cols, cross_cols), paths in by_layout.items():
+        src = f"read_parquet({_sql_list(paths)}, hive_partitioning = false, union_by_name = true)"
+        n_read, n_mature = con.execute(
+            f"""select count(distinct decision_id), count(distinct decision_id) filter (
+                    where epoch_ms(decided_at) + {primary.window_ms} <= {as_of_ms})
+                from {src}"""
+        ).fetchall()[0]
+        report.decisions_read += int(n_read)
+        report.decisions_labelled += int(n_mature)
+        label_sql = ",\n".join(
+            f"""case when epoch_ms(s.decided_at) + {lw.window_ms} <= {as_of_ms}
+                     then coalesce(epoch_ms(o."{lw.name}_at") <= epoch_ms(s.decided_at) + {lw.window_ms},
+                                   false)
+                     end::boolean as "{lw.name}",
+                coalesce(epoch_ms(o."{lw.name}_at") > epoch_ms(s.decided_at) + {lw.window_ms}, false)
+                    as "_late_{lw.name}" """
+            for lw in labels
+        )
+        table = con.sql(
+            f"""
+            with d as (
+                select decision_id, decided_at, user_id, model_version, user_features, user_feature_status,
+                       unnest(item_ids) as item_id, unnest(ranks) as rank, unnest(propensities) as propensity,
+                       unnest(scores) as logged_score, unnest(sources) as source,
+                       unnest(item_features) as item_vec, unnest(item_feature_status) as item_feature_status,
+                       unnest(cross_features) as cross_vec
+                from {src}
+                where epoch_ms(decided_at) + {primary.window_ms} <= {as_of_ms}
+            ), s as (select * from d where rank > 0)
+            select s.decision_id, s.decided_at, s.user_id, s.item_id, s.model_version,
+                   s.rank::smallint as rank,
+                   s.propensity, s.logged_score, s.source, s.user_feature_status, s.item_feature_status,
+                   {label_sql},
+                   s.user_features, s.item_vec, s.cross_vec
+            from s left join o on o.decision_id = s.decision_id and o.item_id = s.item_id
+            order by s.decided_at, s.decision_id, s.rank
+            """
+        ).to_arrow_table()
+        parts.append(_expand(table, columns, user_cols, item_cols, cross_cols, history_root, report, con))
+    report.decisions_immature = report.decisions_read - report.decisions_labelled
+
+    schema_table = parts[0] if parts else None
+    if schema_table is None:
+        result = _empty(columns, labels)
+    else:
+        result = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            result = result.sort_by(
+                [("decided_at", "ascending"), ("decision_id", "ascending"), ("rank", "ascending")]
+            )
+    for lw in labels:
+        late = result.column(f"_late_{lw.name}")
+        labelled = result.column(lw.name)
+        report.late_outcomes += int(
+            pc.sum(pc.and_(late, pc.invert(pc.fill_null(labelled, True)))).as_py() or 0
+        )
+        report.positives[lw.name] = int(pc.sum(pc.fill_null(labelled, False)).as_py() or 0)
+        report.immature_labels[lw.name] = int(labelled.null_count)
+        result = result.drop_columns([f"_late_{lw.name}"])
+    report.rows = result.num_rows
+    result = result.replace_schema_metadata(
+        {
+            "registry_version": REGISTRY.version,
+            "feature_columns": json.dumps(list(columns)),
+            "labels": json.dumps([asdict(lw) for lw in labels]),
+            "as_of_ms": str(as_of_ms),
+        }
+    )
+    if out is not None:
+        report.path = _write_atomic(result, out)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return result, report
+
+
+def _write_atomic(table: pa.Table, out: str | Path) -> str:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, out)
+    except BaseException:  # disk full, interrupted: leave no partial temp behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return str(out)
+
+
+def _vectors(col: pa.ChunkedArray, width: int) -> np.ndarray:
+    arr = col.combine_chunks()
+    if len(arr) == 0:
+        return np.zeros((0, width), np.float32)
+    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(len(arr), width)
+
+
+def _expand(
+    table: pa.Table,
+    columns: Sequence[str],
+    user_cols: Sequence[str],
+    item_cols: Sequence[str],
+    cross_cols: Sequence[str],
+    history_root: str | Path | None,
+    report: TrainingSetReport,
+    con: duckdb.DuckDBPyConnection,
+) -> pa.Table:
+    """Replaces the logged vectors by one float32 column per wanted registry column."""
+    blocks = {
+        "user": (_vectors(table.column("user_features"), len(user_cols)), list(user_cols)),
+        "item": (_vectors(table.column("item_vec"), len(item_cols)), list(item_cols)),
+        "cross": (_vectors(table.column("cross_vec"), len(cross_cols)), list(cross_cols)),
+    }
+    where: dict[str, tuple[np.ndarray, int]] = {}
+    for block, names in blocks.values():
+        for j, name in enumerate(names):
+            where.setdefault(name, (block, j))
+    out = table.drop_columns(["user_features", "item_vec", "cross_vec"])
+    n = out.num_rows
+    missing = [c for c in columns if c not in where]
+    filled = _backfill(table, missing, history_root, report, con) if missing else {}
+    for name in columns:
+        if name in where:
+            block, j = where[name]
+            values = block[:, j]
+        else:
+            values = filled[name]
+        out = out.append_column(
+            name, pa.array(np.ascontiguousarray(values, np.float32) if n else np.zeros(0, np.float32))
+        )
+    return out
+
+
+def _backfill(
+    table: pa.Table,
+    missing: Sequence[str],
+    history_root: str | Path | None,
+    report: TrainingSetReport,
+    con: duckdb.DuckDBPyConnection,
+) -> dict[str, np.ndarray]:
+    """Point-in-time values of columns the log lacks, from the feature history."""
+    n = table.num_rows
+    decided = table.column("decided_at").cast(pa.int64()).to_numpy()  # timestamp(us|ms) -> int
+    unit = table.schema.field("decided_at").type.unit
+    at_ms = decided // {"s": 1 / 1000, "ms": 1, "us": 1000, "ns": 1_000_000}[unit]
+    out: dict[str, np.ndarray] = {}
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for col in missing:
+        by_group[REGISTRY.servable_columns[col]].append(col)
+    for group_name, cols in by_group.items():
+        defaults = np.array([REGISTRY.features_by_column[c].default for c in cols], np.float32)
+        try:
+            group = REGISTRY.group(group_name)
+        except KeyError:
+            raise ValueError(
+                f"cannot backfill on-demand columns {cols} of {group_name!r}: they were not logged "
+                "and are computed at request time (recompute them from backfilled inputs)"
+            ) from None
+        entity_col = {"user_id": "user_id", "item_id": "item_id"}.get(group.entity)
+        if entity_col is None:
+            raise ValueError(f"cannot backfill {cols}: decisions do not carry entity {group.entity!r}")
+        values = np.tile(defaults, (n, 1))
+        found = np.zeros((n, len(cols)), bool)
+        if history_root is not None and n:
+            ids = table.column(entity_col).to_pylist()
+            hist, found = feature_history.asof_values(history_root, group_name, ids, at_ms, cols, con)
+            values = np.where(found, hist, values)
+        for j, c in enumerate(cols):
+            out[c] = values[:, j]
+            report.backfilled[c] = report.backfilled.get(c, 0) + int(found[:, j].sum())
+            report.backfill_defaults[c] = report.backfill_defaults.get(c, 0) + int((~found[:, j]).sum())
+    return out
+
+
+def _empty(columns: Sequence[str], labels: Sequence[LabelWindow]) -> pa.Table:
+    fields = [
+        ("decision_id", pa.string()),
+        ("decided_at", pa.timestamp("us", tz="UTC")),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("model_version", pa.string()),
+        ("rank", pa.int16()),
+        ("propensity", pa.float32()),
+        ("logged_score", pa.float32()),
+        ("source", pa.uint8()),
+        ("user_feature_status", pa.uint8()),
+        ("item_feature_status", pa.uint8()),
+    ]
+    for lw in labels:
+        fields += [(lw.name, pa.bool_()), (f"_late_{lw.name}", pa.bool_())]
+    fields += [(c, pa.float32()) for c in columns]
+    return pa.schema(fields).empty_table()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fraud: one row per fraud verdict, labelled by chargebacks and analyst verdicts.
+
+FRAUD_USE_CASE = "fraud"
+FRAUD_LABEL = LabelWindow("fraud", ("chargeback", "confirmed_fraud"), 60 * 86400.0)
+"""Default: fraud = a chargeback (or a confirmed_fraud verdict) within 60 days of the decision."""
+FRAUD_VERDICTS: dict[str, bool] = {"confirmed_fraud": True, "confirmed_legit": False}
+"""Analyst verdicts: final labels, whenever they arrive (the latest received wins)."""
+_LAYOUT_SEP = "\x1f"
+
+
+def build_fraud_training_set(
+    log_root: str | Path,
+    out: str | Path | None = None,
+    label: LabelWindow = FRAUD_LABEL,
+    as_of_ms: int | None = None,
+    verdicts: dict[str, bool] | None = None,
+) -> tuple[pa.Table, TrainingSetReport]:
+    """Joins the fraud decision log with the fraud outcome log; writes ``out`` if given.
+
+    One row per logged verdict whose model row was built, with that row expanded into one
+    float32 column per logged feature name (no recomputation). ``fraud`` (the label) is:
+      * the latest analyst verdict received by ``as_of`` (``verdicts``: type -> label), final
+        at once, even inside the window (an analyst looked at the payment);
+      * else 1 when an outcome of ``label.outcome_types`` *occurred* within the window,
+        0 once the window has closed without one (a later chargeback is a late outcome);
+      * else the decision is immature and left out (it waits for a later run).
+    A column one logged layout lacks (a model version with fewer features) gets the declared
+    default, counted in ``backfill_defaults``. ``action`` is kept: a declined payment never
+    settles, so its 0 means "unobserved", not "legitimate" (retrain leaves those out).
+    On failure: ValueError for a label without outcome types.
+    """
+    t0 = time.perf_counter()
+    if not label.outcome_types:
+        raise ValueError("the fraud label needs at least one outcome type")
+    verdicts = FRAUD_VERDICTS if verdicts is None else verdicts
+    as_of_ms = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
+    report = TrainingSetReport(as_of_ms=as_of_ms)
+    files = decision_files(log_root, FRAUD_USE_CASE)
+    con = duckdb.connect()
+    con.execute("set threads to 2")
+    types = ", ".join(repr(t) for t in label.outcome_types)
+    verdict_types = ", ".join(repr(t) for t in verdicts) or "null"
+    positive_verdicts = ", ".join(repr(t) for t, v in verdicts.items() if v) or "null"
+    o_files = outcome_files(log_root, FRAUD_USE_CASE)
+    if o_files:
+        con.execute(
+            f"""create temp table o as
+            select decision_id,
+                   min(occurred_at) filter (where type in ({types})) as positive_at,
+                   arg_max(type, received_at) filter (where type in ({verdict_types})) as verdict
+            from read_parquet({_sql_list(o_files)}, hive_partitioning = false, union_by_name = true)
+            where epoch_ms(received_at) <= {as_of_ms}
+            group by decision_id"""
+        )
+    else:
+        con.execute(
+            "create temp table o as select null::varchar as decision_id, "
+            "null::timestamptz as positive_at, null::varchar as verdict limit 0"
+        )
+    if not files:
+        result = _fraud_empty(list(FRAUD_MODEL_FEATURES), label)
+    else:
+        src = f"read_parquet({_sql_list(files)}, hive_partitioning = false, union_by_name = true)"
+        window_ms = label.window_ms
+        table = con.sql(
+            f"""
+            with d as (
+                select * from {src}
+                qualify row_number() over (partition by decision_id order by decided_at) = 1
+            ), j as (
+                select d.*, o.positive_at, o.verdict,
+                       epoch_ms(d.decided_at) + {window_ms} <= {as_of_ms} as window_closed,
+                       coalesce(epoch_ms(o.positive_at) <= epoch_ms(d.decided_at) + {window_ms}, false)
+                           as positive_in_window
+                from d left join o on o.decision_id = d.decision_id
+            )
+            select decision_id, decided_at, transaction_id, user_id, merchant_id, device_id,
+                   payment_instrument_id, amount_eur, model_version, action, risk_score,
+                   fraud_probability as logged_probability,
+                   coalesce(len(degraded), 0) > 0 as degraded,
+                   case when verdict is not null then verdict in ({positive_verdicts})
+                        when window_closed then positive_in_window end as "{label.name}",
+                   verdict,
+                   verdict is null and window_closed and not positive_in_window
+                       and positive_at is not null as _late,
+                   features is null as _no_row,
+                   array_to_string(feature_names, '{_LAYOUT_SEP}') as _layout,
+                   features
+            from j
+            order by decided_at, decision_id
+            """
+        ).to_arrow_table()
+        report.decisions_read = table.num_rows
+        labelled = pc.is_valid(table.column(label.name))
+        report.decisions_immature = int(pc.sum(pc.invert(labelled)).as_py() or 0)
+        no_row = pc.and_(labelled, table.column("_no_row"))
+        if n_no_row := int(pc.sum(no_row).as_py() or 0):
+            report.skipped["no_model_row"] = n_no_row
+        table = table.filter(pc.and_(labelled, pc.invert(table.column("_no_row"))))
+        report.decisions_labelled = table.num_rows
+        report.late_outcomes = int(pc.sum(table.column("_late")).as_py() or 0)
+        for name in verdicts:
+            if n := int(pc.sum(pc.equal(table.column("verdict"), name)).as_py() or 0):
+                report.verdicts[name] = n
+        result = _expand_fraud_rows(table, report)
+    report.rows = result.num_rows
+    report.positives[label.name] = int(pc.sum(pc.fill_null(result.column(label.name), False)).as_py() or 0)
+    report.immature_labels[label.name] = report.decisions_immature
+    feature_columns = [c for c in result.column_names if c in REGISTRY.features_by_column]
+    result = result.replace_schema_metadata(
+        {
+            "registry_version": REGISTRY.version,
+            "use_case": FRAUD_USE_CASE,
+            "feature_columns": json.dumps(feature_columns),
+            "labels": json.dumps([asdict(label)]),
+            "verdicts": json.dumps(verdicts),
+            "as_of_ms": str(as_of_ms),
+        }
+    )
+    if out is not None:
+        report.path = _write_atomic(result, out)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return result, report
+
+
+def _expand_fraud_rows(table: pa.Table, report: TrainingSetReport) -> pa.Table:
+    """The logged model rows as one column per feature name (union over the logged layouts)."""
+    layouts = table.column("_layout").to_pylist()
+    names_of = {lay: tuple(lay.split(_LAYOUT_SEP)) if lay else () for lay in dict.fromkeys(layouts)}
+    report.layouts = len(names_of)
+    columns: dict[str, None] = {}
+    for names in names_of.values():
+        for c in names:
+            columns.setdefault(c, None)
+    unknown = [c for c in columns if c not in REGISTRY.features_by_column]
+    if unknown:
+        raise ValueError("logged fraud columns not declared in the feature registry: " + ", ".join(unknown))
+    n = table.num_rows
+    layout_arr = np.asarray(layouts, dtype=object)
+    values = {c: np.full(n, REGISTRY.features_by_column[c].default, np.float32) for c in columns}
+    features = table.column("features").combine_chunks()
+    for lay, names in names_of.items():
+        rows = np.flatnonzero(layout_arr == lay)
+        if not len(rows) or not names:
+            continue
+        block = _vectors(pa.chunked_array([features.take(pa.array(rows))]), len(names))
+        for j, c in enumerate(names):
+            values[c][rows] = block[:, j]
+        for c in columns:
+            if c not in names:
+                report.backfill_defaults[c] = report.backfill_defaults.get(c, 0) + len(rows)
+    out = table.drop_columns(["_late", "_no_row", "_layout", "features"])
+    for c in columns:
+        out = out.append_column(c, pa.array(values[c]))
+    return out
+
+
+def _fraud_empty(columns: Sequence[str], label: LabelWindow) -> pa.Table:
+    fields = [
+        ("decision_id", pa.string()),
+        ("decided_at", pa.timestamp("ms", tz="UTC")),
+        ("transaction_id", pa.string()),
+        ("user_id", pa.string()),
+        ("merchant_id", pa.string()),
+        ("device_id", pa.string()),
+        ("payment_instrument_id", pa.string()),
+        ("amount_eur", pa.float64()),
+        ("model_version", pa.string()),
+        ("action", pa.string()),
+        ("risk_score", pa.int16()),
+        ("logged_probability", pa.float32()),
+        ("degraded", pa.bool_()),
+        (label.name, pa.bool_()),
+        ("verdict", pa.string()),
+    ]
+    fields += [(c, pa.float32()) for c in columns]
+    return pa.schema(fields).empty_table()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m offline.loop.training_set", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--logs", default="data/logs", help="log root (decisions/ and outcomes/ below it)")
+    ap.add_argument("--use-case", choices=(USE_CASE, FRAUD_USE_CASE), default=USE_CASE)
+    ap.add_argument("--out", default=None, help="default: data/training/<use case>.parquet")
+    ap.add_argument(
+        "--label",
+        action="append",
+        type=parse_label,
+        help="name[:types]=window, e.g. click=30m, purchase=24h (first = primary); repeatable. "
+        "Fraud: one label, default fraud:chargeback,confirmed_fraud=60d",
+    )
+    ap.add_argument("--as-of-ms", type=int, default=None, help="label as of this time (default: now)")
+    ap.add_argument("--feature-history", default=None, help="feature history root, for backfill")
+    ap.add_argument("--columns", default=None, help="comma-separated feature columns (default: logged)")
+    args = ap.parse_args(argv)
+    out = args.out or f"data/training/{args.use_case}.parquet"
+    if args.use_case == FRAUD_USE_CASE:
+        if args.label and len(args.label) != 1:
+            ap.error("the fraud training set takes one --label")
+        _, report = build_fraud_training_set(
+            args.logs, out, args.label[0] if args.label else FRAUD_LABEL, args.as_of_ms
+        )
+        print(report.summary())
+        print(f"-> {report.path} in {report.seconds:.2f} s")
+        return 0
+    _, report = build_training_set(
+        args.logs,
+        out,
+        tuple(args.label) if args.label else RECOMMENDATION_LABELS,
+        args.as_of_ms,
+        args.columns.split(",") if args.columns else None,
+        args.feature_history,
+    )
+    print(report.summary())
+    print(f"-> {report.path} in {report.seconds:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Bootstraps the recommendation use case from a world: train, index, publish, materialize.
+
+Steps: (1) snapshot + embeddings + candidate index at T1, train and evaluate the ranker;
+(2) snapshot + embeddings at world now for serving, saved under ``<world>/serving``;
+(3) serving index over the serving item embeddings, recall measured; (4) artifacts written
+with ``save_recommendation_artifacts`` into a staging dir and published (CURRENT moves);
+(5) optionally the serving state is materialized into Redis.
+Catalog row = world item row = FAISS id; popularity = item events in the last 30 days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import faiss
+import numpy as np
+
+from decision_service.features.definitions import ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
+from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
+from decision_service.models.registry import ModelRegistry, ModelVersion
+from offline.features.build_index import IndexConfig, build_index, sample_queries
+from offline.features.embeddings import train_embeddings
+from offline.features.materialize import materialize_world, save_serving_state
+from offline.features.snapshot import compute_snapshot
+from offline.simulation.world import World
+from offline.training.train_ranker import RankerConfig, train_ranker
+
+USE_CASE = "recommendation"
+T = TypeVar("T")
+
+
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], T]) -> T:
+    t0 = time.perf_counter()
+    out = fn()
+    timings[name] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def bootstrap(
+    world_dir: str | Path,
+    registry_root: str | Path,
+    redis_url: str | None = None,
+    ranker: RankerConfig | None = None,
+    index_config: IndexConfig | None = None,
+    threads: int = 2,
+    verbose: bool = False,
+) -> ModelVersion:
+    """Trains, publishes (as CURRENT) and optionally materializes; returns the new version.
+
+    Contract: the version loads with ``RecommendationArtifacts.load``; its manifest has
+    feature_registry_version, model_features, metrics, index, world, training, timings.
+    """
+    t_all = time.perf_counter()
+    ranker = ranker or RankerConfig(threads=threads)
+    index_config = index_config or IndexConfig(threads=threads)
+    faiss.omp_set_num_threads(threads)
+    timings: dict[str, float] = {}
+    world = _timed(timings, "load_world", lambda: World.load(world_dir))
+    t1 = world.day_ms(ranker.t1_day)
+
+    snap_t1 = _timed(timings, "snapshot_t1", lambda: compute_snapshot(world, t1))
+    emb_t1 = _timed(timings, "embeddings_t1", lambda: train_embeddings(world, t1))
+    cand_index, _ = _timed(timings, "candidate_index_t1", lambda: build_index(
+        emb_t1.items, sample_queries(emb_t1.users, 100), index_config))
+    trained = _timed(timings, "train_and_eval", lambda: train_ranker(
+        world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES))
+
+    snap = _timed(timings, "snapshot_now", lambda: compute_snapshot(world, world.now_ms))
+    emb = _timed(timings, "embeddings_now", lambda: train_embeddings(world, world.now_ms))
+    _timed(timings, "save_serving_state", lambda: save_serving_state(world_dir, snap, emb))
+    index, info = _timed(timings, "serving_index", lambda: build_index(
+        emb.items, sample_queries(emb.users, index_config.sample_queries), index_config))
+
+    registry = ModelRegistry(registry_root)
+    staging = registry.staging_dir(USE_CASE)
+    popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
+    try:
+        _timed(timings, "save_artifacts", lambda: save_recommendation_artifacts(
+            staging, trained.model, index, emb.items, [str(i) for i in world.item_ids],
+            world.item_category, popularity))
+        manifest: dict[str, Any] = {
+            "feature_registry_version": REGISTRY.version,
+            "model_features": list(RECOMMENDATION_MODEL_FEATURES),
+            "metrics": trained.metrics,
+            "index": info.as_dict(),
+            "world": {
+                "dir": str(Path(world_dir).resolve()),
+                "preset": world.config.preset,
+                "seed": world.config.seed,
+                "users": world.n_users,
+                "items": world.n_items,
+                "events": world.n_events,
+                "start_ms": world.start_ms,
+                "now_ms": world.now_ms,
+            },
+            "training": trained.training,
+            "embeddings": {"dim": int(emb.items.shape[1]), "cutoff_ms": emb.cutoff_ms,
+                           "method": "truncated SVD of log1p-weighted interactions"},
+        }
+        timings["total_before_publish"] = round(time.perf_counter() - t_all, 2)
+        manifest["timings_s"] = dict(timings)
+        version = registry.publish(USE_CASE, staging, manifest)
+    except BaseException:
+        registry.discard(staging)
+        raise
+    if redis_url:
+        stats = _timed(timings, "materialize", lambda: materialize_world(world_dir, redis_url))
+        if verbose:
+            print(f"  materialized: {stats}")
+    timings["total"] = round(time.perf_counter() - t_all, 2)
+    if verbose:
+        print(summary(version, timings))
+    return version
+
+
+def summary(version: ModelVersion, timings: dict[str, float]) -> str:
+    """A short human-readable report of a bootstrap run."""
+    m, tr, ix, w = (version.manifest[k] for k in ("metrics", "training", "index", "world"))
+    lines = [
+        f"published {version.use_case}/{version.name} -> {version.path}",
+        f"  world {w['preset']}: {w['users']:,} users, {w['items']:,} items, {w['events']:,} events",
+        f"  training: {tr['rows']:,} rows, {tr['positives']:,} positives, {tr['users']:,} users, "
+        f"best iteration {tr['best_iteration']}, {tr['seconds']:.1f} s",
+        f"  index: {ix['type']} {ix['params']} recall@{ix['k']} = {ix['recall_at_k']:.4f}",
+        "  held-out NDCG@20 / recall@20 (all positives | retrieved only):",
+    ]
+    for name in ("model", "embedding", "popularity", "random"):
+        lines.append(
+            f"    {name:<10} {m[f'{name}_ndcg@20']:.4f} / {m[f'{name}_recall@20']:.4f}   |   "
+            f"{m[f'retrieved_only_{name}_ndcg@20']:.4f} / {m[f'retrieved_only_{name}_recall@20']:.4f}"
+        )
+    lines.append("  timings (s): " + ", ".join(f"{k}={v}" for k, v in timings.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m offline.runs.bootstrap", description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--world", default="data/world", help="world directory (python -m offline.simulation.world)"
+    )
+    ap.add_argument("--registry", default="data/registry", help="model registry root")
+    ap.add_argument("--redis-url", default=None, help="also materialize features into this Redis")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
+    ap.add_argument("--max-train-users", type=int, default=RankerConfig.max_train_users)
+    args = ap.parse_args(argv)
+    bootstrap(
+        args.world, args.registry, args.redis_url,
+        ranker=RankerConfig(threads=args.threads, max_train_users=args.max_train_users),
+        index_config=IndexConfig(kind=args.index, threads=args.threads),
+        threads=args.threads, verbose=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
