@@ -1,14 +1,13 @@
 """The execution engine every use case runs on: the request span, the deadline, stage timing,
-the failure policy of each stage, degraded flags, the decision envelope and side effects.
+degraded flags (counted, rate-limited logs), the decision envelope and side effects.
 
-A use case's *flow* (its executor module) orders the stages and says what each result means;
-everything about "what if it fails or is late" is declared next to the stage in the pipeline
-(``OnFailure``) and applied here, once, the same way for every use case:
+A use case's *flow* (its executor module) orders the stages of its pipeline and applies their
+failure policies (listed at the head of each executor module); what is the same for every use
+case lives here, once:
 
-  ``Engine.decide``      one request: span, deadline (event-loop time), a fresh ``Run``
-  ``Run.attempt``        a sync stage under its policy (timed; exception -> flag + fallback)
-  ``Run.attempt_async``  an async stage under its policy and the request deadline
-  ``Run.envelope``       decision id, time, model version, degradations, stage timings
+  ``Engine.decide``               one request: span, deadline (event-loop time), a fresh ``Run``
+  ``Run.degrade`` / ``timed``     flag + count + log a degradation; time a stage
+  ``Run.envelope``                decision id, time, model version, degradations, stage timings
   ``StageBook.run_side_effects``  effects after the answer is built (awaited ones bounded)
 """
 
@@ -18,56 +17,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from decision_service.domain.decision import Degradation, new_decision_id, now_ms
 from decision_service.errors import STORE_TIMEOUTS
 from decision_service.rate_limited_log import RateLimitedLog
 from decision_service.telemetry import Telemetry
 
-T = TypeVar("T")
 D = TypeVar("D")
-
-STORE_FAILURE = "{store}"
-"""``OnFailure.reason`` for stages that read or write a store: the reason becomes
-``store_timeout`` or ``store_unavailable`` by the exception (see ``store_failure``)."""
-
-@dataclass(frozen=True)
-class OnFailure:
-    """A stage's failure policy, declared next to the stage in its pipeline.
-
-    ``flag``: the ``Degradation.stage`` the answer reports when the stage fails or is late.
-    ``reason``: the ``Degradation.reason`` for an exception; ``"{name}"`` expands to the
-    stage's name, ``STORE_FAILURE`` to store_timeout / store_unavailable by the exception.
-    A stage past the request deadline is always flagged ``deadline_exceeded``.
-    ``fail_closed``: the exception fails the request instead (a rule the caller relies on).
-    """
-
-    flag: str
-    reason: str = STORE_FAILURE
-    fail_closed: bool = False
-
-    def reason_for(self, name: str, exc: BaseException) -> str:
-        if self.reason == STORE_FAILURE:
-            return store_failure(exc)
-        return self.reason.replace("{name}", name)
-
-
-S = TypeVar("S")
-
-
-@dataclass(frozen=True)
-class Step(Generic[S]):
-    """One stage of a pipeline with its failure policy."""
-
-    stage: S
-    on_failure: OnFailure
-
-    @property
-    def name(self) -> str:
-        return self.stage.name  # type: ignore[attr-defined, no-any-return]
-
 
 class StageBook:
     """Per use case: degraded counters, the rate-limited warnings, stage timing, side effects."""
@@ -185,8 +142,8 @@ def store_failure(exc: BaseException) -> str:
 class Run:
     """One request on the engine: its deadline, timings and degradations.
 
-    Flows call stages through ``attempt`` / ``attempt_async`` so the stage's declared
-    ``OnFailure`` applies; ``timed`` times a stage whose result needs no policy.
+    A flow builds its per-request state on the run's ``degraded`` and ``stage_ms`` so
+    every stage's flags and timings end up in the decision's envelope.
     """
 
     __slots__ = ("book", "request_id", "deadline", "stage_ms", "degraded")
@@ -204,46 +161,6 @@ class Run:
     def timed(self, name: str, stage_ms: dict[str, float] | None = None) -> Any:
         return self.book.timed(self.stage_ms if stage_ms is None else stage_ms, name)
 
-    def failed(self, step: Step[Any], exc: Exception) -> None:
-        """Applies ``step``'s policy to ``exc``: raises when fail-closed, else flags it."""
-        if step.on_failure.fail_closed:
-            raise exc
-        self.degrade(step.on_failure.flag, step.on_failure.reason_for(step.name, exc), exc)
-
-    def attempt(
-        self,
-        step: Step[Any],
-        call: Callable[[], T],
-        fallback: Callable[[], T],
-        stage_ms: dict[str, float] | None = None,
-    ) -> T:
-        """``call()`` timed as ``step``; on an exception its policy, then ``fallback()``."""
-        with self.timed(step.name, stage_ms):
-            try:
-                return call()
-            except Exception as exc:  # noqa: BLE001 - the step's declared policy decides
-                self.failed(step, exc)
-                return fallback()
-
-    async def attempt_async(
-        self,
-        step: Step[Any],
-        call: Callable[[], Awaitable[T]],
-        fallback: Callable[[], T],
-        stage_ms: dict[str, float] | None = None,
-    ) -> T:
-        """``await call()`` timed as ``step`` and bounded by the request deadline; late ->
-        ``deadline_exceeded``, an exception -> its policy; then ``fallback()``."""
-        with self.timed(step.name, stage_ms):
-            try:
-                async with asyncio.timeout_at(self.deadline):
-                    return await call()
-            except TimeoutError as exc:
-                self.degrade(step.on_failure.flag, "deadline_exceeded", exc)
-            except Exception as exc:  # noqa: BLE001 - the step's declared policy decides
-                self.failed(step, exc)
-            return fallback()
-
     def envelope(self, model_version: str, dedupe: bool = True) -> dict[str, Any]:
         """The fields every decision carries (``domain.decision.Decision``), stamped now.
 
@@ -257,7 +174,7 @@ class Run:
             "model_version": model_version,
             "decided_at_ms": at,
             "degraded": list(dict.fromkeys(self.degraded)) if dedupe else self.degraded,
-            "stage_ms": self.stage_ms,
+            "stage_ms": self.stage_ms,  # the run's own: nothing is timed after the decision
         }
 
 

@@ -55,13 +55,14 @@ class DecisionIndex:
         ttl_s: Mapping[str, int],
         local_capacity: int,
         writes: MultiplexedRedis | None = None,
-        outcome_types: Iterable[OutcomeType] = (),
+        *,
+        outcome_types: Iterable[OutcomeType],
     ) -> None:
         """``ttl_s``: Redis TTL per use case (see ttls_from_label_windows); ``writes``: the
         multiplexed connection used on the request path (redis-py ``client`` when None);
-        ``outcome_types``: when given, every use case of theirs needs a TTL at least its
-        longest label window (ValueError otherwise). Entries of a use case without a TTL
-        here (written by a version serving another use case) read as unknown."""
+        ``outcome_types``: the registered use cases' outcome types; every use case of theirs
+        needs a TTL at least its longest label window (ValueError otherwise). Entries of a
+        use case without a TTL here (written by a version serving another use case) read as unknown."""
         types = list(outcome_types)
         use_cases = list(dict.fromkeys(t.use_case for t in types))
         missing = [u for u in use_cases if u not in ttl_s]

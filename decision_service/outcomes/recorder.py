@@ -5,10 +5,10 @@ Order matters, and each step either completes or the call fails with nothing log
      the local tier lacks -> DecisionIndexUnavailable (UNAVAILABLE, retryable).
   2. effects on online state (e.g. the clicked item joins the user's seen set, a chargeback
      blocks the card), written to Redis before RecordOutcome returns, so the very next
-     decision already reflects them. Each effect is idempotent per (decision, effect): a
-     duplicate, a retry or a second fraud verdict for one payment changes nothing more
-     (SEEN: a ZADD GT of the item, naturally idempotent; FRAUD_CONFIRMED: a once-marker in
-     the same Lua script as the effect, see fraud_effects.py). Redis failing here ->
+     decision already reflects them. The handlers are the use cases' (``UseCase.effects``);
+     each is idempotent per (decision, effect): a duplicate, a retry or a second fraud
+     verdict for one payment changes nothing more (recommendation ``seen``: a ZADD GT of the
+     item; fraud ``fraud_confirmed``: a once-marker in the same Lua script as the effect). Redis failing here ->
      OutcomeEffectsUnavailable (UNAVAILABLE); what did commit stays, and the retry applies
      only the rest (markers), so nothing is applied twice or half.
   3. the outcome log (the source of truth for training), only after 1 and 2 succeeded: a

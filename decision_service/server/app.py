@@ -20,11 +20,11 @@ from grpc_reflection.v1alpha import reflection
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.config import ServiceConfig
-from decision_service.decision_log.collect import Collect
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.reload import ModelReloader
 from decision_service.server import drain, security
+from decision_service.server.collect import Collect
 from decision_service.server.drain import DrainGate
 from decision_service.server.errors import EdgeGuardInterceptor, ErrorMappingInterceptor
 from decision_service.server.metrics_interceptor import RequestMetricsInterceptor
@@ -174,7 +174,7 @@ def _serve_use_cases(
     served: dict[str, Served] = {}
     for use_case in use_cases:
         env = ServingEnv(
-            config, registry, reads, client, telemetry, collect.index, limits,
+            config, registry, reads, telemetry, collect.index, limits,
             collect.decision_logs.get(use_case.name),
         )
         one = use_case.serve(env)

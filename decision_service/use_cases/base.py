@@ -15,14 +15,14 @@ and never name a use case. What a use case provides:
   serve            builds what serves requests (pipeline, model holder, executor) from the
                    server's shared resources; None when no version of it is published
 
-The offline half (training set, retrain, publish gate, demo and flywheel hooks) is declared
-the same way in ``offline/use_cases/`` (offline/loop/use_case.py).
+Not yet declared here: the offline half (training set, retrain, publish gate, demo and
+flywheel hooks) is still wired per use case in offline/runs/ (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -32,7 +32,6 @@ from decision_service.models.reload import Reloadable
 from decision_service.outcomes.recorder import EffectHandler
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
 
     from decision_service._generated.decision.v1 import decision_service_pb2 as pb
     from decision_service.config import ServiceConfig
@@ -59,7 +58,6 @@ class ServingEnv:
     config: ServiceConfig
     registry: ModelRegistry
     reads: MultiplexedRedis  # the request path's multiplexed connection (reads, awaited writes)
-    redis: aioredis.Redis  # redis-py client for writes off the request path
     telemetry: Telemetry
     index: DecisionIndex  # remember(DecisionRef) before answering, so outcomes attribute
     limits: RequestLimits  # the request limits every use case shares
@@ -105,9 +103,10 @@ class UseCase:
     log: DecisionLog | None = None
     effects: Callable[[ServiceConfig], Mapping[str, EffectHandler]] | None = None
     description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.outcome_types:  # the decision index TTL derives from its label windows
+            raise ValueError(f"use case {self.name!r} declares no outcome type")
         for t in self.outcome_types:
             if t.use_case != self.name:
                 raise ValueError(f"outcome type {t.name!r} belongs to {t.use_case!r}, not {self.name!r}")

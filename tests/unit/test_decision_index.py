@@ -45,7 +45,8 @@ def test_kind_attribution_window_a_written_entry_lives_for_its_use_case_window(r
     async def body() -> dict[str, tuple[int, int]]:
         client = aioredis.Redis.from_url(redis_server.url)
         try:
-            index = DecisionIndex(client, ttls_from_label_windows(86_400, OUTCOME_TYPES.values()), 10)
+            types = OUTCOME_TYPES.values()
+            index = DecisionIndex(client, ttls_from_label_windows(86_400, types), 10, outcome_types=types)
             refs = {
                 "recommendation": DecisionRef("0" * 20 + "a" * 12, "recommendation", "u0001234", 1_700_000_000_000),
                 "fraud": DecisionRef(
@@ -62,7 +63,7 @@ def test_kind_attribution_window_a_written_entry_lives_for_its_use_case_window(r
                 key = f"dec:{ref.decision_id}"
                 out[use_case] = (await client.ttl(key), await client.memory_usage(key))
             ttl = ttls_from_label_windows(86_400, OUTCOME_TYPES.values())
-            fresh = DecisionIndex(client, ttl, 10)  # no local tier
+            fresh = DecisionIndex(client, ttl, 10, outcome_types=OUTCOME_TYPES.values())  # no local tier
             found = await fresh.lookup([r.decision_id for r in refs.values()])
             assert found == {r.decision_id: DecisionRef(
                 r.decision_id, r.use_case, r.user_id, r.decided_at_ms, tuple(e for e in r.entities if e[1])
@@ -86,7 +87,8 @@ def test_kind_unreadable_index_is_unavailable_not_unknown():
             f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, socket_timeout=0.2
         )
         try:
-            index = DecisionIndex(client, ttls_from_label_windows(0, OUTCOME_TYPES.values()), 10)
+            types = OUTCOME_TYPES.values()
+            index = DecisionIndex(client, ttls_from_label_windows(0, types), 10, outcome_types=types)
             ref = DecisionRef("c" * 32, "recommendation", "u1", 0)
             with pytest.raises(DecisionIndexUnavailable):
                 await index.remember(ref)  # the caller flags the answer

@@ -44,8 +44,9 @@ class RememberFraudDecision:
     name = "remember_fraud_decision"
     repeat_on_replay = True  # an idempotent SET: a retry repairs a first write that failed
 
-    def __init__(self, index: DecisionIndex) -> None:
+    def __init__(self, index: DecisionIndex, use_case: str) -> None:
         self._index = index
+        self._use_case = use_case  # DecisionRef.use_case: picks the TTL and the outcome effects
 
     def apply(self, state: FraudState, decision: FraudDecision) -> Awaitable[None]:
         """Awaited before the answer (see RememberDecision)."""
@@ -53,7 +54,7 @@ class RememberFraudDecision:
         return self._index.remember(
             DecisionRef(
                 decision.decision_id,
-                "fraud",
+                self._use_case,
                 t.user_id,
                 decision.decided_at_ms,
                 (

@@ -16,10 +16,11 @@ from decision_service.stages.base import RecommendationState
 class RememberDecision:
     name = "remember_decision"
 
-    def __init__(self, index: DecisionIndex) -> None:
+    def __init__(self, index: DecisionIndex, use_case: str) -> None:
         self._index = index
+        self._use_case = use_case  # DecisionRef.use_case: picks the TTL and the outcome effects
 
     def apply(self, state: RecommendationState, decision: RecommendationDecision) -> Awaitable[None]:
         return self._index.remember(
-            DecisionRef(decision.decision_id, "recommendation", state.request.user_id, decision.decided_at_ms)
+            DecisionRef(decision.decision_id, self._use_case, state.request.user_id, decision.decided_at_ms)
         )

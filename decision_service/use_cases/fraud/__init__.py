@@ -13,9 +13,11 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.decision_log import fraud_log
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
+from decision_service.models.fraud_artifacts import FRAUD
 from decision_service.outcomes.fraud_effects import FRAUD_CONFIRMED, mark_confirmed_fraud
 from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
 from decision_service.use_cases.base import Decided, DecisionLog, ServingEnv, UseCase
+from decision_service.use_cases.fraud import executor
 from decision_service.use_cases.fraud.convert import (
     FraudLimits,
     fraud_decision_to_proto,
@@ -24,7 +26,9 @@ from decision_service.use_cases.fraud.convert import (
 from decision_service.use_cases.fraud.executor import FraudExecutor, FraudSideEffect, build_fraud_executor
 from decision_service.use_cases.proto import RequestLimits
 
-NAME = "fraud"
+NAME = FRAUD  # registry folder (models/), log partition, telemetry label, DecisionRef.use_case
+if fraud_log.USE_CASE != NAME or executor.USE_CASE != NAME:
+    raise ValueError(f"fraud: the log partition / executor label must be the use case name {NAME!r}")
 
 
 class ServedFraud:
@@ -52,7 +56,7 @@ class ServedFraud:
 def serve(env: ServingEnv) -> ServedFraud | None:
     """None when no fraud version is published (fraud_check then answers UNIMPLEMENTED).
     On failure: RegistryError when a published version cannot be loaded."""
-    effects: list[FraudSideEffect] = [RememberFraudDecision(env.index)]
+    effects: list[FraudSideEffect] = [RememberFraudDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogFraudDecision(env.log))
     executor = build_fraud_executor(env.config, env.reads, tuple(effects), env.telemetry)

@@ -12,12 +12,13 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.decision_log import recommendation_log
 from decision_service.domain.outcomes import DAY_S, MINUTE_S, OutcomeType
 from decision_service.features.online_store import AsyncOnlineStore
-from decision_service.models.serving import RecommendationModels
+from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 from decision_service.stages.base import SideEffect
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
 from decision_service.stages.side_effects.remember_decision import RememberDecision
 from decision_service.use_cases.base import Decided, DecisionLog, ServingEnv, UseCase
 from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.recommendation import executor
 from decision_service.use_cases.recommendation.convert import (
     recommendation_decision_to_proto,
     recommendation_request_from_proto,
@@ -26,7 +27,9 @@ from decision_service.use_cases.recommendation.effects import SEEN, mark_seen
 from decision_service.use_cases.recommendation.executor import RecommendationExecutor
 from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
 
-NAME = "recommendation"
+NAME = RECOMMENDATION  # registry folder (models/), log partition, telemetry label, DecisionRef.use_case
+if recommendation_log.USE_CASE != NAME or executor.USE_CASE != NAME:
+    raise ValueError(f"recommendation: the log partition / executor label must be the use case name {NAME!r}")
 
 
 class ServedRecommendations:
@@ -55,7 +58,7 @@ def serve(env: ServingEnv) -> ServedRecommendations:
     models = RecommendationModels(env.registry, env.config)
     models.load_current()
     store = AsyncOnlineStore(env.reads, env.config.max_seen_items)
-    effects: list[SideEffect] = [RememberDecision(env.index)]
+    effects: list[SideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogServedDecision(env.log))
     pipeline = recommendation_pipeline(env.config, store, tuple(effects))

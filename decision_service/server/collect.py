@@ -70,7 +70,7 @@ class Collect:
             ttls_from_label_windows(config.decision_index_grace_s, outcome_types),
             config.decision_index_local_size,
             writes,
-            outcome_types,
+            outcome_types=outcome_types,
         )
         handlers = _effect_handlers(config, use_cases)
         if not config.log_enabled:
