@@ -8,9 +8,9 @@ Order matters, and each step either completes or the call fails with nothing log
      decision already reflects them. The handlers are the use cases' (``UseCase.effects``);
      each is idempotent per (decision, effect): a duplicate, a retry or a second fraud
      verdict for one payment changes nothing more (recommendation ``seen``: a ZADD GT of the
-     item; fraud ``fraud_confirmed``: a once-marker in the same Lua script as the effect). Redis failing here ->
-     OutcomeEffectsUnavailable (UNAVAILABLE); what did commit stays, and the retry applies
-     only the rest (markers), so nothing is applied twice or half.
+     item; fraud ``fraud_confirmed``: a once-marker in the same Lua script as the effect).
+     Redis failing here -> OutcomeEffectsUnavailable (UNAVAILABLE); what did commit stays,
+     and the retry applies only the rest (markers), so nothing is applied twice or half.
   3. the outcome log (the source of truth for training), only after 1 and 2 succeeded: a
      call answered UNAVAILABLE logged nothing. The log is at least once: a client retrying a
      call whose OK it never received logs that outcome again; the offline joins aggregate

@@ -92,6 +92,34 @@ class Decided:
     stage_ms: Mapping[str, float]
 
 
+class ServedExecutor:
+    """The usual ``Served``: proto -> domain request, the use case's executor
+    (``run(request, budget_s) -> Decision``), decision -> proto response, over a model holder."""
+
+    def __init__(
+        self,
+        executor: Any,
+        models: Reloadable,
+        request_from_proto: Callable[[pb.GetDecisionRequest], Any],
+        decision_to_proto: Callable[[Any], pb.GetDecisionResponse],
+    ) -> None:
+        self.executor = executor
+        self.models = models
+        self._from_proto = request_from_proto
+        self._to_proto = decision_to_proto
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self.executor.degraded_counts  # type: ignore[no-any-return]
+
+    async def decide(self, request: pb.GetDecisionRequest, budget_s: float) -> Decided:
+        decision = await self.executor.run(self._from_proto(request), budget_s)
+        return Decided(self._to_proto(decision), decision.stage_ms)
+
+    def model_version(self) -> str:
+        return self.models.get().version  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class UseCase:
     """One use case, declared once (see the module docstring)."""

@@ -9,51 +9,27 @@ card and marks the user and device risky, once per payment.
 
 from __future__ import annotations
 
-from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.decision_log import fraud_log
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
 from decision_service.models.fraud_artifacts import FRAUD
 from decision_service.outcomes.fraud_effects import FRAUD_CONFIRMED, mark_confirmed_fraud
 from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
-from decision_service.use_cases.base import Decided, DecisionLog, ServingEnv, UseCase
+from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
 from decision_service.use_cases.fraud import executor
 from decision_service.use_cases.fraud.convert import (
     FraudLimits,
     fraud_decision_to_proto,
     fraud_request_from_proto,
 )
-from decision_service.use_cases.fraud.executor import FraudExecutor, FraudSideEffect, build_fraud_executor
-from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.fraud.executor import FraudSideEffect, build_fraud_executor
 
 NAME = FRAUD  # registry folder (models/), log partition, telemetry label, DecisionRef.use_case
 if fraud_log.USE_CASE != NAME or executor.USE_CASE != NAME:
     raise ValueError(f"fraud: the log partition / executor label must be the use case name {NAME!r}")
 
 
-class ServedFraud:
-    """Fraud checks being served: the executor over the hot-reloadable model holder."""
-
-    def __init__(self, executor: FraudExecutor, limits: RequestLimits, fraud_limits: FraudLimits) -> None:
-        self.executor = executor
-        self.models = executor.models
-        self._limits = limits
-        self._fraud_limits = fraud_limits
-
-    @property
-    def degraded_counts(self) -> dict[tuple[str, str], int]:
-        return self.executor.degraded_counts
-
-    async def decide(self, request: pb.GetDecisionRequest, budget_s: float) -> Decided:
-        fraud_request = fraud_request_from_proto(request, self._limits, self._fraud_limits, now_ms())
-        decision = await self.executor.run(fraud_request, budget_s)
-        return Decided(fraud_decision_to_proto(decision), decision.stage_ms)
-
-    def model_version(self) -> str:
-        return self.executor.model_version()
-
-
-def serve(env: ServingEnv) -> ServedFraud | None:
+def serve(env: ServingEnv) -> ServedExecutor | None:
     """None when no fraud version is published (fraud_check then answers UNIMPLEMENTED).
     On failure: RegistryError when a published version cannot be loaded."""
     effects: list[FraudSideEffect] = [RememberFraudDecision(env.index, NAME)]
@@ -62,7 +38,13 @@ def serve(env: ServingEnv) -> ServedFraud | None:
     executor = build_fraud_executor(env.config, env.reads, tuple(effects), env.telemetry)
     if executor is None:
         return None
-    return ServedFraud(executor, env.limits, FraudLimits.from_config(env.config))
+    limits, fraud_limits = env.limits, FraudLimits.from_config(env.config)
+    return ServedExecutor(
+        executor,
+        executor.models,  # type: ignore[arg-type]
+        lambda request: fraud_request_from_proto(request, limits, fraud_limits, now_ms()),
+        fraud_decision_to_proto,
+    )
 
 
 USE_CASE = UseCase(

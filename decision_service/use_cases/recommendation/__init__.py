@@ -8,7 +8,6 @@ impressions, clicks, carts, purchases; clicks / carts / purchases mark the item 
 
 from __future__ import annotations
 
-from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.decision_log import recommendation_log
 from decision_service.domain.outcomes import DAY_S, MINUTE_S, OutcomeType
 from decision_service.features.online_store import AsyncOnlineStore
@@ -16,8 +15,7 @@ from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 from decision_service.stages.base import SideEffect
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
 from decision_service.stages.side_effects.remember_decision import RememberDecision
-from decision_service.use_cases.base import Decided, DecisionLog, ServingEnv, UseCase
-from decision_service.use_cases.proto import RequestLimits
+from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
 from decision_service.use_cases.recommendation import executor
 from decision_service.use_cases.recommendation.convert import (
     recommendation_decision_to_proto,
@@ -32,27 +30,7 @@ if recommendation_log.USE_CASE != NAME or executor.USE_CASE != NAME:
     raise ValueError(f"recommendation: the log partition / executor label must be the use case name {NAME!r}")
 
 
-class ServedRecommendations:
-    """Recommendations being served: the executor over the hot-reloadable model holder."""
-
-    def __init__(self, executor: RecommendationExecutor, models: RecommendationModels, limits: RequestLimits):
-        self.executor = executor
-        self.models = models
-        self._limits = limits
-
-    @property
-    def degraded_counts(self) -> dict[tuple[str, str], int]:
-        return self.executor.degraded_counts
-
-    async def decide(self, request: pb.GetDecisionRequest, budget_s: float) -> Decided:
-        decision = await self.executor.run(recommendation_request_from_proto(request, self._limits), budget_s)
-        return Decided(recommendation_decision_to_proto(decision), decision.stage_ms)
-
-    def model_version(self) -> str:
-        return self.models.get().version
-
-
-def serve(env: ServingEnv) -> ServedRecommendations:
+def serve(env: ServingEnv) -> ServedExecutor:
     """On failure: RegistryError when no recommendation version is published or it cannot be
     loaded (the server does not start without one)."""
     models = RecommendationModels(env.registry, env.config)
@@ -63,7 +41,13 @@ def serve(env: ServingEnv) -> ServedRecommendations:
         effects.append(LogServedDecision(env.log))
     pipeline = recommendation_pipeline(env.config, store, tuple(effects))
     executor = RecommendationExecutor(pipeline, models.get, env.telemetry)
-    return ServedRecommendations(executor, models, env.limits)
+    limits = env.limits
+    return ServedExecutor(
+        executor,
+        models,
+        lambda request: recommendation_request_from_proto(request, limits),
+        recommendation_decision_to_proto,
+    )
 
 
 USE_CASE = UseCase(
