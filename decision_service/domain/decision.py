@@ -21,6 +21,16 @@ def new_decision_id(at_ms: int) -> str:
 
 
 @dataclass(frozen=True)
+class RequestContext:
+    """Where and how a decision will be shown or used; logged with it (every use case)."""
+
+    surface: str = ""
+    device: str = ""
+    locale: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Degradation:
     """A part of the pipeline that could not run normally, as the answer reports it."""
 

@@ -6,8 +6,7 @@ import hashlib
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
 
-from decision_service.domain.decision import Decision
-from decision_service.domain.recommendation import RequestContext
+from decision_service.domain.decision import Decision, RequestContext
 
 
 class FraudAction(IntEnum):

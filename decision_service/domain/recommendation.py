@@ -7,15 +7,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from decision_service.domain.decision import Decision
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    surface: str = ""
-    device: str = ""
-    locale: str = ""
-    attributes: tuple[tuple[str, str], ...] = ()
+from decision_service.domain.decision import Decision, RequestContext  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)

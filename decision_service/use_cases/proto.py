@@ -17,9 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.config import ServiceConfig
-from decision_service.domain.decision import Decision
+from decision_service.domain.decision import Decision, RequestContext
 from decision_service.domain.identifiers import IdentifierError, canonical_text
-from decision_service.domain.recommendation import RequestContext
 from decision_service.errors import InvalidArgument
 
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")

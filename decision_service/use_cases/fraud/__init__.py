@@ -13,7 +13,6 @@ from decision_service.decision_log import fraud_log
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
 from decision_service.models.fraud_artifacts import FRAUD
-from decision_service.outcomes.fraud_effects import FRAUD_CONFIRMED, mark_confirmed_fraud
 from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
 from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
 from decision_service.use_cases.fraud import executor
@@ -22,6 +21,7 @@ from decision_service.use_cases.fraud.convert import (
     fraud_decision_to_proto,
     fraud_request_from_proto,
 )
+from decision_service.use_cases.fraud.effects import FRAUD_CONFIRMED, mark_confirmed_fraud
 from decision_service.use_cases.fraud.executor import FraudSideEffect, build_fraud_executor
 
 NAME = FRAUD  # registry folder (models/), log partition, telemetry label, DecisionRef.use_case
