@@ -6,7 +6,7 @@ failure policies (listed at the head of each executor module); what is the same 
 case lives here, once:
 
   ``Engine.decide``               one request: span, deadline (event-loop time), a fresh ``Run``
-  ``Run.degrade`` / ``timed``     flag + count + log a degradation; time a stage
+  ``StageBook.degrade / timed``   flag + count + log a degradation; time a stage
   ``Run.envelope``                decision id, time, model version, degradations, stage timings
   ``StageBook.run_side_effects``  effects after the answer is built (awaited ones bounded)
 """
@@ -154,9 +154,6 @@ class Run:
         self.deadline = deadline  # event-loop time
         self.stage_ms: dict[str, float] = {}
         self.degraded: list[Degradation] = []
-
-    def degrade(self, stage: str, reason: str, exc: BaseException | None = None) -> None:
-        self.book.degrade(self.degraded, stage, reason, exc)
 
     def timed(self, name: str, stage_ms: dict[str, float] | None = None) -> Any:
         return self.book.timed(self.stage_ms if stage_ms is None else stage_ms, name)

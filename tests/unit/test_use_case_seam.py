@@ -54,7 +54,7 @@ def test_the_envelope_dedupes_flags_or_shares_the_runs_list():
     assert copied["degraded"] == [Degradation("features", "store_timeout")]
     assert copied["model_version"] == "v1" and len(copied["decision_id"]) == 32
     shared = run.envelope("v1", dedupe=False)
-    run.degrade("commit", "skipped")
+    run.book.degrade(run.degraded, "commit", "skipped")
     assert shared["degraded"][-1] == Degradation("commit", "skipped")  # raised after the decision
 
 

@@ -208,12 +208,13 @@ def build_fraud_executor(
     client: MultiplexedRedis,
     side_effects: tuple[FraudSideEffect, ...] = (),
     telemetry: Telemetry | None = None,
+    registry: ModelRegistry | None = None,
 ) -> FraudExecutor | None:
     """The fraud executor over the registry's CURRENT fraud version; None when none is published.
 
     On failure: RegistryError when a fraud version is published but cannot be loaded.
     """
-    models = FraudModels(ModelRegistry(config.registry_root))
+    models = FraudModels(registry or ModelRegistry(config.registry_root))
     if models.load_current() is None:
         return None
     store = FraudStore(client, config.fraud_max_velocity_events, config.fraud_record_ttl_s)
