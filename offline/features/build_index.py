@@ -24,13 +24,15 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from offline.features.embeddings import train_embeddings
-from offline.simulation.world import World
+
+if TYPE_CHECKING:  # the batch jobs read a World's events; the loop never imports the simulator
+    pass
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flat-max-items", type=int, default=IndexConfig.flat_max_items)
     ap.add_argument("--out", default=None, help="write the index to this file")
     args = ap.parse_args(argv)
+    from offline.simulation.world import World
+
     world = World.load(args.world)
     emb = train_embeddings(world, world.now_ms)
     queries = sample_queries(emb.users, IndexConfig.sample_queries)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from decision_service.features.definitions import EMBEDDING_DIM
-from offline.simulation.world import World
+
+if TYPE_CHECKING:  # the batch jobs read a World's events; the loop never imports the simulator
+    from offline.simulation.world import World
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=EMBEDDING_DIM)
     ap.add_argument("--out", default=None, help="save users/items to this .npz file")
     args = ap.parse_args(argv)
+    from offline.simulation.world import World
+
     world = World.load(args.world)
     cutoff = world.now_ms if args.cutoff_day is None else world.day_ms(args.cutoff_day)
     emb = train_embeddings(world, cutoff, dim=args.dim)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
@@ -25,7 +26,9 @@ from offline.features import feature_history
 from offline.features.embeddings import Embeddings
 from offline.features.feature_history import HISTORY_DIR
 from offline.features.snapshot import Snapshot
-from offline.simulation.world import World
+
+if TYPE_CHECKING:
+    from offline.simulation.world import World
 
 MAX_SEEN_ITEMS = 500
 SERVING_DIR = "serving"
@@ -78,7 +81,7 @@ def seen_history(
 
 def materialize_snapshot(
     client: redis.Redis,
-    world: World,
+    world: World | None,
     snapshot: Snapshot,
     emb: Embeddings,
     max_seen_items: int = MAX_SEEN_ITEMS,
@@ -91,7 +94,8 @@ def materialize_snapshot(
     With ``history_root`` every group written is also appended to the feature history
     (offline/features/feature_history.py) stamped with ``event_ms``, the time it became servable.
     ``write_seen_items=False`` leaves the seen sets alone (a re-materialization while the
-    service runs must not forget what users clicked since the last batch run).
+    service runs must not forget what users clicked since the last batch run); only the seen
+    sets need ``world`` (its events), so it may then be None.
     """
     t0 = time.perf_counter()
     event_ms = now_ms() if event_ms is None else event_ms
@@ -112,6 +116,8 @@ def materialize_snapshot(
     if not write_seen_items:
         return {"users": n_users, "user_embeddings": n_emb, "items": n_items,
                 "seen_users": 0, "seconds": round(time.perf_counter() - t0, 2)}
+    if world is None:
+        raise ValueError("writing the seen items needs the world's events (world=None)")
     history = seen_history(world, snapshot.as_of_ms, max_seen_items)
     # Users without history get an empty entry, so a re-run clears any older seen set.
     history = {u: history.get(u, []) for u in users}
@@ -129,9 +135,16 @@ def materialize(
     Each run also appends the snapshot to the feature history, by default
     ``<world_dir>/feature_history``.
 
+    ``write_seen_items=False`` reads only the saved serving state, not the world's events
+    (what retrain does: the loop does not depend on the simulator).
+
     On failure: FileNotFoundError if the world was not bootstrapped (no ``serving/`` state).
     """
-    world = World.load(world_dir)
+    world = None
+    if write_seen_items:
+        from offline.simulation.world import World
+
+        world = World.load(world_dir)
     snapshot, emb = load_serving_state(world_dir)
     client = redis.Redis.from_url(redis_url)
     try:

@@ -14,12 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from decision_service.features.definitions import CATEGORIES, ITEM, USER
 from decision_service.features.registry import FeatureGroup
-from offline.simulation.world import DAY_MS, World
+
+DAY_MS = 86_400_000
+
+if TYPE_CHECKING:  # the batch jobs read a World's events; the loop never imports the simulator
+    from offline.simulation.world import World
 
 N_CAT = len(CATEGORIES)
 SHARE_HALF_LIFE_DAYS = 14.0
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=None, help="write the snapshot to this .npz file")
     args = ap.parse_args(argv)
+    from offline.simulation.world import World
+
     world = World.load(args.world)
     as_of = world.now_ms if args.as_of_day is None else world.day_ms(args.as_of_day)
     t0 = time.perf_counter()

@@ -12,9 +12,10 @@ publish it only if it is not worse.
   positives, both inverse-propensity weighted (IPS), averaged over decisions with a positive.
 * Publish (atomic CURRENT switch) when candidate NDCG@k >= current NDCG@k - tolerance,
   or when forced. The new version carries its metrics, the current model's, the feature
-  schema and registry version. The FAISS index is rebuilt from the latest serving
-  embeddings when a world is given (else copied), and features are re-materialized into
-  Redis (and the feature history) when a Redis URL is given.
+  schema and registry version. The FAISS index is rebuilt from the latest serving state
+  (snapshot + embeddings bootstrap saved; not the simulated world) when its directory is
+  given (else copied), and features are re-materialized into Redis (and the feature
+  history) when a Redis URL is given. The gate is publish_gate.compare, as for every use case.
 
 Fraud (``retrain_fraud``, ``--use-case fraud``): the same time split over logged verdicts
 (declined and degraded ones left out: their outcome was not observed / not a healthy row);
@@ -60,6 +61,17 @@ from decision_service.models.recommendation_artifacts import (
     RecommendationArtifacts,
 )
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+from offline.loop.publish_gate import (
+    GateMetric,
+    binary_rows,
+    compare,
+    feature_matrix,
+    labels_of,
+    recall_at_rate,
+    roc_auc,
+    time_split,
+    train_binary,
+)
 from offline.training.lightgbm_params import LightGbmSettings, categorical_columns
 
 USE_CASE = "recommendation"
@@ -114,15 +126,6 @@ def relevance(table: pa.Table, labels: tuple[str, ...]) -> np.ndarray:
     return rel
 
 
-def time_split(decided_ms: np.ndarray, decision_ids: np.ndarray, share: float) -> np.ndarray:
-    """True for rows of the latest ``share`` of decisions by decision time (whole decisions)."""
-    ids, first = np.unique(decision_ids, return_index=True)
-    order = np.argsort(decided_ms[first], kind="stable")
-    n_hold = int(round(len(ids) * share))
-    held = ids[order[len(ids) - n_hold :]] if n_hold else ids[:0]
-    return np.isin(decision_ids, held)
-
-
 def ips_ranking_metrics(
     scores: np.ndarray, rel: np.ndarray, weights: np.ndarray, groups: np.ndarray, k: int, seed: int = 0
 ) -> dict[str, float]:
@@ -165,15 +168,7 @@ def ips_ranking_metrics(
     }
 
 
-def _matrix(table: pa.Table, columns: tuple[str, ...] | list[str]) -> np.ndarray:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError("training set lacks columns " + ", ".join(missing) + " (rebuild it with them)")
-    return (
-        np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in columns])
-        if columns
-        else np.zeros((table.num_rows, 0), np.float32)
-    )
+_matrix = feature_matrix
 
 
 def train_candidate(table: pa.Table, cfg: RetrainConfig) -> tuple[lgb.Booster, dict[str, Any]]:
@@ -239,6 +234,9 @@ def retrain(
 ) -> RetrainResult:
     """Trains, evaluates against CURRENT on the same held-out slice, publishes if not worse.
 
+    ``world_dir``: where bootstrap saved the serving state (``<world_dir>/serving``); when
+    given, the published index is rebuilt from it and, with ``redis_url``, the features are
+    re-materialized into Redis. Only that state is read, not the simulated world.
     On failure: ValueError when the training set is empty or lacks the model's columns;
     the registry is untouched unless a version is published.
     """
@@ -269,9 +267,7 @@ def retrain(
             current, reason = {}, f"current model cannot be evaluated: {exc}"
             ok = False
         if current:
-            key = f"ndcg@{cfg.k}"
-            ok = bool(candidate[key] >= current[key] - cfg.tolerance)
-            reason = f"{key} {candidate[key]:.4f} {'>=' if ok else '<'} {current[key]:.4f} - {cfg.tolerance}"
+            ok, reason = compare(candidate, current, [GateMetric(f"ndcg@{cfg.k}", True, cfg.tolerance)])
     if force and not ok:
         reason, ok = f"forced ({reason})", True
     name = current_version.name if current_version else None
@@ -295,13 +291,13 @@ def publish(
     base: ModelVersion | None,
     world_dir: str | Path | None = None,
 ) -> ModelVersion:
-    """A new version: the model, a FAISS index (rebuilt from ``world_dir``'s serving
-    embeddings, else ``base``'s) and the catalog; checked loadable, then CURRENT moves."""
+    """A new version: the model, a FAISS index (rebuilt from the serving state saved under
+    ``world_dir``, else ``base``'s) and the catalog; checked loadable, then CURRENT moves."""
     staging = registry.staging_dir(USE_CASE)
     try:
         index_info: dict[str, Any] = {}
         if world_dir is not None:
-            index_info = rebuild_index(staging, world_dir, model, cfg.threads)
+            index_info = rebuild_index(staging, world_dir, model, cfg.threads, base)
         elif base is not None:
             for f in (INDEX_FILE, EMBEDDINGS_FILE, ITEMS_FILE):
                 shutil.copy2(base.file(f), staging / f)
@@ -325,26 +321,57 @@ def publish(
         raise
 
 
-def rebuild_index(staging: Path, world_dir: str | Path, model: lgb.Booster, threads: int) -> dict[str, Any]:
-    """Writes ``model`` with a FAISS index, embeddings and catalog from the world's latest
-    serving state (saved by bootstrap) into ``staging``."""
+def rebuild_index(
+    staging: Path,
+    world_dir: str | Path,
+    model: lgb.Booster,
+    threads: int,
+    base: ModelVersion | None = None,
+) -> dict[str, Any]:
+    """Writes ``model`` with a FAISS index, embeddings and catalog built from the latest
+    serving state bootstrap saved under ``<world_dir>/serving`` into ``staging``.
+
+    Only the serving state is read (offline/features/materialize.py ``load_serving_state``),
+    never the simulated world: item ids are the snapshot's rows (= FAISS ids), categories its
+    ``i_category`` column, popularity its ``i_events_30d``. Should the snapshot's categories
+    not be a valid taxonomy index, ``base``'s catalog supplies them (same item ids only).
+    On failure: FileNotFoundError without a serving state; ValueError when the categories
+    cannot be had.
+    """
     import faiss
 
     from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
     from offline.features.build_index import IndexConfig, build_index, sample_queries
     from offline.features.materialize import load_serving_state
-    from offline.simulation.world import World
 
     snap, emb = load_serving_state(world_dir)
-    world = World.load(world_dir)
+    item_ids = [str(i) for i in snap.item_ids]
+    categories = serving_categories(snap.items[:, ITEM.slot("i_category")], item_ids, base)
     faiss.omp_set_num_threads(threads)
     config = IndexConfig(threads=threads)
     index, info = build_index(emb.items, sample_queries(emb.users, config.sample_queries), config)
     popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
-    save_recommendation_artifacts(
-        staging, model, index, emb.items, [str(i) for i in world.item_ids], world.item_category, popularity
-    )
+    save_recommendation_artifacts(staging, model, index, emb.items, item_ids, categories, popularity)
     return dict(info.as_dict(), rebuilt=True)
+
+
+def serving_categories(values: np.ndarray, item_ids: list[str], base: ModelVersion | None) -> np.ndarray:
+    """int16 [n_items] category indexes: the snapshot's ``i_category`` values when they are
+    whole numbers inside the taxonomy, else ``base``'s catalog for the same item ids."""
+    from decision_service.features.definitions import CATEGORIES
+
+    values = np.asarray(values, np.float64)
+    whole = np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < len(CATEGORIES))
+    if whole.all():
+        return values.astype(np.int16)
+    bad = int(np.flatnonzero(~whole)[0])
+    problem = f"serving snapshot item {item_ids[bad]!r} has category {values[bad]!r} outside the taxonomy"
+    if base is None:
+        raise ValueError(problem + " and there is no base version to take categories from")
+    items = pq.read_table(base.file(ITEMS_FILE), columns=["item_id", "category"])
+    if items.column("item_id").to_pylist() != item_ids:
+        raise ValueError(problem + f"; base {base.name}'s catalog lists other items")
+    return items.column("category").to_numpy().astype(np.int16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,25 +416,11 @@ class FraudRetrainResult(RetrainResult):
         )
 
 
-def recall_at_rate(labels: np.ndarray, scores: np.ndarray, rate: float, seed: int = 0) -> float:
-    """Share of the positives among the top ``ceil(rate * n)`` scores (ties broken at random,
-    seeded): the fraud caught when that share of payments is flagged."""
-    labels = np.asarray(labels, bool)
-    if not labels.any():
-        return float("nan")
-    n_flag = int(np.ceil(rate * len(labels)))
-    tie = np.random.default_rng(seed).random(len(labels))
-    top = np.lexsort((tie, -np.asarray(scores, np.float64)))[:n_flag]
-    return float(labels[top].sum() / labels.sum())
-
-
 def evaluate_fraud(
     model: lgb.Booster, holdout: pa.Table, rate: float, cfg: FraudRetrainConfig
 ) -> dict[str, float]:
     """ROC AUC and recall at the review rate of ``model`` on the held-out payments."""
-    from offline.training.train_fraud import roc_auc
-
-    y = pc.fill_null(holdout.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(bool)
+    y = labels_of(holdout, cfg.target)
     if holdout.num_rows == 0:
         return {"auc": float("nan"), "recall": float("nan"), "review_rate": rate, "rows": 0, "positives": 0}
     p = np.asarray(model.predict(_matrix(holdout, model.feature_name()), num_threads=cfg.threads), np.float64)
@@ -422,12 +435,7 @@ def evaluate_fraud(
 
 def fraud_training_rows(table: pa.Table, cfg: FraudRetrainConfig) -> pa.Table:
     """Labelled rows whose outcome could be observed (see the config's exclusions)."""
-    keep = pc.is_valid(table.column(cfg.target))
-    if cfg.exclude_actions and "action" in table.column_names:
-        keep = pc.and_(keep, pc.invert(pc.is_in(table.column("action"), pa.array(cfg.exclude_actions))))
-    if cfg.exclude_degraded and "degraded" in table.column_names:
-        keep = pc.and_(keep, pc.invert(pc.fill_null(table.column("degraded"), False)))
-    return table.filter(keep)
+    return binary_rows(table, cfg.target, cfg.exclude_actions, cfg.exclude_degraded)
 
 
 def retrain_fraud(
@@ -478,15 +486,8 @@ def retrain_fraud(
         except (RegistryError, ValueError) as exc:
             ok, reason = False, f"current model cannot be evaluated: {exc}"
         if current:
-            checks = [
-                (key, candidate[key], current[key], tol)
-                for key, tol in (("auc", cfg.auc_tolerance), ("recall", cfg.recall_tolerance))
-            ]
             # NaN (no positive held out) compares False: nothing to show, nothing published
-            ok = all(c >= o - tol for _, c, o, tol in checks)
-            reason = "; ".join(
-                f"{k} {c:.4f} {'>=' if c >= o - t else '<'} {o:.4f} - {t}" for k, c, o, t in checks
-            )
+            ok, reason = compare(candidate, current, fraud_gate(cfg))
     if force and not ok:
         ok, reason = True, f"forced ({reason})"
     name = base.name if base else None
@@ -505,38 +506,16 @@ def retrain_fraud(
     return FraudRetrainResult(True, reason, version.name, name, candidate, current, training)
 
 
+def fraud_gate(cfg: FraudRetrainConfig) -> list[GateMetric]:
+    """Not worse on ROC AUC and on recall at the review rate."""
+    return [GateMetric("auc", True, cfg.auc_tolerance), GateMetric("recall", True, cfg.recall_tolerance)]
+
+
 def _train_fraud_candidate(
     train: pa.Table, y: np.ndarray, cfg: FraudRetrainConfig
 ) -> tuple[lgb.Booster, dict[str, Any]]:
-    decided = train.column("decided_at").cast(pa.int64()).to_numpy()
-    valid = time_split(decided, train.column("decision_id").to_numpy(zero_copy_only=False), cfg.valid_share)
-    if y[valid].min() == y[valid].max() or y[~valid].min() == y[~valid].max():
-        valid = np.zeros(len(y), bool)  # too few positives to hold some out: fixed rounds
-    x = _matrix(train, cfg.columns)
-    names = list(cfg.columns)
-    params = cfg.lgbm.params("binary", threads=cfg.threads, seed=cfg.seed)
-    categorical = categorical_columns(names)
-    dtrain = lgb.Dataset(x[~valid], y[~valid], feature_name=names, categorical_feature=categorical)
-    t0 = time.perf_counter()
-    if valid.any():
-        model = lgb.train(
-            params,
-            dtrain,
-            num_boost_round=cfg.lgbm.num_boost_round,
-            valid_sets=[lgb.Dataset(x[valid], y[valid], reference=dtrain)],
-            callbacks=[lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False)],
-        )
-    else:
-        model = lgb.train(params, dtrain, num_boost_round=min(cfg.lgbm.num_boost_round, 100))
-    gain = model.feature_importance("gain")
-    return model, {
-        "train_rows": int((~valid).sum()),
-        "valid_rows": int(valid.sum()),
-        "positives": int(y.sum()),
-        "best_iteration": int(model.best_iteration or model.current_iteration()),
-        "top_features_by_gain": [names[j] for j in np.argsort(-gain)[:8]],
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    model, info, _ = train_binary(train, y, cfg.columns, cfg.lgbm, cfg.threads, cfg.seed, cfg.valid_share)
+    return model, info
 
 
 def _fraud_neighbours(table: pa.Table, base: Any, cfg: FraudRetrainConfig) -> Any:

@@ -18,10 +18,13 @@ decisions were served) is filled from the feature history (offline/features/feat
 with a point-in-time as-of join on (entity, decided_at): the value as it was when the
 decision was made, never a later one. Rows with no earlier value get the declared default.
 
-Fraud (``build_fraud_training_set``): one row per fraud verdict with its logged model row;
-label ``fraud`` = a chargeback or confirmed_fraud within a window of the decision (default
-60 days), 0 once the window closed without one; an analyst verdict (confirmed_fraud /
-confirmed_legit) is final at once; immature decisions wait.
+Binary use cases (``build_labelled_rows``, shared by fraud and conversion): one row per
+logged decision with its logged model row (``feature_names`` + ``features``), one label
+window; the label is 1 when a positive outcome occurred within the window, 0 once it closed
+without one; verdict outcome types (e.g. an analyst's) are final labels whenever they
+arrive; immature decisions wait. Fraud (``build_fraud_training_set``) is it with label
+``fraud`` = a chargeback or confirmed_fraud within 60 days and the analyst verdicts
+confirmed_fraud / confirmed_legit.
 
 CLI: ``python -m offline.loop.training_set --logs data/logs --out train.parquet
 --label click=30m --label purchase=24h [--as-of ...] [--feature-history DIR]``;
@@ -36,7 +39,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES, REGISTRY
+from decision_service.features.registry import Feature
 from offline.features import feature_history
 
 USE_CASE = "recommendation"
@@ -409,6 +413,25 @@ FRAUD_VERDICTS: dict[str, bool] = {"confirmed_fraud": True, "confirmed_legit": F
 _LAYOUT_SEP = "\x1f"
 
 
+_FRAUD_KEEP: dict[str, str] = {
+    "transaction_id": "transaction_id",
+    "user_id": "user_id",
+    "merchant_id": "merchant_id",
+    "device_id": "device_id",
+    "payment_instrument_id": "payment_instrument_id",
+    "amount_eur": "amount_eur",
+    "action": "action",
+    "risk_score": "risk_score",
+    "logged_probability": "fraud_probability",
+}
+"""Fraud log fields carried into each training row (``action``: retrain leaves declines out)."""
+_FRAUD_ORDER = (
+    "decision_id", "decided_at", "transaction_id", "user_id", "merchant_id", "device_id",
+    "payment_instrument_id", "amount_eur", "model_version", "action", "risk_score",
+    "logged_probability", "degraded",
+)  # fmt: skip
+
+
 def build_fraud_training_set(
     log_root: str | Path,
     out: str | Path | None = None,
@@ -418,31 +441,113 @@ def build_fraud_training_set(
 ) -> tuple[pa.Table, TrainingSetReport]:
     """Joins the fraud decision log with the fraud outcome log; writes ``out`` if given.
 
-    One row per logged verdict whose model row was built, with that row expanded into one
-    float32 column per logged feature name (no recomputation). ``fraud`` (the label) is:
-      * the latest analyst verdict received by ``as_of`` (``verdicts``: type -> label), final
-        at once, even inside the window (an analyst looked at the payment);
-      * else 1 when an outcome of ``label.outcome_types`` *occurred* within the window,
-        0 once the window has closed without one (a later chargeback is a late outcome);
-      * else the decision is immature and left out (it waits for a later run).
-    A column one logged layout lacks (a model version with fewer features) gets the declared
-    default, counted in ``backfill_defaults``. ``action`` is kept: a declined payment never
+    ``build_labelled_rows`` over ``use_case=fraud``: one row per logged verdict whose model
+    row was built, expanded into one float32 column per logged feature name. ``fraud`` (the
+    label) is the latest analyst verdict received by ``as_of`` (``verdicts``, default
+    ``FRAUD_VERDICTS``: final at once, even inside the window), else 1 when a chargeback (an
+    outcome of ``label.outcome_types``) occurred within the window, 0 once the window has
+    closed without one; immature decisions wait. ``action`` is kept: a declined payment never
     settles, so its 0 means "unobserved", not "legitimate" (retrain leaves those out).
     On failure: ValueError for a label without outcome types.
     """
     t0 = time.perf_counter()
-    if not label.outcome_types:
-        raise ValueError("the fraud label needs at least one outcome type")
     verdicts = FRAUD_VERDICTS if verdicts is None else verdicts
+    result, report = build_labelled_rows(
+        log_root,
+        FRAUD_USE_CASE,
+        label,
+        None,
+        as_of_ms,
+        verdicts=verdicts,
+        keep=_FRAUD_KEEP,
+        empty_columns=FRAUD_MODEL_FEATURES,
+    )
+    meta = result.schema.metadata
+    features = json.loads(meta[b"feature_columns"])
+    if not decision_files(log_root, FRAUD_USE_CASE):  # no logs: the typed empty table
+        result = _fraud_empty(features, label)
+    else:
+        result = result.select([*_FRAUD_ORDER, label.name, "verdict", *features])
+    result = result.replace_schema_metadata(meta)
+    if out is not None:
+        report.path = _write_atomic(result, out)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return result, report
+
+
+# ---------------------------------------------------------------------------------------------
+# Any binary use case: one row per logged decision with its model row, one label window.
+
+_FIXED = ("decision_id", "decided_at", "model_version", "degraded", "verdict")
+_REQUIRED_LOG_COLUMNS = (
+    "decision_id", "decided_at", "model_version", "degraded", "feature_names", "features",
+)  # fmt: skip
+
+
+def build_labelled_rows(
+    log_root: str | Path,
+    use_case: str,
+    label: LabelWindow,
+    out: str | Path | None = None,
+    as_of_ms: int | None = None,
+    verdicts: Mapping[str, bool] | None = None,
+    keep: Mapping[str, str] | None = None,
+    features: Mapping[str, Feature] | None = None,
+    empty_columns: Sequence[str] = (),
+) -> tuple[pa.Table, TrainingSetReport]:
+    """One labelled training row per logged decision of ``use_case`` with a model row.
+
+    Reads ``<log_root>/decisions/use_case=<use_case>/`` (rows with decision_id, decided_at,
+    model_version, degraded: list<struct<stage, reason>>, feature_names: list<string>,
+    features: list<float32>, NULL when no model row was built) and the outcomes under
+    ``<log_root>/outcomes/use_case=<use_case>/``. A decision id logged twice counts once
+    (the earliest). Outcomes *received* after ``as_of_ms`` (default: now) are ignored.
+
+    Label ``label.name`` (bool):
+      * the latest *received* outcome whose type is in ``verdicts`` (type -> label): final
+        labels whenever they arrive, even inside the window (``{}``/None: none);
+      * else True when an outcome of ``label.outcome_types`` *occurred* within the window,
+        False once the window has closed without one (a later one is a late outcome);
+      * else the decision is immature and left out (it waits for a later run).
+    A labelled decision without a model row is skipped (``report.skipped["no_model_row"]``).
+
+    Columns: decision_id, decided_at, model_version, degraded (bool: any stage degraded),
+    ``label.name``, verdict (the verdict type applied, or NULL), the ``keep`` columns (output
+    name -> SQL expression over the decision log row, e.g. ``{"logged_probability":
+    "fraud_probability"}``), then one float32 column per logged feature name (union over the
+    logged layouts, first-seen order; ``empty_columns`` when there are no logs, whose
+    ``keep`` columns are then of null type). A column one layout lacks gets the default of
+    its ``features`` entry (default: the feature registry's columns), counted in
+    ``report.backfill_defaults``. Schema metadata: registry_version, use_case,
+    feature_columns, labels, verdicts, as_of_ms. ``out``: written atomically.
+
+    On failure: ValueError for a label without outcome types, a log file lacking a required
+    column (names the file), a ``keep`` expression the log cannot evaluate (names the
+    column), a logged row whose features and names differ in length (names the decision and
+    file), or a logged feature name ``features`` does not declare.
+    """
+    t0 = time.perf_counter()
+    if not label.outcome_types:
+        raise ValueError(f"the {use_case} label {label.name!r} needs at least one outcome type")
+    verdicts = dict(verdicts or {})
+    keep = dict(keep or {})
+    features = REGISTRY.features_by_column if features is None else features
+    clash = [c for c in keep if c in (*_FIXED, label.name) or c.startswith("_")]
+    if clash:
+        raise ValueError(f"keep columns clash with the training row's own columns: {', '.join(clash)}")
     as_of_ms = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
     report = TrainingSetReport(as_of_ms=as_of_ms)
-    files = decision_files(log_root, FRAUD_USE_CASE)
+    files = decision_files(log_root, use_case)
+    for f in files:
+        names = set(pq.read_schema(f).names)
+        if lacking := [c for c in _REQUIRED_LOG_COLUMNS if c not in names]:
+            raise ValueError(f"{f}: the {use_case} decision log lacks column(s) {', '.join(lacking)}")
     con = duckdb.connect()
     con.execute("set threads to 2")
     types = ", ".join(repr(t) for t in label.outcome_types)
     verdict_types = ", ".join(repr(t) for t in verdicts) or "null"
     positive_verdicts = ", ".join(repr(t) for t, v in verdicts.items() if v) or "null"
-    o_files = outcome_files(log_root, FRAUD_USE_CASE)
+    o_files = outcome_files(log_root, use_case)
     if o_files:
         con.execute(
             f"""create temp table o as
@@ -459,9 +564,29 @@ def build_fraud_training_set(
             "null::timestamptz as positive_at, null::varchar as verdict limit 0"
         )
     if not files:
-        result = _fraud_empty(list(FRAUD_MODEL_FEATURES), label)
+        result = _labelled_empty(label, keep, empty_columns)
     else:
-        src = f"read_parquet({_sql_list(files)}, hive_partitioning = false, union_by_name = true)"
+        src = (
+            f"read_parquet({_sql_list(files)}, hive_partitioning = false, union_by_name = true, "
+            "filename = true)"
+        )
+        bad = con.execute(
+            f"""select decision_id, filename, len(features), len(feature_names) from {src}
+            where features is not null and len(features) != coalesce(len(feature_names), 0) limit 1"""
+        ).fetchall()
+        if bad:
+            d_id, fname, n_values, n_names = bad[0]
+            raise ValueError(
+                f"{fname}: decision {d_id!r} logged {n_values} feature values for {n_names} feature names"
+            )
+        for name, expr in keep.items():
+            try:
+                con.execute(f"select {expr} from {src} limit 0")
+            except duckdb.Error as exc:
+                raise ValueError(
+                    f"keep column {name!r}: the {use_case} decision log cannot evaluate {expr!r}: {exc}"
+                ) from None
+        keep_sql = "".join(f'({expr}) as "{name}",\n' for name, expr in keep.items())
         window_ms = label.window_ms
         table = con.sql(
             f"""
@@ -469,24 +594,23 @@ def build_fraud_training_set(
                 select * from {src}
                 qualify row_number() over (partition by decision_id order by decided_at) = 1
             ), j as (
-                select d.*, o.positive_at, o.verdict,
-                       epoch_ms(d.decided_at) + {window_ms} <= {as_of_ms} as window_closed,
+                select d.*, o.positive_at, o.verdict as _verdict,
+                       epoch_ms(d.decided_at) + {window_ms} <= {as_of_ms} as _window_closed,
                        coalesce(epoch_ms(o.positive_at) <= epoch_ms(d.decided_at) + {window_ms}, false)
-                           as positive_in_window
+                           as _positive_in_window
                 from d left join o on o.decision_id = d.decision_id
             )
-            select decision_id, decided_at, transaction_id, user_id, merchant_id, device_id,
-                   payment_instrument_id, amount_eur, model_version, action, risk_score,
-                   fraud_probability as logged_probability,
+            select decision_id, decided_at, model_version,
                    coalesce(len(degraded), 0) > 0 as degraded,
-                   case when verdict is not null then verdict in ({positive_verdicts})
-                        when window_closed then positive_in_window end as "{label.name}",
-                   verdict,
-                   verdict is null and window_closed and not positive_in_window
+                   case when _verdict is not null then _verdict in ({positive_verdicts})
+                        when _window_closed then _positive_in_window end as "{label.name}",
+                   _verdict as verdict,
+                   {keep_sql}
+                   _verdict is null and _window_closed and not _positive_in_window
                        and positive_at is not null as _late,
                    features is null as _no_row,
                    array_to_string(feature_names, '{_LAYOUT_SEP}') as _layout,
-                   features
+                   features as _features
             from j
             order by decided_at, decision_id
             """
@@ -503,15 +627,16 @@ def build_fraud_training_set(
         for name in verdicts:
             if n := int(pc.sum(pc.equal(table.column("verdict"), name)).as_py() or 0):
                 report.verdicts[name] = n
-        result = _expand_fraud_rows(table, report)
+        result = _expand_logged_rows(table, report, features, use_case, (*_FIXED, label.name, *keep))
     report.rows = result.num_rows
     report.positives[label.name] = int(pc.sum(pc.fill_null(result.column(label.name), False)).as_py() or 0)
     report.immature_labels[label.name] = report.decisions_immature
-    feature_columns = [c for c in result.column_names if c in REGISTRY.features_by_column]
+    fixed = {*_FIXED, label.name, *keep}
+    feature_columns = [c for c in result.column_names if c not in fixed]
     result = result.replace_schema_metadata(
         {
             "registry_version": REGISTRY.version,
-            "use_case": FRAUD_USE_CASE,
+            "use_case": use_case,
             "feature_columns": json.dumps(feature_columns),
             "labels": json.dumps([asdict(label)]),
             "verdicts": json.dumps(verdicts),
@@ -524,7 +649,13 @@ def build_fraud_training_set(
     return result, report
 
 
-def _expand_fraud_rows(table: pa.Table, report: TrainingSetReport) -> pa.Table:
+def _expand_logged_rows(
+    table: pa.Table,
+    report: TrainingSetReport,
+    features: Mapping[str, Feature],
+    use_case: str,
+    reserved: Sequence[str],
+) -> pa.Table:
     """The logged model rows as one column per feature name (union over the logged layouts)."""
     layouts = table.column("_layout").to_pylist()
     names_of = {lay: tuple(lay.split(_LAYOUT_SEP)) if lay else () for lay in dict.fromkeys(layouts)}
@@ -533,27 +664,46 @@ def _expand_fraud_rows(table: pa.Table, report: TrainingSetReport) -> pa.Table:
     for names in names_of.values():
         for c in names:
             columns.setdefault(c, None)
-    unknown = [c for c in columns if c not in REGISTRY.features_by_column]
+    unknown = [c for c in columns if c not in features]
     if unknown:
-        raise ValueError("logged fraud columns not declared in the feature registry: " + ", ".join(unknown))
+        where = "the feature registry" if features is REGISTRY.features_by_column else "the given features"
+        raise ValueError(f"logged {use_case} columns not declared in {where}: " + ", ".join(unknown))
+    if clash := [c for c in columns if c in reserved]:
+        raise ValueError(
+            f"logged {use_case} feature names clash with training row columns: {', '.join(clash)}"
+        )
     n = table.num_rows
     layout_arr = np.asarray(layouts, dtype=object)
-    values = {c: np.full(n, REGISTRY.features_by_column[c].default, np.float32) for c in columns}
-    features = table.column("features").combine_chunks()
+    values = {c: np.full(n, features[c].default, np.float32) for c in columns}
+    logged = table.column("_features").combine_chunks()
     for lay, names in names_of.items():
         rows = np.flatnonzero(layout_arr == lay)
         if not len(rows) or not names:
             continue
-        block = _vectors(pa.chunked_array([features.take(pa.array(rows))]), len(names))
+        block = _vectors(pa.chunked_array([logged.take(pa.array(rows))]), len(names))
         for j, c in enumerate(names):
             values[c][rows] = block[:, j]
         for c in columns:
             if c not in names:
                 report.backfill_defaults[c] = report.backfill_defaults.get(c, 0) + len(rows)
-    out = table.drop_columns(["_late", "_no_row", "_layout", "features"])
+    out = table.drop_columns(["_late", "_no_row", "_layout", "_features"])
     for c in columns:
         out = out.append_column(c, pa.array(values[c]))
     return out
+
+
+def _labelled_empty(label: LabelWindow, keep: Mapping[str, str], columns: Sequence[str]) -> pa.Table:
+    fields = [
+        ("decision_id", pa.string()),
+        ("decided_at", pa.timestamp("ms", tz="UTC")),
+        ("model_version", pa.string()),
+        ("degraded", pa.bool_()),
+        (label.name, pa.bool_()),
+        ("verdict", pa.string()),
+    ]
+    fields += [(c, pa.null()) for c in keep]
+    fields += [(c, pa.float32()) for c in columns]
+    return pa.schema(fields).empty_table()
 
 
 def _fraud_empty(columns: Sequence[str], label: LabelWindow) -> pa.Table:

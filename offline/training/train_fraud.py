@@ -22,12 +22,12 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-from scipy.stats import rankdata
 
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES, FRAUD_NEIGHBOURS
 from decision_service.features.fraud import neighbour_space
 from decision_service.retrieval.neighbours import NeighbourIndex
 from offline.features.fraud_features import FraudHistory
+from offline.loop.publish_gate import roc_auc  # the shared metric; re-exported here
 from offline.simulation.fraud_world import FraudWorld
 from offline.simulation.world import DAY_MS
 from offline.training.lightgbm_params import LightGbmSettings, categorical_columns
@@ -92,16 +92,6 @@ def rules_baseline_score(matrix: np.ndarray, columns: tuple[str, ...]) -> np.nda
         + (c["m_chargeback_rate_90d"] > 0.03)
         + (c["r_amount_log"] > np.log1p(500.0))
     )
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC via the rank-sum statistic (ties averaged)."""
-    labels = np.asarray(labels, bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
