@@ -33,6 +33,12 @@ def feature_keys(group: FeatureGroup, entity_ids: Iterable[str]) -> list[bytes]:
     return [(prefix + e).encode() for e in entity_ids]
 
 
+def value_offset(group: FeatureGroup, column: str) -> int:
+    """Byte offset of ``column``'s float32 in a packed value of ``group`` (for in-place
+    updates such as Redis SETRANGE); the one place besides encode/decode that knows the layout."""
+    return _HEADER_BYTES + 4 * group.slot(column)
+
+
 def seen_key(user_id: str) -> bytes:
     return f"seen:{user_id}".encode()
 

@@ -58,7 +58,6 @@ redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])  -- the marker last: set only whe
 return 1
 """
 
-_HEADER_BYTES = 8
 FRAUD_CONFIRMED = "fraud_confirmed"
 """The effect name: the transaction's user / device / card become risky (fraud outcome types)."""
 
@@ -66,10 +65,6 @@ FRAUD_CONFIRMED = "fraud_confirmed"
 def marker_key(effect: str, subject: str) -> str:
     """The once-marker of ``effect`` for one payment / decision."""
     return f"fx:{effect}:{subject}"
-
-
-def _offset(group: FeatureGroup, column: str) -> int:
-    return _HEADER_BYTES + 4 * group.slot(column)
 
 
 def _default(group: FeatureGroup) -> bytes:
@@ -92,9 +87,9 @@ def mark_confirmed_fraud(
     ]
     args = [
         once_ttl_ms,
-        _offset(FRAUD_USER, "fu_chargebacks_90d"),
+        online_store.value_offset(FRAUD_USER, "fu_chargebacks_90d"),
         _default(FRAUD_USER),
-        _offset(DEVICE, "d_chargebacks_90d") if device else "",
+        online_store.value_offset(DEVICE, "d_chargebacks_90d") if device else "",
         _default(DEVICE) if device else "",
         instrument,
     ]
