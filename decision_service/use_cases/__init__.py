@@ -11,10 +11,11 @@ from __future__ import annotations
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.domain.outcomes import OutcomeType
 from decision_service.use_cases.base import UseCase
+from decision_service.use_cases.conversion import USE_CASE as CONVERSION
 from decision_service.use_cases.fraud import USE_CASE as FRAUD
 from decision_service.use_cases.recommendation import USE_CASE as RECOMMENDATION
 
-USE_CASES: tuple[UseCase, ...] = (RECOMMENDATION, FRAUD)
+USE_CASES: tuple[UseCase, ...] = (RECOMMENDATION, FRAUD, CONVERSION)
 
 OUTCOME_TYPES: dict[str, OutcomeType] = {t.name: t for u in USE_CASES for t in u.outcome_types}
 """Every outcome type RecordOutcome accepts, by name (names are unique across use cases)."""

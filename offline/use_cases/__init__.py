@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from decision_service.use_cases import USE_CASES
 from offline.use_cases.base import OfflineUseCase
+from offline.use_cases.conversion import CONVERSION
 from offline.use_cases.fraud import FRAUD
 from offline.use_cases.recommendation import RECOMMENDATION
 
-OFFLINE_USE_CASES: tuple[OfflineUseCase, ...] = (RECOMMENDATION, FRAUD)
+OFFLINE_USE_CASES: tuple[OfflineUseCase, ...] = (RECOMMENDATION, FRAUD, CONVERSION)
 
 
 def by_name(name: str) -> OfflineUseCase:

@@ -1,0 +1,160 @@
+"""Everything conversion scoring serves from, saved in and loaded from one registry version.
+
+Files of a conversion version (models/registry.py has the layout):
+  model.txt   LightGBM binary model; its feature names are columns of features.FEATURES
+Manifest keys used here:
+  ``calibration``      {"a", "b"}: probability = sigmoid(a * margin + b) (Platt scaling of
+                       the model's raw log-odds margin, fitted on held-out rows)
+  ``base_rate``        the training positive rate: answered when the model cannot score
+  ``feature_medians``  column -> training median (the direction of a reason: high / low)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from decision_service.features.conversion import FEATURES, PROFILE_COLUMNS, REQUEST_COLUMNS
+from decision_service.features.definitions import REGISTRY, USER
+from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.txt"
+
+
+@dataclass(frozen=True)
+class ConversionArtifacts:
+    version: str
+    model: lgb.Booster
+    columns: tuple[str, ...]  # the model's feature order
+    profile_pos: np.ndarray  # int64: model positions filled from the USER row ...
+    profile_slots: np.ndarray  # ... from these USER slots
+    request_pos: np.ndarray  # int64: model positions filled from the request vector ...
+    request_slots: np.ndarray  # ... from these request slots
+    defaults: np.ndarray  # float32 [n columns]: declared defaults (non-finite values)
+    medians: np.ndarray  # float32 [n columns]: training medians
+    calibration: tuple[float, float]  # (a, b)
+    base_rate: float
+    manifest: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, version: ModelVersion, verify: bool = True) -> ConversionArtifacts:
+        """Loads and cross-checks a version.
+
+        On failure: RegistryError naming the version and what is wrong (missing or corrupt
+        file, a column no conversion input provides, a bad calibration or base rate)."""
+        where = f"{version.use_case}/{version.name}"
+        if verify:
+            version.verify()
+        try:
+            model = lgb.Booster(model_file=str(version.file(MODEL_FILE)))
+        except (OSError, lgb.basic.LightGBMError) as exc:
+            raise RegistryError(f"{where}: cannot load {MODEL_FILE}: {exc}") from exc
+        columns = tuple(model.feature_name())
+        unknown = [c for c in columns if c not in FEATURES]
+        if unknown:
+            raise RegistryError(f"{where}: no conversion input provides {', '.join(unknown)}")
+        m = version.manifest
+        try:
+            a, b = float(m["calibration"]["a"]), float(m["calibration"]["b"])
+            base_rate = float(m["base_rate"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError(
+                f"{where}: manifest needs calibration {{a, b}} and base_rate ({exc})"
+            ) from exc
+        if not (math.isfinite(a) and math.isfinite(b) and 0.0 <= base_rate <= 1.0):
+            raise RegistryError(f"{where}: bad calibration ({a}, {b}) or base_rate {base_rate}")
+        profile = [(i, USER.slot(c)) for i, c in enumerate(columns) if c in PROFILE_COLUMNS]
+        request = [(i, REQUEST_COLUMNS.index(c)) for i, c in enumerate(columns) if c in REQUEST_COLUMNS]
+        medians_by_name = m.get("feature_medians", {})
+        warnings = []
+        trained_on = m.get("feature_registry_version")
+        if trained_on and trained_on != REGISTRY.version:
+            warnings.append(f"trained on registry {trained_on}, serving registry {REGISTRY.version}")
+        return cls(
+            version.name,
+            model,
+            columns,
+            np.asarray([p for p, _ in profile], np.int64),
+            np.asarray([s for _, s in profile], np.int64),
+            np.asarray([p for p, _ in request], np.int64),
+            np.asarray([s for _, s in request], np.int64),
+            np.asarray([FEATURES[c].default for c in columns], np.float32),
+            np.asarray([medians_by_name.get(c, FEATURES[c].default) for c in columns], np.float32),
+            (a, b),
+            base_rate,
+            m,
+            tuple(warnings),
+        )
+
+    def row(self, profile: np.ndarray, request: np.ndarray) -> np.ndarray:
+        """float32 [1, n columns] in model order from a USER row and a request vector."""
+        out = np.empty((1, len(self.columns)), np.float32)
+        out[0, self.profile_pos] = profile[self.profile_slots]
+        out[0, self.request_pos] = request[self.request_slots]
+        return out
+
+
+def save_conversion_artifacts(
+    directory: Path,
+    model: lgb.Booster,
+    calibration: tuple[float, float],
+    base_rate: float,
+    medians: dict[str, float],
+) -> dict[str, Any]:
+    """Writes the files of a conversion version; returns its manifest entries."""
+    model.save_model(str(directory / MODEL_FILE))
+    return {
+        "feature_registry_version": REGISTRY.version,
+        "model_features": model.feature_name(),
+        "calibration": {"a": float(calibration[0]), "b": float(calibration[1])},
+        "base_rate": float(base_rate),
+        "feature_medians": {k: float(v) for k, v in medians.items()},
+    }
+
+
+class ConversionModels:
+    """The current conversion artifacts (the holder hot reload swaps), or none published."""
+
+    def __init__(self, registry: ModelRegistry, use_case: str) -> None:
+        self._registry = registry
+        self._use_case = use_case
+        self._current: ConversionArtifacts | None = None
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._registry
+
+    def load_current(self) -> ConversionArtifacts | None:
+        """CURRENT, or None when no version is published. On failure: RegistryError."""
+        if not (self._registry.root / self._use_case / "CURRENT").is_file():
+            log.info("no %s model published under %s", self._use_case, self._registry.root)
+            return None
+        return self.install(self.prepare(self._registry.current_name(self._use_case)))
+
+    def prepare(self, name: str) -> ConversionArtifacts:
+        """Loads and checks a version without serving it (off the event loop)."""
+        return ConversionArtifacts.load(self._registry.get(self._use_case, name))
+
+    def install(self, artifacts: ConversionArtifacts) -> ConversionArtifacts:
+        """Serves ``artifacts`` from now on: one reference swap; requests in flight keep theirs."""
+        self._current = artifacts
+        log.info(
+            "serving %s model %s (%d features)", self._use_case, artifacts.version, len(artifacts.columns)
+        )
+        for warning in artifacts.warnings:
+            log.warning("%s model %s: %s", self._use_case, artifacts.version, warning)
+        return artifacts
+
+    def get(self) -> ConversionArtifacts:
+        if self._current is None:
+            raise RuntimeError(f"no {self._use_case} artifacts loaded")
+        return self._current

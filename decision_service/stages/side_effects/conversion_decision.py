@@ -1,0 +1,51 @@
+"""Side effects of a conversion score: log it exactly as scored, and remember it so the
+conversion (an outcome arriving days later) is attributed."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from decision_service.decision_log.conversion_log import ConversionLogRecord
+from decision_service.decision_log.writer import ParquetLogWriter
+from decision_service.domain.conversion import ConversionDecision
+from decision_service.domain.features import FeatureStatus
+from decision_service.domain.outcomes import DecisionRef
+from decision_service.outcomes.decision_index import DecisionIndex
+from decision_service.stages.conversion_base import ConversionState
+
+
+class LogConversionDecision:
+    name = "log_conversion_decision"
+
+    def __init__(self, writer: ParquetLogWriter[ConversionLogRecord]) -> None:
+        self._writer = writer
+
+    def apply(self, state: ConversionState, decision: ConversionDecision) -> None:
+        """Enqueues the row (non-blocking); a full queue is counted by the writer."""
+        self._writer.submit(
+            ConversionLogRecord(
+                decision=decision,
+                request=state.request,
+                feature_names=state.artifacts.columns,
+                features=None if state.row is None else state.row[0],
+                margin=None if state.score is None else state.score.margin,
+                profile_status=int(state.profile.status[0])
+                if state.profile is not None
+                else int(FeatureStatus.UNAVAILABLE),
+            )
+        )
+
+
+class RememberConversionDecision:
+    name = "remember_decision"
+
+    def __init__(self, index: DecisionIndex, use_case: str) -> None:
+        self._index = index
+        self._use_case = use_case
+
+    def apply(self, state: ConversionState, decision: ConversionDecision) -> Awaitable[None]:
+        """Awaited before the answer (see RememberDecision): an outcome sent right after the
+        answer, to any replica, is attributed."""
+        return self._index.remember(
+            DecisionRef(decision.decision_id, self._use_case, state.request.user_id, decision.decided_at_ms)
+        )

@@ -1,0 +1,97 @@
+"""The conversion use case: will this user purchase within 7 days? A calibrated probability,
+its top reasons, and (with a threshold) an action.
+
+Pipeline (pipeline.py, failure policy declared per step): the user's stored profile (the
+registry's USER group, one MGET) + request-time features (cart, session, surface, device,
+hour) -> LightGBM, Platt-calibrated -> threshold -> TARGET / SKIP with reasons. Outcome:
+``converted`` (a purchase; value = order value) within the 7-day label window; no online
+effect. Model versions under ``<registry>/conversion/`` (models/conversion_artifacts.py);
+training set, retrain and publish gate (AUC and log-loss) in offline/use_cases/conversion.py.
+
+Settings (environment): DS_CONVERSION_THRESHOLD (in [0, 1]; unset = no action, the
+probability only), DS_CONVERSION_MAX_REASONS (default 3).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from decision_service.config import ConfigError
+from decision_service.decision_log import conversion_log
+from decision_service.domain.decision import now_ms
+from decision_service.domain.outcomes import DAY_S, OutcomeType
+from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.models.conversion_artifacts import ConversionModels
+from decision_service.stages.policies.threshold import ThresholdConfig
+from decision_service.stages.side_effects.conversion_decision import (
+    LogConversionDecision,
+    RememberConversionDecision,
+)
+from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
+from decision_service.use_cases.conversion.convert import (
+    conversion_decision_to_proto,
+    conversion_request_from_proto,
+)
+from decision_service.use_cases.conversion.executor import ConversionExecutor, ConversionSideEffect
+from decision_service.use_cases.conversion.pipeline import conversion_pipeline
+
+NAME = conversion_log.USE_CASE  # registry folder, log partition, telemetry label, DecisionRef.use_case
+LABEL_WINDOW_S = 7 * DAY_S
+
+
+def threshold_config(env: Mapping[str, str] | None = None) -> ThresholdConfig:
+    """DS_CONVERSION_THRESHOLD / DS_CONVERSION_MAX_REASONS. On failure: ConfigError naming
+    the variable."""
+    env = os.environ if env is None else env
+    values: dict[str, float | int | None] = {}
+    for var, key, kind in (
+        ("DS_CONVERSION_THRESHOLD", "threshold", float),
+        ("DS_CONVERSION_MAX_REASONS", "max_reasons", int),
+    ):
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[key] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+    config = ThresholdConfig(**values)  # type: ignore[arg-type]
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise ConfigError(f"DS_CONVERSION_*: {exc}") from None
+    return config
+
+
+def serve(env: ServingEnv) -> ServedExecutor | None:
+    """None when no conversion version is published (conversion requests then answer
+    UNIMPLEMENTED). On failure: RegistryError when a published version cannot be loaded,
+    ConfigError for a bad DS_CONVERSION_* setting."""
+    models = ConversionModels(env.registry, NAME)
+    if models.load_current() is None:
+        return None
+    effects: list[ConversionSideEffect] = [RememberConversionDecision(env.index, NAME)]
+    if env.log is not None:
+        effects.append(LogConversionDecision(env.log))
+    pipeline = conversion_pipeline(AsyncOnlineStore(env.reads, env.config.max_seen_items), threshold_config())
+    executor = ConversionExecutor(NAME, pipeline, models.get, tuple(effects), env.telemetry)
+    limits = env.limits
+    return ServedExecutor(
+        executor,
+        models,
+        lambda request: conversion_request_from_proto(request, limits, now_ms()),
+        conversion_decision_to_proto,
+    )
+
+
+USE_CASE = UseCase(
+    name=NAME,
+    request_field="conversion",
+    outcome_types=(
+        OutcomeType("converted", NAME, (), False, "the user purchased; value = order value", LABEL_WINDOW_S),
+    ),
+    serve=serve,
+    log=DecisionLog(conversion_log.SCHEMA, conversion_log.to_batch, conversion_log.partition_of),
+    description="will this user purchase within 7 days: a calibrated probability, reasons, an action",
+)

@@ -1,0 +1,127 @@
+"""Runs the conversion pipeline on the engine, applying the failure policy each step declares
+(pipeline.py): timing, the deadline, degraded flags, the decision envelope, side effects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from decision_service.domain.conversion import ConversionDecision, ConversionRequest
+from decision_service.domain.features import FeatureStatus
+from decision_service.engine import Engine, Run, store_failure
+from decision_service.features.definitions import USER
+from decision_service.features.online_store import unavailable
+from decision_service.models.conversion_artifacts import ConversionArtifacts
+from decision_service.stages.conversion_base import ConversionState
+from decision_service.telemetry import Telemetry
+from decision_service.use_cases.conversion.pipeline import DEGRADE, ConversionPipeline, Step
+
+_PROFILE_FLAGS = {
+    FeatureStatus.MISSING: ("user_context", "unknown_user"),
+    FeatureStatus.STALE: ("features", "user_stale"),
+    FeatureStatus.INVALID: ("features", "user_invalid"),
+}
+
+
+class ConversionSideEffect(Protocol):
+    name: str
+
+    def apply(self, state: ConversionState, decision: ConversionDecision) -> Awaitable[None] | None:
+        """Returns at once (enqueue only) or an awaitable the executor awaits before answering."""
+        ...
+
+
+class ConversionExecutor:
+    def __init__(
+        self,
+        use_case: str,
+        pipeline: ConversionPipeline,
+        artifacts: Callable[[], ConversionArtifacts],
+        side_effects: tuple[ConversionSideEffect, ...] = (),
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._artifacts = artifacts
+        self._side_effects = side_effects
+        self._engine = Engine(use_case, telemetry)
+        self._book = self._engine.book
+
+    @property
+    def degraded_counts(self) -> dict[tuple[str, str], int]:
+        return self._book.degraded_counts
+
+    async def run(self, request: ConversionRequest, budget_s: float) -> ConversionDecision:
+        """One score within ``budget_s``. Store and model failures degrade the answer (see
+        pipeline.py); a failure of a FAIL step propagates (the edge maps it to a status)."""
+        return await self._engine.decide(
+            request.request_id,
+            budget_s,
+            lambda run: self._run(request, run),
+            lambda: {"user_id": request.user_id},
+            lambda d: {"probability": d.probability, "action": d.action.name},
+        )
+
+    async def _run(self, request: ConversionRequest, run: Run) -> ConversionDecision:
+        p = self._pipeline
+        state = ConversionState(request, self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms)
+        with run.timed(p.profile.name):
+            state.profile = await self._profile(state, p.profile, run.deadline)
+        with run.timed(p.features.name):
+            state.row = p.features.stage.build(state)
+            if self._replace_non_finite(state):
+                self._book.degrade(state.degraded, "features", "row_invalid")
+        with run.timed(p.scorer.name):
+            state.score = self._attempt(p.scorer, state, "model_error", lambda: p.scorer.stage.score(state))
+        with run.timed(p.policy.name):
+            state.verdict = p.policy.stage.decide(state)
+        a = state.artifacts
+        score, verdict = state.score, state.verdict
+        decision = ConversionDecision(
+            **run.envelope(a.version),
+            probability=score.probability if score is not None else a.base_rate,
+            action=verdict.action,
+            threshold=verdict.threshold,
+            base_rate=a.base_rate,
+            reasons=verdict.reasons,
+            scored=score is not None,
+        )
+        await self._engine.side_effects(run, self._side_effects, state, decision)
+        return decision
+
+    async def _profile(self, state: ConversionState, step: Step, deadline: float) -> Any:
+        try:
+            async with asyncio.timeout_at(deadline):
+                values = await step.stage.load(state)
+        except TimeoutError as exc:
+            self._book.degrade(state.degraded, step.flag, "deadline_exceeded", exc)
+            return unavailable(USER, 1)
+        except Exception as exc:  # noqa: BLE001 - declared DEGRADE: defaults still score
+            self._book.degrade(state.degraded, step.flag, store_failure(exc), exc)
+            return unavailable(USER, 1)
+        flag = _PROFILE_FLAGS.get(FeatureStatus(int(values.status[0])))
+        if flag is not None:
+            self._book.degrade(state.degraded, *flag)
+        return values
+
+    def _attempt(self, step: Step, state: ConversionState, reason: str, call: Callable[[], Any]) -> Any:
+        """Runs a synchronous step under its declared policy: DEGRADE -> None, flagged."""
+        if step.on_failure != DEGRADE:
+            return call()
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - declared DEGRADE
+            self._book.degrade(state.degraded, step.flag, reason, exc)
+            return None
+
+    @staticmethod
+    def _replace_non_finite(state: ConversionState) -> bool:
+        row = state.row
+        assert row is not None
+        bad = ~np.isfinite(row)
+        if not bad.any():
+            return False
+        row[bad] = np.broadcast_to(state.artifacts.defaults, row.shape)[bad]
+        return True

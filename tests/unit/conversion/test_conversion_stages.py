@@ -1,0 +1,192 @@
+"""The conversion pipeline's declared failure policies, settings and artifact checks, without
+a server: an executor over a fake store and a small real LightGBM model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from decision_service.config import ConfigError
+from decision_service.domain.conversion import ConversionAction, ConversionRequest
+from decision_service.domain.decision import RequestContext
+from decision_service.features.conversion import PROFILE_COLUMNS, REQUEST_COLUMNS, reason_code
+from decision_service.features.definitions import USER
+from decision_service.features.online_store import encode
+from decision_service.models.conversion_artifacts import ConversionArtifacts, save_conversion_artifacts
+from decision_service.models.registry import ModelVersion, RegistryError
+from decision_service.stages.policies.threshold import ThresholdConfig
+from decision_service.use_cases.conversion import threshold_config
+from decision_service.use_cases.conversion.executor import ConversionExecutor
+from decision_service.use_cases.conversion.pipeline import DEGRADE, FAIL, Step, conversion_pipeline
+
+COLUMNS = ("u_events_30d", "u_purchase_rate", "c_cart_items", "c_surface", "c_hour_of_day")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> ConversionArtifacts:
+    rng = np.random.default_rng(0)
+    x = rng.random((400, len(COLUMNS))).astype(np.float32) * [50, 1, 5, 5, 24]
+    y = (x[:, 2] + rng.normal(0, 1, 400) > 2.5).astype(np.float32)
+    model = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 7},
+        lgb.Dataset(x, y, feature_name=list(COLUMNS)),
+        20,
+    )
+    d = tmp_path_factory.mktemp("conv_version")
+    manifest = save_conversion_artifacts(d, model, (1.0, 0.0), float(y.mean()), {c: 1.0 for c in COLUMNS})
+    return ConversionArtifacts.load(
+        ModelVersion("conversion", "v0001", d, json.loads(json.dumps(manifest))), verify=False
+    )
+
+
+class FakeStore:
+    def __init__(self, raw=None, error: Exception | None = None, delay_s: float = 0.0) -> None:
+        self.raw, self.error, self.delay_s = raw, error, delay_s
+
+    async def read_groups(self, requests):
+        from decision_service.features.online_store import decode
+
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        return [decode(USER, [self.raw])]
+
+
+def request(threshold: float | None = None) -> ConversionRequest:
+    return ConversionRequest(
+        "r1",
+        "u1",
+        RequestContext(surface="checkout", device="ios"),
+        3,
+        99.0,
+        8,
+        300.0,
+        threshold,
+        1_700_000_000_000,
+    )
+
+
+def run(artifacts, store, req=None, budget_s=1.0, threshold=None):
+    threshold = threshold or ThresholdConfig()
+    executor = ConversionExecutor("conversion", conversion_pipeline(store, threshold), lambda: artifacts)
+    return asyncio.run(executor.run(req or request(), budget_s)), executor
+
+
+def stored_profile() -> bytes:
+    values = USER.defaults.copy()
+    values[USER.slot("u_events_30d")] = 40.0
+    from decision_service.domain.decision import now_ms
+
+    return encode(USER, values[None, :], now_ms())[0]
+
+
+def test_a_healthy_score_uses_the_stored_profile(artifacts):
+    decision, _ = run(artifacts, FakeStore(stored_profile()))
+    assert decision.degraded == [] and decision.scored
+    assert 0.0 < decision.probability < 1.0 and decision.action == ConversionAction.UNSPECIFIED
+    assert set(decision.stage_ms) == {"profile", "features", "lightgbm", "policy"}
+
+
+@pytest.mark.parametrize(
+    "store, flag",
+    [
+        (FakeStore(error=ConnectionError("down")), ("features", "store_unavailable")),
+        (FakeStore(error=TimeoutError()), ("features", "deadline_exceeded")),
+        (FakeStore(delay_s=0.5), ("features", "deadline_exceeded")),
+        (FakeStore(None), ("user_context", "unknown_user")),
+        (FakeStore(b"\x00" * 5), ("features", "user_invalid")),
+    ],
+)
+def test_kind_profile_failure_serves_declared_defaults_flagged(artifacts, store, flag):
+    decision, executor = run(artifacts, store, budget_s=0.1)
+    assert (decision.degraded[0].stage, decision.degraded[0].reason) == flag
+    assert decision.scored and 0.0 < decision.probability < 1.0
+    assert executor.degraded_counts[flag] == 1
+
+
+def test_kind_model_failure_answers_the_base_rate_and_never_targets(artifacts, monkeypatch):
+    from decision_service.stages.scorers.calibrated_lightgbm import CalibratedLightGbm
+
+    def broken(self, state):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(CalibratedLightGbm, "score", broken)
+    decision, _ = run(artifacts, FakeStore(stored_profile()), request(threshold=0.0))
+    assert [(d.stage, d.reason) for d in decision.degraded] == [("scoring", "model_error")]
+    assert not decision.scored and decision.probability == pytest.approx(artifacts.base_rate)
+    assert decision.action == ConversionAction.SKIP and decision.reasons == ()
+
+
+def test_a_failing_fail_step_fails_the_request(artifacts, monkeypatch):
+    from decision_service.stages.policies.threshold import Threshold
+
+    monkeypatch.setattr(Threshold, "decide", lambda self, state: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        run(artifacts, FakeStore(stored_profile()))
+
+
+def test_the_pipeline_declares_a_policy_for_every_step():
+    pipeline = conversion_pipeline(FakeStore(), ThresholdConfig())
+    steps = [pipeline.profile, pipeline.features, pipeline.scorer, pipeline.policy]
+    assert [s.on_failure for s in steps] == [DEGRADE, FAIL, DEGRADE, FAIL]
+    with pytest.raises(ValueError, match="needs a flag"):
+        Step(pipeline.scorer.stage, DEGRADE)
+
+
+def test_threshold_settings_come_from_the_environment_and_name_the_variable():
+    assert threshold_config({}).threshold is None
+    assert threshold_config({"DS_CONVERSION_THRESHOLD": "0.4"}).threshold == 0.4
+    with pytest.raises(ConfigError, match="DS_CONVERSION_THRESHOLD"):
+        threshold_config({"DS_CONVERSION_THRESHOLD": "high"})
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        threshold_config({"DS_CONVERSION_THRESHOLD": "1.5"})
+    with pytest.raises(ConfigError, match="DS_CONVERSION_MAX_REASONS"):
+        threshold_config({"DS_CONVERSION_MAX_REASONS": "3.5"})
+
+
+def test_the_server_threshold_applies_when_the_request_has_none(artifacts):
+    decision, _ = run(artifacts, FakeStore(stored_profile()), threshold=ThresholdConfig(threshold=0.0))
+    assert decision.action == ConversionAction.TARGET and decision.threshold == 0.0
+    decision, _ = run(
+        artifacts, FakeStore(stored_profile()), request(threshold=1.0), threshold=ThresholdConfig(0.0)
+    )
+    assert decision.action == ConversionAction.SKIP and decision.threshold == 1.0
+
+
+def test_categorical_reasons_name_their_category():
+    assert reason_code("c_surface", 3.0, False) == ("SURFACE_CART", "on the cart page")
+    assert reason_code("c_surface", -1.0, True)[0] == "SURFACE_OTHER"
+    assert reason_code("c_cart_items", 0.0, True)[0] == "CART_EMPTY"
+    assert all(reason_code(c, 1.0, False)[0] for c in PROFILE_COLUMNS + REQUEST_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("calibration"), "calibration"),
+        (lambda m: m.update(calibration={"a": float("nan"), "b": 0}), "bad calibration"),
+        (lambda m: m.update(base_rate=1.5), "base_rate"),
+    ],
+)
+def test_kind_a_broken_version_is_refused_at_load(artifacts, tmp_path, change, message):
+    manifest = save_conversion_artifacts(tmp_path, artifacts.model, (1.0, 0.0), 0.2, {})
+    change(manifest)
+    with pytest.raises(RegistryError, match=message):
+        ConversionArtifacts.load(ModelVersion("conversion", "v0009", tmp_path, manifest), verify=False)
+
+
+def test_kind_a_model_column_no_input_provides_is_refused(tmp_path):
+    x = np.random.default_rng(1).random((50, 2)).astype(np.float32)
+    model = lgb.train(
+        {"objective": "binary", "verbose": -1},
+        lgb.Dataset(x, (x[:, 0] > 0.5).astype(float), feature_name=["c_cart_items", "i_price"]),
+        3,
+    )
+    manifest = save_conversion_artifacts(tmp_path, model, (1.0, 0.0), 0.5, {})
+    with pytest.raises(RegistryError, match="i_price"):
+        ConversionArtifacts.load(ModelVersion("conversion", "v0001", tmp_path, manifest), verify=False)
