@@ -1,11 +1,15 @@
 """The execution engine every use case runs on: the request span, the deadline, stage timing,
 degraded flags (counted, rate-limited logs), the decision envelope and side effects.
 
-A use case's *flow* (its executor module) orders the stages of its pipeline and applies their
-failure policies (listed at the head of each executor module); what is the same for every use
-case lives here, once:
+A use case's *pipeline* (its pipeline module) declares its stages, each with its failure
+policy (a ``Step``: FAIL or DEGRADE, the flag, what is served instead); its *flow* (the
+executor module) orders the stages and serves each DEGRADE step's fallback. What is the same
+for every use case lives here, once:
 
   ``Engine.decide``               one request: span, deadline (event-loop time), a fresh ``Run``
+  ``Step``, ``FAIL`` / ``DEGRADE``  a stage with its declared failure policy
+  ``Run.attempt / Run.read``      apply a step's policy: a synchronous stage / a store read
+                                  bounded by the deadline
   ``StageBook.degrade / timed``   flag + count + log a degradation; time a stage
   ``Run.envelope``                decision id, time, model version, degradations, stage timings
   ``StageBook.run_side_effects``  effects after the answer is built (awaited ones bounded)
@@ -17,7 +21,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 from decision_service.domain.decision import Degradation, new_decision_id, now_ms
 from decision_service.errors import STORE_TIMEOUTS
@@ -25,6 +30,82 @@ from decision_service.rate_limited_log import RateLimitedLog
 from decision_service.telemetry import Telemetry
 
 D = TypeVar("D")
+
+FAIL = "fail"  # the request fails: the stage's exception propagates, the edge maps it to a status
+DEGRADE = "degrade"  # the step's fallback is served, the answer flagged ``{flag}:{reason}``
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A stage with its declared failure policy.
+
+    ``on_failure``: FAIL or DEGRADE. ``flag``: the ``Degradation.stage`` a DEGRADE step flags
+    (required for DEGRADE). ``fallback``: what is served instead (documentation: the flow
+    serves it when ``Run.attempt`` / ``Run.read`` return None).
+    """
+
+    stage: Any
+    on_failure: str  # FAIL or DEGRADE
+    flag: str = ""  # Degradation.stage when degraded
+    fallback: str = ""  # what is served instead (documentation; the flow implements it)
+
+    def __post_init__(self) -> None:
+        if self.on_failure not in (FAIL, DEGRADE) or (self.on_failure == DEGRADE and not self.flag):
+            raise ValueError(
+                f"step {getattr(self.stage, 'name', self.stage)!r}: on_failure {self.on_failure!r} "
+                f"must be {FAIL!r} or {DEGRADE!r}, and {DEGRADE!r} needs a flag"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.stage.name  # type: ignore[no-any-return]
+
+
+class OnFailure(NamedTuple):
+    """A failure policy declared apart from its stage (``declared_steps`` pairs them)."""
+
+    on_failure: str  # FAIL or DEGRADE
+    flag: str = ""
+    fallback: str = ""
+
+
+def declared_steps(
+    stages: Mapping[str, Any], on_failure: Mapping[str, OnFailure | Mapping[str, OnFailure]]
+) -> dict[str, Any]:
+    """Each pipeline field's stage (or tuple of stages) with its declared policy: a ``Step`` (or
+    a tuple of them). A field's declaration is one ``OnFailure`` (for each of its stages), or
+    one per stage name (e.g. filters: each guarantees something different).
+
+    On failure: ValueError when a stage has no declared policy or its policy is invalid (a
+    DEGRADE without a flag), so a pipeline with an undeclared stage cannot be built."""
+    steps: dict[str, Any] = {}
+    for role, stage in stages.items():
+        if role not in on_failure:
+            raise ValueError(f"pipeline field {role!r} has no declared failure policy")
+        policy = on_failure[role]
+        if isinstance(stage, tuple):
+            steps[role] = tuple(_declared_step(role, s, policy) for s in stage)
+        else:
+            steps[role] = _declared_step(role, stage, policy)
+    return steps
+
+
+def require_fail(steps: Mapping[str, Step], *roles: str) -> None:
+    """Refuses a DEGRADE declaration for a step its flow has no fallback for.
+
+    On failure: ValueError naming the step."""
+    for role in roles:
+        if steps[role].on_failure != FAIL:
+            raise ValueError(f"step {role!r} must be declared {FAIL!r}: its flow has no fallback for it")
+
+
+def _declared_step(role: str, stage: Any, policy: OnFailure | Mapping[str, OnFailure]) -> Step:
+    if not isinstance(policy, OnFailure):
+        if stage.name not in policy:
+            raise ValueError(f"{role} stage {stage.name!r} has no declared failure policy")
+        policy = policy[stage.name]
+    return Step(stage, *policy)
+
 
 class StageBook:
     """Per use case: degraded counters, the rate-limited warnings, stage timing, side effects."""
@@ -143,7 +224,9 @@ class Run:
     """One request on the engine: its deadline, timings and degradations.
 
     A flow builds its per-request state on the run's ``degraded`` and ``stage_ms`` so
-    every stage's flags and timings end up in the decision's envelope.
+    every stage's flags and timings end up in the decision's envelope. ``attempt`` / ``read``
+    apply a step's declared policy: on the happy path one call and one ``try``, nothing
+    allocated beyond the stage's own call (``call`` is the stage's bound method).
     """
 
     __slots__ = ("book", "request_id", "deadline", "stage_ms", "degraded")
@@ -157,6 +240,41 @@ class Run:
 
     def timed(self, name: str, stage_ms: dict[str, float] | None = None) -> Any:
         return self.book.timed(self.stage_ms if stage_ms is None else stage_ms, name)
+
+    def attempt(
+        self, step: Step, reason: str | Callable[[Exception], str], call: Callable[..., Any], *args: Any
+    ) -> Any:
+        """``call(*args)`` under ``step``'s policy. FAIL: its exception propagates. DEGRADE: an
+        exception flags ``{step.flag}:{reason}`` (``reason(exc)`` when a function) and returns
+        None; the flow serves the step's fallback."""
+        if step.on_failure != DEGRADE:
+            return call(*args)
+        try:
+            return call(*args)
+        except Exception as exc:  # noqa: BLE001 - declared DEGRADE
+            why = reason if isinstance(reason, str) else reason(exc)
+            self.book.degrade(self.degraded, step.flag, why, exc)
+            return None
+
+    async def read(
+        self, step: Step, call: Callable[..., Awaitable[Any]], *args: Any, fallback: Any = None
+    ) -> Any:
+        """Awaits ``call(*args)`` (a store read or write) until the run's deadline, under
+        ``step``'s policy. FAIL: the timeout or the error propagates. DEGRADE: flags
+        ``{step.flag}:deadline_exceeded`` or ``{step.flag}:{store_failure(exc)}`` and returns
+        ``fallback`` (None unless the flow needs None for an answer, e.g. a commit)."""
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await call(*args)
+        except TimeoutError as exc:
+            if step.on_failure != DEGRADE:
+                raise
+            self.book.degrade(self.degraded, step.flag, "deadline_exceeded", exc)
+        except Exception as exc:  # noqa: BLE001 - declared DEGRADE
+            if step.on_failure != DEGRADE:
+                raise
+            self.book.degrade(self.degraded, step.flag, store_failure(exc), exc)
+        return fallback
 
     def envelope(self, model_version: str, dedupe: bool = True) -> dict[str, Any]:
         """The fields every decision carries (``domain.decision.Decision``), stamped now.

@@ -114,8 +114,10 @@ class CandidateSource(Protocol):
 
 
 class Filter(Protocol):
+    """Its failure policy (fail the request, or skip it flagged) is declared per filter name in
+    the pipeline (use_cases/recommendation/pipeline.py: ``ON_FAILURE``), not by the filter."""
+
     name: str
-    fail_open: bool  # True: on error the executor skips the filter and flags degraded
 
     def keep(self, state: RecommendationState) -> np.ndarray:
         """Contract: a boolean mask over ``state.candidates``; True = keep."""

@@ -9,7 +9,6 @@ from decision_service.stages.base import RecommendationState
 
 class CategoryAllowList:
     name = "category_allow_list"
-    fail_open = False
 
     def keep(self, state: RecommendationState) -> np.ndarray:
         allowed = state.request.allowed_categories

@@ -17,7 +17,6 @@ _STOCK = ITEM.slot("i_stock")
 
 class OutOfStock:
     name = "out_of_stock"
-    fail_open = True
 
     def keep(self, state: RecommendationState) -> np.ndarray:
         if state.features is None:

@@ -9,7 +9,6 @@ from decision_service.stages.base import RecommendationState
 
 class PreviouslySeen:
     name = "previously_seen"
-    fail_open = True  # showing a seen item again is a lesser harm than failing the request
 
     def keep(self, state: RecommendationState) -> np.ndarray:
         seen = state.user.seen_item_ids if state.user else frozenset()

@@ -9,7 +9,6 @@ from decision_service.stages.base import RecommendationState
 
 class RequestExclusions:
     name = "request_exclusions"
-    fail_open = False  # the caller relies on it (e.g. items already in the cart)
 
     def keep(self, state: RecommendationState) -> np.ndarray:
         excluded = state.request.exclude_item_ids

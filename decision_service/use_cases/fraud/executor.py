@@ -1,30 +1,23 @@
-"""Runs the fraud pipeline: stage timing, the deadline, failure policy, degraded flags, idempotency.
-
-Stages contain only their logic; every "what if it fails or is late" decision is here:
-  context     late/failed -> no context: request-time features + rules, the configured
-                             fallback (fail to review / fail open), flagged
+"""Runs the fraud pipeline on the engine, applying the failure policy each stage declares
+(pipeline.py: ``ON_FAILURE``) through ``Run.attempt`` / ``Run.read``, and the flow that is not
+failure policy:
   record      exists, same payload      -> the recorded decision, answered again
               exists, different payload -> AlreadyExists (the request fails)
-  features    failed      -> the request fails (a bug, not an outage)
   values      non-finite  -> declared defaults, flagged ``features:{group}_invalid`` (stored
                              profiles: INVALID status, logged; the model row: every column)
-  neighbours  failed      -> declared defaults, flagged (``invalid_query`` for a non-finite one)
-  scoring     failed      -> no score: rules + fallback, flagged
-  policy      failed      -> the request fails (never guess a verdict)
-  commit      late/failed -> the answer stands, flagged (a retry may be scored again)
+  commit      no context  -> skipped, flagged ``commit:skipped_store_unavailable``
               lost a race -> the winner's decision is answered (same decision id)
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from decision_service.config import ServiceConfig
 from decision_service.domain.features import FeatureStatus
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
-from decision_service.engine import Engine, Run, store_failure
+from decision_service.engine import Engine, Run, require_fail
 from decision_service.errors import AlreadyExists
 from decision_service.features.fraud_store import FraudStore
 from decision_service.features.redis_mux import MultiplexedRedis
@@ -37,6 +30,12 @@ from decision_service.telemetry import Telemetry
 from decision_service.use_cases.fraud.pipeline import FraudPipeline, fraud_pipeline, policy_config
 
 USE_CASE = "fraud"
+_UNRECORDED = object()  # the commit step degraded: nothing was recorded
+
+
+def _neighbour_failure(exc: Exception) -> str:
+    """The neighbour step's degraded reason: a non-finite query, or the index failed."""
+    return "invalid_query" if isinstance(exc, InvalidNeighbourQuery) else "index_error"
 
 
 class FraudExecutor:
@@ -48,6 +47,8 @@ class FraudExecutor:
         telemetry: Telemetry | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._steps = pipeline.steps
+        require_fail(self._steps, "features", "policy")  # this flow has no fallback for them
         self._artifacts = artifacts
         self._side_effects = side_effects
         self._engine = Engine(USE_CASE, telemetry)
@@ -77,52 +78,48 @@ class FraudExecutor:
         state = FraudState(
             request=request, artifacts=self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms
         )
-        p = self._pipeline
+        s = self._steps
         fingerprint = request.transaction.fingerprint()
 
-        with self._book.timed(state.stage_ms, p.context.name):
-            state.context = await self._load_context(state, deadline)
+        step = s["context"]
+        with self._book.timed(state.stage_ms, step.name):
+            state.context = await run.read(step, step.stage.load, state)  # None: no context
         if state.context is not None and state.context.previous_record is not None:
             return await self._replay(state, state.context.previous_record, fingerprint, deadline)
 
         self._flag_invalid_profiles(state)
-        with self._book.timed(state.stage_ms, p.features.name):
-            state.row = p.features.build(state)
+        step = s["features"]
+        with self._book.timed(state.stage_ms, step.name):
+            state.row = run.attempt(step, "", step.stage.build, state)  # FAIL: no fallback
             # no NaN / inf reaches the neighbour query or the model: declared defaults, flagged
             for group in state.artifacts.assembler.replace_non_finite(state.row):
                 self._book.degrade(state.degraded, "features", f"{group}_invalid")
-        with self._book.timed(state.stage_ms, p.neighbours.name):
-            try:
-                p.neighbours.fill(state, state.row)
-            except InvalidNeighbourQuery as exc:
-                self._book.degrade(state.degraded, "neighbours", "invalid_query", exc)
-            except Exception as exc:  # noqa: BLE001 - defaults are declared for this
-                self._book.degrade(state.degraded, "neighbours", "index_error", exc)
-        with self._book.timed(state.stage_ms, p.scorer.name):
-            try:
-                state.score = p.scorer.score(state)
-            except Exception as exc:  # noqa: BLE001 - rules + fallback still decide
-                self._book.degrade(state.degraded, "scoring", "model_error", exc)
-        with self._book.timed(state.stage_ms, p.policy.name):
-            state.verdict = p.policy.decide(state)
+        step = s["neighbours"]
+        with self._book.timed(state.stage_ms, step.name):
+            run.attempt(step, _neighbour_failure, step.stage.fill, state, state.row)
+        step = s["scorer"]
+        with self._book.timed(state.stage_ms, step.name):
+            state.score = run.attempt(step, "model_error", step.stage.score, state)  # None: rules
+        step = s["policy"]
+        with self._book.timed(state.stage_ms, step.name):
+            state.verdict = run.attempt(step, "", step.stage.decide, state)  # FAIL: no fallback
 
         decision = self._decision(state, run)
         if state.context is None:
             self._book.degrade(state.degraded, "commit", "skipped_store_unavailable")
             return await self._finish(state, decision, deadline)
-        with self._book.timed(state.stage_ms, p.committer.name):
-            try:
-                async with asyncio.timeout_at(deadline):
-                    previous = await p.committer.commit(state, encode_record(fingerprint, decision))
-            except TimeoutError as exc:
-                self._book.degrade(state.degraded, "commit", "deadline_exceeded", exc)
-                return await self._finish(state, decision, deadline)
-            except Exception as exc:  # noqa: BLE001 - the verdict stands without the record
-                self._book.degrade(state.degraded, "commit", store_failure(exc), exc)
-                return await self._finish(state, decision, deadline)
+        step = s["committer"]
+        with self._book.timed(state.stage_ms, step.name):
+            previous = await run.read(step, self._commit, state, fingerprint, decision, fallback=_UNRECORDED)
+        if previous is _UNRECORDED:  # flagged: the verdict stands without the record
+            return await self._finish(state, decision, deadline)
         if previous is not None:  # a concurrent call with this id recorded first
             return await self._replay(state, previous, fingerprint, deadline)
         return await self._finish(state, decision, deadline)
+
+    async def _commit(self, state: FraudState, fingerprint: str, decision: FraudDecision) -> bytes | None:
+        """Records the decision: None when this call recorded it, else the existing record."""
+        return await self._steps["committer"].stage.commit(state, encode_record(fingerprint, decision))
 
     def model_version(self) -> str:
         """The fraud model version new requests are served with."""
@@ -142,16 +139,6 @@ class FraudExecutor:
         for values in (state.context.user, state.context.merchant, state.context.device):
             if int(values.status[0]) == FeatureStatus.INVALID:
                 self._book.degrade(state.degraded, "features", f"{values.group}_invalid")
-
-    async def _load_context(self, state: FraudState, deadline: float):  # type: ignore[no-untyped-def]
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._pipeline.context.load(state)
-        except TimeoutError as exc:
-            self._book.degrade(state.degraded, "features", "deadline_exceeded", exc)
-        except Exception as exc:  # noqa: BLE001 - store down: request-time features + rules
-            self._book.degrade(state.degraded, "features", store_failure(exc), exc)
-        return None
 
     async def _replay(
         self, state: FraudState, raw: bytes, fingerprint: str, deadline: float

@@ -1,10 +1,34 @@
-"""The fraud pipeline, declared as its ordered stages."""
+"""The fraud pipeline: its ordered stages, each with its failure policy declared here
+(``ON_FAILURE``, read by the executor through ``FraudPipeline.steps``).
+
+field       on failure                                         flagged
+context     late / store down -> no context: request-time      features:{deadline_exceeded |
+            features + rules, the configured fallback          store_timeout | store_unavailable}
+            (fail to review / fail open)
+features    raises -> the request fails (a bug, not an outage)
+neighbours  raises -> the declared defaults in the row         neighbours:{invalid_query |
+                                                               index_error}
+scorer      raises -> no score: rules + the configured         scoring:model_error
+            fallback
+policy      raises -> the request fails (never guess a verdict)
+committer   late / store down -> the answer stands,            commit:{deadline_exceeded |
+            unrecorded (a retry may be scored again)           store_timeout | store_unavailable}
+
+Not failure policy but flow, so in the executor: a recorded decision for the transaction id
+(same payload: replayed; another payload or an unreadable record: AlreadyExists, the request
+fails), the commit skipped without a context (``commit:skipped_store_unavailable``), a commit
+that lost a race (the winner's decision is answered), and non-finite values (declared
+defaults, ``features:{group}_invalid``). Side effects: ``engine.StageBook.run_side_effects``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from decision_service.config import ServiceConfig
+from decision_service.engine import DEGRADE, FAIL, OnFailure, Step, declared_steps
 from decision_service.features.fraud_store import FraudStore
 from decision_service.stages.committers.commit_decision import CommitDecision
 from decision_service.stages.fraud_base import (
@@ -21,6 +45,17 @@ from decision_service.stages.hydrators.transaction_features import TransactionFe
 from decision_service.stages.policies.rules_and_thresholds import PolicyConfig, RulesAndThresholds
 from decision_service.stages.scorers.lightgbm_fraud import LightGbmFraudScorer
 
+# Each stage's failure policy, by pipeline field (the table above).
+ON_FAILURE: Mapping[str, OnFailure] = {
+    "context": OnFailure(DEGRADE, "features", "no context: request-time features + rules, the fallback"),
+    "features": OnFailure(FAIL),
+    "neighbours": OnFailure(DEGRADE, "neighbours", "the declared defaults in the row"),
+    "scorer": OnFailure(DEGRADE, "scoring", "no score: rules + the configured fallback"),
+    "policy": OnFailure(FAIL),
+    "committer": OnFailure(DEGRADE, "commit", "the answer stands, unrecorded"),
+}
+STAGES = ("context", "features", "neighbours", "scorer", "policy", "committer")  # in order
+
 
 @dataclass(frozen=True)
 class FraudPipeline:
@@ -30,6 +65,13 @@ class FraudPipeline:
     scorer: FraudScorer
     policy: Policy
     committer: DecisionCommitter  # records the decision, counts the payment (atomic)
+    on_failure: Mapping[str, OnFailure] = field(default_factory=lambda: ON_FAILURE, repr=False)
+    # field -> its stage with the declared policy, built (and checked) with the pipeline
+    steps: Mapping[str, Step] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stages: dict[str, Any] = {name: getattr(self, name) for name in STAGES}
+        object.__setattr__(self, "steps", declared_steps(stages, self.on_failure))
 
 
 def fraud_pipeline(store: FraudStore, policy: PolicyConfig) -> FraudPipeline:

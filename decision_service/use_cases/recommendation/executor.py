@@ -1,14 +1,12 @@
-"""Runs a recommendation pipeline: stage timing, the deadline, failure policy, degraded flags.
-
-Stages contain only their logic; every "what if it fails or is late" decision is here:
-  user state   late/failed -> unknown user (popular fallback), flagged
-  a source     failed      -> skipped, flagged
-  a filter     failed      -> skipped and flagged if ``fail_open``, else the request fails
-  hydration    late/failed -> declared defaults (status UNAVAILABLE), flagged
+"""Runs a recommendation pipeline on the engine, applying the failure policy each stage
+declares (pipeline.py: ``ON_FAILURE``) through ``Run.attempt`` / ``Run.read``, and the flow
+that is not failure policy:
+  user state   an unknown user / an invalid embedding -> popular candidates, flagged
+  hydration    INVALID / missing / non-finite values -> declared defaults, flagged
   filters      left fewer than num_items -> refill rounds: the sources retrieve deeper
                            (``state.depth_factor``), only the new candidates are filtered and
                            hydrated, up to the pipeline's ``retrieval_max_rounds`` within the deadline
-  scoring      impossible  -> retrieval order, flagged
+  scoring      no feature at all -> retrieval order, flagged ``scoring:features_unavailable``
   selection    fewer than num_items eligible -> the shorter list, flagged ``selection:short_list``
 """
 
@@ -28,16 +26,11 @@ from decision_service.domain.recommendation import (
     RecommendationDecision,
     RecommendationRequest,
 )
-from decision_service.engine import Engine, Run, store_failure
+from decision_service.engine import Engine, Run, Step, require_fail
 from decision_service.features import online_store
 from decision_service.features.definitions import CATEGORIES, ITEM, USER, USER_ITEM
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
-from decision_service.stages.base import (
-    Filter,
-    HydratedFeatures,
-    RecommendationState,
-    UserState,
-)
+from decision_service.stages.base import HydratedFeatures, RecommendationState, UserState
 from decision_service.stages.hydrators.candidate_features import cross_features
 from decision_service.telemetry import Telemetry
 from decision_service.use_cases.recommendation.pipeline import RecommendationPipeline
@@ -55,6 +48,16 @@ class RecommendationExecutor:
         telemetry: Telemetry | None = None,
     ) -> None:
         self._pipeline = pipeline
+        steps = pipeline.steps
+        require_fail(steps, "selector")  # this flow has no fallback for it
+        self._user_state: Step = steps["user_state"]
+        # (step, degraded reason) pairs: the reasons are built once, not per request
+        self._sources = _with_reasons(steps["sources"])
+        self._filters = _with_reasons(steps["filters"])
+        self._post_filters = _with_reasons(steps["post_filters"])
+        self._hydrator: Step = steps["hydrator"]
+        self._scorer: Step = steps["scorer"]
+        self._selector: Step = steps["selector"]
         self._max_rounds = max(1, pipeline.retrieval_max_rounds)
         self._artifacts = artifacts
         self._engine = Engine(USE_CASE, telemetry)
@@ -67,7 +70,8 @@ class RecommendationExecutor:
     async def run(self, request: RecommendationRequest, budget_s: float) -> RecommendationDecision:
         """One recommendation within ``budget_s`` seconds (engine.py: span, deadline, envelope).
 
-        On failure: only a fail-closed filter's exception propagates; everything else degrades."""
+        On failure: only a FAIL step's exception propagates (pipeline.py: the fail-closed
+        filters, the selector); everything else degrades."""
         return await self._engine.decide(
             request.request_id,
             budget_s,
@@ -77,50 +81,46 @@ class RecommendationExecutor:
         )
 
     async def _run(self, request: RecommendationRequest, run: Run) -> RecommendationDecision:
-        deadline = run.deadline
         state = RecommendationState(
             request=request, artifacts=self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms
         )
-        p = self._pipeline
 
-        with self._book.timed(state.stage_ms, p.user_state.name):
-            state.user = await self._load_user(state, deadline)
+        with self._book.timed(state.stage_ms, self._user_state.name):
+            state.user = await self._load_user(run, state)
 
-        retrieved = await self._round(state, deadline, state.stage_ms, np.empty(0, np.int64))
-        await self._refill(state, deadline, retrieved)
+        retrieved = await self._round(run, state, state.stage_ms, np.empty(0, np.int64))
+        await self._refill(run, state, retrieved)
 
-        with self._book.timed(state.stage_ms, p.scorer.name):
-            state.scores = self._score(state)
+        with self._book.timed(state.stage_ms, self._scorer.name):
+            state.scores = self._score(run, state)
 
-        with self._book.timed(state.stage_ms, p.selector.name):
-            state.selected = p.selector.select(state, state.scores)
+        step = self._selector
+        with self._book.timed(state.stage_ms, step.name):
+            state.selected = run.attempt(step, "", step.stage.select, state, state.scores)  # FAIL
         if len(state.selected) < request.num_items:
             self._book.degrade(state.degraded, "selection", "short_list")
 
         decision = self._decision(state, run)
-        await self._engine.side_effects(run, p.side_effects, state, decision)
+        await self._engine.side_effects(run, self._pipeline.side_effects, state, decision)
         return decision
 
     # ---------------------------------------------------------------- retrieval rounds
 
     async def _round(
-        self, state: RecommendationState, deadline: float, stage_ms: dict[str, float], retrieved: np.ndarray
+        self, run: Run, state: RecommendationState, stage_ms: dict[str, float], retrieved: np.ndarray
     ) -> np.ndarray:
         """One retrieval round: sources, filters, hydration and post-filters of the candidates
         not ``retrieved`` by an earlier round; they are appended to the state's candidates.
 
         Contract: returns every row retrieved so far (``retrieved`` + this round's).
         """
-        p = self._pipeline
         first = state.features is None
         kept, kept_features = state.candidates, state.features
         batch = Candidates.empty()
-        for source in p.sources:
-            with self._book.timed(stage_ms, source.name):
-                try:
-                    more = source.retrieve(state)
-                except Exception as exc:  # noqa: BLE001 - a source may fail; others still serve
-                    self._book.degrade(state.degraded, "candidates", f"{source.name}_failed", exc)
+        for step, reason in self._sources:
+            with self._book.timed(stage_ms, step.name):
+                more = run.attempt(step, reason, step.stage.retrieve, state)
+                if more is None:  # degraded: the other sources still serve
                     continue
                 batch = Candidates.merge([batch, more])
         if len(retrieved):
@@ -128,13 +128,13 @@ class RecommendationExecutor:
         retrieved = np.concatenate([retrieved, batch.rows])
 
         state.candidates, state.features = batch, None
-        for f in p.filters:
-            self._apply_filter(state, f, stage_ms)
+        for step, reason in self._filters:
+            self._apply_filter(run, state, step, reason, stage_ms)
         if first or len(state.candidates):  # the first round always reads the user's row
-            with self._book.timed(stage_ms, p.hydrator.name):
-                state.features = await self._hydrate(state, deadline)
-            for f in p.post_filters:
-                self._apply_filter(state, f, stage_ms)
+            with self._book.timed(stage_ms, self._hydrator.name):
+                state.features = await self._hydrate(run, state)
+            for step, reason in self._post_filters:
+                self._apply_filter(run, state, step, reason, stage_ms)
         if not first:
             if state.features is not None and kept_features is not None:
                 state.features = kept_features.extend(state.features)
@@ -143,7 +143,7 @@ class RecommendationExecutor:
             state.candidates = Candidates.merge([kept, state.candidates])
         return retrieved
 
-    async def _refill(self, state: RecommendationState, deadline: float, retrieved: np.ndarray) -> None:
+    async def _refill(self, run: Run, state: RecommendationState, retrieved: np.ndarray) -> None:
         """Retrieves deeper while the filters left fewer than num_items candidates.
 
         Each round multiplies the sources' depth by the shortfall ratio (at least 2, at most
@@ -151,6 +151,7 @@ class RecommendationExecutor:
         Stops at ``max_rounds`` rounds, at the deadline, or when no source has new rows.
         """
         want = state.request.num_items
+        deadline = run.deadline
         loop = asyncio.get_running_loop()
         for _ in range(self._max_rounds - 1):
             have = len(state.candidates)
@@ -159,7 +160,7 @@ class RecommendationExecutor:
             state.depth_factor *= float(np.clip(want / max(have, 1), 2.0, 16.0))
             stage_ms: dict[str, float] = {}
             before = len(retrieved)
-            retrieved = await self._round(state, deadline, stage_ms, retrieved)
+            retrieved = await self._round(run, state, stage_ms, retrieved)
             for name, ms in stage_ms.items():
                 state.stage_ms[name] = state.stage_ms.get(name, 0.0) + ms
             if len(retrieved) == before:  # every source is exhausted (or capped)
@@ -167,17 +168,11 @@ class RecommendationExecutor:
 
     # ---------------------------------------------------------------- stage wrappers
 
-    async def _load_user(self, state: RecommendationState, deadline: float) -> UserState:
-        user_id = state.request.user_id
-        try:
-            async with asyncio.timeout_at(deadline):
-                user = await self._pipeline.user_state.load(state)
-        except TimeoutError as exc:
-            self._book.degrade(state.degraded, "user_context", "deadline_exceeded", exc)
-            return UserState.unknown(user_id, FeatureStatus.UNAVAILABLE)
-        except Exception as exc:  # noqa: BLE001 - store down: serve the fallback
-            self._book.degrade(state.degraded, "user_context", store_failure(exc), exc)
-            return UserState.unknown(user_id, FeatureStatus.UNAVAILABLE)
+    async def _load_user(self, run: Run, state: RecommendationState) -> UserState:
+        step = self._user_state
+        user = await run.read(step, step.stage.load, state)
+        if user is None:  # degraded: the store is down or late
+            return UserState.unknown(state.request.user_id, FeatureStatus.UNAVAILABLE)
         if user.embedding_status == FeatureStatus.MISSING:
             self._book.degrade(state.degraded, "user_context", "unknown_user")
         elif user.embedding_status != FeatureStatus.PRESENT:
@@ -185,31 +180,25 @@ class RecommendationExecutor:
             self._book.degrade(state.degraded, "user_context", reason)
         return user
 
-    def _apply_filter(self, state: RecommendationState, f: Filter, stage_ms: dict[str, float]) -> None:
-        with self._book.timed(stage_ms, f.name):
-            try:
-                keep = f.keep(state)
-            except Exception as exc:
-                if not f.fail_open:
-                    raise
-                self._book.degrade(state.degraded, "filters", f"{f.name}_failed", exc)
+    def _apply_filter(
+        self, run: Run, state: RecommendationState, step: Step, reason: str, stage_ms: dict[str, float]
+    ) -> None:
+        with self._book.timed(stage_ms, step.name):
+            keep = run.attempt(step, reason, step.stage.keep, state)
+            if keep is None:  # degraded: skipped
                 return
             removed = len(keep) - int(np.count_nonzero(keep))
-            state.removed[f.name] = state.removed.get(f.name, 0) + removed
+            name = step.name
+            state.removed[name] = state.removed.get(name, 0) + removed
             if removed:
                 state.candidates = state.candidates.take(keep)
                 if state.features is not None:
                     state.features = state.features.take(keep)
 
-    async def _hydrate(self, state: RecommendationState, deadline: float) -> HydratedFeatures:
-        try:
-            async with asyncio.timeout_at(deadline):
-                features = await self._pipeline.hydrator.hydrate(state)
-        except TimeoutError as exc:
-            self._book.degrade(state.degraded, "features", "deadline_exceeded", exc)
-            return self._unavailable_features(state)
-        except Exception as exc:  # noqa: BLE001 - store down: serve declared defaults
-            self._book.degrade(state.degraded, "features", store_failure(exc), exc)
+    async def _hydrate(self, run: Run, state: RecommendationState) -> HydratedFeatures:
+        step = self._hydrator
+        features = await run.read(step, step.stage.hydrate, state)
+        if features is None:  # degraded: the store is down or late
             return self._unavailable_features(state)
         user_status = int(features.user.status[0])
         if user_status not in (FeatureStatus.PRESENT, FeatureStatus.MISSING):
@@ -235,7 +224,7 @@ class RecommendationExecutor:
             cross = np.zeros((len(state.candidates), len(USER_ITEM.columns)), np.float32)
         return HydratedFeatures(user, items, cross)
 
-    def _score(self, state: RecommendationState) -> np.ndarray:
+    def _score(self, run: Run, state: RecommendationState) -> np.ndarray:
         n = len(state.candidates)
         features = state.features
         if n == 0:
@@ -243,14 +232,15 @@ class RecommendationExecutor:
         if features is not None and features.items.n_present == 0 and _all_unavailable(features.items):
             self._book.degrade(state.degraded, "scoring", "features_unavailable")
             return _retrieval_order_scores(n)
-        try:
-            scores = self._pipeline.scorer.score(state)
-            if len(scores) != n or not np.all(np.isfinite(scores)):
-                raise ValueError(f"scorer returned {len(scores)} scores for {n} candidates")
-            return scores
-        except Exception as exc:  # noqa: BLE001 - a broken model must not fail requests
-            self._book.degrade(state.degraded, "scoring", "model_error", exc)
-            return _retrieval_order_scores(n)
+        scores = run.attempt(self._scorer, "model_error", self._model_scores, state, n)
+        return _retrieval_order_scores(n) if scores is None else scores  # None: degraded
+
+    def _model_scores(self, state: RecommendationState, n: int) -> np.ndarray:
+        """The scorer's scores; a wrong count or a non-finite score is the scorer failing."""
+        scores = self._scorer.stage.score(state)
+        if len(scores) != n or not np.all(np.isfinite(scores)):
+            raise ValueError(f"scorer returned {len(scores)} scores for {n} candidates")
+        return scores
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -278,6 +268,11 @@ class RecommendationExecutor:
         ]
         return RecommendationDecision(**run.envelope(state.artifacts.version), items=items)
 
+
+
+def _with_reasons(steps: tuple[Step, ...]) -> tuple[tuple[Step, str], ...]:
+    """Each step with its degraded reason, ``{stage}_failed``."""
+    return tuple((step, f"{step.name}_failed") for step in steps)
 
 
 def _all_unavailable(values: GroupValues) -> bool:
