@@ -15,8 +15,9 @@ and never name a use case. What a use case provides:
   serve            builds what serves requests (pipeline, model holder, executor) from the
                    server's shared resources; None when no version of it is published
 
-Not yet declared here: the offline half (training set, retrain, publish gate, demo and
-flywheel hooks) is still wired per use case in offline/runs/ (docs/architecture.md).
+The offline half (bootstrap, demo section, flywheel turn, learn: training set, retrain,
+publish gate) is the use case's ``OfflineUseCase`` in ``offline/use_cases/<name>.py``
+(offline/use_cases/base.py), registered in ``offline.use_cases.OFFLINE_USE_CASES``.
 """
 
 from __future__ import annotations

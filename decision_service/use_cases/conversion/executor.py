@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -11,13 +10,13 @@ import numpy as np
 
 from decision_service.domain.conversion import ConversionDecision, ConversionRequest
 from decision_service.domain.features import FeatureStatus
-from decision_service.engine import Engine, Run, store_failure
+from decision_service.engine import Engine, Run
 from decision_service.features.definitions import USER
 from decision_service.features.online_store import unavailable
 from decision_service.models.conversion_artifacts import ConversionArtifacts
 from decision_service.stages.conversion_base import ConversionState
 from decision_service.telemetry import Telemetry
-from decision_service.use_cases.conversion.pipeline import DEGRADE, ConversionPipeline, Step
+from decision_service.use_cases.conversion.pipeline import ConversionPipeline
 
 _PROFILE_FLAGS = {
     FeatureStatus.MISSING: ("user_context", "unknown_user"),
@@ -68,13 +67,13 @@ class ConversionExecutor:
         p = self._pipeline
         state = ConversionState(request, self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms)
         with run.timed(p.profile.name):
-            state.profile = await self._profile(state, p.profile, run.deadline)
+            state.profile = await self._profile(state, run)
         with run.timed(p.features.name):
             state.row = p.features.stage.build(state)
             if self._replace_non_finite(state):
                 self._book.degrade(state.degraded, "features", "row_invalid")
         with run.timed(p.scorer.name):
-            state.score = self._attempt(p.scorer, state, "model_error", lambda: p.scorer.stage.score(state))
+            state.score = run.attempt(p.scorer, "model_error", p.scorer.stage.score, state)
         with run.timed(p.policy.name):
             state.verdict = p.policy.stage.decide(state)
         a = state.artifacts
@@ -91,30 +90,15 @@ class ConversionExecutor:
         await self._engine.side_effects(run, self._side_effects, state, decision)
         return decision
 
-    async def _profile(self, state: ConversionState, step: Step, deadline: float) -> Any:
-        try:
-            async with asyncio.timeout_at(deadline):
-                values = await step.stage.load(state)
-        except TimeoutError as exc:
-            self._book.degrade(state.degraded, step.flag, "deadline_exceeded", exc)
-            return unavailable(USER, 1)
-        except Exception as exc:  # noqa: BLE001 - declared DEGRADE: defaults still score
-            self._book.degrade(state.degraded, step.flag, store_failure(exc), exc)
+    async def _profile(self, state: ConversionState, run: Run) -> Any:
+        step = self._pipeline.profile
+        values = await run.read(step, step.stage.load, state)
+        if values is None:  # declared DEGRADE (flagged by the engine): the declared defaults
             return unavailable(USER, 1)
         flag = _PROFILE_FLAGS.get(FeatureStatus(int(values.status[0])))
         if flag is not None:
             self._book.degrade(state.degraded, *flag)
         return values
-
-    def _attempt(self, step: Step, state: ConversionState, reason: str, call: Callable[[], Any]) -> Any:
-        """Runs a synchronous step under its declared policy: DEGRADE -> None, flagged."""
-        if step.on_failure != DEGRADE:
-            return call()
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - declared DEGRADE
-            self._book.degrade(state.degraded, step.flag, reason, exc)
-            return None
 
     @staticmethod
     def _replace_non_finite(state: ConversionState) -> bool:

@@ -16,35 +16,14 @@ effects    the decision index write late / failed -> the answer stands, flagged
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from decision_service.engine import DEGRADE, FAIL, Step
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.stages.conversion_base import Policy, ProfileLoader, RowBuilder, Scorer
 from decision_service.stages.hydrators.conversion_features import ConversionFeatures
 from decision_service.stages.hydrators.user_profile import UserProfile
 from decision_service.stages.policies.threshold import Threshold, ThresholdConfig
 from decision_service.stages.scorers.calibrated_lightgbm import CalibratedLightGbm
-
-FAIL = "fail"  # the request fails: the edge answers with the error's status
-DEGRADE = "degrade"  # the stage's fallback is served, flagged ``{flag}:{reason}``
-
-
-@dataclass(frozen=True)
-class Step:
-    """A stage with its declared failure policy."""
-
-    stage: Any
-    on_failure: str  # FAIL or DEGRADE
-    flag: str = ""  # Degradation.stage when degraded
-    fallback: str = ""  # what is served instead (documentation; the executor implements it)
-
-    def __post_init__(self) -> None:
-        if self.on_failure not in (FAIL, DEGRADE) or (self.on_failure == DEGRADE and not self.flag):
-            raise ValueError(f"step {self.stage.name!r}: on_failure {self.on_failure!r} needs a flag")
-
-    @property
-    def name(self) -> str:
-        return self.stage.name  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

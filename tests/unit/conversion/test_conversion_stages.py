@@ -13,6 +13,7 @@ import pytest
 from decision_service.config import ConfigError
 from decision_service.domain.conversion import ConversionAction, ConversionRequest
 from decision_service.domain.decision import RequestContext
+from decision_service.engine import DEGRADE, FAIL, Step
 from decision_service.features.conversion import PROFILE_COLUMNS, REQUEST_COLUMNS, reason_code
 from decision_service.features.definitions import USER
 from decision_service.features.online_store import encode
@@ -21,7 +22,7 @@ from decision_service.models.registry import ModelVersion, RegistryError
 from decision_service.stages.policies.threshold import ThresholdConfig
 from decision_service.use_cases.conversion import threshold_config
 from decision_service.use_cases.conversion.executor import ConversionExecutor
-from decision_service.use_cases.conversion.pipeline import DEGRADE, FAIL, Step, conversion_pipeline
+from decision_service.use_cases.conversion.pipeline import conversion_pipeline
 
 COLUMNS = ("u_events_30d", "u_purchase_rate", "c_cart_items", "c_surface", "c_hour_of_day")
 
