@@ -2,8 +2,10 @@
 
 Rows land under ``decisions/use_case=conversion/date=/hour=``. The model's input columns
 travel with each row (``feature_names``, dictionary-encoded by Parquet, almost free) because
-a file may span a hot reload; ``features`` is the row exactly as scored (null when it was
-never built). The training set (offline/loop/training_set.build_labelled_rows) reads these
+a file may span a hot reload; ``features`` holds EVERY conversion input exactly as served
+(features.conversion.INPUT_COLUMNS: the USER profile's scalar columns and the request-time
+features; the model scored a projection of them), so a later model may use any of them;
+null when it was never built. The training set (offline/loop/training_set.build_labelled_rows) reads these
 columns and never recomputes a feature.
 """
 
@@ -27,7 +29,7 @@ class ConversionLogRecord:
     decision: ConversionDecision
     request: ConversionRequest
     feature_names: tuple[str, ...]
-    features: np.ndarray | None  # float32 [n features], model order; None if never built
+    features: np.ndarray | None  # float32 [len(feature_names)]: every input as served; None if never built
     margin: float | None  # the model's raw log-odds; None when it could not score
     profile_status: int  # FeatureStatus of the USER row
 

@@ -96,11 +96,24 @@ REQUEST_FEATURES: tuple[Feature, ...] = (
 )
 REQUEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in REQUEST_FEATURES)
 
+INPUT_COLUMNS: tuple[str, ...] = PROFILE_COLUMNS + REQUEST_COLUMNS
+"""Every conversion input, in the order a score's inputs are logged (the model uses a subset)."""
+_PROFILE_SLOTS = np.asarray([USER.slot(c) for c in PROFILE_COLUMNS], np.int64)
+
 FEATURES: dict[str, Feature] = {
     **{f.name: f for f in USER.features if f.name in PROFILE_COLUMNS},
     **{f.name: f for f in REQUEST_FEATURES},
 }
 """Every column a conversion model may use -> its declared feature (defaults, reasons)."""
+
+
+INPUT_DEFAULTS = np.asarray([FEATURES[c].default for c in INPUT_COLUMNS], np.float32)
+
+
+def inputs(profile: np.ndarray, request: np.ndarray) -> np.ndarray:
+    """float32 [len(INPUT_COLUMNS)]: the USER row's scalar columns, then the request vector.
+    Logged whole with every score, so a later model may use any of them (no recomputation)."""
+    return np.concatenate([profile[_PROFILE_SLOTS], request]).astype(np.float32, copy=False)
 
 
 _CATEGORIES = {"c_surface": ("SURFACE", "on the {} page", SURFACES), "c_device": ("DEVICE", "on {}", DEVICES)}

@@ -20,8 +20,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from decision_service.features.conversion import FEATURES, PROFILE_COLUMNS, REQUEST_COLUMNS
-from decision_service.features.definitions import REGISTRY, USER
+from decision_service.features.conversion import FEATURES, INPUT_COLUMNS
+from decision_service.features.definitions import REGISTRY
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ class ConversionArtifacts:
     version: str
     model: lgb.Booster
     columns: tuple[str, ...]  # the model's feature order
-    profile_pos: np.ndarray  # int64: model positions filled from the USER row ...
-    profile_slots: np.ndarray  # ... from these USER slots
-    request_pos: np.ndarray  # int64: model positions filled from the request vector ...
-    request_slots: np.ndarray  # ... from these request slots
-    defaults: np.ndarray  # float32 [n columns]: declared defaults (non-finite values)
+    input_pos: np.ndarray  # int64 [n columns]: each model column's index in INPUT_COLUMNS
     medians: np.ndarray  # float32 [n columns]: training medians
     calibration: tuple[float, float]  # (a, b)
     base_rate: float
@@ -72,8 +68,6 @@ class ConversionArtifacts:
             ) from exc
         if not (math.isfinite(a) and math.isfinite(b) and 0.0 <= base_rate <= 1.0):
             raise RegistryError(f"{where}: bad calibration ({a}, {b}) or base_rate {base_rate}")
-        profile = [(i, USER.slot(c)) for i, c in enumerate(columns) if c in PROFILE_COLUMNS]
-        request = [(i, REQUEST_COLUMNS.index(c)) for i, c in enumerate(columns) if c in REQUEST_COLUMNS]
         medians_by_name = m.get("feature_medians", {})
         warnings = []
         trained_on = m.get("feature_registry_version")
@@ -83,11 +77,7 @@ class ConversionArtifacts:
             version.name,
             model,
             columns,
-            np.asarray([p for p, _ in profile], np.int64),
-            np.asarray([s for _, s in profile], np.int64),
-            np.asarray([p for p, _ in request], np.int64),
-            np.asarray([s for _, s in request], np.int64),
-            np.asarray([FEATURES[c].default for c in columns], np.float32),
+            np.asarray([INPUT_COLUMNS.index(c) for c in columns], np.int64),
             np.asarray([medians_by_name.get(c, FEATURES[c].default) for c in columns], np.float32),
             (a, b),
             base_rate,
@@ -95,12 +85,9 @@ class ConversionArtifacts:
             tuple(warnings),
         )
 
-    def row(self, profile: np.ndarray, request: np.ndarray) -> np.ndarray:
-        """float32 [1, n columns] in model order from a USER row and a request vector."""
-        out = np.empty((1, len(self.columns)), np.float32)
-        out[0, self.profile_pos] = profile[self.profile_slots]
-        out[0, self.request_pos] = request[self.request_slots]
-        return out
+    def row(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 [1, n columns] in model order from the inputs (features.conversion.inputs)."""
+        return inputs[self.input_pos][None, :]
 
 
 def save_conversion_artifacts(

@@ -35,7 +35,9 @@ class ConversionState:
     artifacts: ConversionArtifacts  # one snapshot for the whole request (hot reload)
     profile: GroupValues | None = None  # the USER row (defaults when missing or unreadable)
     request_features: np.ndarray | None = None  # float32 [len(REQUEST_COLUMNS)]
+    inputs: np.ndarray | None = None  # float32 [len(INPUT_COLUMNS)]: every input, as served (logged)
     row: np.ndarray | None = None  # float32 [1, n model columns], model order
+    non_finite: bool = False  # an input was non-finite and replaced by its declared default
     score: Score | None = None  # None: the model could not score
     verdict: Verdict | None = None
     degraded: list[Degradation] = field(default_factory=list)
@@ -54,7 +56,8 @@ class RowBuilder(Protocol):
     name: str
 
     def build(self, state: ConversionState) -> np.ndarray:
-        """Request-time features + the profile -> the model row (float32 [1, n columns])."""
+        """Request-time features + the profile -> ``state.inputs`` (every input, logged) and
+        the model row (float32 [1, n columns], its projection)."""
         ...
 
 

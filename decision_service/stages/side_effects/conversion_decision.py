@@ -10,6 +10,7 @@ from decision_service.decision_log.writer import ParquetLogWriter
 from decision_service.domain.conversion import ConversionDecision
 from decision_service.domain.features import FeatureStatus
 from decision_service.domain.outcomes import DecisionRef
+from decision_service.features.conversion import INPUT_COLUMNS
 from decision_service.outcomes.decision_index import DecisionIndex
 from decision_service.stages.conversion_base import ConversionState
 
@@ -26,8 +27,8 @@ class LogConversionDecision:
             ConversionLogRecord(
                 decision=decision,
                 request=state.request,
-                feature_names=state.artifacts.columns,
-                features=None if state.row is None else state.row[0],
+                feature_names=INPUT_COLUMNS,
+                features=state.inputs,
                 margin=None if state.score is None else state.score.margin,
                 profile_status=int(state.profile.status[0])
                 if state.profile is not None

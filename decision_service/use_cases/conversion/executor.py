@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import numpy as np
-
 from decision_service.domain.conversion import ConversionDecision, ConversionRequest
 from decision_service.domain.features import FeatureStatus
 from decision_service.engine import Engine, Run
@@ -70,7 +68,7 @@ class ConversionExecutor:
             state.profile = await self._profile(state, run)
         with run.timed(p.features.name):
             state.row = p.features.stage.build(state)
-            if self._replace_non_finite(state):
+            if state.non_finite:
                 self._book.degrade(state.degraded, "features", "row_invalid")
         with run.timed(p.scorer.name):
             state.score = run.attempt(p.scorer, "model_error", p.scorer.stage.score, state)
@@ -99,13 +97,3 @@ class ConversionExecutor:
         if flag is not None:
             self._book.degrade(state.degraded, *flag)
         return values
-
-    @staticmethod
-    def _replace_non_finite(state: ConversionState) -> bool:
-        row = state.row
-        assert row is not None
-        bad = ~np.isfinite(row)
-        if not bad.any():
-            return False
-        row[bad] = np.broadcast_to(state.artifacts.defaults, row.shape)[bad]
-        return True

@@ -191,3 +191,27 @@ def test_kind_a_model_column_no_input_provides_is_refused(tmp_path):
     manifest = save_conversion_artifacts(tmp_path, model, (1.0, 0.0), 0.5, {})
     with pytest.raises(RegistryError, match="i_price"):
         ConversionArtifacts.load(ModelVersion("conversion", "v0001", tmp_path, manifest), verify=False)
+
+
+def test_kind_log_holds_every_input_not_just_the_model_columns(artifacts):
+    """A model on 5 columns still logs all inputs: the next model (trained on the logs) may use
+    any of them. (The flywheel's weak start model once starved every later retrain.)"""
+    from decision_service.features.conversion import INPUT_COLUMNS
+    from decision_service.stages.side_effects.conversion_decision import LogConversionDecision
+
+    class Writer:
+        records: list = []
+
+        def submit(self, record):
+            self.records.append(record)
+
+    writer = Writer()
+    pipeline = conversion_pipeline(FakeStore(stored_profile()), ThresholdConfig())
+    executor = ConversionExecutor("conversion", pipeline, lambda: artifacts, (LogConversionDecision(writer),))
+    decision = asyncio.run(executor.run(request(), 1.0))
+    (record,) = writer.records
+    assert record.feature_names == INPUT_COLUMNS and len(record.features) == len(INPUT_COLUMNS)
+    assert len(artifacts.columns) < len(INPUT_COLUMNS)
+    assert record.features[INPUT_COLUMNS.index("u_events_30d")] == 40.0
+    assert record.features[INPUT_COLUMNS.index("c_cart_items")] == 3.0
+    assert record.decision is decision and record.margin is not None
