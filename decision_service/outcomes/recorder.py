@@ -16,7 +16,10 @@ Order matters, and each step either completes or the call fails with nothing log
      call whose OK it never received logs that outcome again; the offline joins aggregate
      per decision (earliest occurrence, latest verdict), so a duplicate row changes nothing.
 An outcome whose decision is unknown (expired or never served) is logged, flagged, with no
-effect.
+effect. An outcome whose type belongs to another use case than its decision (a chargeback
+sent for a recommendation) is a client error: the whole call is refused with
+INVALID_ARGUMENT naming ``outcomes[i].type``, before any effect or log write (it would
+otherwise apply one use case's effects to another's decision and pollute both training sets).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.writer import ParquetLogWriter
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DecisionRef, Outcome
-from decision_service.errors import NotReady, Overloaded
+from decision_service.errors import InvalidArgument, NotReady, Overloaded
 from decision_service.outcomes.decision_index import DecisionIndex
 from decision_service.rate_limited_log import RateLimitedLog
 
@@ -69,13 +72,22 @@ class OutcomeRecorder:
     async def record(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Returns, per outcome, whether its decision is known.
 
-        On failure (nothing is logged, so a retry does not duplicate): OutcomeLogFull when
+        On failure (nothing is logged, so a retry does not duplicate): InvalidArgument when an
+        outcome's type belongs to another use case than its decision; OutcomeLogFull when
         the outcome log cannot take them; DecisionIndexUnavailable / OutcomeEffectsUnavailable
         when Redis is needed and unreachable (counted in ``state_update_errors``).
         """
         if self._writer.config.queue_size - self._writer.queue_depth < len(outcomes):
             raise OutcomeLogFull(f"outcome log is full ({self._writer.queue_depth} queued); retry later")
         refs = await self._index.lookup([o.decision_id for o in outcomes])
+        for i, outcome in enumerate(outcomes):
+            ref = refs.get(outcome.decision_id)
+            if ref is not None and ref.use_case != outcome.type.use_case:
+                raise InvalidArgument(
+                    f"outcomes[{i}].type",
+                    f"{outcome.type.name!r} is a {outcome.type.use_case} outcome, but decision "
+                    f"{outcome.decision_id} is a {ref.use_case} decision",
+                )
         await self._apply_effects(outcomes, refs)
         received = now_ms()
         known = []

@@ -275,3 +275,34 @@ def test_the_loop_learns_from_its_logs_and_the_server_hot_reloads(served):
     assert not refused.published and refused.version is None, refused.summary()
     assert "auc" in refused.reason and refused.candidate["auc"] < refused.current["auc"]
     assert ModelRegistry(served.registry).current_name("conversion") == result.version
+
+
+@pytest.mark.parametrize("kind", ["chargeback", "click", "confirmed_fraud"])
+def test_kind_an_outcome_of_another_use_case_is_refused_before_any_effect(served, kind):
+    """A fraud chargeback (or a recommendation click) sent for a conversion decision would
+    apply another use case's effect to it (block-list, chargeback counters, seen set) and
+    pollute two training sets: INVALID_ARGUMENT naming the field, nothing applied or logged."""
+    from decision_service.features import online_store
+    from decision_service.features.definitions import FRAUD_USER
+
+    user = active_user(served)
+    reply = score(served.stub, user_id=user, **CHECKOUT)
+    fields = {"item_id": "i9999999"} if kind == "click" else {}
+    bad = pb.Outcome(decision_id=reply.decision_id, type=kind, occurred_at=Timestamp(seconds=int(time.time())),
+                     **fields)
+    good = pb.Outcome(decision_id=reply.decision_id, type="converted", occurred_at=Timestamp(seconds=int(time.time())))
+    with pytest.raises(grpc.RpcError) as err:
+        served.stub.RecordOutcome(pb.RecordOutcomeRequest(outcomes=[good, bad]), timeout=3)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("outcomes[1].type"), err.value.details()
+    assert "conversion decision" in err.value.details()
+    client = served.redis.client()
+    try:
+        assert not client.exists(online_store.feature_key(FRAUD_USER, user))
+        assert not client.exists(online_store.seen_key(user)) or client.zscore(online_store.seen_key(user), "i9999999") is None
+    finally:
+        client.close()
+    served.running.collect.outcome_log.flush()
+    logged = [r for f in (served.logs / "outcomes").rglob("*.parquet")
+              for r in pq.read_table(f, columns=["decision_id"]).to_pylist()]
+    assert reply.decision_id not in {r["decision_id"] for r in logged}
