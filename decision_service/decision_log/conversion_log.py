@@ -11,13 +11,13 @@ columns and never recomputes a feature.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from decision_service.decision_log import columns
 from decision_service.domain.conversion import ConversionDecision, ConversionRequest
 from decision_service.features.definitions import REGISTRY
 
@@ -34,38 +34,28 @@ class ConversionLogRecord:
     profile_status: int  # FeatureStatus of the USER row
 
 
-_REASON = pa.struct([("code", pa.string()), ("feature", pa.string()), ("contribution", pa.float32())])
-_CONTEXT = pa.struct(
-    [
-        ("surface", pa.string()),
-        ("device", pa.string()),
-        ("locale", pa.string()),
-        ("attributes", pa.map_(pa.string(), pa.string())),
-    ]
-)
-
 SCHEMA = pa.schema(
     [
         pa.field("decision_id", pa.string(), nullable=False),
         pa.field("request_id", pa.string()),
-        pa.field("decided_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("decided_at", columns.TIMESTAMP, nullable=False),
         pa.field("use_case", pa.string()),
         pa.field("user_id", pa.string()),
-        pa.field("context", _CONTEXT),
+        pa.field("context", columns.CONTEXT),
         pa.field("cart_items", pa.int32()),
         pa.field("cart_value", pa.float64()),
         pa.field("session_page_views", pa.int32()),
         pa.field("session_seconds", pa.float64()),
         pa.field("model_version", pa.string()),
         pa.field("registry_version", pa.string()),
-        pa.field("degraded", pa.list_(pa.struct([("stage", pa.string()), ("reason", pa.string())]))),
+        pa.field("degraded", columns.DEGRADED),
         pa.field("probability", pa.float32()),
         pa.field("margin", pa.float32()),
         pa.field("base_rate", pa.float32()),
         pa.field("scored", pa.bool_()),
         pa.field("action", pa.string()),
         pa.field("threshold", pa.float32()),
-        pa.field("reasons", pa.list_(_REASON)),
+        pa.field("reasons", pa.list_(columns.REASON)),
         pa.field("feature_names", pa.list_(pa.dictionary(pa.int16(), pa.string()))),
         pa.field("features", pa.list_(pa.float32())),
         pa.field("profile_status", pa.uint8()),
@@ -78,8 +68,7 @@ SCHEMA = pa.schema(
 
 
 def partition_of(record: ConversionLogRecord) -> tuple[tuple[str, str], ...]:
-    t = time.gmtime(record.decision.decided_at_ms / 1000.0)
-    return (("use_case", USE_CASE), ("date", time.strftime("%Y-%m-%d", t)), ("hour", f"{t.tm_hour:02d}"))
+    return columns.partition(USE_CASE, record.decision.decided_at_ms)
 
 
 def to_batch(records: Sequence[ConversionLogRecord]) -> pa.RecordBatch:
@@ -89,47 +78,24 @@ def to_batch(records: Sequence[ConversionLogRecord]) -> pa.RecordBatch:
         [
             pa.array([x.decision_id for x in d]),
             pa.array([x.request_id for x in d]),
-            pa.array([x.decided_at_ms for x in d], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            columns.timestamps([x.decided_at_ms for x in d]),
             pa.array([USE_CASE] * len(records)),
             pa.array([x.user_id for x in q]),
-            pa.array(
-                [
-                    {
-                        "surface": x.context.surface,
-                        "device": x.context.device,
-                        "locale": x.context.locale,
-                        "attributes": list(x.context.attributes),
-                    }
-                    for x in q
-                ],
-                _CONTEXT,
-            ),
+            columns.contexts(x.context for x in q),
             pa.array([x.cart_items for x in q], pa.int32()),
             pa.array([x.cart_value for x in q], pa.float64()),
             pa.array([x.session_page_views for x in q], pa.int32()),
             pa.array([x.session_seconds for x in q], pa.float64()),
             pa.array([x.model_version for x in d]),
             pa.array([REGISTRY.version] * len(records)),
-            pa.array(
-                [[{"stage": g.stage, "reason": g.reason} for g in x.degraded] for x in d],
-                SCHEMA.field("degraded").type,
-            ),
+            columns.degraded(x.degraded for x in d),
             pa.array([x.probability for x in d], pa.float32()),
             pa.array([r.margin for r in records], pa.float32()),
             pa.array([x.base_rate for x in d], pa.float32()),
             pa.array([x.scored for x in d], pa.bool_()),
             pa.array([x.action.name for x in d]),
             pa.array([x.threshold for x in d], pa.float32()),
-            pa.array(
-                [
-                    [
-                        {"code": r.code, "feature": r.feature, "contribution": r.contribution}
-                        for r in x.reasons
-                    ]
-                    for x in d
-                ],
-                pa.list_(_REASON),
-            ),
+            columns.reasons(x.reasons for x in d),
             pa.array([list(r.feature_names) for r in records], SCHEMA.field("feature_names").type),
             pa.array(
                 [None if r.features is None else r.features.astype(np.float32) for r in records],

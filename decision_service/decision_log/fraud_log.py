@@ -7,13 +7,13 @@ Parquet so they cost almost nothing) because a file may span a model hot reload.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from decision_service.decision_log import columns
 from decision_service.domain.fraud import FraudDecision, Transaction
 from decision_service.features.definitions import REGISTRY
 
@@ -30,13 +30,12 @@ class FraudLogRecord:
 
 
 _RULE = pa.struct([("code", pa.string()), ("description", pa.string())])
-_REASON = pa.struct([("code", pa.string()), ("feature", pa.string()), ("contribution", pa.float32())])
 
 SCHEMA = pa.schema(
     [
         pa.field("decision_id", pa.string(), nullable=False),
         pa.field("request_id", pa.string()),
-        pa.field("decided_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("decided_at", columns.TIMESTAMP, nullable=False),
         pa.field("use_case", pa.string()),
         pa.field("user_id", pa.string()),
         pa.field("transaction_id", pa.string()),
@@ -53,12 +52,12 @@ SCHEMA = pa.schema(
         pa.field("payment_instrument_id", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("registry_version", pa.string()),
-        pa.field("degraded", pa.list_(pa.struct([("stage", pa.string()), ("reason", pa.string())]))),
+        pa.field("degraded", columns.DEGRADED),
         pa.field("action", pa.string()),
         pa.field("risk_score", pa.int16()),
         pa.field("fraud_probability", pa.float32()),
         pa.field("fired_rules", pa.list_(_RULE)),
-        pa.field("reasons", pa.list_(_REASON)),
+        pa.field("reasons", pa.list_(columns.REASON)),
         pa.field("feature_names", pa.list_(pa.dictionary(pa.int16(), pa.string()))),
         pa.field("features", pa.list_(pa.float32())),
         pa.field("profile_status", pa.list_(pa.uint8(), 3)),
@@ -71,8 +70,7 @@ SCHEMA = pa.schema(
 
 
 def partition_of(record: FraudLogRecord) -> tuple[tuple[str, str], ...]:
-    t = time.gmtime(record.decision.decided_at_ms / 1000.0)
-    return (("use_case", USE_CASE), ("date", time.strftime("%Y-%m-%d", t)), ("hour", f"{t.tm_hour:02d}"))
+    return columns.partition(USE_CASE, record.decision.decided_at_ms)
 
 
 def to_batch(records: Sequence[FraudLogRecord]) -> pa.RecordBatch:
@@ -85,7 +83,7 @@ def to_batch(records: Sequence[FraudLogRecord]) -> pa.RecordBatch:
         [
             pa.array([x.decision_id for x in d]),
             pa.array([x.request_id for x in d]),
-            ts([x.decided_at_ms for x in d]),
+            columns.timestamps([x.decided_at_ms for x in d]),
             pa.array([USE_CASE] * len(records)),
             pa.array([x.user_id for x in t]),
             pa.array([x.transaction_id for x in t]),
@@ -102,20 +100,13 @@ def to_batch(records: Sequence[FraudLogRecord]) -> pa.RecordBatch:
             pa.array([x.payment_instrument_id for x in t]),
             pa.array([x.model_version for x in d]),
             pa.array([REGISTRY.version] * len(records)),
-            pa.array(
-                [[{"stage": g.stage, "reason": g.reason} for g in x.degraded] for x in d],
-                SCHEMA.field("degraded").type,
-            ),
+            columns.degraded(x.degraded for x in d),
             pa.array([x.action.name for x in d]),
             pa.array([x.risk_score for x in d], pa.int16()),
             pa.array([x.fraud_probability for x in d], pa.float32()),
             pa.array([[{"code": f.code, "description": f.description} for f in x.fired_rules] for x in d],
                      pa.list_(_RULE)),
-            pa.array(
-                [[{"code": r.code, "feature": r.feature, "contribution": r.contribution} for r in x.reasons]
-                 for x in d],
-                pa.list_(_REASON),
-            ),
+            columns.reasons(x.reasons for x in d),
             pa.array([list(r.feature_names) for r in records], SCHEMA.field("feature_names").type),
             pa.array(
                 [None if r.features is None else r.features.astype(np.float32) for r in records],

@@ -11,13 +11,13 @@ File metadata carries the registry version and the column names of every vector.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from decision_service.decision_log import columns
 from decision_service.domain.decision import Degradation
 from decision_service.domain.recommendation import RequestContext
 from decision_service.features.definitions import ITEM, REGISTRY, USER, USER_ITEM
@@ -55,23 +55,13 @@ SCHEMA = pa.schema(
     [
         pa.field("decision_id", pa.string(), nullable=False),
         pa.field("request_id", pa.string()),
-        pa.field("decided_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("decided_at", columns.TIMESTAMP, nullable=False),
         pa.field("use_case", pa.string()),
         pa.field("user_id", pa.string()),
-        pa.field(
-            "context",
-            pa.struct(
-                [
-                    ("surface", pa.string()),
-                    ("device", pa.string()),
-                    ("locale", pa.string()),
-                    ("attributes", pa.map_(pa.string(), pa.string())),
-                ]
-            ),
-        ),
+        pa.field("context", columns.CONTEXT),
         pa.field("model_version", pa.string()),
         pa.field("registry_version", pa.string()),
-        pa.field("degraded", pa.list_(pa.struct([("stage", pa.string()), ("reason", pa.string())]))),
+        pa.field("degraded", columns.DEGRADED),
         pa.field("item_ids", pa.list_(pa.string())),
         pa.field("sources", pa.list_(pa.uint8())),
         pa.field("retrieval_scores", pa.list_(pa.float32())),
@@ -95,8 +85,7 @@ SCHEMA = pa.schema(
 
 
 def partition_of(record: RecommendationLogRecord) -> tuple[tuple[str, str], ...]:
-    t = time.gmtime(record.decided_at_ms / 1000.0)
-    return (("use_case", USE_CASE), ("date", time.strftime("%Y-%m-%d", t)), ("hour", f"{t.tm_hour:02d}"))
+    return columns.partition(USE_CASE, record.decided_at_ms)
 
 
 def to_batch(records: Sequence[RecommendationLogRecord]) -> pa.RecordBatch:
@@ -111,32 +100,16 @@ def to_batch(records: Sequence[RecommendationLogRecord]) -> pa.RecordBatch:
         flat = np.concatenate([p.reshape(-1) for p in parts]).astype(np.float32, copy=False)
         return pa.ListArray.from_arrays(offsets, pa.FixedSizeListArray.from_arrays(pa.array(flat), width))
 
-    columns = [
+    arrays = [
         pa.array([r.decision_id for r in records]),
         pa.array([r.request_id for r in records]),
-        pa.array(
-            np.array([r.decided_at_ms for r in records], "datetime64[ms]"), pa.timestamp("ms", tz="UTC")
-        ),
+        columns.timestamps([r.decided_at_ms for r in records]),
         pa.array([USE_CASE] * len(records)),
         pa.array([r.user_id for r in records]),
-        pa.array(
-            [
-                {
-                    "surface": r.context.surface,
-                    "device": r.context.device,
-                    "locale": r.context.locale,
-                    "attributes": list(r.context.attributes),
-                }
-                for r in records
-            ],
-            SCHEMA.field("context").type,
-        ),
+        columns.contexts(r.context for r in records),
         pa.array([r.model_version for r in records]),
         pa.array([REGISTRY.version] * len(records)),
-        pa.array(
-            [[{"stage": d.stage, "reason": d.reason} for d in r.degraded] for r in records],
-            SCHEMA.field("degraded").type,
-        ),
+        columns.degraded(r.degraded for r in records),
         lists(np.concatenate([r.item_ids for r in records]).astype(object)),
         lists(np.concatenate([r.sources for r in records]).astype(np.uint8)),
         lists(np.concatenate([r.retrieval_scores for r in records]).astype(np.float32)),
@@ -151,4 +124,4 @@ def to_batch(records: Sequence[RecommendationLogRecord]) -> pa.RecordBatch:
         lists(np.concatenate([r.item_status for r in records]).astype(np.uint8)),
         vectors([r.cross_features for r in records], len(USER_ITEM.columns)),
     ]
-    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
