@@ -82,12 +82,15 @@ class OutcomeRecorder:
         refs = await self._index.lookup([o.decision_id for o in outcomes])
         for i, outcome in enumerate(outcomes):
             ref = refs.get(outcome.decision_id)
-            if ref is not None and ref.use_case != outcome.type.use_case:
+            if ref is None:
+                continue
+            if ref.use_case != outcome.type.use_case:
                 raise InvalidArgument(
                     f"outcomes[{i}].type",
                     f"{outcome.type.name!r} is a {outcome.type.use_case} outcome, but decision "
                     f"{outcome.decision_id} is a {ref.use_case} decision",
                 )
+
         await self._apply_effects(outcomes, refs)
         received = now_ms()
         known = []

@@ -78,6 +78,23 @@ RECOMMENDATION_LABELS: tuple[LabelWindow, ...] = (
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+OUTCOME_CLOCK_SKEW_MS = 300_000
+"""An outcome may say it occurred at most this much before its decision (client clocks; the
+server's DS_OUTCOME_MAX_FUTURE_SKEW_S default). Earlier ones never label: they could not have
+been caused by it. RecordOutcome accepts them (a client clock stamped in 1970 still marks
+the item seen online, anchored on the server's clock); only labelling ignores them."""
+_CAUSAL = (
+    f"coalesce(epoch_ms(occurred_at) >= epoch_ms(decided_at) - {OUTCOME_CLOCK_SKEW_MS}, true)"
+)
+
+
+def _causal(o_files: Sequence[Path]) -> str:
+    """The causality filter over outcome rows; "true" when no file logs ``decided_at``
+    (outcome logs written before it was logged)."""
+    if any("decided_at" in pq.read_schema(f).names for f in o_files):
+        return _CAUSAL
+    return "true"
+
 def parse_duration_s(text: str) -> float:
     """'30m' -> 1800.0; units ms, s, m, h, d; a bare number is seconds."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", text)
@@ -188,8 +205,10 @@ def build_training_set(
     con = duckdb.connect()
     con.execute("set threads to 2")
     o_files = outcome_files(log_root)
+    causal = _causal(o_files)
     label_aggs = ",\n".join(
-        f"min(occurred_at) filter (where type in ({', '.join(repr(t) for t in lw.outcome_types)})) "
+        f"min(occurred_at) filter (where type in ({', '.join(repr(t) for t in lw.outcome_types)}) "
+        f"and {causal}) "
         f'as "{lw.name}_at"'
         for lw in labels
     )
@@ -552,7 +571,7 @@ def build_labelled_rows(
         con.execute(
             f"""create temp table o as
             select decision_id,
-                   min(occurred_at) filter (where type in ({types})) as positive_at,
+                   min(occurred_at) filter (where type in ({types}) and {_causal(o_files)}) as positive_at,
                    arg_max(type, received_at) filter (where type in ({verdict_types})) as verdict
             from read_parquet({_sql_list(o_files)}, hive_partitioning = false, union_by_name = true)
             where epoch_ms(received_at) <= {as_of_ms}

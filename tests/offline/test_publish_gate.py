@@ -390,3 +390,33 @@ def test_labelled_rows_errors_name_the_problem(tmp_path: Path):
     write_decisions(good, [decision("a", T0)])
     with pytest.raises(ValueError, match="keep column 'p'.*'no_such_column'"):
         build_labelled_rows(good, USE_CASE, LABEL, None, T0, keep={"p": "no_such_column"}, features=FEATURES)
+
+
+def test_kind_an_outcome_before_its_decision_never_labels_it(tmp_path: Path):
+    """An outcome stamped before its decision (a broken client clock, a replay) could not have
+    been caused by it: it used to label the decision positive (no lower bound on the window)."""
+    as_of = T0 + 28 * DAY
+    write_decisions(tmp_path, [decision("x-before", T0 + DAY), decision("y-both", T0 + DAY)])
+    d = tmp_path / f"outcomes/use_case={USE_CASE}/date=2026-05-28/hour=00"
+    d.mkdir(parents=True)
+    rows = [  # (decision, occurred, decided)
+        ("x-before", T0, T0 + DAY),
+        ("y-both", T0, T0 + DAY),
+        ("y-both", T0 + 2 * DAY, T0 + DAY),
+    ]
+    ts = lambda v: pa.array(v, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))  # noqa: E731
+    pq.write_table(
+        pa.table({
+            "decision_id": [r[0] for r in rows],
+            "item_id": pa.array([None] * 3, pa.string()),
+            "type": ["signed_up"] * 3,
+            "occurred_at": ts([r[1] for r in rows]),
+            "received_at": ts([T0 + 3 * DAY] * 3),
+            "use_case": [USE_CASE] * 3,
+            "decided_at": ts([r[2] for r in rows]),
+        }),
+        d / "part-0.parquet",
+    )
+    table, _ = build_labelled_rows(tmp_path, USE_CASE, LABEL, None, as_of, keep=KEEP, features=FEATURES)
+    labels = {r["decision_id"]: r["signed_up"] for r in table.to_pylist()}
+    assert labels == {"x-before": False, "y-both": True}
