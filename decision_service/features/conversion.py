@@ -9,6 +9,8 @@ Each feature names the reason code reported when it is a top contributor.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -106,6 +108,12 @@ FEATURES: dict[str, Feature] = {
 }
 """Every column a conversion model may use -> its declared feature (defaults, reasons)."""
 
+
+INPUTS_VERSION = hashlib.sha256(
+    json.dumps([INPUT_COLUMNS, SURFACES, DEVICES, [f.default for f in REQUEST_FEATURES]]).encode()
+).hexdigest()[:12]
+"""Fingerprint of the inputs' layout and encodings (column order, category indices): a model
+version records it, and the service refuses a version trained on another (models/)."""
 
 INPUT_DEFAULTS = np.asarray([FEATURES[c].default for c in INPUT_COLUMNS], np.float32)
 

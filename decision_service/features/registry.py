@@ -36,6 +36,13 @@ class Reason:
         return self.code, self.text
 
 
+def reads_low(value: float, median: float, minimum: float = float("-inf")) -> bool:
+    """Whether a reason should name ``value`` as low: below the training median, or AT the
+    median when that is also the training minimum (an empty cart, no chargeback, a visit
+    today: most rows sit at 0, and "high" would be wrong). ``minimum`` -inf: not recorded."""
+    return value < median or (value == median and value <= minimum)
+
+
 @dataclass(frozen=True)
 class Feature:
     """One named feature. ``size > 1`` declares a fixed-length vector (e.g. per-category shares).

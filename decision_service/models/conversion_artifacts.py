@@ -4,9 +4,14 @@ Files of a conversion version (models/registry.py has the layout):
   model.txt   LightGBM binary model; its feature names are columns of features.FEATURES
 Manifest keys used here:
   ``calibration``      {"a", "b"}: probability = sigmoid(a * margin + b) (Platt scaling of
-                       the model's raw log-odds margin, fitted on held-out rows)
+                       the model's raw log-odds margin, fitted on the latest training rows,
+                       which neither the trees nor early stopping saw)
   ``base_rate``        the training positive rate: answered when the model cannot score
   ``feature_medians``  column -> training median (the direction of a reason: high / low)
+  ``feature_minima``   column -> training minimum (a value at the median that is also the
+                       minimum, e.g. an empty cart, reads as low, not high)
+  ``conversion_inputs_version``  features.conversion.INPUTS_VERSION it was trained on
+                       (another layout or category encoding is refused at load)
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from decision_service.features.conversion import FEATURES, INPUT_COLUMNS
+from decision_service.features.conversion import FEATURES, INPUT_COLUMNS, INPUTS_VERSION
 from decision_service.features.definitions import REGISTRY
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
 
@@ -36,6 +41,7 @@ class ConversionArtifacts:
     columns: tuple[str, ...]  # the model's feature order
     input_pos: np.ndarray  # int64 [n columns]: each model column's index in INPUT_COLUMNS
     medians: np.ndarray  # float32 [n columns]: training medians
+    minima: np.ndarray  # float32 [n columns]: training minima (-inf when not recorded)
     calibration: tuple[float, float]  # (a, b)
     base_rate: float
     manifest: dict[str, Any]
@@ -68,6 +74,12 @@ class ConversionArtifacts:
             ) from exc
         if not (math.isfinite(a) and math.isfinite(b) and 0.0 <= base_rate <= 1.0):
             raise RegistryError(f"{where}: bad calibration ({a}, {b}) or base_rate {base_rate}")
+        inputs_version = m.get("conversion_inputs_version")
+        if inputs_version != INPUTS_VERSION:
+            raise RegistryError(
+                f"{where}: trained on conversion inputs {inputs_version}, this service encodes "
+                f"{INPUTS_VERSION} (features/conversion.py changed: retrain)"
+            )
         medians_by_name = m.get("feature_medians", {})
         warnings = []
         trained_on = m.get("feature_registry_version")
@@ -79,6 +91,7 @@ class ConversionArtifacts:
             columns,
             np.asarray([INPUT_COLUMNS.index(c) for c in columns], np.int64),
             np.asarray([medians_by_name.get(c, FEATURES[c].default) for c in columns], np.float32),
+            np.asarray([m.get("feature_minima", {}).get(c, -np.inf) for c in columns], np.float32),
             (a, b),
             base_rate,
             m,
@@ -96,6 +109,7 @@ def save_conversion_artifacts(
     calibration: tuple[float, float],
     base_rate: float,
     medians: dict[str, float],
+    minima: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Writes the files of a conversion version; returns its manifest entries."""
     model.save_model(str(directory / MODEL_FILE))
@@ -105,6 +119,8 @@ def save_conversion_artifacts(
         "calibration": {"a": float(calibration[0]), "b": float(calibration[1])},
         "base_rate": float(base_rate),
         "feature_medians": {k: float(v) for k, v in medians.items()},
+        "feature_minima": {k: float(v) for k, v in (minima or {}).items()},
+        "conversion_inputs_version": INPUTS_VERSION,
     }
 
 

@@ -4,7 +4,8 @@ Files of a fraud version (see models/registry.py for the layout):
   model.txt              LightGBM binary model; its feature names are registry columns
   neighbours.faiss       FAISS index over standardized neighbour-space rows of labelled payments
   neighbour_labels.npy   uint8 [ntotal], 1 = chargeback known when the index was built
-Manifest keys used here: ``neighbours`` {k, mean, std}, ``feature_medians`` (reason direction).
+Manifest keys used here: ``neighbours`` {k, mean, std}, ``feature_medians`` and
+``feature_minima`` (reason direction: features.registry.reads_low; minima optional).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class FraudArtifacts:
     medians: np.ndarray  # float32 [n model columns], training medians (reason direction)
     manifest: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    minima: np.ndarray | None = None  # float32 [n model columns], training minima (None: not recorded)
 
     @classmethod
     def load(cls, version: ModelVersion, verify: bool = True) -> FraudArtifacts:
@@ -80,11 +82,15 @@ class FraudArtifacts:
             )
         medians_by_name = version.manifest.get("feature_medians", {})
         medians = np.asarray([medians_by_name.get(c, 0.0) for c in columns], np.float32)
+        minima_by_name = version.manifest.get("feature_minima", {})
+        minima = np.asarray([minima_by_name.get(c, -np.inf) for c in columns], np.float32)
         warnings = []
         trained_on = version.manifest.get("feature_registry_version")
         if trained_on and trained_on != REGISTRY.version:
             warnings.append(f"trained on registry {trained_on}, serving registry {REGISTRY.version}")
-        return cls(version.name, model, assembler, neighbours, medians, version.manifest, tuple(warnings))
+        return cls(
+            version.name, model, assembler, neighbours, medians, version.manifest, tuple(warnings), minima
+        )
 
 
 def save_fraud_artifacts(directory: Path, model: lgb.Booster, neighbours: NeighbourIndex) -> dict[str, Any]:

@@ -497,7 +497,11 @@ def retrain_fraud(
     medians = {
         c: float(v) for c, v in zip(cfg.columns, np.median(_matrix(train, cfg.columns), axis=0), strict=True)
     }
+    minima = {
+        c: float(v) for c, v in zip(cfg.columns, np.min(_matrix(train, cfg.columns), axis=0), strict=True)
+    }
     manifest = {
+        "feature_minima": minima,
         "metrics": {"candidate": candidate, "current": current},
         "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
         "parent_version": name,

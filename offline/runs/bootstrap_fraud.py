@@ -65,6 +65,7 @@ def bootstrap_fraud(
             "training": trained.training,
             "neighbours": neighbours,
             "feature_medians": trained.feature_medians,
+            "feature_minima": trained.feature_minima,
             "world": {
                 "dir": str(Path(world_dir).resolve()),
                 "preset": world.config.preset,

@@ -25,6 +25,7 @@ from offline.loop.publish_gate import (
     platt_calibration,
     platt_probability,
     roc_auc,
+    table_time_split,
     train_binary,
 )
 from offline.training.lightgbm_params import LightGbmSettings
@@ -41,7 +42,8 @@ CATEGORICAL: tuple[str, ...] = tuple(c for c in ALL_COLUMNS if FEATURES[c].categ
 class ConversionTrainConfig:
     columns: tuple[str, ...] = ALL_COLUMNS
     target: str = "converted"
-    valid_share: float = 0.25  # the latest of the training rows: early stopping + calibration
+    calibration_share: float = 0.2  # the latest training rows: Platt calibration only (never fitted on)
+    valid_share: float = 0.25  # the latest of the rest: early stopping
     lgbm: LightGbmSettings = field(default_factory=lambda: CONVERSION_LGBM)
     threads: int = 2
     seed: int = 11
@@ -53,30 +55,40 @@ class FittedConversion:
     calibration: tuple[float, float]  # (a, b): p = sigmoid(a * margin + b)
     base_rate: float
     medians: dict[str, float]
+    minima: dict[str, float]
     info: dict[str, Any]
 
 
 def fit_conversion(train: pa.Table, cfg: ConversionTrainConfig = ConversionTrainConfig()) -> FittedConversion:
-    """LightGBM on the earlier rows, early-stopped and Platt-calibrated on the latest
-    ``valid_share`` (all rows when they hold one class only). On failure: ValueError for one
-    class only or a column the table lacks."""
+    """LightGBM on the earlier rows (early-stopped on the latest ``valid_share`` of them), then
+    Platt scaling fitted on the latest ``calibration_share`` of all rows, which neither the
+    trees nor early stopping saw (calibrating in-sample would make a confident model look
+    calibrated). On failure: ValueError for one class only, a calibration slice of one class,
+    or a column the table lacks."""
     y = labels_of(train, cfg.target)
     if y.all() or not y.any():
         raise ValueError(f"the conversion rows hold one class only ({int(y.sum())} of {len(y)} positive)")
     unknown = [c for c in cfg.columns if c not in FEATURES]
     if unknown:
         raise ValueError("not conversion inputs: " + ", ".join(unknown))
+    cal = table_time_split(train, cfg.calibration_share)
+    if y[cal].all() or not y[cal].any() or y[~cal].all() or not y[~cal].any():
+        raise ValueError(
+            f"not enough rows to fit and calibrate: {int(y[~cal].sum())} of {int((~cal).sum())} fitting "
+            f"rows and {int(y[cal].sum())} of {int(cal.sum())} calibration rows positive (each needs both)"
+        )
+    fit = train.filter(pa.array(~cal))
     categorical = [c for c in cfg.columns if c in CATEGORICAL]
-    model, info, valid = train_binary(
-        train, y, cfg.columns, cfg.lgbm, cfg.threads, cfg.seed, cfg.valid_share, categorical=categorical
+    model, info, _ = train_binary(
+        fit, y[~cal], cfg.columns, cfg.lgbm, cfg.threads, cfg.seed, cfg.valid_share, categorical=categorical
     )
     x = feature_matrix(train, cfg.columns)
-    rows = valid if valid.any() else np.ones(len(y), bool)
-    margins = np.asarray(model.predict(x[rows], raw_score=True, num_threads=cfg.threads), np.float64)
-    calibration = platt_calibration(margins, y[rows])
+    margins = np.asarray(model.predict(x[cal], raw_score=True, num_threads=cfg.threads), np.float64)
+    calibration = platt_calibration(margins, y[cal])
     medians = {c: float(v) for c, v in zip(cfg.columns, np.median(x, axis=0), strict=True)}
-    info.update(calibration_rows=int(rows.sum()), calibration={"a": calibration[0], "b": calibration[1]})
-    return FittedConversion(model, calibration, float(y.mean()), medians, info)
+    minima = {c: float(v) for c, v in zip(cfg.columns, np.min(x, axis=0), strict=True)}
+    info.update(calibration_rows=int(cal.sum()), calibration={"a": calibration[0], "b": calibration[1]})
+    return FittedConversion(model, calibration, float(y.mean()), medians, minima, info)
 
 
 def predict_calibrated(
@@ -112,7 +124,7 @@ def publish_conversion(
     try:
         full = {
             **save_conversion_artifacts(
-                staging, fitted.model, fitted.calibration, fitted.base_rate, fitted.medians
+                staging, fitted.model, fitted.calibration, fitted.base_rate, fitted.medians, fitted.minima
             ),
             **manifest,
         }

@@ -57,6 +57,7 @@ class FraudTrainResult:
     metrics: dict[str, Any]
     training: dict[str, Any]
     feature_medians: dict[str, float]
+    feature_minima: dict[str, float]
 
 
 def build_neighbour_index(
@@ -183,4 +184,5 @@ def train_fraud(
     }
     medians = {c: float(v) for c, v in zip(names, np.median(x_train, axis=0).tolist(), strict=True)}
     serving_index = build_neighbour_index(history, world.now_ms, cfg, columns)
-    return FraudTrainResult(model, serving_index, metrics, training, medians)
+    minima = {c: float(v) for c, v in zip(names, np.min(x_train, axis=0).tolist(), strict=True)}
+    return FraudTrainResult(model, serving_index, metrics, training, medians, minima)

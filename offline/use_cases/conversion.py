@@ -270,10 +270,6 @@ class ConversionOffline:
             result.candidate.get("auc"),
             result.version,
             lines,
-            {
-                "conversion_offline_metric": result.candidate.get("auc"),
-                "conversion_published": result.version,
-            },
         )
 
     def served_version(self, stub: pb_grpc.DecisionServiceStub) -> str:

@@ -210,8 +210,13 @@ def publish_amount_only_model(
     )
     neighbours = build_neighbour_index(history, w.now_ms, cfg, columns)
     medians = {c: float(v) for c, v in zip(columns, np.median(x, axis=0), strict=True)}
+    minima = {c: float(v) for c, v in zip(columns, np.min(x, axis=0), strict=True)}
     return publish_fraud(
-        registry, model, neighbours, medians, {"training": {"kind": "amount only (flywheel start)"}}
+        registry,
+        model,
+        neighbours,
+        medians,
+        {"training": {"kind": "amount only (flywheel start)"}, "feature_minima": minima},
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from decision_service.domain.fraud import FiredRule, FraudAction, Reason
 from decision_service.features.definitions import REGISTRY
+from decision_service.features.registry import reads_low
 from decision_service.stages.fraud_base import FraudState, Verdict
 
 FALLBACK_REVIEW = "review"
@@ -151,7 +152,9 @@ class RulesAndThresholds:
             feature = REGISTRY.features_by_column[columns[j]]
             if feature.reason is None:
                 continue
-            low = float(state.row[0, j]) < float(state.artifacts.medians[j])
+            a = state.artifacts
+            minimum = float(a.minima[j]) if a.minima is not None else float("-inf")
+            low = reads_low(float(state.row[0, j]), float(a.medians[j]), minimum)
             code, text = feature.reason.pick(low)
             if code in seen:
                 continue

@@ -13,6 +13,7 @@ import numpy as np
 
 from decision_service.domain.conversion import ConversionAction, ReasonCode
 from decision_service.features.conversion import reason_code
+from decision_service.features.registry import reads_low
 from decision_service.stages.conversion_base import ConversionState, Verdict
 
 
@@ -53,14 +54,15 @@ class Threshold:
         if state.score is None or state.row is None or self._c.max_reasons == 0:
             return ()
         contrib = state.score.contributions
-        columns, medians = state.artifacts.columns, state.artifacts.medians
+        a = state.artifacts
+        columns, medians, minima = a.columns, a.medians, a.minima
         out = []
         for j in np.argsort(-np.abs(contrib), kind="stable")[: self._c.max_reasons]:
             c = float(contrib[j])
             if abs(c) < self._c.min_reason_contribution:
                 break
             value = float(state.row[0, j])
-            code, text = reason_code(columns[j], value, value < float(medians[j]))
+            code, text = reason_code(columns[j], value, reads_low(value, float(medians[j]), float(minima[j])))
             direction = "raises" if c > 0 else "lowers"
             out.append(ReasonCode(code, columns[j], round(c, 4), f"{text} ({direction} the probability)"))
         return tuple(out)

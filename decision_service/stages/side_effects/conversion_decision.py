@@ -1,17 +1,13 @@
-"""Side effects of a conversion score: log it exactly as scored, and remember it so the
-conversion (an outcome arriving days later) is attributed."""
+"""Side effect of a conversion score: log it exactly as served (every input). (Remembering it
+for attribution is the shared stages/side_effects/remember_decision.RememberDecision.)"""
 
 from __future__ import annotations
-
-from collections.abc import Awaitable
 
 from decision_service.decision_log.conversion_log import ConversionLogRecord
 from decision_service.decision_log.writer import ParquetLogWriter
 from decision_service.domain.conversion import ConversionDecision
 from decision_service.domain.features import FeatureStatus
-from decision_service.domain.outcomes import DecisionRef
 from decision_service.features.conversion import INPUT_COLUMNS
-from decision_service.outcomes.decision_index import DecisionIndex
 from decision_service.stages.conversion_base import ConversionState
 
 
@@ -34,19 +30,4 @@ class LogConversionDecision:
                 if state.profile is not None
                 else int(FeatureStatus.UNAVAILABLE),
             )
-        )
-
-
-class RememberConversionDecision:
-    name = "remember_decision"
-
-    def __init__(self, index: DecisionIndex, use_case: str) -> None:
-        self._index = index
-        self._use_case = use_case
-
-    def apply(self, state: ConversionState, decision: ConversionDecision) -> Awaitable[None]:
-        """Awaited before the answer (see RememberDecision): an outcome sent right after the
-        answer, to any replica, is attributed."""
-        return self._index.remember(
-            DecisionRef(decision.decision_id, self._use_case, state.request.user_id, decision.decided_at_ms)
         )

@@ -24,10 +24,8 @@ from decision_service.domain.outcomes import DAY_S, OutcomeType
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.models.conversion_artifacts import ConversionModels
 from decision_service.stages.policies.threshold import ThresholdConfig
-from decision_service.stages.side_effects.conversion_decision import (
-    LogConversionDecision,
-    RememberConversionDecision,
-)
+from decision_service.stages.side_effects.conversion_decision import LogConversionDecision
+from decision_service.stages.side_effects.remember_decision import RememberDecision
 from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
 from decision_service.use_cases.conversion.convert import (
     conversion_decision_to_proto,
@@ -38,6 +36,7 @@ from decision_service.use_cases.conversion.pipeline import conversion_pipeline
 
 NAME = conversion_log.USE_CASE  # registry folder, log partition, telemetry label, DecisionRef.use_case
 LABEL_WINDOW_S = 7 * DAY_S
+MAX_REASONS = 20
 
 
 def threshold_config(env: Mapping[str, str] | None = None) -> ThresholdConfig:
@@ -57,24 +56,27 @@ def threshold_config(env: Mapping[str, str] | None = None) -> ThresholdConfig:
         except ValueError:
             raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
     config = ThresholdConfig(**values)  # type: ignore[arg-type]
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise ConfigError(f"DS_CONVERSION_*: {exc}") from None
+    if config.threshold is not None and not 0.0 <= config.threshold <= 1.0:
+        raise ConfigError(f"DS_CONVERSION_THRESHOLD must be in [0, 1], got {config.threshold}")
+    if not 0 <= config.max_reasons <= MAX_REASONS:
+        raise ConfigError(
+            f"DS_CONVERSION_MAX_REASONS must be in [0, {MAX_REASONS}], got {config.max_reasons}"
+        )
     return config
 
 
 def serve(env: ServingEnv) -> ServedExecutor | None:
     """None when no conversion version is published (conversion requests then answer
     UNIMPLEMENTED). On failure: RegistryError when a published version cannot be loaded,
-    ConfigError for a bad DS_CONVERSION_* setting."""
+    ConfigError for a bad DS_CONVERSION_* setting (whether or not a version is published)."""
+    threshold = threshold_config()  # first: a bad setting stops the server even before a publish
     models = ConversionModels(env.registry, NAME)
     if models.load_current() is None:
         return None
-    effects: list[ConversionSideEffect] = [RememberConversionDecision(env.index, NAME)]
+    effects: list[ConversionSideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogConversionDecision(env.log))
-    pipeline = conversion_pipeline(AsyncOnlineStore(env.reads, env.config.max_seen_items), threshold_config())
+    pipeline = conversion_pipeline(AsyncOnlineStore(env.reads, env.config.max_seen_items), threshold)
     executor = ConversionExecutor(NAME, pipeline, models.get, tuple(effects), env.telemetry)
     limits = env.limits
     return ServedExecutor(

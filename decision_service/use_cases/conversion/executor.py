@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from decision_service.domain.conversion import ConversionDecision, ConversionRequest
 from decision_service.domain.features import FeatureStatus
-from decision_service.engine import Engine, Run
+from decision_service.engine import Engine, Run, require_fail
 from decision_service.features.definitions import USER
 from decision_service.features.online_store import unavailable
 from decision_service.models.conversion_artifacts import ConversionArtifacts
@@ -40,6 +40,8 @@ class ConversionExecutor:
         side_effects: tuple[ConversionSideEffect, ...] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
+        # the flow has no fallback for a missing row or verdict: they must be declared FAIL
+        require_fail({"features": pipeline.features, "policy": pipeline.policy}, "features", "policy")
         self._pipeline = pipeline
         self._artifacts = artifacts
         self._side_effects = side_effects
@@ -67,13 +69,13 @@ class ConversionExecutor:
         with run.timed(p.profile.name):
             state.profile = await self._profile(state, run)
         with run.timed(p.features.name):
-            state.row = p.features.stage.build(state)
+            state.row = run.attempt(p.features, "build_failed", p.features.stage.build, state)
             if state.non_finite:
                 self._book.degrade(state.degraded, "features", "row_invalid")
         with run.timed(p.scorer.name):
             state.score = run.attempt(p.scorer, "model_error", p.scorer.stage.score, state)
         with run.timed(p.policy.name):
-            state.verdict = p.policy.stage.decide(state)
+            state.verdict = run.attempt(p.policy, "policy_failed", p.policy.stage.decide, state)
         a = state.artifacts
         score, verdict = state.score, state.verdict
         decision = ConversionDecision(

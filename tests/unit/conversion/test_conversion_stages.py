@@ -215,3 +215,68 @@ def test_kind_log_holds_every_input_not_just_the_model_columns(artifacts):
     assert record.features[INPUT_COLUMNS.index("u_events_30d")] == 40.0
     assert record.features[INPUT_COLUMNS.index("c_cart_items")] == 3.0
     assert record.decision is decision and record.margin is not None
+
+
+def test_kind_a_bad_setting_stops_the_server_even_without_a_published_version(tmp_path, monkeypatch):
+    from decision_service.use_cases.conversion import serve
+
+    class Env:
+        registry = ModelVersion  # never reached: the setting is read first
+
+    monkeypatch.setenv("DS_CONVERSION_THRESHOLD", "2")
+    with pytest.raises(ConfigError, match="DS_CONVERSION_THRESHOLD"):
+        serve(Env())  # type: ignore[arg-type]
+    monkeypatch.setenv("DS_CONVERSION_THRESHOLD", "0.5")
+    monkeypatch.setenv("DS_CONVERSION_MAX_REASONS", "100000")
+    with pytest.raises(ConfigError, match="DS_CONVERSION_MAX_REASONS"):
+        serve(Env())  # type: ignore[arg-type]
+
+
+def test_a_fail_step_declared_degrade_is_refused_at_build(artifacts):
+    from dataclasses import replace as dc_replace
+
+    pipeline = conversion_pipeline(FakeStore(), ThresholdConfig())
+    wrong = dc_replace(pipeline, policy=Step(pipeline.policy.stage, DEGRADE, "policy"))
+    with pytest.raises(ValueError, match="policy"):
+        ConversionExecutor("conversion", wrong, lambda: artifacts)
+
+
+def test_kind_reason_at_the_median_reads_low_when_it_is_also_the_minimum():
+    """An empty cart, no purchase, a visit today: most rows sit at 0 = median = minimum; a
+    reason saying 'items in the cart' there was wrong (shared by fraud's reasons too)."""
+    from decision_service.features.registry import reads_low
+
+    assert reads_low(0.0, 0.0, 0.0) and reads_low(0.5, 1.0) and not reads_low(1.0, 1.0)
+    assert not reads_low(2.0, 1.0, 0.0) and not reads_low(1.0, 1.0, 0.0)
+    assert reason_code("c_cart_items", 0.0, reads_low(0.0, 0.0, 0.0))[0] == "CART_EMPTY"
+
+
+def test_kind_a_version_trained_on_another_input_encoding_is_refused(artifacts, tmp_path):
+    manifest = save_conversion_artifacts(tmp_path, artifacts.model, (1.0, 0.0), 0.2, {})
+    manifest["conversion_inputs_version"] = "0123456789ab"
+    with pytest.raises(RegistryError, match="conversion inputs"):
+        ConversionArtifacts.load(ModelVersion("conversion", "v0002", tmp_path, manifest), verify=False)
+
+
+def test_kind_calibration_is_fitted_on_rows_the_trees_never_saw():
+    import pyarrow as pa
+
+    from offline.training.train_conversion import ConversionTrainConfig, fit_conversion
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    x = rng.normal(size=n)
+    y = rng.random(n) < 1 / (1 + np.exp(-2 * x))
+    table = pa.table({
+        "decision_id": [f"d{i:05d}" for i in range(n)],
+        "decided_at": pa.array(np.arange(n) * 1000).cast(pa.timestamp("ms", tz="UTC")),
+        "converted": y,
+        "c_cart_items": x.astype(np.float32),
+    })
+    fitted = fit_conversion(table, ConversionTrainConfig(columns=("c_cart_items",), threads=1))
+    info = fitted.info
+    assert info["calibration_rows"] == 400  # the latest 20 %
+    assert info["train_rows"] + info["valid_rows"] == 1600  # the trees and early stopping: the rest
+    with pytest.raises(ValueError, match="calibrat"):
+        one_class_tail = table.set_column(2, "converted", pa.array(np.r_[y[:1600], np.zeros(400, bool)]))
+        fit_conversion(one_class_tail, ConversionTrainConfig(columns=("c_cart_items",), threads=1))
