@@ -86,7 +86,8 @@ class ServiceConfig:
     max_outcomes_per_request: int = 1_000
     outcome_max_future_skew_s: float = 300.0  # occurred_at later than now + this is invalid
     # outcomes are attributable (decision index TTL) for the use case's longest label window
-    # (domain/outcomes.py: fraud 60 d, recommendation 24 h) plus this grace for late delivery
+    # (each use case's outcome types: fraud 60 d, conversion 7 d, recommendation 24 h) plus
+    # this grace for late delivery
     decision_index_grace_s: int = 86_400
     decision_index_local_size: int = 200_000  # decisions remembered in process
     # --- fraud pipeline

@@ -5,9 +5,11 @@
 The training set is built by the shared builder (training_set.build_labelled_rows): one row
 per logged score with its exact served row, labelled 1 when a ``converted`` outcome occurred
 within the label window (7 days by default), 0 once the window closed without one, left out
-while immature. Degraded rows are left out of training (they are not what a healthy model
-sees). The candidate and CURRENT are scored on the same latest held-out rows; the candidate
-is published when its AUC is not lower and its log-loss not higher (tolerances configurable).
+while immature. Rows served from fallbacks during an outage (OUTAGE_REASONS) are left out of
+training (they are not what a healthy model sees); rows flagged by how the traffic is (an
+unknown user: the profile's defaults) stay. The candidate and CURRENT are scored on the same
+latest held-out rows; the candidate is published when its AUC is not lower and its log-loss
+not higher (tolerances configurable).
 """
 
 from __future__ import annotations
@@ -36,14 +38,24 @@ from offline.training.train_conversion import (
 
 CONVERSION_LABEL = LabelWindow("converted", ("converted",), 7 * 86_400.0)
 """Default: converted = a ``converted`` outcome within 7 days of the score."""
-KEEP = {"user_id": "user_id", "logged_probability": "probability", "action": "action", "scored": "scored"}
+KEEP = {
+    "user_id": "user_id",
+    "logged_probability": "probability",
+    "action": "action",
+    "scored": "scored",
+    "flags": "list_transform(degraded, lambda x: x.stage || ':' || x.reason)",
+}
+OUTAGE_REASONS = ("store_unavailable", "store_timeout", "deadline_exceeded", "model_error", "build_failed")
+"""Flags of a row served from fallbacks because something was down: left out of training.
+Other flags (``user_context:unknown_user``, ``features:user_stale``) are how real traffic
+looks (new visitors get the profile defaults): the model must learn them."""
 
 
 @dataclass(frozen=True)
 class ConversionRetrainConfig:
     train: ConversionTrainConfig = field(default_factory=ConversionTrainConfig)
     holdout_share: float = 0.25  # the latest decisions, by decision time
-    exclude_degraded: bool = True
+    exclude_outages: bool = True  # leave out rows flagged with an OUTAGE_REASONS flag
     auc_tolerance: float = 0.0  # publish if AUC >= current - tolerance ...
     log_loss_tolerance: float = 0.0  # ... and log-loss <= current + tolerance
 
@@ -97,7 +109,13 @@ def retrain_conversion(
     """Trains on the earlier rows, compares with CURRENT on the latest ones, publishes if the
     gate passes. On failure: ValueError when there is nothing to learn from (no labelled
     healthy rows, or one class only); the registry is untouched unless a version is published."""
-    table = binary_rows(training_set, cfg.train.target, exclude_degraded=cfg.exclude_degraded)
+    table = binary_rows(training_set, cfg.train.target, exclude_degraded=False)
+    if cfg.exclude_outages and "flags" in table.column_names:
+        outage = [
+            any(f.split(":", 1)[-1] in OUTAGE_REASONS for f in flags or ())
+            for flags in table.column("flags").to_pylist()
+        ]
+        table = table.filter(pa.array([not o for o in outage], pa.bool_()))
     if table.num_rows == 0:
         raise ValueError("the conversion training set has no labelled, healthy rows yet")
     held = table_time_split(table, cfg.holdout_share)

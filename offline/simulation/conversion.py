@@ -31,7 +31,7 @@ class Sessions:
     session_s: np.ndarray  # float64 [n]
     surface: np.ndarray  # object [n]
     device: np.ndarray  # object [n]
-    hour: np.ndarray  # int64 [n], UTC hour the session is scored at
+    hour: np.ndarray  # int64 [n], UTC hour of a simulated history row (served: the server's clock)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -89,7 +89,6 @@ def sample_sessions(
 def conversion_probability(truth: WorldTruth, s: Sessions) -> np.ndarray:
     """P(the session's user purchases within the label window): float64 [n]."""
     activity = np.log(truth.user_activity[s.user] / np.median(truth.user_activity) + 1e-6)
-    evening = ((s.hour >= 18) & (s.hour <= 22)).astype(np.float64)
     logit = (
         -2.4
         + 0.9 * s.intent
@@ -97,7 +96,6 @@ def conversion_probability(truth: WorldTruth, s: Sessions) -> np.ndarray:
         + 0.6 * (s.surface == "checkout")
         + 0.3 * activity
         - 0.4 * np.minimum(truth.user_price_sensitivity[s.user], 3.0)
-        + 0.25 * evening
         + 0.2 * (s.device == "ios")
     )
     return 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))

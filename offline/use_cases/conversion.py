@@ -199,9 +199,9 @@ class ConversionOffline:
 
     def start(self, ws: Workspace, turns: int, per_turn: int) -> ConversionFlywheel:
         weak = self._publish_from_history(
-            ws, self.start_sessions, ("c_hour_of_day",), "hour of day only (flywheel start)", ws.seed + 41
+            ws, self.start_sessions, ("c_device",), "device only (flywheel start)", ws.seed + 41
         )
-        print(f"published the weak starting conversion model {weak.name} (hour of day only)", flush=True)
+        print(f"published the weak starting conversion model {weak.name} (device only)", flush=True)
         snap, _ = load_serving_state(ws.world_dir)
         return ConversionFlywheel(
             ws,

@@ -280,3 +280,27 @@ def test_kind_calibration_is_fitted_on_rows_the_trees_never_saw():
     with pytest.raises(ValueError, match="calibrat"):
         one_class_tail = table.set_column(2, "converted", pa.array(np.r_[y[:1600], np.zeros(400, bool)]))
         fit_conversion(one_class_tail, ConversionTrainConfig(columns=("c_cart_items",), threads=1))
+
+
+def test_training_leaves_out_outage_rows_but_keeps_unknown_users(tmp_path):
+    import pyarrow as pa
+
+    from offline.loop.retrain_conversion import ConversionRetrainConfig, retrain_conversion
+    from offline.training.train_conversion import ConversionTrainConfig
+
+    rng = np.random.default_rng(4)
+    n = 1500
+    x = rng.normal(size=n)
+    flags = [["features:store_unavailable"] if i % 10 == 0 else ["user_context:unknown_user"] if i % 10 == 1
+             else [] for i in range(n)]
+    table = pa.table({
+        "decision_id": [f"d{i:05d}" for i in range(n)],
+        "decided_at": pa.array(np.arange(n) * 1000).cast(pa.timestamp("ms", tz="UTC")),
+        "degraded": [bool(f) for f in flags],
+        "converted": rng.random(n) < 1 / (1 + np.exp(-2 * x)),
+        "flags": flags,
+        "c_cart_items": x.astype(np.float32),
+    })
+    cfg = ConversionRetrainConfig(train=ConversionTrainConfig(columns=("c_cart_items",), threads=1))
+    result = retrain_conversion(table, tmp_path / "registry", cfg)
+    assert result.published and result.training["rows"] == n - n // 10  # outages out, unknown users in
