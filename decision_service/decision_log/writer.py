@@ -129,6 +129,12 @@ class ParquetLogWriter(Generic[R]):
         # deque.append / popleft are atomic in CPython: the request path takes no lock
         self._queue: collections.deque[object] = collections.deque()
         self._wake = threading.Event()  # flush / stop markers are handled at once
+        # True while the writer sleeps with nothing queued and nothing open: the next submit
+        # wakes it (once per idle -> busy change, not per record). An idle writer that kept
+        # polling cost every request a GIL hand-over to a niced thread 20 times a second
+        # (a log with no traffic, e.g. a use case nobody calls; BENCHMARKS.md)
+        self._idle = False
+        self.wakeups = 0  # writer loop iterations (tests: an idle writer does not poll)
         # per partition: records taken this poll, and the open file they go to
         self._pending: dict[tuple[tuple[str, str], ...], list[R]] = {}
         self._files: dict[tuple[tuple[str, str], ...], _OpenFile] = {}
@@ -173,6 +179,9 @@ class ParquetLogWriter(Generic[R]):
             return False
         self._queue.append(record)
         self.stats.submitted += 1
+        if self._idle:
+            self._idle = False
+            self._wake.set()
         return True
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -214,8 +223,19 @@ class ParquetLogWriter(Generic[R]):
         interval = self.config.flush_interval_s
         next_flush = time.monotonic() + interval
         while True:
-            self._wake.wait(max(0.0, min(self.config.poll_interval_s, next_flush - time.monotonic())))
+            timeout: float | None = max(0.0, min(self.config.poll_interval_s, next_flush - time.monotonic()))
+            if not self._files and not self._pending and not self._queue:
+                self._idle = True  # before the last look: a submit from now on wakes us
+                if self._queue:
+                    self._idle = False
+                else:
+                    timeout = None  # nothing to write or flush: sleep until submit/flush/stop
+            self._wake.wait(timeout)
             self._wake.clear()
+            self.wakeups += 1
+            if timeout is None:
+                self._idle = False
+                next_flush = time.monotonic() + interval  # a file opened now closes after a full interval
             if self._drain():
                 self._flush_all()
                 return

@@ -160,3 +160,24 @@ def test_kind_bad_record_flood_logs_a_few_lines_not_a_traceback_each(tmp_path, c
     assert read_all(tmp_path).column("n").to_pylist() == [7]
     lines = [r for r in caplog.records if "cannot" in r.getMessage()]
     assert 1 <= len(lines) <= 4, [r.getMessage() for r in lines]
+
+
+def test_kind_an_idle_writer_sleeps_until_a_record_comes(tmp_path):
+    """A log nobody writes to (a use case no one calls) must not poll: each poll of a niced
+    thread costs the serving thread a GIL hand-over (BENCHMARKS.md). The first record wakes it
+    and is written by the interval flush as usual."""
+    w = writer(tmp_path, flush_interval_s=0.2, poll_interval_s=0.01).start()
+    deadline = time.monotonic() + 10
+    while not w._idle:
+        assert time.monotonic() < deadline, "the writer never went idle"
+        time.sleep(0.01)
+    asleep = w.wakeups
+    time.sleep(0.5)  # polling every 10 ms would be ~50 wake-ups
+    assert w.wakeups == asleep
+    w.submit(Rec(1, "a"))
+    while w.stats.written_records < 1:
+        assert time.monotonic() < deadline, "the first record after idling was never written"
+        time.sleep(0.02)
+    w.submit(Rec(2, "a"))
+    w.close()
+    assert sorted(read_all(tmp_path).column("n").to_pylist()) == [1, 2]
