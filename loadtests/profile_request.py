@@ -27,8 +27,10 @@ from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import RecommendationModels
-from decision_service.use_cases.proto import RequestLimits
-from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
+from decision_service.use_cases.recommendation.convert import (
+    RecommendationLimits,
+    recommendation_request_from_proto,
+)
 from decision_service.use_cases.recommendation.executor import RecommendationExecutor
 from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
 from loadtests.make_requests import recommendation_requests
@@ -46,7 +48,7 @@ async def stage_timings(
     client = MultiplexedRedis(config.redis_url)
     store = AsyncOnlineStore(client, config.max_seen_items)
     executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
-    limits = RequestLimits.from_config(config)
+    limits = RecommendationLimits.from_config(config)
     domain = [recommendation_request_from_proto(r, limits) for r in requests]
     for r in domain[:200]:  # warm-up: caches, lazy imports, connection pool
         await executor.run(r, 1.0)

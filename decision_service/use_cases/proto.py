@@ -26,9 +26,9 @@ _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 @dataclass(frozen=True)
 class RequestLimits:
-    max_num_items: int
-    max_exclusions: int
-    max_allowed_categories: int
+    """The limits every use case's request (and RecordOutcome) shares; a use case adds its
+    own (e.g. recommendation.convert.RecommendationLimits, fraud.convert.FraudLimits)."""
+
     max_context_attributes: int
     max_string_length: int
     max_outcomes: int = 1_000
@@ -37,9 +37,6 @@ class RequestLimits:
     @classmethod
     def from_config(cls, config: ServiceConfig) -> RequestLimits:
         return cls(
-            config.max_num_items,
-            config.max_exclusions,
-            config.max_allowed_categories,
             config.max_context_attributes,
             config.max_string_length,
             config.max_outcomes_per_request,

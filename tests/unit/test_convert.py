@@ -4,10 +4,12 @@ import pytest
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.server.errors import InvalidArgument
-from decision_service.use_cases.proto import RequestLimits
-from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
+from decision_service.use_cases.recommendation.convert import (
+    RecommendationLimits,
+    recommendation_request_from_proto,
+)
 
-LIMITS = RequestLimits(
+LIMITS = RecommendationLimits(
     max_num_items=50,
     max_exclusions=3,
     max_allowed_categories=2,

@@ -25,11 +25,13 @@ from decision_service.domain.identifiers import (
 from decision_service.errors import InvalidArgument
 from decision_service.server.convert import outcomes_from_proto
 from decision_service.use_cases.fraud.convert import FraudLimits, fraud_request_from_proto
-from decision_service.use_cases.proto import RequestLimits
-from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
+from decision_service.use_cases.recommendation.convert import (
+    RecommendationLimits,
+    recommendation_request_from_proto,
+)
 
 NOW_MS = 1_750_000_000_000
-LIMITS = RequestLimits(
+LIMITS = RecommendationLimits(
     max_num_items=50,
     max_exclusions=5,
     max_allowed_categories=5,

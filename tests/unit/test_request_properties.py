@@ -12,10 +12,12 @@ from decision_service.errors import InvalidArgument
 from decision_service.features.definitions import CATEGORIES
 from decision_service.server.convert import outcomes_from_proto
 from decision_service.use_cases.fraud.convert import FraudLimits, fraud_request_from_proto
-from decision_service.use_cases.proto import RequestLimits
-from decision_service.use_cases.recommendation.convert import recommendation_request_from_proto
+from decision_service.use_cases.recommendation.convert import (
+    RecommendationLimits,
+    recommendation_request_from_proto,
+)
 
-LIMITS = RequestLimits(
+LIMITS = RecommendationLimits(
     max_num_items=100, max_exclusions=20, max_allowed_categories=5, max_context_attributes=4,
     max_string_length=64, max_outcomes=10,
 )

@@ -20,7 +20,7 @@ from decision_service.use_cases import OUTCOME_TYPES, USE_CASES
 from decision_service.use_cases.base import UseCase
 from decision_service.use_cases.proto import RequestLimits
 
-LIMITS = RequestLimits(100, 10, 5, 4, 64)
+LIMITS = RequestLimits(max_context_attributes=4, max_string_length=64)
 
 
 def _servicer() -> DecisionServicer:

@@ -18,6 +18,7 @@ from decision_service.stages.side_effects.remember_decision import RememberDecis
 from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
 from decision_service.use_cases.recommendation import executor
 from decision_service.use_cases.recommendation.convert import (
+    RecommendationLimits,
     recommendation_decision_to_proto,
     recommendation_request_from_proto,
 )
@@ -41,7 +42,7 @@ def serve(env: ServingEnv) -> ServedExecutor:
         effects.append(LogServedDecision(env.log))
     pipeline = recommendation_pipeline(env.config, store, tuple(effects))
     executor = RecommendationExecutor(pipeline, models.get, env.telemetry)
-    limits = env.limits
+    limits = RecommendationLimits.from_config(env.config)
     return ServedExecutor(
         executor,
         models,

@@ -5,7 +5,10 @@ Categories are matched case-insensitively and become the catalog's spelling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+from decision_service.config import ServiceConfig
 from decision_service.domain.recommendation import RecommendationDecision, RecommendationRequest
 from decision_service.errors import InvalidArgument
 from decision_service.features.definitions import CATEGORIES
@@ -20,8 +23,30 @@ from decision_service.use_cases.proto import (
 _CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
 
 
+@dataclass(frozen=True, kw_only=True)
+class RecommendationLimits(RequestLimits):
+    """The shared limits plus the recommendation request's own."""
+
+    max_num_items: int
+    max_exclusions: int
+    max_allowed_categories: int
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig) -> RecommendationLimits:
+        shared = RequestLimits.from_config(config)
+        return cls(
+            max_context_attributes=shared.max_context_attributes,
+            max_string_length=shared.max_string_length,
+            max_outcomes=shared.max_outcomes,
+            outcome_max_future_skew_ms=shared.outcome_max_future_skew_ms,
+            max_num_items=config.max_num_items,
+            max_exclusions=config.max_exclusions,
+            max_allowed_categories=config.max_allowed_categories,
+        )
+
+
 def recommendation_request_from_proto(
-    request: pb.GetDecisionRequest, limits: RequestLimits
+    request: pb.GetDecisionRequest, limits: RecommendationLimits
 ) -> RecommendationRequest:
     rec = request.recommendation
     request_id = request_id_from_proto(request, limits)

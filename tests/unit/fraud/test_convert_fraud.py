@@ -17,13 +17,7 @@ from decision_service.use_cases.proto import RequestLimits
 from tests.unit.fraud.conftest import OCCURRED_MS
 
 NOW_MS = OCCURRED_MS + 1_000
-LIMITS = RequestLimits(
-    max_num_items=50,
-    max_exclusions=3,
-    max_allowed_categories=2,
-    max_context_attributes=2,
-    max_string_length=32,
-)
+LIMITS = RequestLimits(max_context_attributes=2, max_string_length=32)
 FRAUD = FraudLimits(
     max_id_length=32,
     absurd_amount_eur=1_000_000.0,
