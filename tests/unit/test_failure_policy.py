@@ -20,6 +20,7 @@ from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.stages.hydrators.neighbour_fraud_rate import InvalidNeighbourQuery, NeighbourFraudRate
 from decision_service.stages.policies.rules_and_thresholds import PolicyConfig
 from decision_service.stages.sources.ann import AnnCandidates
+from decision_service.use_cases.conversion import pipeline as conversion
 from decision_service.use_cases.fraud import pipeline as fraud
 from decision_service.use_cases.fraud.executor import FraudExecutor
 from decision_service.use_cases.recommendation import pipeline as rec
@@ -27,6 +28,12 @@ from decision_service.use_cases.recommendation.executor import RecommendationExe
 from tests.unit.fraud.conftest import OCCURRED_MS, fraud_artifacts, transaction  # noqa: F401 - fixture
 from tests.unit.test_executor import run as recommend
 from tests.unit.test_executor import seed_store
+
+
+def conversion_pipeline() -> conversion.ConversionPipeline:
+    from decision_service.stages.policies.threshold import ThresholdConfig
+
+    return conversion.conversion_pipeline(store=None, threshold=ThresholdConfig())  # type: ignore[arg-type]
 
 
 def fraud_pipeline() -> fraud.FraudPipeline:
@@ -40,7 +47,9 @@ def rec_pipeline() -> rec.RecommendationPipeline:
 # ---------------------------------------------------------------- declarations
 
 
-@pytest.mark.parametrize("make, module", [(fraud_pipeline, fraud), (rec_pipeline, rec)])
+@pytest.mark.parametrize(
+    "make, module", [(fraud_pipeline, fraud), (rec_pipeline, rec), (conversion_pipeline, conversion)]
+)
 def test_every_stage_of_each_pipeline_has_a_declared_policy(make, module):
     p = make()
     assert set(module.ON_FAILURE) == set(module.STAGES)  # nothing undeclared, nothing stale

@@ -41,8 +41,8 @@ class ConversionExecutor:
         telemetry: Telemetry | None = None,
     ) -> None:
         # the flow has no fallback for a missing row or verdict: they must be declared FAIL
-        require_fail({"features": pipeline.features, "policy": pipeline.policy}, "features", "policy")
-        self._pipeline = pipeline
+        self._steps = pipeline.steps
+        require_fail(self._steps, "features", "policy")
         self._artifacts = artifacts
         self._side_effects = side_effects
         self._engine = Engine(use_case, telemetry)
@@ -64,18 +64,21 @@ class ConversionExecutor:
         )
 
     async def _run(self, request: ConversionRequest, run: Run) -> ConversionDecision:
-        p = self._pipeline
+        s = self._steps
         state = ConversionState(request, self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms)
-        with run.timed(p.profile.name):
+        with run.timed(s["profile"].name):
             state.profile = await self._profile(state, run)
-        with run.timed(p.features.name):
-            state.row = run.attempt(p.features, "build_failed", p.features.stage.build, state)
+        step = s["features"]
+        with run.timed(step.name):
+            state.row = run.attempt(step, "build_failed", step.stage.build, state)
             if state.non_finite:
                 self._book.degrade(state.degraded, "features", "row_invalid")
-        with run.timed(p.scorer.name):
-            state.score = run.attempt(p.scorer, "model_error", p.scorer.stage.score, state)
-        with run.timed(p.policy.name):
-            state.verdict = run.attempt(p.policy, "policy_failed", p.policy.stage.decide, state)
+        step = s["scorer"]
+        with run.timed(step.name):
+            state.score = run.attempt(step, "model_error", step.stage.score, state)
+        step = s["policy"]
+        with run.timed(step.name):
+            state.verdict = run.attempt(step, "policy_failed", step.stage.decide, state)
         a = state.artifacts
         score, verdict = state.score, state.verdict
         decision = ConversionDecision(
@@ -91,7 +94,7 @@ class ConversionExecutor:
         return decision
 
     async def _profile(self, state: ConversionState, run: Run) -> Any:
-        step = self._pipeline.profile
+        step = self._steps["profile"]
         values = await run.read(step, step.stage.load, state)
         if values is None:  # declared DEGRADE (flagged by the engine): the declared defaults
             return unavailable(USER, 1)

@@ -15,9 +15,11 @@ effects    the decision index write late / failed -> the answer stands, flagged
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from decision_service.engine import DEGRADE, FAIL, Step
+from decision_service.engine import DEGRADE, FAIL, OnFailure, Step, declared_steps
 from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.stages.conversion_base import Policy, ProfileLoader, RowBuilder, Scorer
 from decision_service.stages.hydrators.conversion_features import ConversionFeatures
@@ -25,23 +27,35 @@ from decision_service.stages.hydrators.user_profile import UserProfile
 from decision_service.stages.policies.threshold import Threshold, ThresholdConfig
 from decision_service.stages.scorers.calibrated_lightgbm import CalibratedLightGbm
 
+# Each stage's failure policy, by pipeline field (the table above).
+ON_FAILURE: Mapping[str, OnFailure] = {
+    "profile": OnFailure(DEGRADE, "features", "the USER group's declared defaults"),
+    "features": OnFailure(FAIL),
+    "scorer": OnFailure(DEGRADE, "scoring", "the base rate, action SKIP"),
+    "policy": OnFailure(FAIL),
+}
+STAGES = ("profile", "features", "scorer", "policy")  # in order
+
 
 @dataclass(frozen=True)
 class ConversionPipeline:
-    profile: Step  # ProfileLoader: one MGET of the USER row
-    features: Step  # RowBuilder: request-time features + profile -> model row
-    scorer: Step  # Scorer: calibrated probability + contributions
-    policy: Step  # Policy: threshold -> action, top reasons
+    profile: ProfileLoader  # one MGET of the USER row
+    features: RowBuilder  # request-time features + profile -> inputs and the model row
+    scorer: Scorer  # calibrated probability + contributions
+    policy: Policy  # threshold -> action, top reasons
+    on_failure: Mapping[str, OnFailure] = field(default_factory=lambda: ON_FAILURE, repr=False)
+    # field -> its stage with the declared policy, built (and checked) with the pipeline
+    steps: Mapping[str, Step] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stages: dict[str, Any] = {name: getattr(self, name) for name in STAGES}
+        object.__setattr__(self, "steps", declared_steps(stages, self.on_failure))
 
 
 def conversion_pipeline(store: AsyncOnlineStore, threshold: ThresholdConfig) -> ConversionPipeline:
-    profile: ProfileLoader = UserProfile(store)
-    features: RowBuilder = ConversionFeatures()
-    scorer: Scorer = CalibratedLightGbm()
-    policy: Policy = Threshold(threshold)
     return ConversionPipeline(
-        profile=Step(profile, DEGRADE, "features", "the USER group's declared defaults"),
-        features=Step(features, FAIL),
-        scorer=Step(scorer, DEGRADE, "scoring", "the base rate, action SKIP"),
-        policy=Step(policy, FAIL),
+        profile=UserProfile(store),
+        features=ConversionFeatures(),
+        scorer=CalibratedLightGbm(),
+        policy=Threshold(threshold),
     )

@@ -13,7 +13,7 @@ import pytest
 from decision_service.config import ConfigError
 from decision_service.domain.conversion import ConversionAction, ConversionRequest
 from decision_service.domain.decision import RequestContext
-from decision_service.engine import DEGRADE, FAIL, Step
+from decision_service.engine import DEGRADE, FAIL, OnFailure, Step
 from decision_service.features.conversion import PROFILE_COLUMNS, REQUEST_COLUMNS, reason_code
 from decision_service.features.definitions import USER
 from decision_service.features.online_store import encode
@@ -22,7 +22,7 @@ from decision_service.models.registry import ModelVersion, RegistryError
 from decision_service.stages.policies.threshold import ThresholdConfig
 from decision_service.use_cases.conversion import threshold_config
 from decision_service.use_cases.conversion.executor import ConversionExecutor
-from decision_service.use_cases.conversion.pipeline import conversion_pipeline
+from decision_service.use_cases.conversion.pipeline import ON_FAILURE, conversion_pipeline
 
 COLUMNS = ("u_events_30d", "u_purchase_rate", "c_cart_items", "c_surface", "c_hour_of_day")
 
@@ -133,10 +133,11 @@ def test_a_failing_fail_step_fails_the_request(artifacts, monkeypatch):
 
 def test_the_pipeline_declares_a_policy_for_every_step():
     pipeline = conversion_pipeline(FakeStore(), ThresholdConfig())
-    steps = [pipeline.profile, pipeline.features, pipeline.scorer, pipeline.policy]
+    steps = [pipeline.steps[name] for name in ("profile", "features", "scorer", "policy")]
     assert [s.on_failure for s in steps] == [DEGRADE, FAIL, DEGRADE, FAIL]
+    assert [s.flag for s in steps] == ["features", "", "scoring", ""]
     with pytest.raises(ValueError, match="needs a flag"):
-        Step(pipeline.scorer.stage, DEGRADE)
+        Step(pipeline.scorer, DEGRADE)
 
 
 def test_threshold_settings_come_from_the_environment_and_name_the_variable():
@@ -236,7 +237,7 @@ def test_a_fail_step_declared_degrade_is_refused_at_build(artifacts):
     from dataclasses import replace as dc_replace
 
     pipeline = conversion_pipeline(FakeStore(), ThresholdConfig())
-    wrong = dc_replace(pipeline, policy=Step(pipeline.policy.stage, DEGRADE, "policy"))
+    wrong = dc_replace(pipeline, on_failure={**ON_FAILURE, "policy": OnFailure(DEGRADE, "policy")})
     with pytest.raises(ValueError, match="policy"):
         ConversionExecutor("conversion", wrong, lambda: artifacts)
 
