@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from decision_service.domain.decision import Decision, RequestContext
+from decision_service.domain.decision import Decision, ReasonCode, RequestContext
 
 
 class ConversionAction(IntEnum):
@@ -27,14 +27,6 @@ class ConversionRequest:
     session_seconds: float
     threshold: float | None  # None: the server's (which may be None: no action)
     received_at_ms: int  # server clock; the hour-of-day feature uses it, never the client's
-
-
-@dataclass(frozen=True)
-class ReasonCode:
-    code: str  # stable, e.g. "CART_FULL"
-    feature: str  # the model column
-    contribution: float  # calibrated log-odds contribution (signed)
-    description: str
 
 
 @dataclass(kw_only=True)

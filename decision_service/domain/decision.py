@@ -31,6 +31,17 @@ class RequestContext:
 
 
 @dataclass(frozen=True)
+class ReasonCode:
+    """Why a score is what it is: a feature's signed log-odds contribution, with its stable code
+    (``ReasonCode`` in the API). Fraud and conversion answer these."""
+
+    code: str  # stable, e.g. "CART_EMPTY", "AMOUNT_HIGH_FOR_USER"
+    feature: str  # the model column
+    contribution: float  # log-odds
+    description: str
+
+
+@dataclass(frozen=True)
 class Degradation:
     """A part of the pipeline that could not run normally, as the answer reports it."""
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import astuple, dataclass, field
 from enum import IntEnum
 
-from decision_service.domain.decision import Decision, RequestContext
+from decision_service.domain.decision import Decision, ReasonCode, RequestContext
 
 
 class FraudAction(IntEnum):
@@ -72,12 +72,7 @@ class FiredRule:
     description: str
 
 
-@dataclass(frozen=True)
-class Reason:
-    code: str
-    feature: str
-    contribution: float
-    description: str
+Reason = ReasonCode  # the fraud name of the shared reason-code type (domain/decision.py)
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
-from decision_service.domain.conversion import ConversionAction, ConversionRequest, ReasonCode
-from decision_service.domain.decision import Degradation
+from decision_service.domain.conversion import ConversionAction, ConversionRequest
+from decision_service.domain.decision import Degradation, ReasonCode
 from decision_service.domain.features import GroupValues
 from decision_service.models.conversion_artifacts import ConversionArtifacts
 

@@ -24,15 +24,12 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
 
 from offline.features.embeddings import train_embeddings
-
-if TYPE_CHECKING:  # the batch jobs read a World's events; the loop never imports the simulator
-    pass
 
 
 @dataclass(frozen=True)

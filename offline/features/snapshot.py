@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from decision_service.domain.outcomes import DAY_S
 from decision_service.features.definitions import CATEGORIES, ITEM, USER
 from decision_service.features.registry import FeatureGroup
 
-DAY_MS = 86_400_000
+DAY_MS = DAY_S * 1000
 
 if TYPE_CHECKING:  # the batch jobs read a World's events; the loop never imports the simulator
     from offline.simulation.world import World

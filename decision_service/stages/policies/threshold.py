@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decision_service.domain.conversion import ConversionAction, ReasonCode
+from decision_service.domain.conversion import ConversionAction
+from decision_service.domain.decision import ReasonCode
 from decision_service.features.conversion import reason_code
 from decision_service.features.registry import reads_low
 from decision_service.stages.conversion_base import ConversionState, Verdict
