@@ -16,7 +16,6 @@ Manifest keys used here:
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ import numpy as np
 
 from decision_service.features.conversion import FEATURES, INPUT_COLUMNS, INPUTS_VERSION
 from decision_service.features.definitions import REGISTRY
+from decision_service.models.published import PublishedModels
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
-
-log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.txt"
 
@@ -124,40 +122,10 @@ def save_conversion_artifacts(
     }
 
 
-class ConversionModels:
+class ConversionModels(PublishedModels[ConversionArtifacts]):
     """The current conversion artifacts (the holder hot reload swaps), or none published."""
 
     def __init__(self, registry: ModelRegistry, use_case: str) -> None:
-        self._registry = registry
-        self._use_case = use_case
-        self._current: ConversionArtifacts | None = None
-
-    @property
-    def registry(self) -> ModelRegistry:
-        return self._registry
-
-    def load_current(self) -> ConversionArtifacts | None:
-        """CURRENT, or None when no version is published. On failure: RegistryError."""
-        if not (self._registry.root / self._use_case / "CURRENT").is_file():
-            log.info("no %s model published under %s", self._use_case, self._registry.root)
-            return None
-        return self.install(self.prepare(self._registry.current_name(self._use_case)))
-
-    def prepare(self, name: str) -> ConversionArtifacts:
-        """Loads and checks a version without serving it (off the event loop)."""
-        return ConversionArtifacts.load(self._registry.get(self._use_case, name))
-
-    def install(self, artifacts: ConversionArtifacts) -> ConversionArtifacts:
-        """Serves ``artifacts`` from now on: one reference swap; requests in flight keep theirs."""
-        self._current = artifacts
-        log.info(
-            "serving %s model %s (%d features)", self._use_case, artifacts.version, len(artifacts.columns)
+        super().__init__(
+            registry, use_case, ConversionArtifacts.load, lambda a: f"({len(a.columns)} features)"
         )
-        for warning in artifacts.warnings:
-            log.warning("%s model %s: %s", self._use_case, artifacts.version, warning)
-        return artifacts
-
-    def get(self) -> ConversionArtifacts:
-        if self._current is None:
-            raise RuntimeError(f"no {self._use_case} artifacts loaded")
-        return self._current

@@ -10,7 +10,6 @@ Manifest keys used here: ``neighbours`` {k, mean, std}, ``feature_medians`` and
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,9 @@ import numpy as np
 from decision_service.features.assembly import RowAssembler
 from decision_service.features.definitions import FRAUD_NEIGHBOUR_COLUMNS, REGISTRY
 from decision_service.features.fraud import FRAUD_INPUT_GROUPS
+from decision_service.models.published import PublishedModels
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
 from decision_service.retrieval.neighbours import NeighbourIndex
-
-log = logging.getLogger(__name__)
 
 FRAUD = "fraud"
 MODEL_FILE = "model.txt"
@@ -108,47 +106,13 @@ def save_fraud_artifacts(directory: Path, model: lgb.Booster, neighbours: Neighb
     }
 
 
-class FraudModels:
+class FraudModels(PublishedModels[FraudArtifacts]):
     """The current fraud artifacts, or None when no fraud version is published."""
 
     def __init__(self, registry: ModelRegistry) -> None:
-        self._registry = registry
-        self._current: FraudArtifacts | None = None
-
-    def load_current(self) -> FraudArtifacts | None:
-        """Loads CURRENT if a fraud use case exists. On failure (a broken version): RegistryError."""
-        if not (self._registry.root / FRAUD / "CURRENT").is_file():
-            log.info("no fraud model published under %s: fraud_check is not served", self._registry.root)
-            return None
-        return self.install(self.prepare(self._registry.current_name(FRAUD)))
-
-    @property
-    def registry(self) -> ModelRegistry:
-        return self._registry
-
-    def prepare(self, name: str) -> FraudArtifacts:
-        """Loads and checks a version without serving it (hot reload runs this off the event
-        loop). On failure: RegistryError naming the version and the problem."""
-        return FraudArtifacts.load(self._registry.get(FRAUD, name))
-
-    def install(self, artifacts: FraudArtifacts) -> FraudArtifacts:
-        """Serves ``artifacts`` from now on: one reference swap; checks in flight keep theirs."""
-        self._current = artifacts
-        log.info(
-            "serving fraud model %s (%d features, %d neighbours)",
-            artifacts.version,
-            len(artifacts.assembler.columns),
-            artifacts.neighbours.index.ntotal,
+        super().__init__(
+            registry,
+            FRAUD,
+            FraudArtifacts.load,
+            lambda a: f"({len(a.assembler.columns)} features, {a.neighbours.index.ntotal} neighbours)",
         )
-        for warning in artifacts.warnings:
-            log.warning("fraud model %s: %s", artifacts.version, warning)
-        return artifacts
-
-    @property
-    def loaded(self) -> bool:
-        return self._current is not None
-
-    def get(self) -> FraudArtifacts:
-        if self._current is None:
-            raise RuntimeError("no fraud artifacts loaded")
-        return self._current
