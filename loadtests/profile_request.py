@@ -23,8 +23,8 @@ import numpy as np
 
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import LocalRedis
-from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.redis_store import RedisFeatureReads
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import RecommendationModels
 from decision_service.use_cases.recommendation.convert import (
@@ -46,7 +46,7 @@ async def stage_timings(
     models = RecommendationModels(ModelRegistry(config.registry_root), config)
     models.load_current()
     client = MultiplexedRedis(config.redis_url)
-    store = AsyncOnlineStore(client, config.max_seen_items)
+    store = RedisFeatureReads(client, config.max_seen_items)
     executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
     limits = RecommendationLimits.from_config(config)
     domain = [recommendation_request_from_proto(r, limits) for r in requests]

@@ -1,5 +1,5 @@
 """The ONE canonical form of every identifier, used online (request validation) and by every
-block-list writer (features/fraud_store.add_to_block_list, used by operators, the demo and
+block-list writer (features/redis_store.add_to_block_list, used by operators, the demo and
 tests): a value is compared, counted, stored and logged only in the form these functions return.
 
 Rules (each raises IdentifierError with a human-readable problem; the caller names the field):

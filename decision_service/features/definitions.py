@@ -1,6 +1,6 @@
 """THE feature registry: every feature the service stores, serves, logs and trains on.
 
-Everything else derives from this file: the Redis value layout (features/online_store.py),
+Everything else derives from this file: the packed value layout (features/packed.py),
 the online read (stages/hydrators), the training-set columns and the model's feature order
 (offline/), and the served-feature log schema. Change a group here and its Redis keys change
 with it (the group fingerprint is part of the key), so old and new layouts never mix.
@@ -262,7 +262,7 @@ VELOCITY = OnDemandGroup(
     name="velocity",
     inputs=("txn_events:user", "txn_events:device"),
     description="Counts and sums of a user's and a device's earlier transactions per window; "
-    "read fresh per request from Redis event sets (features/fraud_store.py).",
+    "read fresh per request from Redis event sets (features/redis_store.py).",
     features=_velocity_features("user", _USER_VELOCITY) + _velocity_features("device", _DEVICE_VELOCITY),
 )
 

@@ -9,6 +9,7 @@ Files of a recommendation version (see models/registry.py for the layout):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,61 @@ MODEL_FILE = "model.txt"
 INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "item_embeddings.npy"
 ITEMS_FILE = "items.parquet"
+
+# The hash ``ItemCatalog.rows_of`` keys item ids by (of their UTF-8 bytes). Python's ``hash`` of
+# bytes is salted per process: the lookup built with it is only valid in the process that
+# built it. A module attribute so that tests can force collisions.
+_id_hash = hash
+
+
+def _utf8(item_id: str | bytes) -> bytes:
+    if isinstance(item_id, bytes):
+        return item_id
+    if isinstance(item_id, str):
+        return item_id.encode()
+    raise TypeError(f"an item id is str or bytes, not {type(item_id).__name__}")
+
+
+@dataclass(frozen=True)
+class _RowLookup:
+    """Item id -> catalog rows, without a Python object per item (see ``ItemCatalog.rows_of``).
+
+    ``hashes`` int64 [m]: sorted, each the hash of exactly one catalog id; ``rows`` int32 [m]:
+    the catalog row of ``hashes[i]``. Ids whose hash another catalog id shares (or that appear
+    twice in the catalog) are not in those arrays but in ``collided`` (id bytes -> int64 rows),
+    and their hashes in ``collided_hashes``; both are empty for any real catalog.
+    """
+
+    hashes: np.ndarray
+    rows: np.ndarray
+    collided: dict[bytes, np.ndarray]
+    collided_hashes: frozenset[int]
+
+    @classmethod
+    def build(cls, item_ids: np.ndarray) -> _RowLookup:
+        # no list of 1M bytes objects: each id is encoded, hashed and dropped
+        h = np.fromiter(map(_id_hash, map(str.encode, map(str, item_ids))), np.int64, len(item_ids))
+        order = np.argsort(h, kind="stable")
+        hashes = h[order]
+        same = hashes[1:] == hashes[:-1]
+        if not same.any():
+            return cls(hashes, order.astype(np.int32), {}, frozenset())
+        shared = np.zeros(len(hashes), dtype=bool)
+        shared[1:] |= same
+        shared[:-1] |= same
+        collided: dict[bytes, list[int]] = {}
+        for row in order[shared].tolist():
+            collided.setdefault(str(item_ids[row]).encode(), []).append(row)
+        return cls(
+            hashes[~shared],
+            order[~shared].astype(np.int32),
+            {k: np.asarray(sorted(v), np.int64) for k, v in collided.items()},
+            frozenset(hashes[shared].tolist()),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return self.hashes.nbytes + self.rows.nbytes
 
 
 @dataclass(frozen=True)
@@ -59,9 +115,47 @@ class ItemCatalog:
         """int64 [len(CATEGORIES)]: items per category (what share an allow-list keeps)."""
         return np.bincount(self.categories.astype(np.int64), minlength=len(CATEGORIES))
 
+    @cached_property
+    def _row_lookup(self) -> _RowLookup:
+        """The id -> row lookup behind ``rows_of``: 12 bytes per item (12 MB at 1M items),
+        ~0.3 s to build at 1M items. Keyed by Python's per-process salted ``hash``: built at
+        load in the process that queries it; never persist it or send it to another process."""
+        return _RowLookup.build(self.item_ids)
+
+    def rows_of(self, ids: Iterable[str | bytes]) -> np.ndarray:
+        """Catalog rows of the ``ids`` that are in the catalog: int64, sorted, unique.
+
+        Ids are str (the request) or bytes (Redis); a str id is its UTF-8 bytes, so both give
+        the same row. Unknown ids are dropped, duplicates give one row. Cost: ~90 µs for 500
+        ids on a 1M-item catalog (hash each id, one ``np.searchsorted`` of the sorted hashes).
+        An unknown id is taken for a catalog id only if their 64-bit hashes are equal
+        (probability ~ catalog size / 2**64 per id); two catalog ids sharing a hash are
+        detected at build and mapped exactly.
+        """
+        keys = ids if isinstance(ids, list) else list(ids)
+        if not keys:
+            return np.empty(0, dtype=np.int64)
+        if set(map(type, keys)) != {bytes}:
+            keys = [_utf8(k) for k in keys]
+        lookup = self._row_lookup
+        queries = np.fromiter(map(_id_hash, keys), dtype=np.int64, count=len(keys))
+        queries.sort()  # sorted queries: searchsorted walks the table cache-friendly (~2x)
+        found = np.zeros(0, dtype=np.int64)
+        if len(lookup.hashes):
+            at = np.searchsorted(lookup.hashes, queries)
+            np.minimum(at, len(lookup.hashes) - 1, out=at)
+            found = lookup.rows[at[lookup.hashes[at] == queries]].astype(np.int64)
+        if lookup.collided:
+            extra = [lookup.collided.get(k) for k in keys if _id_hash(k) in lookup.collided_hashes]
+            found = np.concatenate([found, *(r for r in extra if r is not None)])
+        found.sort()
+        if len(found) > 1:
+            found = found[np.concatenate(([True], found[1:] != found[:-1]))]
+        return found
+
     def warm(self) -> None:
         """Builds the per-catalog indexes now (at load), not on the first request."""
-        _ = self.popular_by_category, self.category_counts
+        _ = self.popular_by_category, self.category_counts, self._row_lookup
 
     def most_popular(self, n: int) -> np.ndarray:
         """Rows of the ``n`` most popular items, most popular first."""

@@ -6,11 +6,13 @@ Order matters, and each step either completes or the call fails with nothing log
   2. effects on online state (e.g. the clicked item joins the user's seen set, a chargeback
      blocks the card), written to Redis before RecordOutcome returns, so the very next
      decision already reflects them. The handlers are the use cases' (``UseCase.effects``);
-     each is idempotent per (decision, effect): a duplicate, a retry or a second fraud
-     verdict for one payment changes nothing more (recommendation ``seen``: a ZADD GT of the
-     item; fraud ``fraud_confirmed``: a once-marker in the same Lua script as the effect).
-     Redis failing here -> OutcomeEffectsUnavailable (UNAVAILABLE); what did commit stays,
-     and the retry applies only the rest (markers), so nothing is applied twice or half.
+     each returns one store change (features/store.py), idempotent per (decision, effect): a
+     duplicate, a retry or a second fraud verdict for one payment changes nothing more
+     (recommendation ``seen``: the item's time only moves forward; fraud
+     ``fraud_confirmed``: a once-key applied atomically with the effect). All changes of a
+     call go to the store in one round trip. The store failing here ->
+     OutcomeEffectsUnavailable (UNAVAILABLE); what did commit stays, and the retry applies
+     only the rest (once-keys), so nothing is applied twice or half.
   3. the outcome log (the source of truth for training), only after 1 and 2 succeeded: a
      call answered UNAVAILABLE logged nothing. The log is at least once: a client retrying a
      call whose OK it never received logs that outcome again; the offline joins aggregate
@@ -27,21 +29,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-import redis.asyncio as aioredis
-
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.writer import ParquetLogWriter
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DecisionRef, Outcome
 from decision_service.errors import InvalidArgument, NotReady, Overloaded
+from decision_service.features.store import Change, StateWrites
 from decision_service.outcomes.decision_index import DecisionIndex
 from decision_service.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-EffectHandler = Callable[[aioredis.client.Pipeline, Outcome, DecisionRef, int], None]
-"""Adds the Redis commands of one effect for one outcome to a pipeline. The last argument is
-how long (ms) the handler must keep the effect idempotent: the decision's attribution TTL."""
+EffectHandler = Callable[[Outcome, DecisionRef, int], Change]
+"""The store change of one effect for one outcome. The last argument is how long (ms) the
+change must stay idempotent (its once-key's TTL): the decision's attribution TTL."""
 
 
 class OutcomeLogFull(Overloaded):
@@ -56,14 +57,14 @@ class OutcomeRecorder:
     def __init__(
         self,
         index: DecisionIndex,
-        client: aioredis.Redis,
+        writes: StateWrites,
         writer: ParquetLogWriter[OutcomeLogRecord],
         handlers: Mapping[str, EffectHandler],
     ) -> None:
         """``handlers``: effect name -> handler, from every registered use case
         (``UseCase.effects``); an outcome type's effect without a handler is a start-up error."""
         self._index = index
-        self._redis = client
+        self._writes = writes
         self._writer = writer
         self._warn = RateLimitedLog()
         self.handlers: dict[str, EffectHandler] = dict(handlers)
@@ -101,18 +102,18 @@ class OutcomeRecorder:
         return known
 
     async def _apply_effects(self, outcomes: Sequence[Outcome], refs: dict[str, DecisionRef | None]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        changes: list[Change] = []
         for outcome in outcomes:
             ref = refs.get(outcome.decision_id)
             if ref is None:
                 continue
             once_ttl_ms = self._index.ttl_s(ref.use_case) * 1000
             for effect in outcome.type.effects:
-                self.handlers[effect](pipe, outcome, ref, once_ttl_ms)
-        if not len(pipe):
+                changes.append(self.handlers[effect](outcome, ref, once_ttl_ms))
+        if not changes:
             return
         try:
-            await pipe.execute()
+            await self._writes.write_many(changes)
         except Exception as exc:  # noqa: BLE001 - told to the caller, who retries
             self.state_update_errors += 1
             self._warn.warning("effects", f"outcomes: online state update failed: {exc!r}")

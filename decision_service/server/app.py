@@ -21,6 +21,8 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.config import ServiceConfig
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.redis_store import RedisFeatureReads, RedisStateWrites
+from decision_service.features.store import FeatureReads, StateWrites
 from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.reload import ModelReloader
 from decision_service.server import drain, security
@@ -107,9 +109,13 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         timeout_s=config.redis_timeout_ms / 1000.0,
         connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
     )
-    collect = Collect.build(config, client, USE_CASES, reads)  # the index write each answer awaits
+    # the online store's halves (features/store.py), on the Redis backend
+    store_reads = RedisFeatureReads(reads, config.max_seen_items, config.fraud_max_velocity_events)
+    store_writes = RedisStateWrites(reads, config.max_seen_items)
+    # the decision index write each answer awaits goes over `reads`
+    collect = Collect.build(config, client, USE_CASES, reads, store_writes)
     telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
-    served = _serve_use_cases(config, USE_CASES, client, reads, collect, telemetry)
+    served = _serve_use_cases(config, USE_CASES, store_reads, store_writes, collect, telemetry)
     _register_gauges(telemetry, collect, served, reads)
 
     gate = DrainGate()
@@ -160,8 +166,8 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
 def _serve_use_cases(
     config: ServiceConfig,
     use_cases: tuple[UseCase, ...],
-    client: aioredis.Redis,
-    reads: MultiplexedRedis,
+    reads: FeatureReads,
+    writes: StateWrites,
     collect: Collect,
     telemetry: Telemetry,
 ) -> dict[str, Served]:
@@ -174,7 +180,7 @@ def _serve_use_cases(
     served: dict[str, Served] = {}
     for use_case in use_cases:
         env = ServingEnv(
-            config, registry, reads, telemetry, collect.index, limits,
+            config, registry, reads, writes, telemetry, collect.index, limits,
             collect.decision_logs.get(use_case.name),
         )
         one = use_case.serve(env)

@@ -15,6 +15,7 @@ from decision_service.decision_log import outcome_log
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.writer import LogWriterConfig, ParquetLogWriter
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.store import StateWrites
 from decision_service.outcomes.decision_index import DecisionIndex, ttls_from_label_windows
 from decision_service.outcomes.recorder import EffectHandler, OutcomeRecorder
 from decision_service.use_cases.base import UseCase
@@ -56,12 +57,14 @@ class Collect:
         config: ServiceConfig,
         client: aioredis.Redis,
         use_cases: Sequence[UseCase],
-        writes: MultiplexedRedis | None = None,
+        writes: MultiplexedRedis | None,
+        state_writes: StateWrites,
     ) -> Collect:
         """Writers, decision index and outcome recorder for ``use_cases``.
 
         ``writes``: the request path's multiplexed connection, for the decision index write
-        every answer waits for (redis-py ``client`` when None).
+        every answer waits for (redis-py ``client`` when None); ``state_writes``: the online
+        store's write half, for the outcomes' effects.
         On failure: ValueError when an outcome type names an effect its use case has no
         handler for (a declaration error, found at start)."""
         outcome_types = [t for u in use_cases for t in u.outcome_types]
@@ -98,7 +101,7 @@ class Collect:
             outcome_log.partition_of,
             writer_config,
         )
-        recorder = OutcomeRecorder(index, client, outcomes, handlers)
+        recorder = OutcomeRecorder(index, state_writes, outcomes, handlers)
         return cls(decision_logs, outcomes, index, recorder)
 
     def start(self) -> None:

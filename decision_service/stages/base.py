@@ -20,16 +20,20 @@ from decision_service.models.recommendation_artifacts import RecommendationArtif
 
 @dataclass(frozen=True)
 class UserState:
-    """What is known about the user before retrieval."""
+    """What is known about the user before retrieval.
+
+    ``seen_rows``: the catalog rows (int64, sorted, unique) of the items the user recently
+    interacted with; seen ids not in the serving catalog are dropped (no candidate has them).
+    """
 
     user_id: str
     embedding: np.ndarray | None  # None: unknown user or store unavailable
     embedding_status: FeatureStatus
-    seen_item_ids: frozenset[str]
+    seen_rows: np.ndarray
 
     @classmethod
     def unknown(cls, user_id: str, status: FeatureStatus) -> UserState:
-        return cls(user_id, None, status, frozenset())
+        return cls(user_id, None, status, np.empty(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class RecommendationState:
     stage_ms: dict[str, float] = field(default_factory=dict)
 
     def candidate_item_ids(self) -> np.ndarray:
+        """object [n candidates] of str. Only for the edges that need ids (the feature MGET
+        keys, the decision log, the response); stages compare catalog rows."""
         return self.artifacts.catalog.item_ids[self.candidates.rows]
 
 

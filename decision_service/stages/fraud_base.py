@@ -9,7 +9,7 @@ import numpy as np
 
 from decision_service.domain.decision import Degradation
 from decision_service.domain.fraud import FiredRule, FraudAction, FraudCheckRequest, Reason
-from decision_service.features.fraud_store import StoredContext
+from decision_service.features.store import StoredContext
 from decision_service.models.fraud_artifacts import FraudArtifacts
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from decision_service._generated.decision.v1 import decision_service_pb2 as pb
     from decision_service.config import ServiceConfig
     from decision_service.decision_log.writer import ParquetLogWriter
-    from decision_service.features.redis_mux import MultiplexedRedis
+    from decision_service.features.store import FeatureReads, StateWrites
     from decision_service.models.registry import ModelRegistry
     from decision_service.outcomes.decision_index import DecisionIndex
     from decision_service.telemetry import Telemetry
@@ -58,7 +58,8 @@ class ServingEnv:
 
     config: ServiceConfig
     registry: ModelRegistry
-    reads: MultiplexedRedis  # the request path's multiplexed connection (reads, awaited writes)
+    reads: FeatureReads  # the online store's read half (one round trip per call)
+    writes: StateWrites  # its write half (idempotent changes: store.Change)
     telemetry: Telemetry
     index: DecisionIndex  # remember(DecisionRef) before answering, so outcomes attribute
     limits: RequestLimits  # the request limits every use case shares

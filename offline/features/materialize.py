@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import redis
 
+from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
-from decision_service.features.online_store import now_ms, write_group, write_seen
+from decision_service.features.redis_store import RedisBulkWrites
 from offline.features import feature_history
 from offline.features.embeddings import Embeddings
 from offline.features.feature_history import HISTORY_DIR
@@ -99,13 +100,14 @@ def materialize_snapshot(
     """
     t0 = time.perf_counter()
     event_ms = now_ms() if event_ms is None else event_ms
+    bulk = RedisBulkWrites(client, max_seen_items)
     users = [str(u) for u in snapshot.user_ids]
-    n_users = write_group(client, USER, users, snapshot.users, event_ms)
+    n_users = bulk.write_group(USER, users, snapshot.users, event_ms)
     has_emb = np.flatnonzero(np.abs(emb.users).sum(axis=1) > 0)
-    n_emb = write_group(client, USER_EMBEDDING, [users[r] for r in has_emb],
+    n_emb = bulk.write_group(USER_EMBEDDING, [users[r] for r in has_emb],
                         emb.users[has_emb], event_ms)
     listed = np.flatnonzero(snapshot.item_listed)
-    n_items = write_group(client, ITEM, [str(snapshot.item_ids[r]) for r in listed],
+    n_items = bulk.write_group(ITEM, [str(snapshot.item_ids[r]) for r in listed],
                           snapshot.items[listed], event_ms)
     if history_root is not None:
         feature_history.append_snapshot(history_root, USER, users, snapshot.users, event_ms)
@@ -121,7 +123,7 @@ def materialize_snapshot(
     history = seen_history(world, snapshot.as_of_ms, max_seen_items)
     # Users without history get an empty entry, so a re-run clears any older seen set.
     history = {u: history.get(u, []) for u in users}
-    n_seen = write_seen(client, history, max_seen_items)
+    n_seen = bulk.write_seen(history)
     return {"users": n_users, "user_embeddings": n_emb, "items": n_items,
             "seen_users": n_seen, "seconds": round(time.perf_counter() - t0, 2)}
 

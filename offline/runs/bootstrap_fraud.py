@@ -19,9 +19,9 @@ import faiss
 import numpy as np
 import redis
 
+from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import DEVICE, FRAUD_MODEL_FEATURES, FRAUD_USER, MERCHANT, REGISTRY
-from decision_service.features.fraud_store import MAX_WINDOW_MS, write_user_devices, write_velocity_events
-from decision_service.features.online_store import now_ms, write_group
+from decision_service.features.redis_store import MAX_WINDOW_MS, RedisBulkWrites
 from decision_service.models.fraud_artifacts import FRAUD, save_fraud_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
@@ -101,27 +101,25 @@ def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
     shift = wall_now - w.now_ms
     at = np.full(1, w.now_ms, np.int64)
     client = redis.Redis.from_url(redis_url)
+    bulk = RedisBulkWrites(client)
     try:
         users = np.arange(len(w.user_ids))
         merchants = np.arange(len(w.merchant_ids))
         seen_devices = np.unique(w.device)
         stats = {
-            "fraud_user": write_group(
-                client,
+            "fraud_user": bulk.write_group(
                 FRAUD_USER,
                 list(w.user_ids),
                 history.fraud_user(users, np.repeat(at, len(users))),
                 wall_now,
             ),
-            "merchant": write_group(
-                client,
+            "merchant": bulk.write_group(
                 MERCHANT,
                 list(w.merchant_ids),
                 history.merchant(merchants, np.repeat(at, len(merchants))),
                 wall_now,
             ),
-            "device": write_group(
-                client,
+            "device": bulk.write_group(
                 DEVICE,
                 list(w.device_ids[seen_devices]),
                 history.device(seen_devices, np.repeat(at, len(seen_devices))),
@@ -131,16 +129,15 @@ def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
         recent = np.flatnonzero(w.occurred_ms >= w.now_ms - MAX_WINDOW_MS)
         ts = w.occurred_ms[recent] + shift
         txns = list(w.txn_ids[recent])
-        stats["velocity_user"] = write_velocity_events(
-            client, "user", list(w.user_ids[w.user[recent]]), txns, history.eur[recent], ts
+        stats["velocity_user"] = bulk.write_velocity_events(
+            "user", list(w.user_ids[w.user[recent]]), txns, history.eur[recent], ts
         )
-        stats["velocity_device"] = write_velocity_events(
-            client, "device", list(w.device_ids[w.device[recent]]), txns, history.eur[recent], ts
+        stats["velocity_device"] = bulk.write_velocity_events(
+            "device", list(w.device_ids[w.device[recent]]), txns, history.eur[recent], ts
         )
         pair = w.user.astype(np.int64) * len(w.device_ids) + w.device
         last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]  # last use of each pair
-        stats["user_devices"] = write_user_devices(
-            client,
+        stats["user_devices"] = bulk.write_user_devices(
             list(w.user_ids[w.user[last]]),
             list(w.device_ids[w.device[last]]),
             w.occurred_ms[last] + shift,

@@ -41,7 +41,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES
-from decision_service.features.fraud_store import add_to_block_list
+from decision_service.features.redis_store import add_to_block_list
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
 from offline.loop.retrain import (

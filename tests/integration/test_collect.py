@@ -256,7 +256,7 @@ def test_kind_client_clock_does_not_move_the_seen_set(served_world, logged_serve
     [decision time, now] however the client clock is set."""
     import redis
 
-    from decision_service.features.online_store import seen_key
+    from decision_service.features.redis_store import seen_key
 
     running, stub, _ = logged_server
     user = active_users(served_world.world, 1, skip=41)[0]

@@ -282,7 +282,7 @@ def test_kind_an_outcome_of_another_use_case_is_refused_before_any_effect(served
     """A fraud chargeback (or a recommendation click) sent for a conversion decision would
     apply another use case's effect to it (block-list, chargeback counters, seen set) and
     pollute two training sets: INVALID_ARGUMENT naming the field, nothing applied or logged."""
-    from decision_service.features import online_store
+    from decision_service.features import redis_store
     from decision_service.features.definitions import FRAUD_USER
 
     user = active_user(served)
@@ -298,8 +298,8 @@ def test_kind_an_outcome_of_another_use_case_is_refused_before_any_effect(served
     assert "conversion decision" in err.value.details()
     client = served.redis.client()
     try:
-        assert not client.exists(online_store.feature_key(FRAUD_USER, user))
-        assert not client.exists(online_store.seen_key(user)) or client.zscore(online_store.seen_key(user), "i9999999") is None
+        assert not client.exists(redis_store.feature_key(FRAUD_USER, user))
+        assert not client.exists(redis_store.seen_key(user)) or client.zscore(redis_store.seen_key(user), "i9999999") is None
     finally:
         client.close()
     served.running.collect.outcome_log.flush()

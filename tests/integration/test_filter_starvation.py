@@ -10,7 +10,8 @@ import pytest
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.domain.features import FeatureStatus
 from decision_service.features.definitions import CATEGORIES, ITEM
-from decision_service.features.online_store import decode, feature_keys, seen_key
+from decision_service.features.packed import decode
+from decision_service.features.redis_store import feature_keys, seen_key
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
 from decision_service.models.registry import ModelRegistry
 

@@ -17,7 +17,7 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features.definitions import REGISTRY
-from decision_service.features.fraud_store import add_to_block_list
+from decision_service.features.redis_store import add_to_block_list
 from offline.features.fraud_features import FraudHistory
 from offline.runs.bootstrap_fraud import materialize_fraud
 from offline.simulation.fraud_world import FraudWorld

@@ -14,7 +14,7 @@ import pytest
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis
-from decision_service.features import online_store
+from decision_service.features import packed, redis_store
 from decision_service.features.definitions import DEVICE, FRAUD_USER
 from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
 from decision_service.models.registry import ModelRegistry
@@ -75,8 +75,8 @@ def test_a_chargeback_marks_user_device_and_card_for_the_next_check(fraud_logged
     decision = decide(stub, first)
 
     def chargebacks() -> tuple[float, float]:
-        user = online_store.decode(FRAUD_USER, [client.get(online_store.feature_key(FRAUD_USER, first.user_id))])
-        device = online_store.decode(DEVICE, [client.get(online_store.feature_key(DEVICE, "d-cb-1"))])
+        user = packed.decode(FRAUD_USER, [client.get(redis_store.feature_key(FRAUD_USER, first.user_id))])
+        device = packed.decode(DEVICE, [client.get(redis_store.feature_key(DEVICE, "d-cb-1"))])
         return (
             float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")]),
             float(device.values[0, DEVICE.slot("d_chargebacks_90d")]),
@@ -97,8 +97,8 @@ def test_a_chargeback_marks_user_device_and_card_for_the_next_check(fraud_logged
 
 
 def _chargeback_counts(client, user_id: str, device_id: str) -> tuple[float, float]:
-    user = online_store.decode(FRAUD_USER, [client.get(online_store.feature_key(FRAUD_USER, user_id))])
-    device = online_store.decode(DEVICE, [client.get(online_store.feature_key(DEVICE, device_id))])
+    user = packed.decode(FRAUD_USER, [client.get(redis_store.feature_key(FRAUD_USER, user_id))])
+    device = packed.decode(DEVICE, [client.get(redis_store.feature_key(DEVICE, device_id))])
     return (
         float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")]),
         float(device.values[0, DEVICE.slot("d_chargebacks_90d")]),

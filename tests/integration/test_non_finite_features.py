@@ -13,7 +13,7 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.domain.features import FeatureStatus
 from decision_service.features.definitions import EMBEDDING_DIM, ITEM, USER, USER_EMBEDDING
-from decision_service.features.online_store import feature_key, write_group
+from decision_service.features.redis_store import RedisBulkWrites, feature_key
 from tests.integration.conftest import start
 
 
@@ -58,7 +58,7 @@ def test_kind_non_finite_user_embedding_is_invalid_and_never_queries_the_index(
     raw_profile = client.get(feature_key(USER, donor))
     assert raw_profile is not None
     client.set(feature_key(USER, user), raw_profile)
-    write_group(client, USER_EMBEDDING, [user], embedding(kind)[None, :])
+    RedisBulkWrites(client).write_group(USER_EMBEDDING, [user], embedding(kind)[None, :])
 
     reply = recommend(stub, user, num_items=20)
     assert [(d.stage, d.reason) for d in reply.degraded] == [("user_context", "embedding_invalid")]
@@ -81,7 +81,7 @@ def test_kind_non_finite_item_feature_is_invalid_default_served_and_logged(serve
     poisoned = np.frombuffer(original[8:], np.float32).copy()
     poisoned[ITEM.slot("i_price")] = np.nan
     try:
-        write_group(client, ITEM, [victim], poisoned[None, :])
+        RedisBulkWrites(client).write_group(ITEM, [victim], poisoned[None, :])
         reply = recommend(stub, user, num_items=10)
     finally:
         client.set(key, original)

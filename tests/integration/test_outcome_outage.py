@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis, free_port
-from decision_service.features import online_store
+from decision_service.features import packed, redis_store
 from decision_service.features.definitions import FRAUD_USER
 from offline.features.fraud_features import FraudHistory
 from offline.runs.bootstrap_fraud import materialize_fraud
@@ -22,7 +22,7 @@ from tests.integration.test_fraud import APPROVE, DECLINE, decide, txn
 
 
 def _chargebacks(client, user_id: str) -> float:
-    user = online_store.decode(FRAUD_USER, [client.get(online_store.feature_key(FRAUD_USER, user_id))])
+    user = packed.decode(FRAUD_USER, [client.get(redis_store.feature_key(FRAUD_USER, user_id))])
     return float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")])
 
 

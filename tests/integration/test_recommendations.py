@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.features.definitions import CATEGORIES
-from decision_service.features.online_store import seen_key
+from decision_service.features.redis_store import seen_key
 from decision_service.server.servicer import DEBUG_TIMINGS_HEADER, TIMINGS_TRAILER
 
 

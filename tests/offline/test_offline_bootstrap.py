@@ -8,6 +8,7 @@ import numpy as np
 import redis
 
 from decision_service.devtools.local_redis import LocalRedis
+from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import (
     ITEM,
     RECOMMENDATION_MODEL_FEATURES,
@@ -15,7 +16,8 @@ from decision_service.features.definitions import (
     USER,
     USER_EMBEDDING,
 )
-from decision_service.features.online_store import decode, feature_keys, now_ms, seen_key
+from decision_service.features.packed import decode
+from decision_service.features.redis_store import feature_keys, seen_key
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.build_index import IndexConfig, build_index, sample_queries

@@ -67,7 +67,8 @@ def make_state(
     )
     state = RecommendationState(request=request, artifacts=artifacts)
     status = FeatureStatus.PRESENT if embedding is not None else FeatureStatus.MISSING
-    state.user = UserState(user_id, embedding, status, seen)
+    # seen ids as the hydrator maps them: catalog rows, unknown ids dropped
+    state.user = UserState(user_id, embedding, status, artifacts.catalog.rows_of(seen))
     return state
 
 

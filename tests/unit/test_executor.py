@@ -10,10 +10,10 @@ import pytest
 from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import free_port
 from decision_service.domain.recommendation import CandidateSource, RecommendationRequest
-from decision_service.features import online_store
+from decision_service.features import redis_store
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
-from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.redis_store import RedisFeatureReads
 from decision_service.use_cases.recommendation.executor import RecommendationExecutor
 from decision_service.use_cases.recommendation.pipeline import recommendation_pipeline
 from tests.unit.conftest import N_ITEMS
@@ -26,17 +26,17 @@ def seed_store(client, artifacts, stock=None):
     items = np.tile(ITEM.defaults, (N_ITEMS, 1))
     items[:, ITEM.slot("i_stock")] = 10 if stock is None else stock
     items[:, ITEM.slot("i_category")] = artifacts.catalog.categories
-    online_store.write_group(client, ITEM, ids, items)
-    online_store.write_group(client, USER, ["u1"], USER.defaults[None, :])
+    redis_store.RedisBulkWrites(client).write_group(ITEM, ids, items)
+    redis_store.RedisBulkWrites(client).write_group(USER, ["u1"], USER.defaults[None, :])
     emb = np.asarray(artifacts.item_embeddings[3])[None, :] * 2
-    online_store.write_group(client, USER_EMBEDDING, ["u1"], emb)
+    redis_store.RedisBulkWrites(client).write_group(USER_EMBEDDING, ["u1"], emb)
 
 
 def run(artifacts, url, user_id="u1", budget_s=1.0, num_items=5, mutate=None, **fields):
     async def go():
         client = MultiplexedRedis(url, timeout_s=0.5, connect_timeout_s=0.2)
         try:
-            pipeline = recommendation_pipeline(CONFIG, AsyncOnlineStore(client, 100))
+            pipeline = recommendation_pipeline(CONFIG, RedisFeatureReads(client, 100))
             if mutate:
                 pipeline = mutate(pipeline)
             executor = RecommendationExecutor(pipeline, lambda: artifacts)

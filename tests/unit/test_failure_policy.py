@@ -14,9 +14,9 @@ from decision_service.config import ServiceConfig
 from decision_service.domain.fraud import FraudCheckRequest
 from decision_service.engine import DEGRADE, FAIL, OnFailure, Run, StageBook, Step
 from decision_service.errors import STORE_TIMEOUTS
-from decision_service.features import fraud_store
-from decision_service.features.fraud_store import FraudStore
+from decision_service.features import redis_store
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.redis_store import RedisFeatureReads, RedisStateWrites
 from decision_service.stages.hydrators.neighbour_fraud_rate import InvalidNeighbourQuery, NeighbourFraudRate
 from decision_service.stages.policies.rules_and_thresholds import PolicyConfig
 from decision_service.stages.sources.ann import AnnCandidates
@@ -37,7 +37,7 @@ def conversion_pipeline() -> conversion.ConversionPipeline:
 
 
 def fraud_pipeline() -> fraud.FraudPipeline:
-    return fraud.fraud_pipeline(store=None, policy=PolicyConfig())  # type: ignore[arg-type]
+    return fraud.fraud_pipeline(reads=None, writes=None, policy=PolicyConfig())  # type: ignore[arg-type]
 
 
 def rec_pipeline() -> rec.RecommendationPipeline:
@@ -183,7 +183,7 @@ def check_fraud(artifacts, url, on_failure=None):
     async def go():
         client = MultiplexedRedis(url)
         try:
-            p = fraud.fraud_pipeline(FraudStore(client, 100, 60), PolicyConfig())
+            p = fraud.fraud_pipeline(RedisFeatureReads(client, 100, 100), RedisStateWrites(client, 100), PolicyConfig(), 60)
             if on_failure is not None:
                 p = replace(p, on_failure={**fraud.ON_FAILURE, **on_failure})
             return p, await FraudExecutor(p, lambda: artifacts).run(FraudCheckRequest("r1", transaction()), 1.0)
@@ -196,7 +196,7 @@ def check_fraud(artifacts, url, on_failure=None):
 def test_a_failing_fraud_neighbour_stage_is_flagged_as_declared(
     fraud_artifacts, redis_client, redis_server, monkeypatch  # noqa: F811 - the fixture
 ):
-    monkeypatch.setattr(fraud_store, "now_ms", lambda: OCCURRED_MS + 1_000)
+    monkeypatch.setattr(redis_store, "now_ms", lambda: OCCURRED_MS + 1_000)
 
     def broken(self, state, row):
         raise RuntimeError("index gone")

@@ -80,3 +80,34 @@ def test_the_generic_machinery_names_no_use_case():
                 if name in code:
                     named.append(f"{path.relative_to(ROOT)}: {name}")
     assert not named, named
+
+
+def _backend_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    backend = ("redis", "hiredis", "decision_service.features.redis_store", "decision_service.features.redis_mux")
+    return [n for n in names if n in backend or n.startswith(("redis.", "hiredis."))]
+
+
+def test_kind_backend_leak_only_adapters_and_the_composition_root_know_redis():
+    """Stages, use cases, the engine, the recorder and the models reach the online store
+    through features/store.py (its read and write halves); only the backend modules, the
+    decision index (its own small adapter), errors.py (the store's exception types) and the
+    composition root (server/app.py, server/collect.py) import redis or the Redis backend."""
+    allowed = {
+        "features/redis_store.py", "features/redis_mux.py", "outcomes/decision_index.py", "errors.py",
+        "server/app.py", "server/collect.py",
+    }
+    leaks = []
+    for path in ROOT.rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        if rel in allowed or rel.startswith(("_generated", "devtools")):
+            continue
+        leaks += [f"{rel} imports {n}" for n in _backend_imports(path)]
+    assert not leaks, "\n".join(sorted(leaks))

@@ -1,4 +1,5 @@
-"""Records the decision under its transaction id and counts the payment (one atomic script)."""
+"""Records the decision under its transaction id and counts the payment: one idempotent
+store change (features/store.py), so a retry or a concurrent duplicate never counts twice."""
 
 from __future__ import annotations
 
@@ -6,22 +7,26 @@ import json
 
 from decision_service.domain.decision import Degradation
 from decision_service.domain.fraud import FiredRule, FraudAction, FraudDecision, Reason
-from decision_service.features.fraud_store import FraudStore
+from decision_service.features.store import PAYMENT_RECORD, Change, CountPayment, Once, StateWrites
 from decision_service.stages.fraud_base import FraudState
 
 
 class CommitDecision:
     name = "commit"
 
-    def __init__(self, store: FraudStore) -> None:
-        self._store = store
+    def __init__(self, writes: StateWrites, record_ttl_s: int) -> None:
+        self._writes = writes
+        self._record_ttl_ms = record_ttl_s * 1000
 
     async def commit(self, state: FraudState, record: bytes) -> bytes | None:
+        """None when this call recorded it, else the record the transaction id already had."""
         t = state.request.transaction
         # counted at the server's receive time: the same instant the windows were read at
-        return await self._store.commit(
-            t.transaction_id, t.user_id, t.device_id, t.amount_eur, state.request.counted_at_ms, record
+        payment = CountPayment(
+            t.transaction_id, t.user_id, t.device_id, t.amount_eur, state.request.counted_at_ms
         )
+        once = Once(PAYMENT_RECORD, t.transaction_id, self._record_ttl_ms, record)
+        return await self._writes.write(Change((payment,), once))
 
 
 def encode_record(fingerprint: str, d: FraudDecision) -> bytes:

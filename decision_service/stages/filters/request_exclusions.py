@@ -1,10 +1,11 @@
-"""Removes the items the caller asked to exclude."""
+"""Removes the items the caller asked to exclude: their ids become catalog rows once here."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from decision_service.stages.base import RecommendationState
+from decision_service.stages.filters.previously_seen import not_in_sorted
 
 
 class RequestExclusions:
@@ -14,5 +15,4 @@ class RequestExclusions:
         excluded = state.request.exclude_item_ids
         if not excluded:
             return np.ones(len(state.candidates), dtype=bool)
-        ids = state.candidate_item_ids()
-        return np.fromiter((i not in excluded for i in ids), dtype=bool, count=len(ids))
+        return not_in_sorted(state.candidates.rows, state.artifacts.catalog.rows_of(excluded))

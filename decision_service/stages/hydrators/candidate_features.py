@@ -7,14 +7,14 @@ import numpy as np
 
 from decision_service.features.definitions import ITEM, USER
 from decision_service.features.on_demand import user_item_features
-from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.store import FeatureReads
 from decision_service.stages.base import HydratedFeatures, RecommendationState
 
 
 class CandidateFeatures:
     name = "features"
 
-    def __init__(self, store: AsyncOnlineStore) -> None:
+    def __init__(self, store: FeatureReads) -> None:
         self._store = store
 
     async def hydrate(self, state: RecommendationState) -> HydratedFeatures:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from decision_service.features.fraud_store import FraudStore, StoredContext
+from decision_service.features.store import FeatureReads, StoredContext
 from decision_service.stages.fraud_base import FraudState
 
 
 class LoadTransactionContext:
     name = "context"
 
-    def __init__(self, store: FraudStore) -> None:
+    def __init__(self, store: FeatureReads) -> None:
         self._store = store
 
     async def load(self, state: FraudState) -> StoredContext:
         t = state.request.transaction
         # velocity windows end at the server's receive time, never at the client's clock
-        return await self._store.read(
+        return await self._store.read_payment_context(
             t.transaction_id,
             t.user_id,
             t.merchant_id,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from decision_service.domain.features import FeatureStatus, usable_query_vector
 from decision_service.features.definitions import USER_EMBEDDING
-from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.store import FeatureReads
 from decision_service.stages.base import RecommendationState, UserState
 
 
 class LoadUserState:
     name = "user_state"
 
-    def __init__(self, store: AsyncOnlineStore) -> None:
+    def __init__(self, store: FeatureReads) -> None:
         self._store = store
 
     async def load(self, state: RecommendationState) -> UserState:
@@ -21,9 +21,9 @@ class LoadUserState:
         user_id = state.request.user_id
         embedding, seen = await self._store.read_user_state(USER_EMBEDDING, user_id)
         status = FeatureStatus(int(embedding.status[0]))
-        seen_ids = frozenset(s.decode() for s in seen)
+        seen_rows = state.artifacts.catalog.rows_of(seen)  # Redis bytes -> sorted catalog rows
         if status == FeatureStatus.PRESENT and not usable_query_vector(embedding.values[0]):
             status = FeatureStatus.INVALID
         if status != FeatureStatus.PRESENT:
-            return UserState(user_id, None, status, seen_ids)
-        return UserState(user_id, embedding.values[0], status, seen_ids)
+            return UserState(user_id, None, status, seen_rows)
+        return UserState(user_id, embedding.values[0], status, seen_rows)

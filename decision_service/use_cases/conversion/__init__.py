@@ -21,7 +21,6 @@ from decision_service.config import ConfigError
 from decision_service.decision_log import conversion_log
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
-from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.models.conversion_artifacts import ConversionModels
 from decision_service.stages.policies.threshold import ThresholdConfig
 from decision_service.stages.side_effects.conversion_decision import LogConversionDecision
@@ -76,7 +75,7 @@ def serve(env: ServingEnv) -> ServedExecutor | None:
     effects: list[ConversionSideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogConversionDecision(env.log))
-    pipeline = conversion_pipeline(AsyncOnlineStore(env.reads, env.config.max_seen_items), threshold)
+    pipeline = conversion_pipeline(env.reads, threshold)
     executor = ConversionExecutor(NAME, pipeline, models.get, tuple(effects), env.telemetry)
     limits = env.limits
     return ServedExecutor(

@@ -10,7 +10,7 @@ from decision_service.domain.conversion import ConversionDecision, ConversionReq
 from decision_service.domain.features import FeatureStatus
 from decision_service.engine import Engine, Run, require_fail
 from decision_service.features.definitions import USER
-from decision_service.features.online_store import unavailable
+from decision_service.features.packed import unavailable
 from decision_service.models.conversion_artifacts import ConversionArtifacts
 from decision_service.stages.conversion_base import ConversionState
 from decision_service.telemetry import Telemetry

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from decision_service.engine import DEGRADE, FAIL, OnFailure, Step, declared_steps
-from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.store import FeatureReads
 from decision_service.stages.conversion_base import Policy, ProfileLoader, RowBuilder, Scorer
 from decision_service.stages.hydrators.conversion_features import ConversionFeatures
 from decision_service.stages.hydrators.user_profile import UserProfile
@@ -52,7 +52,7 @@ class ConversionPipeline:
         object.__setattr__(self, "steps", declared_steps(stages, self.on_failure))
 
 
-def conversion_pipeline(store: AsyncOnlineStore, threshold: ThresholdConfig) -> ConversionPipeline:
+def conversion_pipeline(store: FeatureReads, threshold: ThresholdConfig) -> ConversionPipeline:
     return ConversionPipeline(
         profile=UserProfile(store),
         features=ConversionFeatures(),

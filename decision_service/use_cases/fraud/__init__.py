@@ -35,7 +35,9 @@ def serve(env: ServingEnv) -> ServedExecutor | None:
     effects: list[FraudSideEffect] = [RememberFraudDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogFraudDecision(env.log))
-    executor = build_fraud_executor(env.config, env.reads, tuple(effects), env.telemetry, env.registry)
+    executor = build_fraud_executor(
+        env.config, env.reads, env.writes, tuple(effects), env.telemetry, env.registry
+    )
     if executor is None:
         return None
     limits, fraud_limits = env.limits, FraudLimits.from_config(env.config)

@@ -19,8 +19,7 @@ from decision_service.domain.features import FeatureStatus
 from decision_service.domain.fraud import FraudCheckRequest, FraudDecision
 from decision_service.engine import Engine, Run, require_fail
 from decision_service.errors import AlreadyExists
-from decision_service.features.fraud_store import FraudStore
-from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.store import FeatureReads, StateWrites
 from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
 from decision_service.models.registry import ModelRegistry
 from decision_service.stages.committers.commit_decision import decode_record, encode_record
@@ -133,7 +132,7 @@ class FraudExecutor:
 
     def _flag_invalid_profiles(self, state: FraudState) -> None:
         """Names each stored profile served as defaults because its value was INVALID
-        (wrong layout or a non-finite value, see online_store.decode)."""
+        (wrong layout or a non-finite value, see features/packed.decode)."""
         if state.context is None:
             return
         for values in (state.context.user, state.context.merchant, state.context.device):
@@ -192,7 +191,8 @@ class FraudSideEffect(Protocol):
 
 def build_fraud_executor(
     config: ServiceConfig,
-    client: MultiplexedRedis,
+    reads: FeatureReads,
+    writes: StateWrites,
     side_effects: tuple[FraudSideEffect, ...] = (),
     telemetry: Telemetry | None = None,
     registry: ModelRegistry | None = None,
@@ -204,8 +204,7 @@ def build_fraud_executor(
     models = FraudModels(registry or ModelRegistry(config.registry_root))
     if models.load_current() is None:
         return None
-    store = FraudStore(client, config.fraud_max_velocity_events, config.fraud_record_ttl_s)
-    pipeline = fraud_pipeline(store, policy_config(config))
+    pipeline = fraud_pipeline(reads, writes, policy_config(config), config.fraud_record_ttl_s)
     executor = FraudExecutor(pipeline, models.get, side_effects, telemetry)
     executor.models = models
     return executor

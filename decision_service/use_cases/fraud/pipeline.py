@@ -29,7 +29,7 @@ from typing import Any
 
 from decision_service.config import ServiceConfig
 from decision_service.engine import DEGRADE, FAIL, OnFailure, Step, declared_steps
-from decision_service.features.fraud_store import FraudStore
+from decision_service.features.store import FeatureReads, StateWrites
 from decision_service.stages.committers.commit_decision import CommitDecision
 from decision_service.stages.fraud_base import (
     ContextLoader,
@@ -74,14 +74,17 @@ class FraudPipeline:
         object.__setattr__(self, "steps", declared_steps(stages, self.on_failure))
 
 
-def fraud_pipeline(store: FraudStore, policy: PolicyConfig) -> FraudPipeline:
+def fraud_pipeline(
+    reads: FeatureReads, writes: StateWrites, policy: PolicyConfig, record_ttl_s: int = 30 * 86_400
+) -> FraudPipeline:
+    """``record_ttl_s``: how long a transaction id's decision record answers retries."""
     return FraudPipeline(
-        context=LoadTransactionContext(store),
+        context=LoadTransactionContext(reads),
         features=TransactionFeatures(),
         neighbours=NeighbourFraudRate(),
         scorer=LightGbmFraudScorer(),
         policy=RulesAndThresholds(policy),
-        committer=CommitDecision(store),
+        committer=CommitDecision(writes, record_ttl_s),
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from decision_service.decision_log import recommendation_log
 from decision_service.domain.outcomes import DAY_S, MINUTE_S, OutcomeType
-from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 from decision_service.stages.base import SideEffect
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
@@ -36,11 +35,10 @@ def serve(env: ServingEnv) -> ServedExecutor:
     loaded (the server does not start without one)."""
     models = RecommendationModels(env.registry, env.config)
     models.load_current()
-    store = AsyncOnlineStore(env.reads, env.config.max_seen_items)
     effects: list[SideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogServedDecision(env.log))
-    pipeline = recommendation_pipeline(env.config, store, tuple(effects))
+    pipeline = recommendation_pipeline(env.config, env.reads, tuple(effects))
     executor = RecommendationExecutor(pipeline, models.get, env.telemetry)
     limits = RecommendationLimits.from_config(env.config)
     return ServedExecutor(
@@ -62,6 +60,6 @@ USE_CASE = UseCase(
     ),
     serve=serve,
     log=DecisionLog(recommendation_log.SCHEMA, recommendation_log.to_batch, recommendation_log.partition_of),
-    effects=lambda config: {SEEN: mark_seen(config.max_seen_items)},
+    effects=lambda config: {SEEN: mark_seen},
     description="a ranked list of items for a user",
 )

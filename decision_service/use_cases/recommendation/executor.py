@@ -27,7 +27,7 @@ from decision_service.domain.recommendation import (
     RecommendationRequest,
 )
 from decision_service.engine import Engine, Run, Step, require_fail
-from decision_service.features import online_store
+from decision_service.features import packed
 from decision_service.features.definitions import CATEGORIES, ITEM, USER, USER_ITEM
 from decision_service.models.recommendation_artifacts import RecommendationArtifacts
 from decision_service.stages.base import HydratedFeatures, RecommendationState, UserState
@@ -216,8 +216,8 @@ class RecommendationExecutor:
         return features
 
     def _unavailable_features(self, state: RecommendationState) -> HydratedFeatures:
-        user = online_store.unavailable(USER, 1)
-        items = online_store.unavailable(ITEM, len(state.candidates))
+        user = packed.unavailable(USER, 1)
+        items = packed.unavailable(ITEM, len(state.candidates))
         try:
             cross = cross_features(state, user.values[0], items.values)
         except Exception:  # noqa: BLE001 - cross features are best effort here

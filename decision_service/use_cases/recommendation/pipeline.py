@@ -33,7 +33,7 @@ from typing import Any
 
 from decision_service.config import ServiceConfig
 from decision_service.engine import DEGRADE, FAIL, OnFailure, declared_steps
-from decision_service.features.online_store import AsyncOnlineStore
+from decision_service.features.store import FeatureReads
 from decision_service.stages.base import (
     CandidateSource,
     FeatureHydrator,
@@ -99,7 +99,7 @@ class RecommendationPipeline:
 
 def recommendation_pipeline(
     config: ServiceConfig,
-    store: AsyncOnlineStore,
+    store: FeatureReads,
     side_effects: tuple[SideEffect, ...] = (),
 ) -> RecommendationPipeline:
     return RecommendationPipeline(

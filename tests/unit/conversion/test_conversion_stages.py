@@ -16,7 +16,7 @@ from decision_service.domain.decision import RequestContext
 from decision_service.engine import DEGRADE, FAIL, OnFailure, Step
 from decision_service.features.conversion import PROFILE_COLUMNS, REQUEST_COLUMNS, reason_code
 from decision_service.features.definitions import USER
-from decision_service.features.online_store import encode
+from decision_service.features.packed import encode
 from decision_service.models.conversion_artifacts import ConversionArtifacts, save_conversion_artifacts
 from decision_service.models.registry import ModelVersion, RegistryError
 from decision_service.stages.policies.threshold import ThresholdConfig
@@ -49,7 +49,7 @@ class FakeStore:
         self.raw, self.error, self.delay_s = raw, error, delay_s
 
     async def read_groups(self, requests):
-        from decision_service.features.online_store import decode
+        from decision_service.features.packed import decode
 
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

@@ -27,8 +27,8 @@ from decision_service.features.definitions import (
     MERCHANT,
 )
 from decision_service.features.fraud import FRAUD_INPUT_GROUPS
-from decision_service.features.fraud_store import StoredContext
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.store import StoredContext
 from decision_service.models.fraud_artifacts import FraudArtifacts
 from decision_service.retrieval.neighbours import NeighbourIndex
 from decision_service.stages.fraud_base import FraudState, Score

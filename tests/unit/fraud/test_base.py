@@ -22,7 +22,7 @@ def test_store_degraded_means_no_context(fraud_artifacts):
 
 
 def test_pipeline_stages_in_order_with_unique_names():
-    p = fraud_pipeline(store=None, policy=PolicyConfig())  # type: ignore[arg-type]
+    p = fraud_pipeline(reads=None, writes=None, policy=PolicyConfig())  # type: ignore[arg-type]
     stages = [p.context, p.features, p.neighbours, p.scorer, p.policy, p.committer]
     kinds = [ContextLoader, FeatureBuilder, NeighbourFeatures, FraudScorer, Policy, DecisionCommitter]
     methods = ["load", "build", "fill", "score", "decide", "commit"]

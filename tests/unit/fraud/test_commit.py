@@ -8,13 +8,14 @@ import pytest
 
 from decision_service.domain.decision import Degradation
 from decision_service.domain.fraud import FiredRule, FraudAction, FraudDecision, Reason
-from decision_service.features.fraud_store import (
+from decision_service.features.redis_store import (
     MAX_WINDOW_MS,
-    FraudStore,
+    RedisBulkWrites,
+    RedisFeatureReads,
+    RedisStateWrites,
     record_key,
     user_devices_key,
     velocity_key,
-    write_velocity_events,
 )
 from decision_service.stages.committers.commit_decision import CommitDecision, decode_record, encode_record
 from decision_service.stages.hydrators.transaction_context import LoadTransactionContext
@@ -44,7 +45,7 @@ def commit(redis_server, *states_and_records):
     """Commits each (state, record) in turn; returns what each call answered."""
 
     async def body(client):
-        stage = CommitDecision(FraudStore(client, 1_000, TTL_S))
+        stage = CommitDecision(RedisStateWrites(client, 1_000), TTL_S)
         return [await stage.commit(s, r) for s, r in states_and_records]
 
     return run_with_client(redis_server.url, body)
@@ -102,7 +103,7 @@ def test_concurrent_duplicates_record_once(fraud_artifacts, redis_client, redis_
     state = make_state(fraud_artifacts)
 
     async def body(client):
-        stage = CommitDecision(FraudStore(client, 1_000, TTL_S))
+        stage = CommitDecision(RedisStateWrites(client, 1_000), TTL_S)
         return await asyncio.gather(*(stage.commit(state, record_of(state, f"d-{i}")) for i in range(10)))
 
     answers = run_with_client(redis_server.url, body)
@@ -120,8 +121,7 @@ def test_without_a_device_only_the_user_is_counted(fraud_artifacts, redis_client
 
 
 def test_events_older_than_the_longest_window_are_trimmed(fraud_artifacts, redis_client, redis_server):
-    write_velocity_events(
-        redis_client,
+    RedisBulkWrites(redis_client).write_velocity_events(
         "user",
         ["u1", "u1"],
         ["old", "recent"],
@@ -138,7 +138,7 @@ def test_a_committed_payment_is_not_counted_in_its_own_retry(fraud_artifacts, re
     commit(redis_server, (state, record_of(state)))
 
     async def body(client):
-        return await LoadTransactionContext(FraudStore(client, 1_000, TTL_S)).load(state)
+        return await LoadTransactionContext(RedisFeatureReads(client, 100, 1_000)).load(state)
 
     ctx = run_with_client(redis_server.url, body)
     assert len(ctx.user_events[0]) == 0 and len(ctx.device_events[0]) == 0
@@ -147,7 +147,7 @@ def test_a_committed_payment_is_not_counted_in_its_own_retry(fraud_artifacts, re
     other = make_state(fraud_artifacts, transaction_id="t-2", occurred_at_ms=OCCURRED_MS + 1_000)
 
     async def body2(client):
-        return await LoadTransactionContext(FraudStore(client, 1_000, TTL_S)).load(other)
+        return await LoadTransactionContext(RedisFeatureReads(client, 100, 1_000)).load(other)
 
     ctx2 = run_with_client(redis_server.url, body2)
     assert ctx2.user_events[0].tolist() == [OCCURRED_MS] and ctx2.previous_record is None

@@ -6,14 +6,13 @@ import pytest
 
 from decision_service.devtools.local_redis import free_port
 from decision_service.domain.features import FeatureStatus
-from decision_service.features import fraud_store, online_store
+from decision_service.features import redis_store
 from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT
-from decision_service.features.fraud_store import (
-    FraudStore,
+from decision_service.features.redis_store import (
+    RedisBulkWrites,
+    RedisFeatureReads,
     add_to_block_list,
     record_key,
-    write_user_devices,
-    write_velocity_events,
 )
 from decision_service.stages.hydrators.transaction_context import LoadTransactionContext
 from tests.unit.fraud.conftest import DAY_MS, HOUR_MS, OCCURRED_MS, make_state, run_with_client
@@ -24,22 +23,21 @@ MIN_MS = 60_000
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch):
     """Profile freshness is judged against this instant, not the wall clock."""
-    monkeypatch.setattr(fraud_store, "now_ms", lambda: OCCURRED_MS + 1_000)
+    monkeypatch.setattr(redis_store, "now_ms", lambda: OCCURRED_MS + 1_000)
 
 
 def seed(client):
-    online_store.write_group(
-        client, FRAUD_USER, ["u1"], FRAUD_USER.defaults[None, :] + 7.0, event_ms=OCCURRED_MS - HOUR_MS
+    redis_store.RedisBulkWrites(client).write_group(
+        FRAUD_USER, ["u1"], FRAUD_USER.defaults[None, :] + 7.0, event_ms=OCCURRED_MS - HOUR_MS
     )
-    online_store.write_group(
-        client, MERCHANT, ["m1"], MERCHANT.defaults[None, :] + 3.0, event_ms=OCCURRED_MS - HOUR_MS
+    redis_store.RedisBulkWrites(client).write_group(
+        MERCHANT, ["m1"], MERCHANT.defaults[None, :] + 3.0, event_ms=OCCURRED_MS - HOUR_MS
     )
     # the device profile is 3 days old: stale (max age 2 days) -> defaults
-    online_store.write_group(
-        client, DEVICE, ["d1"], DEVICE.defaults[None, :] + 5.0, event_ms=OCCURRED_MS - 3 * DAY_MS
+    redis_store.RedisBulkWrites(client).write_group(
+        DEVICE, ["d1"], DEVICE.defaults[None, :] + 5.0, event_ms=OCCURRED_MS - 3 * DAY_MS
     )
-    write_velocity_events(
-        client,
+    RedisBulkWrites(client).write_velocity_events(
         "user",
         ["u1"] * 5,
         ["a", "b", "c", "t-1", "future"],
@@ -55,10 +53,10 @@ def seed(client):
             ]
         ),
     )
-    write_velocity_events(
-        client, "device", ["d1"], ["e"], np.array([12.5]), np.array([OCCURRED_MS - 10 * MIN_MS])
+    RedisBulkWrites(client).write_velocity_events(
+        "device", ["d1"], ["e"], np.array([12.5]), np.array([OCCURRED_MS - 10 * MIN_MS])
     )
-    write_user_devices(client, ["u1"], ["d1"], np.array([OCCURRED_MS - DAY_MS]))
+    RedisBulkWrites(client).write_user_devices(["u1"], ["d1"], np.array([OCCURRED_MS - DAY_MS]))
     add_to_block_list(client, "ip", "81.2.69.160")
     add_to_block_list(client, "instrument", "c1")
     add_to_block_list(client, "device", "d-other")
@@ -68,7 +66,7 @@ def load(redis_server, state, max_events=1_000):
     async def body(client):
         await client.execute("PING")  # connect before counting
         before = client.writes
-        stage = LoadTransactionContext(FraudStore(client, max_events, record_ttl_s=60))
+        stage = LoadTransactionContext(RedisFeatureReads(client, 100, max_events))
         ctx = await stage.load(state)
         return ctx, client.writes - before
 
@@ -150,7 +148,7 @@ def test_without_device_ip_or_instrument_those_reads_are_skipped(fraud_artifacts
 
 def test_store_errors_propagate(fraud_artifacts):
     async def body(client):
-        return await LoadTransactionContext(FraudStore(client, 10, 60)).load(make_state(fraud_artifacts))
+        return await LoadTransactionContext(RedisFeatureReads(client, 100, 10)).load(make_state(fraud_artifacts))
 
     with pytest.raises(Exception, match="(?i)connect"):
         run_with_client(f"redis://127.0.0.1:{free_port()}/0", body, connect_timeout_s=0.2)
@@ -159,8 +157,8 @@ def test_store_errors_propagate(fraud_artifacts):
 def test_velocity_limit_keeps_the_newest_events(fraud_artifacts, redis_client, redis_server):
     old = [OCCURRED_MS - 20 * HOUR_MS + i for i in range(3)]
     recent = [OCCURRED_MS - 2 * MIN_MS, OCCURRED_MS - MIN_MS]
-    write_velocity_events(
-        redis_client, "user", ["u1"] * 5, ["o1", "o2", "o3", "r1", "r2"], np.ones(5), np.array(old + recent)
+    RedisBulkWrites(redis_client).write_velocity_events(
+        "user", ["u1"] * 5, ["o1", "o2", "o3", "r1", "r2"], np.ones(5), np.array(old + recent)
     )
     ctx, _ = load(redis_server, make_state(fraud_artifacts), max_events=3)
     # reading at most 3 events, the two payments of the last 10 minutes must be among them
@@ -176,8 +174,8 @@ def test_kind_client_clock_does_not_move_the_read_window(
     from dataclasses import replace
 
     received = OCCURRED_MS
-    write_velocity_events(
-        redis_client, "user", ["u1"] * 2, ["p1", "p2"], np.ones(2), np.array([received - MIN_MS, received - 1])
+    RedisBulkWrites(redis_client).write_velocity_events(
+        "user", ["u1"] * 2, ["p1", "p2"], np.ones(2), np.array([received - MIN_MS, received - 1])
     )
     state = make_state(fraud_artifacts, occurred_at_ms=received + client_clock_offset_ms)
     state.request = replace(state.request, received_at_ms=received)

@@ -10,7 +10,7 @@ import pytest
 from decision_service.config import ServiceConfig
 from decision_service.domain.features import FeatureStatus
 from decision_service.domain.fraud import FraudCheckRequest
-from decision_service.features import fraud_store, online_store
+from decision_service.features import redis_store
 from decision_service.features.definitions import (
     DEVICE,
     FRAUD_NEIGHBOUR_COLUMNS,
@@ -19,8 +19,8 @@ from decision_service.features.definitions import (
     MERCHANT,
     REGISTRY,
 )
-from decision_service.features.fraud_store import FraudStore
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.redis_store import RedisFeatureReads, RedisStateWrites
 from decision_service.stages.hydrators.neighbour_fraud_rate import InvalidNeighbourQuery, NeighbourFraudRate
 from decision_service.use_cases.fraud.executor import FraudExecutor
 from decision_service.use_cases.fraud.pipeline import fraud_pipeline, policy_config
@@ -28,19 +28,19 @@ from tests.unit.fraud.conftest import COLUMNS, OCCURRED_MS, flat_neighbours, mak
 
 
 def test_kind_non_finite_fraud_profile_reads_invalid(redis_client, redis_server, monkeypatch):
-    monkeypatch.setattr(fraud_store, "now_ms", lambda: OCCURRED_MS + 1_000)
+    monkeypatch.setattr(redis_store, "now_ms", lambda: OCCURRED_MS + 1_000)
     profile = FRAUD_USER.defaults[None, :] + 1.0
     profile[0, 2] = np.nan
-    online_store.write_group(redis_client, FRAUD_USER, ["u1"], profile, event_ms=OCCURRED_MS)
-    online_store.write_group(redis_client, MERCHANT, ["m1"], MERCHANT.defaults[None, :], event_ms=OCCURRED_MS)
-    online_store.write_group(
-        redis_client, DEVICE, ["d1"], np.full((1, DEVICE.width), np.inf, np.float32), event_ms=OCCURRED_MS
+    redis_store.RedisBulkWrites(redis_client).write_group(FRAUD_USER, ["u1"], profile, event_ms=OCCURRED_MS)
+    redis_store.RedisBulkWrites(redis_client).write_group(MERCHANT, ["m1"], MERCHANT.defaults[None, :], event_ms=OCCURRED_MS)
+    redis_store.RedisBulkWrites(redis_client).write_group(
+        DEVICE, ["d1"], np.full((1, DEVICE.width), np.inf, np.float32), event_ms=OCCURRED_MS
     )
 
     async def go():
         client = MultiplexedRedis(redis_server.url)
         try:
-            return await FraudStore(client, 100, 60).read("t-1", "u1", "m1", "d1", "", "", OCCURRED_MS)
+            return await RedisFeatureReads(client, 100, 100).read_payment_context("t-1", "u1", "m1", "d1", "", "", OCCURRED_MS)
         finally:
             await client.aclose()
 
@@ -54,21 +54,22 @@ def test_kind_non_finite_fraud_profile_reads_invalid(redis_client, redis_server,
 def test_kind_non_finite_fraud_executor_flags_groups_and_scores_finite_row(
     fraud_artifacts, redis_client, redis_server, monkeypatch
 ):
-    monkeypatch.setattr(fraud_store, "now_ms", lambda: OCCURRED_MS + 1_000)
+    monkeypatch.setattr(redis_store, "now_ms", lambda: OCCURRED_MS + 1_000)
     profile = FRAUD_USER.defaults[None, :].copy()
     profile[0, FRAUD_USER.slot("fu_amount_std_log")] = 0.25
     profile[0, FRAUD_USER.slot("fu_amount_mean_log")] = -3.4e38  # finite; the z-score overflows
-    online_store.write_group(redis_client, FRAUD_USER, ["u1"], profile, event_ms=OCCURRED_MS)
+    redis_store.RedisBulkWrites(redis_client).write_group(FRAUD_USER, ["u1"], profile, event_ms=OCCURRED_MS)
     bad_merchant = MERCHANT.defaults[None, :].copy()
     bad_merchant[0, 0] = np.nan
-    online_store.write_group(redis_client, MERCHANT, ["m1"], bad_merchant, event_ms=OCCURRED_MS)
+    redis_store.RedisBulkWrites(redis_client).write_group(MERCHANT, ["m1"], bad_merchant, event_ms=OCCURRED_MS)
     seen = {}
 
     async def go():
         client = MultiplexedRedis(redis_server.url)
         try:
-            store = FraudStore(client, 100, 60)
-            pipeline = fraud_pipeline(store, policy_config(ServiceConfig()))
+            pipeline = fraud_pipeline(
+                RedisFeatureReads(client, 100, 100), RedisStateWrites(client, 100), policy_config(ServiceConfig()), 60
+            )
             executor = FraudExecutor(pipeline, lambda: fraud_artifacts)
             original = pipeline.scorer.score
 

@@ -52,3 +52,17 @@ def test_out_of_stock_keeps_items_whose_stock_is_unknown(toy_artifacts, status):
     state = with_candidates(make_state(toy_artifacts), [0, 1])
     state.features = hydrated(2, stock=np.array([0, 0]), status=status)
     assert kept_rows(state, OutOfStock()) == [0, 1]
+
+
+def test_previously_seen_with_no_user_or_nothing_seen_keeps_all(toy_artifacts):
+    state = with_candidates(make_state(toy_artifacts), [5, 0, 9])
+    assert kept_rows(state, PreviouslySeen()) == [5, 0, 9]
+    state.user = None
+    assert kept_rows(state, PreviouslySeen()) == [5, 0, 9]
+
+
+def test_previously_seen_compares_rows_in_any_candidate_order(toy_artifacts):
+    seen = frozenset({"i0000000", "i0000059", "i0000030", "unknown"})
+    state = with_candidates(make_state(toy_artifacts, seen=seen), [59, 1, 30, 58, 0, 31])
+    assert state.user.seen_rows.tolist() == [0, 30, 59]
+    assert kept_rows(state, PreviouslySeen()) == [1, 58, 31]

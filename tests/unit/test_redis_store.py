@@ -3,19 +3,19 @@ import asyncio
 import numpy as np
 
 from decision_service.domain.features import FeatureStatus
-from decision_service.features import online_store
+from decision_service.features import packed, redis_store
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
-from decision_service.features.online_store import AsyncOnlineStore
 from decision_service.features.redis_mux import MultiplexedRedis
+from decision_service.features.redis_store import RedisFeatureReads
 
 
 def test_encode_decode_round_trip_with_statuses():
     values = np.arange(3 * ITEM.width, dtype=np.float32).reshape(3, ITEM.width)
-    now = online_store.now_ms()
-    packed = online_store.encode(ITEM, values, now)
-    stale = online_store.encode(ITEM, values[:1], now - int(ITEM.max_age_s * 1000) - 1)[0]
-    raw = [packed[0], None, packed[2], stale, b"short"]
-    got = online_store.decode(ITEM, raw, now)
+    now = redis_store.now_ms()
+    rows = packed.encode(ITEM, values, now)
+    stale = packed.encode(ITEM, values[:1], now - int(ITEM.max_age_s * 1000) - 1)[0]
+    raw = [rows[0], None, rows[2], stale, b"short"]
+    got = packed.decode(ITEM, raw, now)
     assert got.status.tolist() == [
         FeatureStatus.PRESENT,
         FeatureStatus.MISSING,
@@ -31,34 +31,34 @@ def test_encode_decode_round_trip_with_statuses():
 
 def test_decode_without_missing_values_checks_every_length():
     values = np.arange(3 * ITEM.width, dtype=np.float32).reshape(3, ITEM.width)
-    now = online_store.now_ms()
-    packed = online_store.encode(ITEM, values, now)
-    stale = online_store.encode(ITEM, values[:1], now - int(ITEM.max_age_s * 1000) - 1)[0]
-    got = online_store.decode(ITEM, [packed[0], stale, packed[2]], now)
+    now = redis_store.now_ms()
+    rows = packed.encode(ITEM, values, now)
+    stale = packed.encode(ITEM, values[:1], now - int(ITEM.max_age_s * 1000) - 1)[0]
+    got = packed.decode(ITEM, [rows[0], stale, rows[2]], now)
     assert got.status.tolist() == [FeatureStatus.PRESENT, FeatureStatus.STALE, FeatureStatus.PRESENT]
     assert np.array_equal(got.values[2], values[2]) and np.array_equal(got.values[1], ITEM.defaults)
     # one value 4 bytes short, the next 4 bytes long: the total length is right, both are invalid
-    short, long_ = packed[1][:-4], packed[1] + b"\0\0\0\0"
-    got = online_store.decode(ITEM, [packed[0], short, long_], now)
+    short, long_ = rows[1][:-4], rows[1] + b"\0\0\0\0"
+    got = packed.decode(ITEM, [rows[0], short, long_], now)
     assert got.status.tolist() == [FeatureStatus.PRESENT, FeatureStatus.INVALID, FeatureStatus.INVALID]
 
 
 def test_keys_carry_the_group_layout_fingerprint():
-    key = online_store.feature_key(USER, "u1").decode()
+    key = redis_store.feature_key(USER, "u1").decode()
     assert key == f"fv:user:{USER.fingerprint}:u1"
 
 
 def test_async_store_reads_many_groups_in_one_round_trip(redis_client, redis_server):
     users = np.full((1, USER.width), 2.0, np.float32)
     items = np.arange(2 * ITEM.width, dtype=np.float32).reshape(2, ITEM.width)
-    online_store.write_group(redis_client, USER, ["u1"], users)
-    online_store.write_group(redis_client, ITEM, ["a", "b"], items)
+    redis_store.RedisBulkWrites(redis_client).write_group(USER, ["u1"], users)
+    redis_store.RedisBulkWrites(redis_client).write_group(ITEM, ["a", "b"], items)
     redis_client.config_resetstat()
 
     async def read():
         client = MultiplexedRedis(redis_server.url)
         try:
-            store = AsyncOnlineStore(client, max_seen_items=10)
+            store = RedisFeatureReads(client, max_seen_items=10)
             return await store.read_groups([(USER, ["u1"]), (ITEM, ["a", "zz", "b"])])
         finally:
             await client.aclose()
@@ -72,13 +72,13 @@ def test_async_store_reads_many_groups_in_one_round_trip(redis_client, redis_ser
 
 
 def test_user_state_reads_embedding_and_newest_seen_items(redis_client, redis_server):
-    online_store.write_group(redis_client, USER_EMBEDDING, ["u1"], np.ones((1, 64), np.float32))
-    online_store.write_seen(redis_client, {"u1": [("old", 1), ("mid", 2), ("new", 3)]}, max_seen_items=2)
+    redis_store.RedisBulkWrites(redis_client).write_group(USER_EMBEDDING, ["u1"], np.ones((1, 64), np.float32))
+    redis_store.RedisBulkWrites(redis_client, max_seen_items=2).write_seen({"u1": [("old", 1), ("mid", 2), ("new", 3)]})
 
     async def read():
         client = MultiplexedRedis(redis_server.url)
         try:
-            return await AsyncOnlineStore(client, max_seen_items=5).read_user_state(USER_EMBEDDING, "u1")
+            return await RedisFeatureReads(client, max_seen_items=5).read_user_state(USER_EMBEDDING, "u1")
         finally:
             await client.aclose()
 
