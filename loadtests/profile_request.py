@@ -46,7 +46,7 @@ async def stage_timings(
     models = RecommendationModels(ModelRegistry(config.registry_root), config)
     models.load_current()
     client = MultiplexedRedis(config.redis_url)
-    store = RedisFeatureReads(client, config.max_seen_items)
+    store = RedisFeatureReads(client, config.max_seen_items, config.fraud_max_velocity_events)
     executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
     limits = RecommendationLimits.from_config(config)
     domain = [recommendation_request_from_proto(r, limits) for r in requests]

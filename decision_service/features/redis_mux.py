@@ -9,7 +9,8 @@ How: every command issued during one event-loop turn is appended to one buffer a
 with one ``write`` at the end of the turn; Redis answers in order, so replies are matched to
 a FIFO of futures and parsed by ``hiredis.Reader`` (the C parser redis-py uses). Concurrent
 requests therefore share one connection and one syscall per turn instead of taking a pooled
-connection each. Writes, Lua scripts and everything off the hot path stay on redis-py.
+connection each. A decision's writes (the fraud commit, the decision-index SET) go the same
+way; outcome effects use a second instance (server/app.py); offline jobs use redis-py.
 
 Failure contract (the executor turns these into degraded answers):
   * a reply later than ``timeout_s``       -> redis.exceptions.TimeoutError

@@ -119,7 +119,7 @@ class RedisFeatureReads:
     Contract: each call is one network round trip; each read returns one row per requested
     entity, in order; store errors raise (redis.exceptions.RedisError)."""
 
-    def __init__(self, client: MultiplexedRedis, max_seen_items: int, max_velocity_events: int = 200) -> None:
+    def __init__(self, client: MultiplexedRedis, max_seen_items: int, max_velocity_events: int) -> None:
         self._redis = client
         self._max_seen = max_seen_items
         self._max_events = max_velocity_events
@@ -221,7 +221,8 @@ class RedisFeatureReads:
 #   R member score keep ttl_ms        ZADD GT (time only moves forward); keep the newest `keep`
 #                                     (0 = all); PEXPIRE (0 = none)
 #   I offset default by -             add `by` to the packed value's slot at byte `offset`
-#                                     (SET `default` first when absent)
+#                                     (SET `default` first when absent or malformed: a value
+#                                     of another length is served as defaults anyway)
 #   S member - - -                    SADD
 _WRITE_ONCE = """
 local once = ARGV[1] ~= ''
@@ -252,12 +253,10 @@ for i = 1, n do
     if tonumber(c) > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -tonumber(c) - 1) end
     if tonumber(d) > 0 then redis.call('PEXPIRE', key, d) end
   elseif op == 'I' then
-    if redis.call('EXISTS', key) == 0 then redis.call('SET', key, b) end
+    if redis.call('EXISTS', key) == 0 or redis.call('STRLEN', key) ~= #b then redis.call('SET', key, b) end
     local off = tonumber(a)
     local raw = redis.call('GETRANGE', key, off, off + 3)
-    if #raw == 4 then
-      redis.call('SETRANGE', key, off, struct.pack('SLOT', struct.unpack('SLOT', raw) + tonumber(c)))
-    end
+    redis.call('SETRANGE', key, off, struct.pack('SLOT', struct.unpack('SLOT', raw) + tonumber(c)))
   else
     redis.call('SADD', key, a)
   end
@@ -274,8 +273,11 @@ class RedisStateWrites:
     """store.StateWrites: each ``Change`` is one run of one Lua script (module docstring), on
     the request path's multiplexed connection.
 
-    On failure: redis.exceptions.RedisError (nothing of that change applied; WRONGTYPE when
-    a key holds another type; the first error of a ``write_many`` is raised)."""
+    On failure: redis.exceptions.RedisError: an error reply (WRONGTYPE when a key holds
+    another type) means nothing of that change was applied; a timeout or a lost connection
+    may have applied it (a retry is safe: store.Change). The first error of a
+    ``write_many`` is raised. NOSCRIPT (a Redis without the script cached) re-sends every
+    change of the call with EVAL: safe, since each is at most once or idempotent by itself."""
 
     def __init__(self, client: MultiplexedRedis, max_seen_items: int) -> None:
         self._redis = client
@@ -295,14 +297,13 @@ class RedisStateWrites:
                 raise
             # first use on this Redis (or after SCRIPT FLUSH / a restart): EVAL loads it; a
             # change that did run before the error is found by its once-key or is idempotent
+            # by itself (store.Change refuses a non-idempotent write without a once-key)
             replies = await self._redis.pipeline([self._command("EVAL", _WRITE_ONCE, c) for c in changes])
         return [r if r else None for r in replies]
 
     def _command(self, verb: str, script: str, change: Change) -> tuple:
         ops = [op for w in change.writes for op in self._ops(w)]
         once = change.once
-        if once is None and not ops:
-            raise ValueError("a change without writes and without a once-key does nothing")
         first = once_key(once.kind, once.subject) if once is not None else ops[0][0]
         keys = [first, *(op[0] for op in ops)]
         args: list[object] = [once.record if once else b"", once.ttl_ms if once else 0, len(ops)]
@@ -328,7 +329,7 @@ class RedisStateWrites:
         if isinstance(w, AddToBlockList):
             if w.kind not in BLOCK_KINDS:
                 raise ValueError(f"unknown block list {w.kind!r}; known: {', '.join(BLOCK_KINDS)}")
-            return [(block_key(w.kind), "S", w.value, "", "", "")]
+            return [(block_key(w.kind), "S", canonical_block_value(w.kind, w.value), "", "", "")]
         raise TypeError(f"not a store write: {w!r}")
 
 

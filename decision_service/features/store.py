@@ -5,17 +5,20 @@ Stages, use cases and the outcome recorder depend on these protocols and the wri
 below, never on a backend; the one backend today is Redis (features/redis_store.py, which
 holds the key layout). The packed value format is features/packed.py.
 
-Idempotency is ONE store operation: ``StateWrites.write(once, writes)`` applies ``writes``
-atomically and at most once per ``once`` key; the key then holds ``once.record`` for
+Idempotency is ONE store operation: ``StateWrites.write(Change(writes, once))`` applies
+``writes`` atomically and at most once per ``once`` key; the key then holds ``once.record`` for
 ``once.ttl_ms``. A retry, a duplicate or a concurrent twin finds the key and gets the first
 record back, with nothing applied twice. The fraud commit (the verdict recorded under the
 transaction id, the payment counted) and the outcome effects (a chargeback marks the user,
 the device and the card once per payment) are both this operation; the seen-item effect
-needs no key (adding an item with a later-or-equal time is idempotent by itself).
+needs no key (adding an item with a later-or-equal time is idempotent by itself). Every
+write but ``IncrementFeature`` is idempotent by itself; an ``IncrementFeature`` is refused
+without a once-key, so no retry can ever count twice.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -99,10 +102,16 @@ class IncrementFeature:
     column: str
     by: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.by):  # a non-finite value would poison the whole stored row
+            raise ValueError(f"IncrementFeature {self.column}: by must be finite, got {self.by!r}")
+        self.group.slot(self.column)  # ValueError for a column the group does not have
+
 
 @dataclass(frozen=True)
 class AddToBlockList:
-    """``value`` (canonical, domain/identifiers.py) joins the ``kind`` block list."""
+    """``value`` joins the ``kind`` block list, in its canonical form (domain/identifiers.py,
+    the form the online check compares)."""
 
     kind: str
     value: str
@@ -117,6 +126,13 @@ class Change:
 
     writes: tuple[Write, ...]
     once: Once | None = None
+
+    def __post_init__(self) -> None:
+        if self.once is None:
+            if not self.writes:
+                raise ValueError("a change without writes and without a once-key does nothing")
+            if any(isinstance(w, IncrementFeature) for w in self.writes):
+                raise ValueError("an IncrementFeature is not idempotent: its change needs a once-key")
 
 
 # --- the halves ----------------------------------------------------------------------------
@@ -157,12 +173,14 @@ class StateWrites(Protocol):
 
     async def write(self, change: Change) -> bytes | None:
         """Applies ``change``; returns None when applied, else the record its once-key
-        already held (nothing applied). Raises on store errors (nothing applied)."""
+        already held (nothing applied). Raises on store errors: nothing applied when the store
+        refused it; possibly applied when the answer was lost (timeout, connection), and then
+        a retry is safe (the once-key, or the writes' own idempotency)."""
         ...
 
     async def write_many(self, changes: Sequence[Change]) -> list[bytes | None]:
         """``write`` of each, in one round trip. On error: raises; each change is then either
-        applied whole or not at all, and its once-key makes the retry apply only the rest."""
+        applied whole or not at all, and a retry of all of them applies only the rest."""
         ...
 
 

@@ -50,6 +50,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     redis: aioredis.Redis
     redis_reads: MultiplexedRedis
+    redis_outcomes: MultiplexedRedis
     served: dict[str, Served]  # use case name -> what serves it (published use cases only)
     collect: Collect
     _readiness: asyncio.Task[None] | None = None
@@ -85,6 +86,7 @@ class RunningServer:
         await self.collect.stop()
         await self.redis.aclose()
         await self.redis_reads.aclose()
+        await self.redis_outcomes.aclose()
         if self.telemetry is not None:
             self.telemetry.shutdown()
 
@@ -103,7 +105,9 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         max_connections=config.redis_max_connections,
         decode_responses=False,
     )
-    # decisions read through one multiplexed connection; writes and outcomes use redis-py
+    # a decision's reads, its commit and its decision-index write go through one multiplexed
+    # connection; outcome effects through their own (a batch of up to max_outcomes_per_request
+    # scripts must not queue ahead of decisions); the decision-index lookups use redis-py
     reads = MultiplexedRedis(
         config.redis_url,
         timeout_s=config.redis_timeout_ms / 1000.0,
@@ -112,8 +116,14 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     # the online store's halves (features/store.py), on the Redis backend
     store_reads = RedisFeatureReads(reads, config.max_seen_items, config.fraud_max_velocity_events)
     store_writes = RedisStateWrites(reads, config.max_seen_items)
+    outcomes_conn = MultiplexedRedis(
+        config.redis_url,
+        timeout_s=config.redis_timeout_ms / 1000.0,
+        connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
+    )
+    outcome_writes = RedisStateWrites(outcomes_conn, config.max_seen_items)
     # the decision index write each answer awaits goes over `reads`
-    collect = Collect.build(config, client, USE_CASES, reads, store_writes)
+    collect = Collect.build(config, client, USE_CASES, reads, outcome_writes)
     telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
     served = _serve_use_cases(config, USE_CASES, store_reads, store_writes, collect, telemetry)
     _register_gauges(telemetry, collect, served, reads)
@@ -151,7 +161,8 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     running = RunningServer(
-        server, port, health_servicer, client, reads, served, collect, telemetry=telemetry, gate=gate
+        server, port, health_servicer, client, reads, outcomes_conn, served, collect,
+        telemetry=telemetry, gate=gate,
     )
     running._readiness = asyncio.create_task(_become_ready(reads, health_servicer))
     if config.model_reload_interval_s > 0:

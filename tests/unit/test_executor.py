@@ -36,7 +36,7 @@ def run(artifacts, url, user_id="u1", budget_s=1.0, num_items=5, mutate=None, **
     async def go():
         client = MultiplexedRedis(url, timeout_s=0.5, connect_timeout_s=0.2)
         try:
-            pipeline = recommendation_pipeline(CONFIG, RedisFeatureReads(client, 100))
+            pipeline = recommendation_pipeline(CONFIG, RedisFeatureReads(client, 100, 100))
             if mutate:
                 pipeline = mutate(pipeline)
             executor = RecommendationExecutor(pipeline, lambda: artifacts)

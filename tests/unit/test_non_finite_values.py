@@ -59,7 +59,7 @@ def _load_user(url: str, user_id: str, artifacts):
         try:
             request = RecommendationRequest("r", user_id, 5)
             state = RecommendationState(request, artifacts)  # artifacts: the catalog maps seen ids
-            return await LoadUserState(RedisFeatureReads(client, 100)).load(state)
+            return await LoadUserState(RedisFeatureReads(client, 100, 100)).load(state)
         finally:
             await client.aclose()
 
@@ -83,7 +83,7 @@ def _recommend(artifacts, url, num_items=5):
         try:
             config = ServiceConfig(ann_candidates=20, popular_candidates=5, popular_fallback_candidates=30)
             executor = RecommendationExecutor(
-                recommendation_pipeline(config, RedisFeatureReads(client, 100)), lambda: artifacts
+                recommendation_pipeline(config, RedisFeatureReads(client, 100, 100)), lambda: artifacts
             )
             return await executor.run(RecommendationRequest("r", "u1", num_items), 1.0)
         finally:

@@ -58,7 +58,7 @@ def test_async_store_reads_many_groups_in_one_round_trip(redis_client, redis_ser
     async def read():
         client = MultiplexedRedis(redis_server.url)
         try:
-            store = RedisFeatureReads(client, max_seen_items=10)
+            store = RedisFeatureReads(client, max_seen_items=10, max_velocity_events=100)
             return await store.read_groups([(USER, ["u1"]), (ITEM, ["a", "zz", "b"])])
         finally:
             await client.aclose()
@@ -78,7 +78,7 @@ def test_user_state_reads_embedding_and_newest_seen_items(redis_client, redis_se
     async def read():
         client = MultiplexedRedis(redis_server.url)
         try:
-            return await RedisFeatureReads(client, max_seen_items=5).read_user_state(USER_EMBEDDING, "u1")
+            return await RedisFeatureReads(client, max_seen_items=5, max_velocity_events=100).read_user_state(USER_EMBEDDING, "u1")
         finally:
             await client.aclose()
 

@@ -114,7 +114,8 @@ def test_all_changes_of_a_call_go_in_one_round_trip_even_after_a_script_flush(re
     redis_client.script_flush()  # a restarted Redis: the script is not cached
     redis_client.config_resetstat()
     run(redis_server, confirmed(subject="t-1"), confirmed(user="u2", subject="t-2"))
-    assert chargebacks(redis_client, "u1") == chargebacks(redis_client, "u2")
+    once = FRAUD_USER.defaults[FRAUD_USER.slot("fu_chargebacks_90d")] + 1
+    assert chargebacks(redis_client, "u1") == chargebacks(redis_client, "u2") == once  # not twice
     assert redis_client.exists(once_key("fx:fraud_confirmed", "t-1"), once_key("fx:fraud_confirmed", "t-2")) == 2
     stats = redis_client.info("commandstats")
     assert stats["cmdstat_eval"]["calls"] == 2  # the NOSCRIPT answer, then every change by EVAL
@@ -122,10 +123,31 @@ def test_all_changes_of_a_call_go_in_one_round_trip_even_after_a_script_flush(re
     assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == 3  # cached from then on
 
 
-def test_a_change_must_say_what_it_does():
+def test_kind_double_count_a_non_idempotent_write_needs_a_once_key():
+    """A retry (or the NOSCRIPT re-send) of a change must never count twice: an increment
+    without a once-key is refused when the change is made, not when it runs."""
+    with pytest.raises(ValueError, match="once-key"):
+        Change((IncrementFeature(FRAUD_USER, "u1", "fu_chargebacks_90d"),))
+    with pytest.raises(ValueError, match="nothing"):
+        Change(())
     with pytest.raises(ValueError, match="ttl_ms"):
         Once("fx:x", "t-1", 0)
-    with pytest.raises(ValueError, match="nothing"):
-        RedisStateWrites(None, 1)._command("EVAL", "", Change(()))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        IncrementFeature(FRAUD_USER, "u1", "fu_chargebacks_90d", float("nan"))
+    with pytest.raises(ValueError):
+        IncrementFeature(FRAUD_USER, "u1", "no_such_column")
     with pytest.raises(ValueError, match="unknown block list"):
         RedisStateWrites(None, 1)._command("EVAL", "", Change((AddToBlockList("email", "x"),)))  # type: ignore[arg-type]
+
+
+def test_a_malformed_value_is_replaced_by_defaults_before_the_increment(redis_client, redis_server):
+    """A stored value of the wrong length is served as the declared defaults (INVALID);
+    the effect starts from those defaults instead of being lost."""
+    redis_client.set(feature_key(FRAUD_USER, "u1"), b"short")
+    run(redis_server, confirmed())
+    assert chargebacks(redis_client, "u1") == FRAUD_USER.defaults[FRAUD_USER.slot("fu_chargebacks_90d")] + 1
+
+
+def test_block_list_entries_are_stored_canonical(redis_client, redis_server):
+    run(redis_server, Change((AddToBlockList("ip", "::FFFF:198.51.100.7"),)))
+    assert redis_client.smembers(block_key("ip")) == {b"198.51.100.7"}
