@@ -8,6 +8,26 @@ with it (the group fingerprint is part of the key), so old and new layouts never
 
 from __future__ import annotations
 
+from decision_service.features.declarative import (
+    Attribute,
+    Count,
+    DistinctCount,
+    Entropy,
+    Events,
+    Expr,
+    GroupSource,
+    Lookup,
+    Mean,
+    PercentileInGroup,
+    Ratio,
+    Share,
+    Std,
+    Table,
+    Time,
+    TimeSinceAttribute,
+    TimeSinceLast,
+    TopShare,
+)
 from decision_service.features.registry import Feature, FeatureGroup, FeatureRegistry, OnDemandGroup, Reason
 
 EMBEDDING_DIM = 64
@@ -39,31 +59,69 @@ CATEGORIES: tuple[str, ...] = (
 
 DAY_S = 86_400.0
 
+# The shop's sources (a world directory of offline/simulation/world.py; paths are relative to
+# it): what USER and ITEM are computed from (offline/features/compiler.py).
+SHOP_USERS = Table("users", "users.parquet", key="user_id")
+SHOP_ITEMS = Table("items", "items.parquet", key="item_id")
+SHOP_EVENTS = Events(
+    "interactions",
+    "interactions.parquet",
+    Time("ts_ms", "ms"),
+    keys={"user_id": "user_id", "item_id": "item_id"},
+    event_type="event",  # click | purchase
+    lookups=(Lookup(SHOP_ITEMS, on="item_id", columns=("category", "price")),),
+)
+PURCHASE = ("purchase",)
+LISTED = "listed_ms < t"  # an item exists in the catalog from its listing on
+
 USER = FeatureGroup(
     name="user",
     entity="user_id",
     max_age_s=2 * DAY_S,
     description="Behavioural profile of a user, from their interaction history.",
     features=(
-        Feature("u_events_7d", "interactions in the last 7 days"),
-        Feature("u_events_30d", "interactions in the last 30 days"),
-        Feature("u_events_total", "interactions ever"),
-        Feature("u_purchases_30d", "purchases in the last 30 days"),
-        Feature("u_purchase_rate", "purchases / interactions, all time"),
-        Feature("u_days_since_last_event", "days since the last interaction", default=365.0),
-        Feature("u_account_age_days", "days since sign-up"),
-        Feature("u_distinct_items", "distinct items interacted with"),
-        Feature("u_distinct_categories", "distinct categories interacted with"),
-        Feature("u_category_entropy", "entropy (nats) of the user's category distribution"),
-        Feature("u_avg_price", "mean price of interacted items", default=30.0),
-        Feature("u_std_price", "std of price of interacted items", default=20.0),
-        Feature("u_top_category_share", "share of interactions in the user's top category"),
+        Feature("u_events_7d", "interactions in the last 7 days", compute=Count("7d")),
+        Feature("u_events_30d", "interactions in the last 30 days", compute=Count("30d")),
+        Feature("u_events_total", "interactions ever", compute=Count()),
+        Feature("u_purchases_30d", "purchases in the last 30 days", compute=Count("30d", PURCHASE)),
+        Feature(
+            "u_purchase_rate",
+            "purchases / interactions, all time",
+            compute=Ratio(Count(where=PURCHASE), Count()),
+        ),
+        Feature(
+            "u_days_since_last_event",
+            "days since the last interaction",
+            default=365.0,
+            compute=TimeSinceLast(),
+        ),
+        Feature("u_account_age_days", "days since sign-up", compute=TimeSinceAttribute("signup_ms")),
+        Feature("u_distinct_items", "distinct items interacted with", compute=DistinctCount(of="item_id")),
+        Feature(
+            "u_distinct_categories",
+            "distinct categories interacted with",
+            compute=DistinctCount(of="category"),
+        ),
+        Feature(
+            "u_category_entropy",
+            "entropy (nats) of the user's category distribution",
+            compute=Entropy(of="category"),
+        ),
+        Feature("u_avg_price", "mean price of interacted items", default=30.0, compute=Mean(of="price")),
+        Feature("u_std_price", "std of price of interacted items", default=20.0, compute=Std(of="price")),
+        Feature(
+            "u_top_category_share",
+            "share of interactions in the user's top category",
+            compute=TopShare(of="category"),
+        ),
         Feature(
             "u_category_share",
             "share of interactions per category (recency-weighted)",
             size=len(CATEGORIES),
+            compute=Share(of="category", vocabulary=tuple(range(len(CATEGORIES))), half_life="14d"),
         ),
     ),
+    source=GroupSource(events=SHOP_EVENTS, table=SHOP_USERS),
 )
 
 USER_EMBEDDING = FeatureGroup(
@@ -80,23 +138,60 @@ ITEM = FeatureGroup(
     max_age_s=2 * DAY_S,
     description="Catalog attributes and popularity of an item.",
     features=(
-        Feature("i_price", "price in major units", default=30.0),
-        Feature("i_log_price", "log1p(price)", default=3.4),
-        Feature("i_stock", "units in stock (0 = out of stock)", default=0.0),
-        Feature("i_category", "category index into CATEGORIES", default=-1.0, categorical=True),
-        Feature("i_age_days", "days since the item was listed"),
-        Feature("i_events_7d", "interactions in the last 7 days"),
-        Feature("i_events_30d", "interactions in the last 30 days"),
-        Feature("i_events_total", "interactions ever"),
-        Feature("i_purchases_30d", "purchases in the last 30 days"),
-        Feature("i_purchase_rate", "purchases / interactions, all time"),
-        Feature("i_distinct_users_30d", "distinct users in the last 30 days"),
-        Feature("i_days_since_last_event", "days since the last interaction", default=365.0),
-        Feature("i_trend", "events_7d / (events_30d / 4 + 1): >1 means rising"),
-        Feature("i_popularity_pct", "popularity percentile over the catalog, 30 days (1 = top)"),
-        Feature("i_category_popularity_pct", "popularity percentile within its category"),
-        Feature("i_price_pct_in_category", "price percentile within its category", default=0.5),
+        Feature("i_price", "price in major units", default=30.0, compute=Attribute("price")),
+        Feature("i_log_price", "log1p(price)", default=3.4, compute=Expr("ln(1 + i_price)")),
+        Feature("i_stock", "units in stock (0 = out of stock)", default=0.0, compute=Attribute("stock")),
+        Feature(
+            "i_category",
+            "category index into CATEGORIES",
+            default=-1.0,
+            categorical=True,
+            compute=Attribute("category"),
+        ),
+        Feature("i_age_days", "days since the item was listed", compute=TimeSinceAttribute("listed_ms")),
+        Feature("i_events_7d", "interactions in the last 7 days", compute=Count("7d")),
+        Feature("i_events_30d", "interactions in the last 30 days", compute=Count("30d")),
+        Feature("i_events_total", "interactions ever", compute=Count()),
+        Feature("i_purchases_30d", "purchases in the last 30 days", compute=Count("30d", PURCHASE)),
+        Feature(
+            "i_purchase_rate",
+            "purchases / interactions, all time",
+            compute=Ratio(Count(where=PURCHASE), Count()),
+        ),
+        Feature(
+            "i_distinct_users_30d",
+            "distinct users in the last 30 days",
+            compute=DistinctCount("30d", of="user_id"),
+        ),
+        Feature(
+            "i_days_since_last_event",
+            "days since the last interaction",
+            default=365.0,
+            compute=TimeSinceLast(),
+        ),
+        Feature(
+            "i_trend",
+            "events_7d / (events_30d / 4 + 1): >1 means rising",
+            compute=Expr("i_events_7d / (i_events_30d / 4 + 1)"),
+        ),
+        Feature(
+            "i_popularity_pct",
+            "popularity percentile over the catalog, 30 days (1 = top)",
+            compute=PercentileInGroup("i_events_30d", among=LISTED, otherwise=0.0),
+        ),
+        Feature(
+            "i_category_popularity_pct",
+            "popularity percentile within its category",
+            compute=PercentileInGroup("i_events_30d", by="i_category", among=LISTED, otherwise=0.0),
+        ),
+        Feature(
+            "i_price_pct_in_category",
+            "price percentile within its category",
+            default=0.5,
+            compute=PercentileInGroup("i_price", by="i_category", among=LISTED),
+        ),
     ),
+    source=GroupSource(events=SHOP_EVENTS, table=SHOP_ITEMS),
 )
 
 USER_ITEM = OnDemandGroup(

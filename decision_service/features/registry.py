@@ -15,6 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
+from decision_service.features.declarative import Compute, GroupSource
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -48,7 +50,9 @@ class Feature:
     """One named feature. ``size > 1`` declares a fixed-length vector (e.g. per-category shares).
 
     ``reason`` is the reason code reported when this feature is a top contributor to a
-    decision (fraud); it does not change the storage layout.
+    decision (fraud); it does not change the storage layout. ``compute`` declares how the
+    value is computed from the group's source (features/declarative.py; None: computed by
+    code of its own, e.g. embeddings or request-time features).
     """
 
     name: str
@@ -57,6 +61,7 @@ class Feature:
     size: int = 1
     categorical: bool = False
     reason: Reason | None = None
+    compute: Compute | None = None
 
     def column_names(self) -> list[str]:
         """Names of the scalar columns this feature expands to, in storage order."""
@@ -75,6 +80,7 @@ class FeatureGroup:
     features: tuple[Feature, ...]
     max_age_s: float
     description: str = ""
+    source: GroupSource | None = None  # where declared ``compute``s read from
 
     @cached_property
     def columns(self) -> list[str]:

@@ -1,0 +1,313 @@
+"""Declarative features: where a feature group's values come from, as data, not code.
+
+A project declares its **sources** (an event table and entity tables, Parquet or CSV, with
+a column mapping) and, per stored feature, **how it is computed** (``Feature.compute``):
+
+  windowed aggregations of the entity's events   Count, Sum, Mean, Std, Min, Max, Last,
+                                                 DistinctCount, TimeSinceFirst/Last
+  shares of a categorical column                 Share (a vector, optionally recency-
+                                                 weighted), Entropy, TopShare
+  ratios                                         Ratio(numerator, denominator)
+  the entity's own attributes                    Attribute, TimeSinceAttribute
+  derived from features declared before it       Expr (DuckDB SQL), PercentileInGroup
+
+One compiler (offline/features/compiler.py) turns a group into DuckDB SQL for both a
+snapshot as of time T (materialization) and point-in-time values for (entity, time) rows
+(training sets, backfill): the same SQL, so the two cannot drift.
+
+Semantics, for a value of entity ``k`` at time ``t`` (ms):
+  * only events with ``event time < t`` count (strictly before: an event at ``t`` itself
+    is not yet known at ``t``);
+  * a window of ``w`` keeps events with ``t - w < event time`` (an event exactly ``w``
+    old has left the window);
+  * ``where`` keeps events whose event type is one of the given names;
+  * an aggregate over no events, a missing attribute, or a non-finite result (NaN, inf)
+    is the feature's declared default.
+
+Windows and durations are strings ``<number><unit>`` with unit ``s``, ``m``, ``h``, ``d``
+(``"7d"``, ``"30m"``) or seconds as a number. Nothing here runs a query or reads a file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def seconds(duration: str | float | int) -> float:
+    """``"7d"`` -> 604800.0; a number is seconds. On failure: ValueError naming the value."""
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        if duration <= 0:
+            raise ValueError(f"a duration must be > 0, got {duration!r}")
+        return float(duration)
+    m = _DURATION.match(str(duration))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"not a duration: {duration!r} (expected e.g. '30m', '24h', '7d', or seconds)")
+    return float(m.group(1)) * _UNITS_S[m.group(2)]
+
+
+def identifier(name: str, what: str) -> str:
+    """``name`` if it is a plain column / feature name (letters, digits, _), else ValueError."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ValueError(f"{what} {name!r} is not a plain name (letters, digits and _)")
+    return name
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+TimeUnit = Literal["s", "ms", "us", "timestamp"]
+
+
+@dataclass(frozen=True)
+class Time:
+    """An event-time column: epoch numbers in ``unit`` or a timestamp; a timestamp without a
+    timezone is read in ``timezone``."""
+
+    column: str
+    unit: TimeUnit = "ms"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        identifier(self.column, "time column")
+        if self.unit not in ("s", "ms", "us", "timestamp"):
+            raise ValueError(f"time unit {self.unit!r}: expected s, ms, us or timestamp")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One row per entity: a catalog, a user table. ``path``: a file, a folder or a glob
+    (relative paths are relative to the project directory); ``key`` the entity id column."""
+
+    name: str
+    path: str
+    key: str
+    format: Literal["parquet", "csv"] = "parquet"
+    hive_partitioning: bool = False
+
+    def __post_init__(self) -> None:
+        identifier(self.name, "table name")
+        identifier(self.key, f"key of table {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Attributes joined onto each event from an entity table: ``columns`` of ``table``
+    where ``table.key`` equals the event's ``on`` column (e.g. an item's category)."""
+
+    table: Table
+    on: str
+    columns: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        identifier(self.on, "lookup column")
+        for c in self.columns:
+            identifier(c, f"column of {self.table.name!r}")
+
+
+@dataclass(frozen=True)
+class Events:
+    """An event table: who (entity id columns), when (``time``), what (``event_type``, the
+    project's own vocabulary), and value columns, plus attributes looked up per event."""
+
+    name: str
+    path: str
+    time: Time
+    keys: Mapping[str, str]  # entity name (a group's ``entity``) -> its id column here
+    event_type: str | None = None
+    format: Literal["parquet", "csv"] = "parquet"
+    hive_partitioning: bool = False
+    lookups: tuple[Lookup, ...] = ()
+
+    def __post_init__(self) -> None:
+        identifier(self.name, "source name")
+        for entity, column in self.keys.items():
+            identifier(entity, "entity")
+            identifier(column, f"id column of {entity!r}")
+        if self.event_type is not None:
+            identifier(self.event_type, "event-type column")
+
+
+# --- how a feature is computed ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Over the entity's events strictly before ``t``, within ``window`` (None = all time),
+    of the event types in ``where`` (empty = every event)."""
+
+    window: str | float | None = None
+    where: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            seconds(self.window)
+        if isinstance(self.where, str):
+            object.__setattr__(self, "where", (self.where,))
+
+    @property
+    def window_s(self) -> float | None:
+        return None if self.window is None else seconds(self.window)
+
+
+@dataclass(frozen=True)
+class Count(Aggregation):
+    """Number of events."""
+
+
+@dataclass(frozen=True)
+class _Of(Aggregation):
+    of: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        identifier(self.of, f"{type(self).__name__}(of=...)")
+
+
+@dataclass(frozen=True)
+class Sum(_Of):
+    """Sum of a value column."""
+
+
+@dataclass(frozen=True)
+class Mean(_Of):
+    """Mean of a value column."""
+
+
+@dataclass(frozen=True)
+class Std(_Of):
+    """Population standard deviation of a value column (0 for a single event)."""
+
+
+@dataclass(frozen=True)
+class Min(_Of):
+    """Smallest value."""
+
+
+@dataclass(frozen=True)
+class Max(_Of):
+    """Largest value."""
+
+
+@dataclass(frozen=True)
+class Last(_Of):
+    """The value of the latest event with a value (NULL skipped; ties: the largest value)."""
+
+
+@dataclass(frozen=True)
+class DistinctCount(_Of):
+    """Number of distinct values (NULL not counted)."""
+
+
+@dataclass(frozen=True)
+class TimeSinceLast(Aggregation):
+    """``t`` minus the latest event's time, in ``unit`` (``"d"``: days)."""
+
+    unit: str = "d"
+
+
+@dataclass(frozen=True)
+class TimeSinceFirst(Aggregation):
+    """``t`` minus the earliest event's time, in ``unit``."""
+
+    unit: str = "d"
+
+
+@dataclass(frozen=True)
+class Share(_Of):
+    """A vector: per value of ``vocabulary``, its share of the events (the feature's
+    ``size`` must equal ``len(vocabulary)``). With ``half_life`` each event weighs
+    ``0.5 ** (age / half_life)`` and shares are of the weights. No events: all 0."""
+
+    vocabulary: tuple[str | int, ...] = ()
+    half_life: str | float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.vocabulary:
+            raise ValueError(f"Share(of={self.of!r}) needs its vocabulary")
+        if self.half_life is not None:
+            seconds(self.half_life)
+
+
+@dataclass(frozen=True)
+class Entropy(_Of):
+    """Entropy (nats) of the distribution of ``of`` over the events."""
+
+
+@dataclass(frozen=True)
+class TopShare(_Of):
+    """Share of the events that carry the most frequent value of ``of``."""
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``numerator / max(denominator, min_denominator)`` of two aggregations."""
+
+    numerator: Aggregation
+    denominator: Aggregation
+    min_denominator: float = 1.0
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A column of the group's entity table (``FeatureGroup.table``)."""
+
+    column: str
+
+    def __post_init__(self) -> None:
+        identifier(self.column, "attribute")
+
+
+@dataclass(frozen=True)
+class TimeSinceAttribute:
+    """``max(t - column, 0)`` in ``unit``; ``column`` is a time of the entity table in
+    ``column_unit`` (sign-up, listing)."""
+
+    column: str
+    unit: str = "d"
+    column_unit: TimeUnit = "ms"
+
+    def __post_init__(self) -> None:
+        identifier(self.column, "attribute")
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A DuckDB SQL expression over features declared before it in the group, the entity
+    table's attributes and ``t`` (the time, epoch ms), e.g. ``ln(1 + i_price)``."""
+
+    sql: str
+
+
+@dataclass(frozen=True)
+class PercentileInGroup:
+    """Percentile of ``of`` (a feature declared before) among the entities at the same time
+    that share ``by`` (None: all) and satisfy ``among`` (SQL, None: all): 0 = lowest,
+    1 = highest, ties share the lowest rank, a group of one is 1. Entities outside
+    ``among`` get ``otherwise`` (None: the declared default). In point-in-time mode the
+    population is the query rows of the same time."""
+
+    of: str
+    by: str | None = None
+    among: str | None = None
+    otherwise: float | None = None
+
+
+Compute = Aggregation | Ratio | Attribute | TimeSinceAttribute | Expr | PercentileInGroup
+
+
+@dataclass(frozen=True)
+class GroupSource:
+    """Where a feature group's values come from: the events aggregated per entity (keyed by
+    the group's entity column of ``events``) and the entity table (the population and its
+    attributes)."""
+
+    events: Events | None = None
+    table: Table | None = None
+    notes: tuple[str, ...] = field(default=())

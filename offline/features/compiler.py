@@ -1,0 +1,510 @@
+"""One compiler from declared feature groups (decision_service/features/declarative.py) to
+DuckDB SQL, used for both flows of a group's values:
+
+  * ``snapshot(group, as_of_ms)``: every entity's values as of one time (materialization
+    into the online store, the feature history);
+  * ``point_in_time(group, entity_ids, times_ms)``: each (entity, time) row's values as
+    they were at that time (training sets, backfill).
+
+Both run the SAME query: a snapshot is the point-in-time query of (every entity, T). So the
+values a model is trained on and the values it is served can never come from two
+implementations that drift apart. Never a value from after a row's time: only events
+strictly before it are joined (``ev.ts < q.t``).
+
+The query, for a relation ``queries(qid, entity_id, t)``:
+  ev     the event source, its entity id column as ``k``, its time as epoch ms ``ts``, its
+         event type as ``etype``, plus the looked-up attributes
+  j      queries JOIN ev ON same entity AND ev.ts < q.t
+  agg    one GROUP BY qid: every windowed aggregate as a FILTERed aggregate
+  d<i>   per (qid, value) counts for Entropy / TopShare
+  base   queries LEFT JOIN the entity table, agg and the d<i> summaries
+  then one layer per derived feature (Expr, PercentileInGroup), in declared order; every
+  value that is NULL or not finite becomes the feature's declared default.
+
+Errors: ``CompileError`` (ValueError) naming the group, the feature and what is wrong;
+``SourceError`` naming the file and the missing column.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from decision_service.features.declarative import (
+    Aggregation,
+    Attribute,
+    Count,
+    DistinctCount,
+    Entropy,
+    Events,
+    Expr,
+    Last,
+    Max,
+    Mean,
+    Min,
+    PercentileInGroup,
+    Ratio,
+    Share,
+    Std,
+    Sum,
+    Table,
+    Time,
+    TimeSinceAttribute,
+    TimeSinceFirst,
+    TimeSinceLast,
+    TopShare,
+    seconds,
+)
+from decision_service.features.registry import Feature, FeatureGroup
+
+
+class CompileError(ValueError):
+    """A declaration the compiler cannot turn into SQL (names the group and the feature)."""
+
+
+class SourceError(ValueError):
+    """A source that does not match its declaration (names the file and the column)."""
+
+
+def _lit(value: str | int | float) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _unit_ms(unit: str) -> float:
+    return seconds(f"1{unit}") * 1000.0
+
+
+def resolve(path: str, base_dir: str | Path) -> str:
+    """A declared path made absolute against ``base_dir``; a folder means every file in it."""
+    p = Path(path)
+    if not p.is_absolute():
+        p = Path(base_dir) / p
+    return str(p)
+
+
+def scan_sql(path: str, fmt: str, hive: bool, base_dir: str | Path) -> str:
+    """The DuckDB table function reading a declared file / folder / glob.
+
+    On failure: SourceError when nothing matches the path."""
+    full = resolve(path, base_dir)
+    if os.path.isdir(full):
+        full = os.path.join(full, "**", f"*.{fmt}")
+    if not glob.glob(full, recursive=True):
+        raise SourceError(f"{full}: no {fmt} file found")
+    if fmt == "parquet":
+        return f"read_parquet({_lit(full)}, hive_partitioning = {str(hive).lower()})"
+    if fmt == "csv":
+        return f"read_csv({_lit(full)}, header = true, hive_partitioning = {str(hive).lower()})"
+    raise SourceError(f"{full}: unknown format {fmt!r} (parquet or csv)")
+
+
+def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
+    """Epoch milliseconds (BIGINT) of a time column."""
+    unit = time.unit if isinstance(time, Time) else time
+    c = f"{alias}.{_q(column)}"
+    if unit == "ms":
+        return f"CAST({c} AS BIGINT)"
+    if unit == "s":
+        return f"CAST(round({c} * 1000) AS BIGINT)"
+    if unit == "us":
+        return f"CAST(floor({c} / 1000) AS BIGINT)"
+    tz = time.timezone if isinstance(time, Time) else "UTC"
+    if tz == "UTC":  # the compiler's session runs in UTC: a naive timestamp is read as UTC
+        return f"epoch_ms(CAST({c} AS TIMESTAMPTZ))"
+    # a naive timestamp is wall time in ``tz``; an aware one is kept (ICU's timezone())
+    return (
+        f"epoch_ms(CASE WHEN typeof({c}) = 'TIMESTAMP WITH TIME ZONE' THEN CAST({c} AS TIMESTAMPTZ) "
+        f"ELSE timezone({_lit(tz)}, CAST({c} AS TIMESTAMP)) END)"
+    )
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A group's query over ``queries(qid BIGINT, entity_id VARCHAR, t BIGINT)``; its result
+    has ``qid`` then the group's columns (DOUBLE), one row per query, ordered by qid."""
+
+    group: FeatureGroup
+    sql: str
+    base_dir: str
+
+
+class _Builder:
+    def __init__(self, group: FeatureGroup, base_dir: str | Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.group = group
+        self.base_dir = base_dir
+        self.con = con
+        src = group.source
+        if src is None:
+            raise CompileError(f"group {group.name!r} declares no source")
+        self.events: Events | None = src.events
+        self.table: Table | None = src.table
+        self.aggs: list[str] = []  # raw aggregate expressions of agg, as _a<i>
+        self.nested: list[tuple[str, str]] = []  # (of, condition) of the d<i> summaries
+        self.table_columns: list[str] = self._columns_of_table() if self.table else []
+
+    # --- sources ---------------------------------------------------------------------------
+    def _describe(self, scan: str) -> list[str]:
+        return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+
+    def _require(self, scan: str, path: str, wanted: Sequence[str], what: str) -> list[str]:
+        have = self._describe(scan)
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            raise SourceError(
+                f"{resolve(path, self.base_dir)}: {what} lacks column(s) {', '.join(missing)} "
+                f"(it has {', '.join(have)})"
+            )
+        return have
+
+    def _columns_of_table(self) -> list[str]:
+        t = self.table
+        assert t is not None
+        scan = scan_sql(t.path, t.format, t.hive_partitioning, self.base_dir)
+        return self._require(scan, t.path, [t.key], f"table {t.name!r}")
+
+    def table_sql(self) -> str:
+        t = self.table
+        assert t is not None
+        scan = scan_sql(t.path, t.format, t.hive_partitioning, self.base_dir)
+        rest = [c for c in self.table_columns if c != t.key]
+        cols = "".join(f", {_q(c)}" for c in rest)
+        return f"SELECT CAST({_q(t.key)} AS VARCHAR) AS k{cols} FROM {scan}"
+
+    def events_sql(self, used: set[str]) -> str:
+        ev = self.events
+        assert ev is not None
+        g = self.group
+        if g.entity not in ev.keys:
+            raise CompileError(
+                f"group {g.name!r}: source {ev.name!r} has no id column for entity {g.entity!r} "
+                f"(keys: {', '.join(ev.keys)})"
+            )
+        scan = scan_sql(ev.path, ev.format, ev.hive_partitioning, self.base_dir)
+        looked_up = {c: i for i, lk in enumerate(ev.lookups) for c in lk.columns}
+        own = [c for c in sorted(used) if c not in looked_up]
+        wanted = [ev.keys[g.entity], ev.time.column, *([ev.event_type] if ev.event_type else []), *own]
+        wanted += [lk.on for lk in ev.lookups]
+        self._require(scan, ev.path, list(dict.fromkeys(wanted)), f"source {ev.name!r}")
+        etype = f"CAST(e.{_q(ev.event_type)} AS VARCHAR)" if ev.event_type else "NULL"
+        cols = [
+            f"CAST(e.{_q(ev.keys[g.entity])} AS VARCHAR) AS k",
+            f"{time_sql(ev.time.column, ev.time)} AS ts",
+            f"{etype} AS etype",
+            *(f"e.{_q(c)} AS {_q(c)}" for c in own),
+        ]
+        joins = []
+        for i, lk in enumerate(ev.lookups):
+            needed = [c for c in lk.columns if c in used]
+            if not needed:
+                continue
+            lscan = scan_sql(lk.table.path, lk.table.format, lk.table.hive_partitioning, self.base_dir)
+            self._require(lscan, lk.table.path, [lk.table.key, *needed], f"table {lk.table.name!r}")
+            sel = ", ".join([f"CAST({_q(lk.table.key)} AS VARCHAR) AS k", *(_q(c) for c in needed)])
+            joins.append(
+                f"LEFT JOIN (SELECT {sel} FROM {lscan}) l{i} ON l{i}.k = CAST(e.{_q(lk.on)} AS VARCHAR)"
+            )
+            cols += [f"l{i}.{_q(c)} AS {_q(c)}" for c in needed]
+        return f"SELECT {', '.join(cols)} FROM {scan} e {' '.join(joins)}"
+
+    # --- aggregates ------------------------------------------------------------------------
+    def _cond(self, a: Aggregation) -> str:
+        parts = []
+        if a.window_s is not None:
+            parts.append(f"j.ts > j.t - {int(round(a.window_s * 1000))}")
+        if a.where:
+            if self.events is None or self.events.event_type is None:
+                raise CompileError(
+                    f"group {self.group.name!r}: where={a.where} needs the source's event_type"
+                )
+            parts.append(f"j.etype IN ({', '.join(_lit(w) for w in a.where)})")
+        return " AND ".join(parts)
+
+    def _agg(self, expr: str, cond: str) -> str:
+        """A raw aggregate column of ``agg``; returns its name."""
+        full = f"{expr} FILTER (WHERE {cond})" if cond else expr
+        self.aggs.append(full)
+        return f"_a{len(self.aggs) - 1}"
+
+    def aggregate(self, a: Aggregation, f: Feature) -> str:
+        cond = self._cond(a)
+        of = f"j.{_q(a.of)}" if hasattr(a, "of") else ""
+        if isinstance(a, Count):
+            return self._agg("count(*)", cond)
+        if isinstance(a, Sum):
+            return self._agg(f"sum({of})", cond)
+        if isinstance(a, Mean):
+            return self._agg(f"avg({of})", cond)
+        if isinstance(a, Std):
+            return self._agg(f"stddev_pop({of})", cond)
+        if isinstance(a, Min):
+            return self._agg(f"min({of})", cond)
+        if isinstance(a, Max):
+            return self._agg(f"max({of})", cond)
+        if isinstance(a, Last):  # the latest non-NULL value; ties: the largest
+            return self._agg(
+                f"arg_max({of}, [j.ts, {of}])", " AND ".join(filter(None, (f"{of} IS NOT NULL", cond)))
+            )
+        if isinstance(a, DistinctCount):
+            return self._agg(f"count(DISTINCT {of})", cond)
+        if isinstance(a, TimeSinceLast):
+            return f"(base.t - {self._agg('max(j.ts)', cond)}) / {_unit_ms(a.unit)}"
+        if isinstance(a, TimeSinceFirst):
+            return f"(base.t - {self._agg('min(j.ts)', cond)}) / {_unit_ms(a.unit)}"
+        if isinstance(a, (Entropy, TopShare)):
+            key = (a.of, cond)
+            if key not in self.nested:
+                self.nested.append(key)
+            i = self.nested.index(key)
+            return f"d{i}_{'entropy' if isinstance(a, Entropy) else 'top'}"
+        raise CompileError(
+            f"group {self.group.name!r}, feature {f.name!r}: {type(a).__name__} is not a scalar aggregation"
+        )
+
+    def share(self, a: Share, f: Feature) -> list[str]:
+        if f.size != len(a.vocabulary):
+            raise CompileError(
+                f"group {self.group.name!r}, feature {f.name!r}: size {f.size} but the Share has "
+                f"{len(a.vocabulary)} vocabulary values"
+            )
+        cond = self._cond(a)
+        w = "1.0" if a.half_life is None else f"pow(0.5, (j.t - j.ts) / {seconds(a.half_life) * 1000.0})"
+        floor = "1.0" if a.half_life is None else "1e-12"
+        total = self._agg(f"sum({w})", cond)
+        of = f"j.{_q(a.of)}"
+        out = []
+        for v in a.vocabulary:
+            c = f"{of} = {_lit(v)}" + (f" AND {cond}" if cond else "")
+            part = self._agg(f"sum({w})", c)
+            out.append(f"coalesce({part}, 0) / greatest(coalesce({total}, 0), {floor})")
+        return out
+
+    def scalar(self, c: object, f: Feature) -> str:
+        if isinstance(c, Ratio):
+            num, den = self.aggregate(c.numerator, f), self.aggregate(c.denominator, f)
+            return f"{num} / greatest(coalesce({den}, 0), {float(c.min_denominator)})"
+        if isinstance(c, Aggregation):
+            return self.aggregate(c, f)
+        if isinstance(c, Attribute):
+            self._attribute(c.column, f)
+            return f"base.{_q(c.column)}"
+        if isinstance(c, TimeSinceAttribute):
+            self._attribute(c.column, f)
+            at = time_sql(c.column, c.column_unit, "base")
+            return f"greatest(base.t - {at}, 0) / {_unit_ms(c.unit)}"
+        raise CompileError(f"group {self.group.name!r}, feature {f.name!r}: cannot compute {c!r}")
+
+    def _attribute(self, column: str, f: Feature) -> None:
+        if self.table is None:
+            raise CompileError(
+                f"group {self.group.name!r}, feature {f.name!r}: an attribute needs the group's table"
+            )
+        if column not in self.table_columns:
+            raise SourceError(
+                f"{resolve(self.table.path, self.base_dir)}: table {self.table.name!r} lacks column {column} "
+                f"(feature {f.name!r}; it has {', '.join(self.table_columns)})"
+            )
+
+    # --- the query -------------------------------------------------------------------------
+    def build(self) -> str:
+        g = self.group
+        reserved = sorted(set(g.columns) & {"qid", "entity_id", "t"})
+        if reserved:
+            raise CompileError(f"group {g.name!r}: feature name(s) {', '.join(reserved)} are reserved")
+        finals: list[tuple[str, str, float]] = []  # (column, raw SQL over base, default)
+        derived: list[tuple[Feature, Expr | PercentileInGroup]] = []
+        used: set[str] = set()
+        for f in g.features:
+            c = f.compute
+            if c is None:
+                raise CompileError(f"group {g.name!r}, feature {f.name!r}: no compute declared")
+            for a in _aggregations(c):
+                if hasattr(a, "of"):
+                    used.add(a.of)
+            if isinstance(c, (Expr, PercentileInGroup)):  # may read any direct feature, and
+                derived.append((f, c))  # the derived ones declared before it
+                continue
+            if isinstance(c, Share):
+                finals += [
+                    (col, sql, f.default) for col, sql in zip(f.column_names(), self.share(c, f), strict=True)
+                ]
+            elif f.size != 1:
+                raise CompileError(f"group {g.name!r}, feature {f.name!r}: size {f.size} needs a Share")
+            else:
+                finals.append((f.name, self.scalar(c, f), f.default))
+        needs_events = bool(self.aggs) or bool(self.nested)
+        if needs_events and self.events is None:
+            raise CompileError(f"group {g.name!r}: aggregations need the source's events")
+        ctes = ["q AS (SELECT qid, entity_id, t FROM queries)"]
+        if needs_events:
+            ctes.append(f"ev AS ({self.events_sql(used)})")
+            ctes.append(
+                "j AS (SELECT q.qid, q.t, ev.* EXCLUDE (k) "
+                "FROM q JOIN ev ON ev.k = q.entity_id AND ev.ts < q.t)"
+            )
+        joins = []
+        if self.aggs:
+            cols = ", ".join(f"{a} AS _a{i}" for i, a in enumerate(self.aggs))
+            ctes.append(f"agg AS (SELECT j.qid, {cols} FROM j GROUP BY j.qid)")
+            joins.append("LEFT JOIN agg ON agg.qid = q.qid")
+        for i, (of, cond) in enumerate(self.nested):
+            where = f"WHERE {cond}" if cond else ""
+            ctes.append(
+                f"c{i} AS (SELECT j.qid, j.{_q(of)} AS v, count(*) AS n FROM j {where} GROUP BY j.qid, v)"
+            )
+            ctes.append(
+                f"d{i} AS (SELECT qid, -sum((n / s) * ln(n / s)) AS d{i}_entropy, "
+                f"max(n) / greatest(s, 1) AS d{i}_top FROM "
+                f"(SELECT qid, n, sum(n) OVER (PARTITION BY qid) AS s FROM c{i}) GROUP BY qid, s)"
+            )
+            joins.append(f"LEFT JOIN d{i} ON d{i}.qid = q.qid")
+        if self.table is not None:
+            ctes.append(f"ent AS ({self.table_sql()})")
+            joins.insert(0, "LEFT JOIN ent ON ent.k = q.entity_id")
+        attrs = [c for c in self.table_columns if self.table and c != self.table.key]
+        raw_cols = [f"agg._a{i}" for i in range(len(self.aggs))] if self.aggs else []
+        raw_cols += [f"d{i}.d{i}_{k}" for i in range(len(self.nested)) for k in ("entropy", "top")]
+        base_cols = ["q.qid", "q.entity_id", "q.t", *(f"ent.{_q(a)}" for a in attrs), *raw_cols]
+        ctes.append(f"base AS (SELECT {', '.join(base_cols)} FROM q {' '.join(joins)})")
+        sql_raw = ", ".join(f"{_finite(sql, d)} AS {_q(col)}" for col, sql, d in finals)
+        # a feature named like a table column hides the column from the derived features
+        keep = ["qid", "entity_id", "t", *(_q(a) for a in attrs if a not in g.columns)]
+        ctes.append(f"f0 AS (SELECT {', '.join(keep)}{', ' if finals else ''}{sql_raw} FROM base)")
+        layer = "f0"
+        for k, (f, c) in enumerate(derived, start=1):
+            expr = _derived(c, f)
+            ctes.append(f"f{k} AS (SELECT *, {expr} AS {_q(f.name)} FROM {layer})")
+            layer = f"f{k}"
+        out = ", ".join(_q(c) for c in g.columns)
+        return f"WITH {', '.join(ctes)} SELECT qid, {out} FROM {layer} ORDER BY qid"
+
+
+def _finite(sql: str, default: float) -> str:
+    return f"CASE WHEN isfinite(CAST({sql} AS DOUBLE)) THEN CAST({sql} AS DOUBLE) ELSE {float(default)!r} END"
+
+
+def _derived(c: Expr | PercentileInGroup, f: Feature) -> str:
+    if isinstance(c, Expr):
+        return _finite(f"({c.sql})", f.default)
+    among = f"({c.among})" if c.among else "TRUE"
+    part = ", ".join(["t", *([_q(c.by)] if c.by else []), among])
+    over = f"OVER (PARTITION BY {part})"
+    ranked = f"OVER (PARTITION BY {part} ORDER BY {_q(c.of)})"
+    otherwise = f.default if c.otherwise is None else c.otherwise
+    return (
+        f"CASE WHEN {among} THEN (CASE WHEN count(*) {over} = 1 THEN 1.0 ELSE percent_rank() {ranked} END) "
+        f"ELSE {float(otherwise)!r} END"
+    )
+
+
+def _aggregations(c: object) -> list[Aggregation]:
+    if isinstance(c, Aggregation):
+        return [c]
+    if isinstance(c, Ratio):
+        return [c.numerator, c.denominator]
+    return []
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def compile_group(
+    group: FeatureGroup, base_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None
+) -> Compiled:
+    """The group's query (see the module docstring). Reads the sources' schemas (not their
+    rows) to check the declared columns. On failure: CompileError, SourceError."""
+    con = con or connect()
+    return Compiled(group, _Builder(group, base_dir, con).build(), str(base_dir))
+
+
+def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> np.ndarray:
+    """float32 [len(queries), group.width]: the values of each query row, in row order.
+
+    ``queries``: entity_id (string) and t (int64 epoch ms) columns."""
+    con = con or connect()
+    n = queries.num_rows
+    table = pa.table(
+        {
+            "qid": pa.array(np.arange(n, dtype=np.int64)),
+            "entity_id": queries.column("entity_id").cast(pa.string()),
+            "t": queries.column("t").cast(pa.int64()),
+        }
+    )
+    con.register("queries", table)
+    try:
+        result = con.execute(compiled.sql).fetchnumpy()
+    finally:
+        con.unregister("queries")
+    out = np.empty((n, compiled.group.width), dtype=np.float32)
+    for j, col in enumerate(compiled.group.columns):
+        out[:, j] = result[col]
+    return out
+
+
+def point_in_time(
+    group: FeatureGroup,
+    entity_ids: Sequence[str],
+    times_ms: Sequence[int] | np.ndarray,
+    base_dir: str | Path,
+) -> np.ndarray:
+    """float32 [n, group.width]: row i is ``entity_ids[i]``'s values as of ``times_ms[i]``,
+    computed only from events strictly before that time."""
+    con = connect()
+    compiled = compile_group(group, base_dir, con)
+    queries = pa.table(
+        {
+            "entity_id": pa.array([str(e) for e in entity_ids], pa.string()),
+            "t": pa.array(np.asarray(times_ms, dtype=np.int64)),
+        }
+    )
+    return run(compiled, queries, con)
+
+
+def snapshot(
+    group: FeatureGroup,
+    as_of_ms: int,
+    base_dir: str | Path,
+    entity_ids: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(entity ids object [n], float32 [n, group.width]) as of ``as_of_ms``: the point-in-time
+    query at one time for every entity: ``entity_ids``, else the group's table (file order),
+    else every entity of its events (sorted)."""
+    con = connect()
+    compiled = compile_group(group, base_dir, con)
+    src = group.source
+    assert src is not None
+    if entity_ids is None:
+        if src.table is not None:
+            t = src.table
+            scan = scan_sql(t.path, t.format, t.hive_partitioning, base_dir)
+            ids = con.execute(f"SELECT CAST({_q(t.key)} AS VARCHAR) FROM {scan}").fetchnumpy()
+        else:
+            ev = src.events
+            assert ev is not None
+            scan = scan_sql(ev.path, ev.format, ev.hive_partitioning, base_dir)
+            ids = con.execute(
+                f"SELECT DISTINCT CAST({_q(ev.keys[group.entity])} AS VARCHAR) AS k FROM {scan} ORDER BY k"
+            ).fetchnumpy()
+        entity_ids = list(next(iter(ids.values())))
+    queries = pa.table(
+        {
+            "entity_id": pa.array([str(e) for e in entity_ids], pa.string()),
+            "t": pa.array(np.full(len(entity_ids), as_of_ms, dtype=np.int64)),
+        }
+    )
+    return np.asarray(entity_ids, dtype=object), run(compiled, queries, con)
