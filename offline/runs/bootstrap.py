@@ -11,6 +11,7 @@ Catalog row = world item row = FAISS id; popularity = item events in the last 30
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +104,7 @@ def bootstrap(
         }
         timings["total_before_publish"] = round(time.perf_counter() - t_all, 2)
         manifest["timings_s"] = dict(timings)
+        manifest["peak_rss_mb"] = round(peak_rss_mb())
         version = registry.publish(USE_CASE, staging, manifest)
     except BaseException:
         registry.discard(staging)
@@ -134,7 +136,13 @@ def summary(version: ModelVersion, timings: dict[str, float]) -> str:
             f"{m[f'retrieved_only_{name}_ndcg@20']:.4f} / {m[f'retrieved_only_{name}_recall@20']:.4f}"
         )
     lines.append("  timings (s): " + ", ".join(f"{k}={v}" for k, v in timings.items()))
+    lines.append(f"  peak memory (RSS of this process): {peak_rss_mb():,.0f} MB")
     return "\n".join(lines)
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set size this process has had, MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,6 +193,7 @@ class World:
     event_item: np.ndarray        # int32
     event_purchase: np.ndarray    # bool
     event_ms: np.ndarray          # int64, ascending
+    directory: Path | None = None  # the files it was loaded from (the declared sources read them)
 
     @property
     def n_users(self) -> int:
@@ -246,6 +247,7 @@ class World:
             event_item=ev.column("item_idx").to_numpy().astype(np.int32),
             event_purchase=purchase.to_numpy(zero_copy_only=False).astype(bool),
             event_ms=ev.column("ts_ms").to_numpy().astype(np.int64),
+            directory=d,
         )
 
 

@@ -1,7 +1,7 @@
-"""Parity before deletion: the declared USER and ITEM groups (features/definitions.py, compiled
-to DuckDB SQL by offline/features/compiler.py) reproduce the hand-written snapshot
-(offline/features/snapshot.py) on the synthetic shop: same entities, same times, every
-feature equal within float32 tolerance."""
+"""Parity: the declared USER and ITEM groups (features/definitions.py, compiled to DuckDB SQL by
+offline/features/compiler.py) reproduce the hand-written numpy features they replaced
+(kept as an oracle in tests/offline/shop_reference.py) on the synthetic shop: same
+entities, same times, every feature equal within float32 tolerance."""
 
 from __future__ import annotations
 
@@ -12,15 +12,21 @@ from decision_service.features.definitions import ITEM, USER
 from offline.features import compiler
 from offline.features.snapshot import compute_snapshot
 from offline.simulation.world import World
+from tests.offline.shop_reference import reference_features
 
 
 @pytest.mark.parametrize("day", [None, 20.0])
 def test_declared_user_and_item_features_equal_the_hand_written_ones(tiny_world_dir, day):
     world = World.load(tiny_world_dir)
     as_of = world.now_ms if day is None else world.day_ms(day)
-    old = compute_snapshot(world, as_of)
-    for group, ids, matrix in ((USER, old.user_ids, old.users), (ITEM, old.item_ids, old.items)):
-        new_ids, new = compiler.snapshot(group, as_of, tiny_world_dir)
+    users, items = reference_features(world, as_of)
+    served = compute_snapshot(world, as_of)  # what materialization and training use
+    for group, ids, matrix, snap in (
+        (USER, world.user_ids, users, served.users),
+        (ITEM, world.item_ids, items, served.items),
+    ):
+        new_ids, new = compiler.snapshot(group, as_of, tiny_world_dir)  # every entity of the table
+        assert np.array_equal(snap, new)
         assert new_ids.tolist() == ids.tolist()
         wrong = [
             f"{col}: max |diff| {np.abs(new[:, j] - matrix[:, j]).max():.3g}"

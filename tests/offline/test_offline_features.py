@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from decision_service.features.definitions import ITEM, USER
 from offline.features.embeddings import train_embeddings
-from offline.features.snapshot import compute_snapshot, group_percentile
+from offline.features.snapshot import compute_snapshot
 from offline.simulation.world import DAY_MS, World
+from tests.offline.shop_reference import group_percentile
 
 
 def test_snapshot_layout(tiny_world_dir: Path) -> None:
@@ -44,36 +47,44 @@ def test_counts_match_a_direct_computation(tiny_world_dir: Path) -> None:
     assert snap.items[top, ITEM.slot("i_popularity_pct")] == 1.0
 
 
-def _with_extra_events(world: World, at_ms: int) -> World:
-    """The same world plus events at and after ``at_ms`` by every user."""
+def _with_extra_events(world: World, at_ms: int, out: Path) -> World:
+    """A copy of the world's files plus events at and after ``at_ms`` by every user."""
+    assert world.directory is not None
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("users.parquet", "items.parquet", "world.json"):
+        shutil.copy(world.directory / name, out / name)
     n = world.n_users
     users = np.arange(n, dtype=np.int32)
     items = (users % world.n_items).astype(np.int32)
     ts = np.where(users % 2 == 0, at_ms, at_ms + 3 * DAY_MS).astype(np.int64)
-    order_ts = np.concatenate([world.event_ms, ts])
-    order = np.argsort(order_ts, kind="stable")
-    return replace(
-        world,
-        event_user=np.concatenate([world.event_user, users])[order],
-        event_item=np.concatenate([world.event_item, items])[order],
-        event_purchase=np.concatenate([world.event_purchase, np.ones(n, bool)])[order],
-        event_ms=order_ts[order],
-    )
+    old = pq.read_table(world.directory / "interactions.parquet")
+    extra = pa.table({
+        "user_id": pa.array([str(world.user_ids[u]) for u in users]),
+        "item_id": pa.array([str(world.item_ids[i]) for i in items]),
+        "event": pa.array(["purchase"] * n),
+        "ts_ms": pa.array(ts),
+        "user_idx": pa.array(users),
+        "item_idx": pa.array(items),
+    })
+    both = pa.concat_tables([old.cast(extra.schema), extra]).sort_by([("ts_ms", "ascending")])
+    pq.write_table(both, out / "interactions.parquet")
+    return World.load(out)
 
 
-def test_no_leakage_from_events_at_or_after_as_of(tiny_world_dir: Path) -> None:
+def test_no_leakage_from_events_at_or_after_as_of(tiny_world_dir: Path, tmp_path: Path) -> None:
     world = World.load(tiny_world_dir)
     as_of = world.day_ms(35)
     before = compute_snapshot(world, as_of)
-    after = compute_snapshot(_with_extra_events(world, as_of), as_of)
+    extended = _with_extra_events(world, as_of, tmp_path / "later")
+    after = compute_snapshot(extended, as_of)
     np.testing.assert_array_equal(before.users, after.users)
     np.testing.assert_array_equal(before.items, after.items)
     e1 = train_embeddings(world, as_of)
-    e2 = train_embeddings(_with_extra_events(world, as_of), as_of)
+    e2 = train_embeddings(extended, as_of)
     np.testing.assert_array_equal(e1.users, e2.users)
     np.testing.assert_array_equal(e1.items, e2.items)
     # ... while an event just before as_of does change them.
-    moved = compute_snapshot(_with_extra_events(world, as_of - 1), as_of)
+    moved = compute_snapshot(_with_extra_events(world, as_of - 1, tmp_path / "earlier"), as_of)
     assert not np.array_equal(before.users, moved.users)
 
 
