@@ -12,7 +12,9 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m loadtests.bench_snapshot", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m loadtests.bench_snapshot", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("which", choices=("old", "new"))
     ap.add_argument("--world", required=True, help="world directory (python -m offline.simulation.world)")
     args = ap.parse_args(argv)
