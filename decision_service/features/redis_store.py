@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import redis
 
+from decision_service.config import ServiceConfig
 from decision_service.domain.decision import now_ms
 from decision_service.domain.features import GroupValues
 from decision_service.domain.identifiers import canonical_block_value
@@ -80,6 +81,9 @@ def user_devices_key(user_id: str) -> bytes:
 
 
 def block_key(kind: str) -> bytes:
+    """On failure: ValueError for a list that is not one of BLOCK_KINDS."""
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"unknown block list {kind!r}; known: {', '.join(BLOCK_KINDS)}")
     return f"block:{kind}".encode()
 
 
@@ -90,6 +94,14 @@ def once_key(kind: str, subject: str) -> bytes:
 def record_key(transaction_id: str) -> bytes:
     """The once-key of a payment's decision record."""
     return once_key(PAYMENT_RECORD, transaction_id)
+
+
+def block_entry(kind: str, value: str) -> str:
+    """``value`` in the canonical form the online check compares (domain/identifiers.py).
+
+    On failure: ValueError for an unknown list (IdentifierError for a value that cannot be one)."""
+    block_key(kind)
+    return canonical_block_value(kind, value)
 
 
 def velocity_member(transaction_id: str, amount_eur: float) -> bytes:
@@ -327,9 +339,7 @@ class RedisStateWrites:
             default = packed.defaults_value(w.group)
             return [(feature_key(w.group, w.entity_id), "I", offset, default, float(w.by), "")]
         if isinstance(w, AddToBlockList):
-            if w.kind not in BLOCK_KINDS:
-                raise ValueError(f"unknown block list {w.kind!r}; known: {', '.join(BLOCK_KINDS)}")
-            return [(block_key(w.kind), "S", canonical_block_value(w.kind, w.value), "", "", "")]
+            return [(block_key(w.kind), "S", block_entry(w.kind, w.value), "", "", "")]
         raise TypeError(f"not a store write: {w!r}")
 
 
@@ -339,7 +349,9 @@ class RedisStateWrites:
 class RedisBulkWrites:
     """store.BulkWrites: offline materialization with pipelined, chunked writes (redis-py)."""
 
-    def __init__(self, client: redis.Redis, max_seen_items: int = 500, chunk: int = 5_000) -> None:
+    def __init__(
+        self, client: redis.Redis, max_seen_items: int = ServiceConfig.max_seen_items, chunk: int = 5_000
+    ) -> None:
         self._client = client
         self._max_seen = max_seen_items
         self._chunk = chunk
@@ -422,9 +434,8 @@ class RedisBulkWrites:
         On failure: ValueError (unknown list; IdentifierError for a value that cannot be one),
         before anything is written.
         """
-        if kind not in BLOCK_KINDS:
-            raise ValueError(f"unknown block list {kind!r}; known: {', '.join(BLOCK_KINDS)}")
-        canonical = [canonical_block_value(kind, v) for v in values]
+        block_key(kind)  # an unknown list is refused even with no value
+        canonical = [block_entry(kind, v) for v in values]
         if canonical:
             self._client.sadd(block_key(kind), *canonical)
         return canonical

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import redis
 
+from decision_service.config import ServiceConfig
 from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
 from decision_service.features.redis_store import RedisBulkWrites
@@ -31,7 +32,7 @@ from offline.features.snapshot import Snapshot
 if TYPE_CHECKING:
     from offline.simulation.world import World
 
-MAX_SEEN_ITEMS = 500
+MAX_SEEN_ITEMS = ServiceConfig.max_seen_items  # what the service reads back
 SERVING_DIR = "serving"
 SNAPSHOT_FILE = "snapshot.npz"
 EMBEDDINGS_FILE = "embeddings.npz"
