@@ -82,17 +82,21 @@ class Time:
 @dataclass(frozen=True)
 class Table:
     """One row per entity: a catalog, a user table. ``path``: a file, a folder or a glob
-    (relative paths are relative to the project directory); ``key`` the entity id column."""
+    (relative paths are relative to the project directory); ``key`` the entity id column;
+    ``derived`` columns are DuckDB SQL expressions over the file's columns, usable like them."""
 
     name: str
     path: str
     key: str
     format: Literal["parquet", "csv"] = "parquet"
     hive_partitioning: bool = False
+    delimiter: str = ","  # CSV only
+    derived: Mapping[str, str] = field(default_factory=dict)  # name -> DuckDB SQL over the row
 
     def __post_init__(self) -> None:
         identifier(self.name, "table name")
         identifier(self.key, f"key of table {self.name!r}")
+        _check_derived(self.derived, f"table {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,10 @@ class Lookup:
 @dataclass(frozen=True)
 class Events:
     """An event table: who (entity id columns), when (``time``), what (``event_type``, the
-    project's own vocabulary), and value columns, plus attributes looked up per event."""
+    project's own vocabulary ``event_types``), and value columns, plus attributes looked up
+    per event. ``derived`` columns (DuckDB SQL over the file's columns, e.g. an event type
+    ``CASE WHEN rating >= 4 THEN 'like' ELSE 'rating' END``) can be used as any column, the
+    event type included."""
 
     name: str
     path: str
@@ -123,6 +130,9 @@ class Events:
     format: Literal["parquet", "csv"] = "parquet"
     hive_partitioning: bool = False
     lookups: tuple[Lookup, ...] = ()
+    event_types: tuple[str, ...] = ()  # the project's vocabulary (empty: not checked)
+    delimiter: str = ","  # CSV only
+    derived: Mapping[str, str] = field(default_factory=dict)  # name -> DuckDB SQL over the row
 
     def __post_init__(self) -> None:
         identifier(self.name, "source name")
@@ -131,6 +141,16 @@ class Events:
             identifier(column, f"id column of {entity!r}")
         if self.event_type is not None:
             identifier(self.event_type, "event-type column")
+        if isinstance(self.event_types, str):
+            object.__setattr__(self, "event_types", (self.event_types,))
+        _check_derived(self.derived, f"source {self.name!r}")
+
+
+def _check_derived(derived: Mapping[str, str], where: str) -> None:
+    for name, sql in derived.items():
+        identifier(name, f"derived column of {where}")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValueError(f"derived column {name!r} of {where}: expected a DuckDB SQL expression")
 
 
 # --- how a feature is computed ---------------------------------------------------------------

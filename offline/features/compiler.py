@@ -95,20 +95,28 @@ def resolve(path: str, base_dir: str | Path) -> str:
     return str(p)
 
 
-def scan_sql(path: str, fmt: str, hive: bool, base_dir: str | Path) -> str:
-    """The DuckDB table function reading a declared file / folder / glob.
+def scan_sql(source: Table | Events, base_dir: str | Path, *, derived: bool = True) -> str:
+    """The DuckDB relation reading a declared file / folder / glob, with its derived columns
+    appended (``derived=False``: the file's own columns only).
 
-    On failure: SourceError when nothing matches the path."""
-    full = resolve(path, base_dir)
+    On failure: SourceError when nothing matches the path or the format is unknown."""
+    fmt = source.format
+    full = resolve(source.path, base_dir)
     if os.path.isdir(full):
         full = os.path.join(full, "**", f"*.{fmt}")
     if not glob.glob(full, recursive=True):
         raise SourceError(f"{full}: no {fmt} file found")
+    hive = str(source.hive_partitioning).lower()
     if fmt == "parquet":
-        return f"read_parquet({_lit(full)}, hive_partitioning = {str(hive).lower()})"
-    if fmt == "csv":
-        return f"read_csv({_lit(full)}, header = true, hive_partitioning = {str(hive).lower()})"
-    raise SourceError(f"{full}: unknown format {fmt!r} (parquet or csv)")
+        scan = f"read_parquet({_lit(full)}, hive_partitioning = {hive})"
+    elif fmt == "csv":
+        scan = f"read_csv({_lit(full)}, header = true, delim = {_lit(source.delimiter)}, hive_partitioning = {hive})"
+    else:
+        raise SourceError(f"{full}: unknown format {fmt!r} (parquet or csv)")
+    if not derived or not source.derived:
+        return scan
+    extra = ", ".join(f"({sql}) AS {_q(name)}" for name, sql in source.derived.items())
+    return f"(SELECT *, {extra} FROM {scan})"
 
 
 def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
@@ -157,7 +165,10 @@ class _Builder:
 
     # --- sources ---------------------------------------------------------------------------
     def _describe(self, scan: str) -> list[str]:
-        return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        try:
+            return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        except duckdb.Error as e:  # an unreadable file, a derived column over a missing one
+            raise SourceError(f"group {self.group.name!r}: cannot read {scan}: {e}") from e
 
     def _require(self, scan: str, path: str, wanted: Sequence[str], what: str) -> list[str]:
         have = self._describe(scan)
@@ -172,13 +183,13 @@ class _Builder:
     def _columns_of_table(self) -> list[str]:
         t = self.table
         assert t is not None
-        scan = scan_sql(t.path, t.format, t.hive_partitioning, self.base_dir)
+        scan = scan_sql(t, self.base_dir)
         return self._require(scan, t.path, [t.key], f"table {t.name!r}")
 
     def table_sql(self) -> str:
         t = self.table
         assert t is not None
-        scan = scan_sql(t.path, t.format, t.hive_partitioning, self.base_dir)
+        scan = scan_sql(t, self.base_dir)
         rest = [c for c in self.table_columns if c != t.key]
         cols = "".join(f", {_q(c)}" for c in rest)
         return f"SELECT CAST({_q(t.key)} AS VARCHAR) AS k{cols} FROM {scan}"
@@ -192,7 +203,7 @@ class _Builder:
                 f"group {g.name!r}: source {ev.name!r} has no id column for entity {g.entity!r} "
                 f"(keys: {', '.join(ev.keys)})"
             )
-        scan = scan_sql(ev.path, ev.format, ev.hive_partitioning, self.base_dir)
+        scan = scan_sql(ev, self.base_dir)
         looked_up = {c: i for i, lk in enumerate(ev.lookups) for c in lk.columns}
         own = [c for c in sorted(used) if c not in looked_up]
         wanted = [ev.keys[g.entity], ev.time.column, *([ev.event_type] if ev.event_type else []), *own]
@@ -210,7 +221,7 @@ class _Builder:
             needed = [c for c in lk.columns if c in used]
             if not needed:
                 continue
-            lscan = scan_sql(lk.table.path, lk.table.format, lk.table.hive_partitioning, self.base_dir)
+            lscan = scan_sql(lk.table, self.base_dir)
             self._require(lscan, lk.table.path, [lk.table.key, *needed], f"table {lk.table.name!r}")
             sel = ", ".join([f"CAST({_q(lk.table.key)} AS VARCHAR) AS k", *(_q(c) for c in needed)])
             joins.append(
@@ -491,12 +502,12 @@ def snapshot(
     if entity_ids is None:
         if src.table is not None:
             t = src.table
-            scan = scan_sql(t.path, t.format, t.hive_partitioning, base_dir)
+            scan = scan_sql(t, base_dir)
             ids = con.execute(f"SELECT CAST({_q(t.key)} AS VARCHAR) FROM {scan}").fetchnumpy()
         else:
             ev = src.events
             assert ev is not None
-            scan = scan_sql(ev.path, ev.format, ev.hive_partitioning, base_dir)
+            scan = scan_sql(ev, base_dir)
             ids = con.execute(
                 f"SELECT DISTINCT CAST({_q(ev.keys[group.entity])} AS VARCHAR) AS k FROM {scan} ORDER BY k"
             ).fetchnumpy()
