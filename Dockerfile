@@ -20,7 +20,13 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER app
 WORKDIR /app
-ENV DS_HOST=0.0.0.0 \
+# The project served (decision_service/project.py): mount your own over /app/project, or set
+# DS_PROJECT; the image carries the synthetic example.
+COPY --chown=app examples/synthetic /app/project
+ENV DS_PROJECT=/app/project \
+    DS_REGISTRY_DIR=/data/registry \
+    DS_LOG_DIR=/data/logs \
+    DS_HOST=0.0.0.0 \
     DS_PORT=50051 \
     DS_DATA_DIR=/data \
     PYTHONUNBUFFERED=1

@@ -7,8 +7,13 @@ PY := $(VENV)/bin/python
 GEN_DIR := decision_service/_generated
 PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
+# The project every target works on (decision_service/project.py); `make demo` and the tests use
+# the synthetic example. Your own: make serve PROJECT=path/to/project
+PROJECT ?= examples/synthetic
+export DS_PROJECT := $(abspath $(PROJECT))
 
-.PHONY: all demo flywheel test test-slow proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
+PHONY_EXAMPLES := fetch-movielens example-movielens
+.PHONY: $(PHONY_EXAMPLES) all demo flywheel test test-slow proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
 
 all: test
 
@@ -52,8 +57,23 @@ test: venv proto ensure-redis
 test-slow: venv proto ensure-redis
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
+# The synthetic example runs every use case on generated worlds; any other project runs
+# validate -> bootstrap -> serve -> gRPC calls -> offline metrics (offline/runs/project_demo.py).
 demo: venv proto $(if $(REDIS_URL),,ensure-redis)
+ifeq ($(abspath $(PROJECT)),$(abspath examples/synthetic))
 	$(PY) -m offline.runs.demo
+else
+	$(if $(filter $(abspath $(PROJECT)),$(abspath examples/movielens)),$(PY) examples/movielens/fetch.py)
+	$(PY) -m offline.runs.project_demo --project $(PROJECT)
+endif
+
+# MovieLens-100k end to end: fetch (from the recbole 1.2.1 wheel on PyPI; never committed),
+# validate, bootstrap, serve, real gRPC calls, ranker vs popularity vs embedding-only.
+fetch-movielens: venv
+	$(PY) examples/movielens/fetch.py
+
+example-movielens: venv proto
+	$(MAKE) demo PROJECT=examples/movielens
 
 # Turns of the loop on a synthetic world: decide, collect, train, publish, hot-reload.
 FLYWHEEL_ARGS ?=
@@ -104,4 +124,4 @@ lint: venv
 	$(PY) -m ruff check decision_service offline tests loadtests
 
 clean:
-	rm -rf $(VENV) $(GEN_DIR) .pytest_cache data
+	rm -rf $(VENV) $(GEN_DIR) .pytest_cache data examples/*/.ds examples/movielens/data

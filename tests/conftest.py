@@ -15,6 +15,9 @@ from decision_service.models.registry import ModelVersion
 # Compiling trees (DS_SCORER=auto with lleaves installed) takes seconds per new model version:
 # tests score with LightGBM unless they ask otherwise (tests/unit/test_tree_predictor.py).
 os.environ.setdefault("DS_SCORER", "lightgbm")
+# The suite tests the product on the synthetic example project (whatever DS_PROJECT the shell
+# has): set before anything imports decision_service.features.definitions.
+os.environ["DS_PROJECT"] = str(Path(__file__).resolve().parents[1] / "examples" / "synthetic")
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,14 @@ A project declares its **sources** (an event table and entity tables, Parquet or
 a column mapping) and, per stored feature, **how it is computed** (``Feature.compute``):
 
   windowed aggregations of the entity's events   Count, Sum, Mean, Std, Min, Max, Last,
-                                                 DistinctCount, TimeSinceFirst/Last
+                                                 DistinctCount, FirstSeenCount,
+                                                 TimeSinceFirst/Last
   shares of a categorical column                 Share (a vector, optionally recency-
                                                  weighted), Entropy, TopShare
-  ratios                                         Ratio(numerator, denominator)
-  the entity's own attributes                    Attribute, TimeSinceAttribute
+  ratios                                         Ratio(numerator, denominator), optionally
+                                                 smoothed towards a prior
+  the entity's own attributes                    Attribute (optionally as a vocabulary
+                                                 index), TimeSinceAttribute
   derived from features declared before it       Expr (DuckDB SQL), PercentileInGroup
 
 One compiler (offline/features/compiler.py) turns a group into DuckDB SQL for both a
@@ -19,10 +22,13 @@ Semantics, for a value of entity ``k`` at time ``t`` (ms):
   * only events with ``event time < t`` count (strictly before: an event at ``t`` itself
     is not yet known at ``t``);
   * a window of ``w`` keeps events with ``t - w < event time`` (an event exactly ``w``
-    old has left the window);
+    old has left the window); ``closed="left"`` keeps it (``t - w <= event time``);
   * ``where`` keeps events whose event type is one of the given names;
-  * an aggregate over no events, a missing attribute, or a non-finite result (NaN, inf)
-    is the feature's declared default.
+  * ``time=`` counts an event by another time column of the source (a chargeback by its
+    arrival, not by its payment): "before t" and the window then apply to that column,
+    and an event whose column is NULL does not count;
+  * an aggregate over no events (or fewer than its ``min_count``), a missing attribute,
+    or a non-finite result (NaN, inf) is the feature's declared default.
 
 Windows and durations are strings ``<number><unit>`` with unit ``s``, ``m``, ``h``, ``d``
 (``"7d"``, ``"30m"``) or seconds as a number. Nothing here runs a query or reads a file.
@@ -118,9 +124,16 @@ class Lookup:
 class Events:
     """An event table: who (entity id columns), when (``time``), what (``event_type``, the
     project's own vocabulary ``event_types``), and value columns, plus attributes looked up
-    per event. ``derived`` columns (DuckDB SQL over the file's columns, e.g. an event type
+    per event. ``derived`` columns (DuckDB SQL, e.g. an event type
     ``CASE WHEN rating >= 4 THEN 'like' ELSE 'rating' END``) can be used as any column, the
-    event type included."""
+    event type included.
+
+    Derived columns are computed in declared order, each over the file's columns, the
+    columns looked up so far and the derived columns declared before it: an amount in EUR
+    from a looked-up rate (``amount_minor / pow(10, exponent) * eur_rate``), then its log
+    (``ln(1 + amount_eur)``), or "abroad" from the cardholder's looked-up home country
+    (``country <> home``). A lookup is joined as soon as its ``on`` column exists: a file
+    column first, a derived one right after that column is computed."""
 
     name: str
     path: str
@@ -156,19 +169,46 @@ def _check_derived(derived: Mapping[str, str], where: str) -> None:
 # --- how a feature is computed ---------------------------------------------------------------
 
 
+WindowClosed = Literal["neither", "left"]
+
+
 @dataclass(frozen=True)
 class Aggregation:
     """Over the entity's events strictly before ``t``, within ``window`` (None = all time),
-    of the event types in ``where`` (empty = every event)."""
+    of the event types in ``where`` (empty = every event).
+
+    Keyword-only options, for every aggregation:
+      ``time``       count each event by this time column of the source instead of the
+                     source's time: a name (read in the source time's unit and timezone) or
+                     a ``Time``. E.g. chargebacks by their arrival: ``Count("90d",
+                     time="chargeback_at")``. "Strictly before t" and the window apply to
+                     it; an event whose column is NULL never counts here.
+      ``closed``     ``"neither"`` (default): the window is ``(t - w, t)``; ``"left"``:
+                     ``[t - w, t)``, an event exactly ``w`` old still counts (SQL's
+                     ``ts >= t - INTERVAL w``). The end is always open.
+      ``min_count``  fewer events than this (with a non-NULL ``of`` value, when the
+                     aggregation has one) give the feature's default: e.g. a standard
+                     deviation needs ``min_count=2`` to mean anything."""
 
     window: str | float | None = None
     where: tuple[str, ...] = ()
+    time: str | Time | None = field(default=None, kw_only=True)
+    closed: WindowClosed = field(default="neither", kw_only=True)
+    min_count: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.window is not None:
             seconds(self.window)
         if isinstance(self.where, str):
             object.__setattr__(self, "where", (self.where,))
+        if isinstance(self.time, str):
+            identifier(self.time, f"{type(self).__name__}(time=...)")
+        elif self.time is not None and not isinstance(self.time, Time):
+            raise ValueError(f"{type(self).__name__}(time={self.time!r}): expected a column name or a Time")
+        if self.closed not in ("neither", "left"):
+            raise ValueError(f"{type(self).__name__}(closed={self.closed!r}): expected 'neither' or 'left'")
+        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) or self.min_count < 0:
+            raise ValueError(f"{type(self).__name__}(min_count={self.min_count!r}): expected an int >= 0")
 
     @property
     def window_s(self) -> float | None:
@@ -225,6 +265,14 @@ class DistinctCount(_Of):
 
 
 @dataclass(frozen=True)
+class FirstSeenCount(_Of):
+    """Number of distinct values of ``of`` NEW in the window: values whose first event for
+    the entity (before ``t``, among ``where``) falls in the window. A user's devices first
+    used in the last 30 days, a device's users first seen on it: ``FirstSeenCount("30d",
+    of="device_id")``. NULL not counted; without a window: DistinctCount."""
+
+
+@dataclass(frozen=True)
 class TimeSinceLast(Aggregation):
     """``t`` minus the latest event's time, in ``unit`` (``"d"``: days)."""
 
@@ -267,21 +315,44 @@ class TopShare(_Of):
 
 @dataclass(frozen=True)
 class Ratio:
-    """``numerator / max(denominator, min_denominator)`` of two aggregations."""
+    """``numerator / max(denominator, min_denominator)`` of two aggregations.
+
+    Smoothed towards a prior with ``prior_weight`` > 0 (pseudo-events at rate ``prior``):
+    ``(numerator + prior_weight * prior) / max(denominator + prior_weight, min_denominator)``,
+    where a numerator or denominator over no events counts 0, so an entity without history
+    gets ``prior``. A merchant's chargeback rate: ``Ratio(Count("90d", time="chargeback_at"),
+    Count("90d"), prior=0.01, prior_weight=20)``."""
 
     numerator: Aggregation
     denominator: Aggregation
     min_denominator: float = 1.0
+    prior: float = 0.0
+    prior_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.prior_weight >= 0:
+            raise ValueError(f"Ratio(prior_weight={self.prior_weight!r}): expected >= 0")
 
 
 @dataclass(frozen=True)
 class Attribute:
-    """A column of the group's entity table (``FeatureGroup.table``)."""
+    """A column of the group's entity table (``FeatureGroup.table``).
+
+    With a ``vocabulary``: the value's index in it (a categorical attribute stored by its
+    name, served as the index the model knows, e.g. a home country among the ISO codes); a
+    value outside the vocabulary (or NULL) gives the feature's default. Strings compare as
+    text, numbers as numbers."""
 
     column: str
+    vocabulary: tuple[str | int | float, ...] = ()
 
     def __post_init__(self) -> None:
         identifier(self.column, "attribute")
+        vocab = tuple(self.vocabulary)
+        object.__setattr__(self, "vocabulary", vocab)
+        kinds = {isinstance(v, str) for v in vocab}
+        if len(kinds) > 1 or any(isinstance(v, bool) for v in vocab):
+            raise ValueError(f"Attribute({self.column!r}) vocabulary: all strings or all numbers")
 
 
 @dataclass(frozen=True)
@@ -326,7 +397,7 @@ Compute = Aggregation | Ratio | Attribute | TimeSinceAttribute | Expr | Percenti
 class GroupSource:
     """Where a feature group's values come from: the events aggregated per entity (keyed by
     the group's entity column of ``events``) and the entity table (the population and its
-    attributes)."""
+    attributes). An aggregation's ``time=`` picks another time column of the same events."""
 
     events: Events | None = None
     table: Table | None = None

@@ -25,6 +25,7 @@ keys: under Redis Cluster they would need a common hash tag.)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -36,11 +37,11 @@ from decision_service.domain.decision import now_ms
 from decision_service.domain.features import GroupValues
 from decision_service.domain.identifiers import canonical_block_value
 from decision_service.features import packed
-from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT, VELOCITY_WINDOWS
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.features.registry import FeatureGroup
 from decision_service.features.store import (
     PAYMENT_RECORD,
+    VELOCITY_RETENTION_MS,
     AddSeen,
     AddToBlockList,
     Change,
@@ -50,11 +51,20 @@ from decision_service.features.store import (
     Write,
 )
 
-MAX_WINDOW_MS = max(s for _, s in VELOCITY_WINDOWS) * 1000
-"""The longest velocity window: what a velocity set keeps."""
+MAX_WINDOW_MS = VELOCITY_RETENTION_MS
+"""What a velocity set keeps (features/store.py)."""
 VELOCITY_TTL_MS = MAX_WINDOW_MS + 3_600_000
 USER_DEVICES_TTL_MS = 400 * 86_400_000
 BLOCK_KINDS = ("device", "ip", "instrument")
+
+@functools.cache
+def _payment_groups() -> tuple[FeatureGroup, FeatureGroup, FeatureGroup]:
+    """The project's (FRAUD_USER, MERCHANT, DEVICE): imported on first use, so a project that
+    does not serve fraud need not declare them."""
+    from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT
+
+    return FRAUD_USER, MERCHANT, DEVICE
+
 
 # --- key layout ----------------------------------------------------------------------------
 
@@ -173,10 +183,11 @@ class RedisFeatureReads:
         ranges, newest first + the user-device check + three block-list checks + the
         payment's once-record), in one pipeline; velocity events within MAX_WINDOW_MS up to
         ``at_ms`` (the server's receive time of the request)."""
+        user_g, merchant_g, device_g = _payment_groups()
         keys = (
-            feature_keys(FRAUD_USER, [user_id])
-            + feature_keys(MERCHANT, [merchant_id])
-            + feature_keys(DEVICE, [device_id or "-"])
+            feature_keys(user_g, [user_id])
+            + feature_keys(merchant_g, [merchant_id])
+            + feature_keys(device_g, [device_id or "-"])
         )
         since = at_ms - MAX_WINDOW_MS
         # Newest first: when a party has more events than we read, the oldest are dropped,
@@ -210,9 +221,9 @@ class RedisFeatureReads:
             kind for (kind, _), hit in zip(checks, replies[i : i + len(checks)], strict=True) if hit
         )
         return StoredContext(
-            user=packed.decode(FRAUD_USER, profiles[0:1], at),
-            merchant=packed.decode(MERCHANT, profiles[1:2], at),
-            device=packed.decode(DEVICE, profiles[2:3], at),
+            user=packed.decode(user_g, profiles[0:1], at),
+            merchant=packed.decode(merchant_g, profiles[1:2], at),
+            device=packed.decode(device_g, profiles[2:3], at),
             user_events=user_events,
             device_events=device_events,
             device_known=device_known,

@@ -15,6 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
+from decision_service.features.cross import CrossCompute
 from decision_service.features.declarative import Compute, GroupSource
 
 
@@ -51,7 +52,8 @@ class Feature:
 
     ``reason`` is the reason code reported when this feature is a top contributor to a
     decision (fraud); it does not change the storage layout. ``compute`` declares how the
-    value is computed from the group's source (features/declarative.py; None: computed by
+    value is computed from the group's source (features/declarative.py), or for a cross
+    feature from the user and item rows (features/cross.py); None: computed by
     code of its own, e.g. embeddings or request-time features).
     """
 
@@ -61,7 +63,7 @@ class Feature:
     size: int = 1
     categorical: bool = False
     reason: Reason | None = None
-    compute: Compute | None = None
+    compute: Compute | CrossCompute | None = None
 
     def column_names(self) -> list[str]:
         """Names of the scalar columns this feature expands to, in storage order."""

@@ -28,6 +28,10 @@ import numpy as np
 from decision_service.domain.features import GroupValues
 from decision_service.features.registry import FeatureGroup
 
+VELOCITY_RETENTION_MS = 86_400_000
+"""How far back a store keeps a party's payment events for velocity reads (24 h): a project's
+velocity windows must fit in it (checked by the fraud use case at import)."""
+
 PAYMENT_RECORD = "fraud:txn"
 """The once-kind of a payment's decision record: the fraud commit writes it under the
 transaction id, ``read_payment_context`` returns it (``previous_record``)."""

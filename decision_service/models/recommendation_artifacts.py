@@ -212,6 +212,13 @@ class RecommendationArtifacts:
             raise RegistryError(f"{where}: the index holds ids outside the catalog's {n} rows")
         if catalog.categories.min(initial=0) < 0 or catalog.categories.max(initial=0) >= len(CATEGORIES):
             raise RegistryError(f"{where}: item categories outside the registry taxonomy")
+        trained_vocabulary = version.manifest.get("vocabularies", {}).get("category")
+        if trained_vocabulary is not None and tuple(trained_vocabulary) != tuple(CATEGORIES):
+            # an index would name another category: allow-lists and caps would be wrong
+            raise RegistryError(
+                f"{where}: trained on another category vocabulary ({len(trained_vocabulary)} values) than "
+                f"the project's ({len(CATEGORIES)}): bootstrap again"
+            )
         if not np.isfinite(embeddings).all() or not np.isfinite(catalog.popularity).all():
             # a NaN item vector poisons its cross features; a NaN popularity, the popular order
             raise RegistryError(f"{where}: item embeddings or popularity hold non-finite values")

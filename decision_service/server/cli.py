@@ -1,14 +1,20 @@
-"""``decision-service`` command line: ``serve`` and ``health`` (the container's probe)."""
+"""``decision-service`` command line: ``serve`` and ``health`` (the container's probe).
+
+The server works on the active project (decision_service/project.py): its registry, logs and
+online store are the defaults, below flags and DS_* variables."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from decision_service import project as projects
 from decision_service.config import ConfigError, ServiceConfig, describe
 from decision_service.models.registry import RegistryError
 
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = ("host", "port", "data_dir", "registry_dir", "redis_url", "workers")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
     try:
-        config = ServiceConfig.from_env(config_file=args.config, **overrides)
+        config = ServiceConfig.from_env(config_file=args.config, env=project_env(), **overrides)
     except ConfigError as exc:
         print(f"decision-service: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decision-service: configuration error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def project_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment with the active project's locations as defaults (flags and DS_* win):
+    its registry, its decision logs and its online store (decision_service/project.py). No
+    project (no $DS_PROJECT, no project.yaml here): the environment as it is.
+
+    On failure: ConfigError naming the project's problem."""
+    env = dict(os.environ if env is None else env)
+    if not env.get(projects.ENV) and not Path(projects.PROJECT_FILE).is_file():
+        return env
+    try:
+        project = projects.load(projects.locate(env))
+    except projects.ProjectError as exc:
+        raise ConfigError(str(exc)) from None
+    env.setdefault("DS_REGISTRY_DIR", str(project.registry_dir))
+    env.setdefault("DS_LOG_DIR", project.log_root)
+    if project.online_store and not env.get("DS_REDIS_URL") and not env.get("REDIS_URL"):
+        env["DS_REDIS_URL"] = project.online_store
+    return env
 
 
 def check_health(address: str, service: str, timeout_s: float) -> int:

@@ -48,7 +48,10 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     ) -> pb.GetDecisionResponse:
         field = request.WhichOneof("use_case")
         if field not in self._served:
-            raise InvalidArgument("use_case", f"set exactly one of: {self._known}")
+            if field is None:
+                raise InvalidArgument("use_case", f"set exactly one of: {self._known}")
+            # a use case of the API that this server's project does not serve
+            raise NotServed(f"{field}: this server's project serves only {self._known}")
         served = self._served[field]
         if served is None:
             raise NotServed(f"{field}: no model for it is published in this server's registry")

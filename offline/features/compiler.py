@@ -45,6 +45,7 @@ from decision_service.features.declarative import (
     Entropy,
     Events,
     Expr,
+    FirstSeenCount,
     Last,
     Max,
     Mean,
@@ -110,13 +111,20 @@ def scan_sql(source: Table | Events, base_dir: str | Path, *, derived: bool = Tr
     if fmt == "parquet":
         scan = f"read_parquet({_lit(full)}, hive_partitioning = {hive})"
     elif fmt == "csv":
-        scan = f"read_csv({_lit(full)}, header = true, delim = {_lit(source.delimiter)}, hive_partitioning = {hive})"
+        delim = _lit(source.delimiter)
+        scan = f"read_csv({_lit(full)}, header = true, delim = {delim}, hive_partitioning = {hive})"
     else:
         raise SourceError(f"{full}: unknown format {fmt!r} (parquet or csv)")
-    if not derived or not source.derived:
-        return scan
-    extra = ", ".join(f"({sql}) AS {_q(name)}" for name, sql in source.derived.items())
-    return f"(SELECT *, {extra} FROM {scan})"
+    if derived:
+        for name, sql in source.derived.items():
+            scan = derive(scan, name, sql)
+    return scan
+
+
+def derive(scan: str, name: str, sql: str) -> str:
+    """``scan`` with one derived column appended: derived columns are added in declaration
+    order, so each may use the ones declared before it."""
+    return f"(SELECT *, ({sql}) AS {_q(name)} FROM {scan})"
 
 
 def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
@@ -149,6 +157,72 @@ class Compiled:
     base_dir: str
 
 
+def _describe(con: duckdb.DuckDBPyConnection, scan: str, what: str) -> list[str]:
+    """The column names of a relation; SourceError (naming ``what``) when it cannot be read."""
+    try:
+        return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+    except duckdb.Error as e:  # an unreadable file, a derived column over a missing one
+        raise SourceError(f"{what}: cannot read {scan}: {e}") from e
+
+
+def events_relation(
+    ev: Events,
+    base_dir: str | Path,
+    con: duckdb.DuckDBPyConnection,
+    lookups: Sequence[int] | None = None,
+) -> tuple[str, list[str]]:
+    """(SQL relation, its columns) of an event source: the file's columns, the looked-up
+    columns of ``lookups`` (indices into ``ev.lookups``; None: all) and every derived column.
+
+    Derived columns are added in declared order, each over what exists before it; a lookup
+    is joined as soon as its ``on`` column exists (a file column first, a derived one right
+    after it is computed). On failure: SourceError naming the source and the column."""
+    what = f"source {ev.name!r} ({resolve(ev.path, base_dir)})"
+    scan = scan_sql(ev, base_dir, derived=False)
+    columns = _describe(con, scan, what)
+    rel = f"(SELECT * FROM {scan})"
+    pending = [i for i in range(len(ev.lookups)) if lookups is None or i in lookups]
+
+    def join_ready() -> None:
+        nonlocal rel
+        for i in [i for i in pending if ev.lookups[i].on in columns]:
+            pending.remove(i)
+            lk = ev.lookups[i]
+            lscan = scan_sql(lk.table, base_dir)
+            have = _describe(con, lscan, f"table {lk.table.name!r}")
+            missing = [c for c in (lk.table.key, *lk.columns) if c not in have]
+            if missing:
+                raise SourceError(
+                    f"{resolve(lk.table.path, base_dir)}: table {lk.table.name!r} lacks column(s) "
+                    f"{', '.join(missing)} (it has {', '.join(have)})"
+                )
+            sel = ", ".join([f"CAST({_q(lk.table.key)} AS VARCHAR) AS __k", *(_q(c) for c in lk.columns)])
+            clash = [c for c in lk.columns if c in columns]  # a looked-up column replaces the event's
+            keep = f"r.* EXCLUDE ({', '.join(_q(c) for c in clash)})" if clash else "r.*"
+            got = ", ".join(f"l.{_q(c)}" for c in lk.columns)
+            rel = (
+                f"(SELECT {keep}, {got} FROM {rel} r LEFT JOIN (SELECT {sel} FROM {lscan}) l "
+                f"ON l.__k = CAST(r.{_q(lk.on)} AS VARCHAR))"
+            )
+            columns[:] = [c for c in columns if c not in clash] + list(lk.columns)
+
+    join_ready()
+    for name, sql in ev.derived.items():
+        if name in columns:
+            rel = f"(SELECT * REPLACE (({sql}) AS {_q(name)}) FROM {rel})"
+        else:
+            rel = f"(SELECT *, ({sql}) AS {_q(name)} FROM {rel})"
+            columns.append(name)
+        join_ready()
+    if pending:
+        raise SourceError(
+            f"{what}: lookup(s) on {', '.join(ev.lookups[i].on for i in pending)}: no such column "
+            f"(it has {', '.join(columns)})"
+        )
+    _describe(con, rel, what)  # binds every derived expression: a clear error now, not at run time
+    return rel, columns
+
+
 class _Builder:
     def __init__(self, group: FeatureGroup, base_dir: str | Path, con: duckdb.DuckDBPyConnection) -> None:
         self.group = group
@@ -159,16 +233,16 @@ class _Builder:
             raise CompileError(f"group {group.name!r} declares no source")
         self.events: Events | None = src.events
         self.table: Table | None = src.table
-        self.aggs: list[str] = []  # raw aggregate expressions of agg, as _a<i>
-        self.nested: list[tuple[str, str]] = []  # (of, condition) of the d<i> summaries
+        self.aggs: list[tuple[int, str]] = []  # (time index, raw aggregate of agg<ti>), as _a<i>
+        # the nested per-(query, value) summaries d<i>: (kind, of, event condition, time index,
+        # condition on the value's first time) -- "dist": Entropy / TopShare, "first": FirstSeenCount
+        self.nested: list[tuple[str, str, str, int, str]] = []
+        self.times: list[Time | None] = [None]  # 0: the source's time; then time= overrides
         self.table_columns: list[str] = self._columns_of_table() if self.table else []
 
     # --- sources ---------------------------------------------------------------------------
     def _describe(self, scan: str) -> list[str]:
-        try:
-            return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
-        except duckdb.Error as e:  # an unreadable file, a derived column over a missing one
-            raise SourceError(f"group {self.group.name!r}: cannot read {scan}: {e}") from e
+        return _describe(self.con, scan, f"group {self.group.name!r}")
 
     def _require(self, scan: str, path: str, wanted: Sequence[str], what: str) -> list[str]:
         have = self._describe(scan)
@@ -203,83 +277,111 @@ class _Builder:
                 f"group {g.name!r}: source {ev.name!r} has no id column for entity {g.entity!r} "
                 f"(keys: {', '.join(ev.keys)})"
             )
-        scan = scan_sql(ev, self.base_dir)
-        looked_up = {c: i for i, lk in enumerate(ev.lookups) for c in lk.columns}
-        own = [c for c in sorted(used) if c not in looked_up]
-        wanted = [ev.keys[g.entity], ev.time.column, *([ev.event_type] if ev.event_type else []), *own]
-        wanted += [lk.on for lk in ev.lookups]
-        self._require(scan, ev.path, list(dict.fromkeys(wanted)), f"source {ev.name!r}")
+        # a lookup is joined when a column of it is used; with derived columns, every lookup
+        # is (a derived expression may read any looked-up column)
+        needed = [i for i, lk in enumerate(ev.lookups) if ev.derived or any(c in used for c in lk.columns)]
+        extra_times = [t for t in self.times[1:] if t is not None]
+        rel, have = events_relation(ev, self.base_dir, self.con, needed)
+        wanted = [ev.keys[g.entity], ev.time.column, *([ev.event_type] if ev.event_type else [])]
+        wanted += [*sorted(used), *(t.column for t in extra_times)]
+        missing = [c for c in dict.fromkeys(wanted) if c not in have]
+        if missing:
+            raise SourceError(
+                f"{resolve(ev.path, self.base_dir)}: source {ev.name!r} lacks column(s) "
+                f"{', '.join(missing)} (it has {', '.join(have)})"
+            )
         etype = f"CAST(e.{_q(ev.event_type)} AS VARCHAR)" if ev.event_type else "NULL"
         cols = [
             f"CAST(e.{_q(ev.keys[g.entity])} AS VARCHAR) AS k",
             f"{time_sql(ev.time.column, ev.time)} AS ts",
             f"{etype} AS etype",
-            *(f"e.{_q(c)} AS {_q(c)}" for c in own),
+            *(f"e.{_q(c)} AS {_q(c)}" for c in sorted(used)),
+            *(f"{time_sql(t.column, t)} AS _ts{i}" for i, t in enumerate(self.times[1:], start=1) if t),
         ]
-        joins = []
-        for i, lk in enumerate(ev.lookups):
-            needed = [c for c in lk.columns if c in used]
-            if not needed:
-                continue
-            lscan = scan_sql(lk.table, self.base_dir)
-            self._require(lscan, lk.table.path, [lk.table.key, *needed], f"table {lk.table.name!r}")
-            sel = ", ".join([f"CAST({_q(lk.table.key)} AS VARCHAR) AS k", *(_q(c) for c in needed)])
-            joins.append(
-                f"LEFT JOIN (SELECT {sel} FROM {lscan}) l{i} ON l{i}.k = CAST(e.{_q(lk.on)} AS VARCHAR)"
-            )
-            cols += [f"l{i}.{_q(c)} AS {_q(c)}" for c in needed]
-        return f"SELECT {', '.join(cols)} FROM {scan} e {' '.join(joins)}"
+        return f"SELECT {', '.join(cols)} FROM {rel} e"
 
     # --- aggregates ------------------------------------------------------------------------
-    def _cond(self, a: Aggregation) -> str:
-        parts = []
-        if a.window_s is not None:
-            parts.append(f"j.ts > j.t - {int(round(a.window_s * 1000))}")
-        if a.where:
-            if self.events is None or self.events.event_type is None:
-                raise CompileError(
-                    f"group {self.group.name!r}: where={a.where} needs the source's event_type"
-                )
-            parts.append(f"j.etype IN ({', '.join(_lit(w) for w in a.where)})")
-        return " AND ".join(parts)
+    def _time_index(self, a: Aggregation) -> int:
+        """0 for the source's time, else the index of the aggregation's ``time=`` column."""
+        if a.time is None:
+            return 0
+        ev = self.events
+        if ev is None:
+            raise CompileError(f"group {self.group.name!r}: time={a.time!r} needs the source's events")
+        t = a.time if isinstance(a.time, Time) else Time(a.time, ev.time.unit, ev.time.timezone)
+        if t == ev.time:
+            return 0
+        if t not in self.times:
+            self.times.append(t)
+        return self.times.index(t)
 
-    def _agg(self, expr: str, cond: str) -> str:
-        """A raw aggregate column of ``agg``; returns its name."""
+    def _window_cond(self, a: Aggregation, ts: str, t: str) -> str:
+        if a.window_s is None:
+            return ""
+        op = ">=" if a.closed == "left" else ">"
+        return f"{ts} {op} {t} - {int(round(a.window_s * 1000))}"
+
+    def _where_cond(self, a: Aggregation) -> str:
+        if not a.where:
+            return ""
+        if self.events is None or self.events.event_type is None:
+            raise CompileError(f"group {self.group.name!r}: where={a.where} needs the source's event_type")
+        return f"j.etype IN ({', '.join(_lit(w) for w in a.where)})"
+
+    def _cond(self, a: Aggregation) -> str:
+        return " AND ".join(filter(None, (self._window_cond(a, "j.ts", "j.t"), self._where_cond(a))))
+
+    def _agg(self, expr: str, cond: str, ti: int = 0) -> str:
+        """A raw aggregate column of ``agg`` (of time index ``ti``); returns its name."""
         full = f"{expr} FILTER (WHERE {cond})" if cond else expr
-        self.aggs.append(full)
+        self.aggs.append((ti, full))
         return f"_a{len(self.aggs) - 1}"
 
+    def _nested(self, key: tuple[str, str, str, int, str]) -> int:
+        if key not in self.nested:
+            self.nested.append(key)
+        return self.nested.index(key)
+
     def aggregate(self, a: Aggregation, f: Feature) -> str:
+        value = self._aggregate(a, f)
+        if a.min_count > 0:  # fewer events (with a value) than min_count: the default
+            ti, cond = self._time_index(a), self._cond(a)
+            n = self._agg(f"count(j.{_q(a.of)})" if hasattr(a, "of") else "count(*)", cond, ti)
+            return f"(CASE WHEN coalesce({n}, 0) >= {int(a.min_count)} THEN {value} END)"
+        return value
+
+    def _aggregate(self, a: Aggregation, f: Feature) -> str:
+        ti = self._time_index(a)
         cond = self._cond(a)
         of = f"j.{_q(a.of)}" if hasattr(a, "of") else ""
         if isinstance(a, Count):
-            return self._agg("count(*)", cond)
+            return self._agg("count(*)", cond, ti)
         if isinstance(a, Sum):
-            return self._agg(f"sum({of})", cond)
+            return self._agg(f"sum({of})", cond, ti)
         if isinstance(a, Mean):
-            return self._agg(f"avg({of})", cond)
+            return self._agg(f"avg({of})", cond, ti)
         if isinstance(a, Std):
-            return self._agg(f"stddev_pop({of})", cond)
+            return self._agg(f"stddev_pop({of})", cond, ti)
         if isinstance(a, Min):
-            return self._agg(f"min({of})", cond)
+            return self._agg(f"min({of})", cond, ti)
         if isinstance(a, Max):
-            return self._agg(f"max({of})", cond)
+            return self._agg(f"max({of})", cond, ti)
         if isinstance(a, Last):  # the latest non-NULL value; ties: the largest
             return self._agg(
-                f"arg_max({of}, [j.ts, {of}])", " AND ".join(filter(None, (f"{of} IS NOT NULL", cond)))
+                f"arg_max({of}, [j.ts, {of}])", " AND ".join(filter(None, (f"{of} IS NOT NULL", cond))), ti
             )
         if isinstance(a, DistinctCount):
-            return self._agg(f"count(DISTINCT {of})", cond)
+            return self._agg(f"count(DISTINCT {of})", cond, ti)
         if isinstance(a, TimeSinceLast):
-            return f"(base.t - {self._agg('max(j.ts)', cond)}) / {_unit_ms(a.unit)}"
+            return f"(base.t - {self._agg('max(j.ts)', cond, ti)}) / {_unit_ms(a.unit)}"
         if isinstance(a, TimeSinceFirst):
-            return f"(base.t - {self._agg('min(j.ts)', cond)}) / {_unit_ms(a.unit)}"
+            return f"(base.t - {self._agg('min(j.ts)', cond, ti)}) / {_unit_ms(a.unit)}"
         if isinstance(a, (Entropy, TopShare)):
-            key = (a.of, cond)
-            if key not in self.nested:
-                self.nested.append(key)
-            i = self.nested.index(key)
+            i = self._nested(("dist", a.of, cond, ti, ""))
             return f"d{i}_{'entropy' if isinstance(a, Entropy) else 'top'}"
+        if isinstance(a, FirstSeenCount):  # the window applies to each value's first time
+            i = self._nested(("first", a.of, self._where_cond(a), ti, self._window_cond(a, "first_ts", "t")))
+            return f"d{i}_new"
         raise CompileError(
             f"group {self.group.name!r}, feature {f.name!r}: {type(a).__name__} is not a scalar aggregation"
         )
@@ -290,27 +392,45 @@ class _Builder:
                 f"group {self.group.name!r}, feature {f.name!r}: size {f.size} but the Share has "
                 f"{len(a.vocabulary)} vocabulary values"
             )
+        ti = self._time_index(a)
         cond = self._cond(a)
         w = "1.0" if a.half_life is None else f"pow(0.5, (j.t - j.ts) / {seconds(a.half_life) * 1000.0})"
         floor = "1.0" if a.half_life is None else "1e-12"
-        total = self._agg(f"sum({w})", cond)
+        total = self._agg(f"sum({w})", cond, ti)
         of = f"j.{_q(a.of)}"
         out = []
         for v in a.vocabulary:
             c = f"{of} = {_lit(v)}" + (f" AND {cond}" if cond else "")
-            part = self._agg(f"sum({w})", c)
+            part = self._agg(f"sum({w})", c, ti)
             out.append(f"coalesce({part}, 0) / greatest(coalesce({total}, 0), {floor})")
+        if a.min_count > 0:
+            n = self._agg(f"count({of})", cond, ti)
+            out = [f"(CASE WHEN coalesce({n}, 0) >= {int(a.min_count)} THEN {x} END)" for x in out]
         return out
 
     def scalar(self, c: object, f: Feature) -> str:
         if isinstance(c, Ratio):
             num, den = self.aggregate(c.numerator, f), self.aggregate(c.denominator, f)
+            if c.prior_weight > 0:  # smoothed: pseudo-events at the prior's rate
+                pseudo = float(c.prior_weight) * float(c.prior)
+                return (
+                    f"(coalesce({num}, 0) + {pseudo!r}) / "
+                    f"greatest(coalesce({den}, 0) + {float(c.prior_weight)!r}, {float(c.min_denominator)!r})"
+                )
             return f"{num} / greatest(coalesce({den}, 0), {float(c.min_denominator)})"
         if isinstance(c, Aggregation):
             return self.aggregate(c, f)
         if isinstance(c, Attribute):
             self._attribute(c.column, f)
-            return f"base.{_q(c.column)}"
+            col = f"base.{_q(c.column)}"
+            if not c.vocabulary:
+                return col
+            if isinstance(c.vocabulary[0], str):
+                items, value = ", ".join(_lit(v) for v in c.vocabulary), f"CAST({col} AS VARCHAR)"
+            else:
+                items = ", ".join(repr(float(v)) for v in c.vocabulary)
+                value = f"TRY_CAST({col} AS DOUBLE)"  # not a number: outside the vocabulary
+            return f"(list_position([{items}], {value}) - 1)"  # NULL outside: the default
         if isinstance(c, TimeSinceAttribute):
             self._attribute(c.column, f)
             at = time_sql(c.column, c.column_unit, "base")
@@ -329,6 +449,22 @@ class _Builder:
             )
 
     # --- the query -------------------------------------------------------------------------
+    def _join(self, ti: int) -> str:
+        """The (query, event) pairs of time index ``ti``: events of the query's entity whose
+        time (the source's, or the ``time=`` column) is strictly before the query's."""
+        extra = [f"_ts{i}" for i in range(1, len(self.times))]
+        if ti == 0:
+            drop = ", ".join(["k", *extra])
+            return (
+                f"SELECT q.qid, q.t, ev.* EXCLUDE ({drop}) "
+                "FROM q JOIN ev ON ev.k = q.entity_id AND ev.ts < q.t"
+            )
+        drop = ", ".join(["k", "ts", *extra])
+        return (
+            f"SELECT q.qid, q.t, ev.* EXCLUDE ({drop}), ev._ts{ti} AS ts "
+            f"FROM q JOIN ev ON ev.k = q.entity_id AND ev._ts{ti} < q.t"
+        )
+
     def build(self) -> str:
         g = self.group
         reserved = sorted(set(g.columns) & {"qid", "entity_id", "t"})
@@ -359,34 +495,49 @@ class _Builder:
         if needs_events and self.events is None:
             raise CompileError(f"group {g.name!r}: aggregations need the source's events")
         ctes = ["q AS (SELECT qid, entity_id, t FROM queries)"]
+        time_indices = sorted({ti for ti, _ in self.aggs} | {n[3] for n in self.nested})
         if needs_events:
             ctes.append(f"ev AS ({self.events_sql(used)})")
-            ctes.append(
-                "j AS (SELECT q.qid, q.t, ev.* EXCLUDE (k) "
-                "FROM q JOIN ev ON ev.k = q.entity_id AND ev.ts < q.t)"
-            )
+            for ti in time_indices:
+                ctes.append(f"{_j(ti)} AS ({self._join(ti)})")
         joins = []
-        if self.aggs:
-            cols = ", ".join(f"{a} AS _a{i}" for i, a in enumerate(self.aggs))
-            ctes.append(f"agg AS (SELECT j.qid, {cols} FROM j GROUP BY j.qid)")
-            joins.append("LEFT JOIN agg ON agg.qid = q.qid")
-        for i, (of, cond) in enumerate(self.nested):
+        raw_cols = []
+        for ti in time_indices:
+            mine = [(i, a) for i, (t, a) in enumerate(self.aggs) if t == ti]
+            if not mine:
+                continue
+            cols = ", ".join(f"{a} AS _a{i}" for i, a in mine)
+            name = "agg" if ti == 0 else f"agg_{ti}"
+            ctes.append(f"{name} AS (SELECT j.qid, {cols} FROM {_j(ti)} AS j GROUP BY j.qid)")
+            joins.append(f"LEFT JOIN {name} ON {name}.qid = q.qid")
+            raw_cols += [f"{name}._a{i}" for i, _ in mine]
+        for i, (kind, of, cond, ti, first_cond) in enumerate(self.nested):
             where = f"WHERE {cond}" if cond else ""
-            ctes.append(
-                f"c{i} AS (SELECT j.qid, j.{_q(of)} AS v, count(*) AS n FROM j {where} GROUP BY j.qid, v)"
-            )
-            ctes.append(
-                f"d{i} AS (SELECT qid, -sum((n / s) * ln(n / s)) AS d{i}_entropy, "
-                f"max(n) / greatest(s, 1) AS d{i}_top FROM "
-                f"(SELECT qid, n, sum(n) OVER (PARTITION BY qid) AS s FROM c{i}) GROUP BY qid, s)"
-            )
+            if kind == "dist":
+                ctes.append(
+                    f"c{i} AS (SELECT j.qid, j.{_q(of)} AS v, count(*) AS n FROM {_j(ti)} AS j {where} "
+                    "GROUP BY j.qid, v)"
+                )
+                ctes.append(
+                    f"d{i} AS (SELECT qid, -sum((n / s) * ln(n / s)) AS d{i}_entropy, "
+                    f"max(n) / greatest(s, 1) AS d{i}_top FROM "
+                    f"(SELECT qid, n, sum(n) OVER (PARTITION BY qid) AS s FROM c{i}) GROUP BY qid, s)"
+                )
+                raw_cols += [f"d{i}.d{i}_entropy", f"d{i}.d{i}_top"]
+            else:  # "first": each value's first time before t, then the values new in the window
+                keep = " AND ".join(filter(None, (f"j.{_q(of)} IS NOT NULL", cond)))
+                ctes.append(
+                    f"c{i} AS (SELECT j.qid, j.t, j.{_q(of)} AS v, min(j.ts) AS first_ts "
+                    f"FROM {_j(ti)} AS j WHERE {keep} GROUP BY j.qid, j.t, v)"
+                )
+                new = f"count(*) FILTER (WHERE {first_cond})" if first_cond else "count(*)"
+                ctes.append(f"d{i} AS (SELECT qid, {new} AS d{i}_new FROM c{i} GROUP BY qid)")
+                raw_cols.append(f"d{i}.d{i}_new")
             joins.append(f"LEFT JOIN d{i} ON d{i}.qid = q.qid")
         if self.table is not None:
             ctes.append(f"ent AS ({self.table_sql()})")
             joins.insert(0, "LEFT JOIN ent ON ent.k = q.entity_id")
         attrs = [c for c in self.table_columns if self.table and c != self.table.key]
-        raw_cols = [f"agg._a{i}" for i in range(len(self.aggs))] if self.aggs else []
-        raw_cols += [f"d{i}.d{i}_{k}" for i in range(len(self.nested)) for k in ("entropy", "top")]
         base_cols = ["q.qid", "q.entity_id", "q.t", *(f"ent.{_q(a)}" for a in attrs), *raw_cols]
         ctes.append(f"base AS (SELECT {', '.join(base_cols)} FROM q {' '.join(joins)})")
         sql_raw = ", ".join(f"{_finite(sql, d)} AS {_q(col)}" for col, sql, d in finals)
@@ -400,6 +551,10 @@ class _Builder:
             layer = f"f{k}"
         out = ", ".join(_q(c) for c in g.columns)
         return f"WITH {', '.join(ctes)} SELECT qid, {out} FROM {layer} ORDER BY qid"
+
+
+def _j(ti: int) -> str:
+    return "j" if ti == 0 else f"j_{ti}"
 
 
 def _finite(sql: str, default: float) -> str:
@@ -507,9 +662,10 @@ def snapshot(
         else:
             ev = src.events
             assert ev is not None
-            scan = scan_sql(ev, base_dir)
+            rel, _ = events_relation(ev, base_dir, con)
             ids = con.execute(
-                f"SELECT DISTINCT CAST({_q(ev.keys[group.entity])} AS VARCHAR) AS k FROM {scan} ORDER BY k"
+                f"SELECT DISTINCT CAST({_q(ev.keys[group.entity])} AS VARCHAR) AS k FROM {rel} "
+                "WHERE k IS NOT NULL ORDER BY k"
             ).fetchnumpy()
         entity_ids = list(next(iter(ids.values())))
     queries = pa.table(

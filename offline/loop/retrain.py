@@ -48,7 +48,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from decision_service.features.definitions import (
-    FRAUD_MODEL_FEATURES,
     ITEM,
     RECOMMENDATION_MODEL_FEATURES,
     REGISTRY,
@@ -383,9 +382,16 @@ FRAUD_RETRAIN_LGBM = LightGbmSettings(
 )
 
 
+def _fraud_model_features() -> tuple[str, ...]:
+    """The project's fraud feature order (imported on use: a project without fraud lacks it)."""
+    from decision_service.features.definitions import FRAUD_MODEL_FEATURES
+
+    return FRAUD_MODEL_FEATURES
+
+
 @dataclass(frozen=True)
 class FraudRetrainConfig:
-    columns: tuple[str, ...] = FRAUD_MODEL_FEATURES
+    columns: tuple[str, ...] = field(default_factory=lambda: _fraud_model_features())
     target: str = "fraud"
     holdout_share: float = 0.25  # the latest decisions, by decision time
     valid_share: float = 0.2  # the latest of the training side, for early stopping
@@ -441,7 +447,7 @@ def fraud_training_rows(table: pa.Table, cfg: FraudRetrainConfig) -> pa.Table:
 def retrain_fraud(
     training_set: str | Path | pa.Table,
     registry_root: str | Path,
-    cfg: FraudRetrainConfig = FraudRetrainConfig(),
+    cfg: FraudRetrainConfig | None = None,
     force: bool = False,
 ) -> FraudRetrainResult:
     """Trains the fraud model on the earlier logged verdicts, scores it and CURRENT on the
@@ -452,6 +458,8 @@ def retrain_fraud(
     labelled rows, or one class only); the registry is untouched unless a version is published.
     """
     from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts
+
+    cfg = cfg or FraudRetrainConfig()
 
     table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
     table = fraud_training_rows(table, cfg)

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from decision_service.features.definitions import FRAUD_MODEL_FEATURES, REGISTRY
+from decision_service.features.definitions import REGISTRY
 from decision_service.features.registry import Feature
 from offline.features import feature_history
 
@@ -469,6 +469,8 @@ def build_fraud_training_set(
     settles, so its 0 means "unobserved", not "legitimate" (retrain leaves those out).
     On failure: ValueError for a label without outcome types.
     """
+    from decision_service.features.definitions import FRAUD_MODEL_FEATURES as _fraud_columns
+
     t0 = time.perf_counter()
     verdicts = FRAUD_VERDICTS if verdicts is None else verdicts
     result, report = build_labelled_rows(
@@ -479,7 +481,7 @@ def build_fraud_training_set(
         as_of_ms,
         verdicts=verdicts,
         keep=_FRAUD_KEEP,
-        empty_columns=FRAUD_MODEL_FEATURES,
+        empty_columns=_fraud_columns,
     )
     meta = result.schema.metadata
     features = json.loads(meta[b"feature_columns"])

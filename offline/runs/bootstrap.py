@@ -19,14 +19,16 @@ from typing import Any, TypeVar
 
 import faiss
 import numpy as np
+import redis
 
-from decision_service.features.definitions import ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
+from decision_service.features.definitions import CATEGORIES, ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
 from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.build_index import IndexConfig, build_index, sample_queries
-from offline.features.embeddings import train_embeddings
-from offline.features.materialize import materialize_world, save_serving_state
-from offline.features.snapshot import compute_snapshot
+from offline.features.embeddings import Embeddings, train_embeddings
+from offline.features.feature_history import HISTORY_DIR
+from offline.features.materialize import materialize_snapshot, save_serving_state
+from offline.features.snapshot import Snapshot, compute_snapshot
 from offline.simulation.world import World
 from offline.training.train_ranker import RankerConfig, train_ranker
 
@@ -55,12 +57,36 @@ def bootstrap(
     Contract: the version loads with ``RecommendationArtifacts.load``; its manifest has
     feature_registry_version, model_features, metrics, index, world, training, timings.
     """
+    timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    world = _timed(timings, "load_world", lambda: World.load(world_dir))
+    return bootstrap_world(world, world_dir, registry_root, redis_url, ranker, index_config, threads,
+                           verbose, timings=timings, started=t_all)
+
+
+def bootstrap_world(
+    world: World,
+    state_dir: str | Path,
+    registry_root: str | Path,
+    redis_url: str | None = None,
+    ranker: RankerConfig | None = None,
+    index_config: IndexConfig | None = None,
+    threads: int = 2,
+    verbose: bool = False,
+    *,
+    timings: dict[str, float] | None = None,
+    started: float | None = None,
+    project: str | None = None,
+) -> ModelVersion:
+    """``bootstrap`` on interactions already loaded (a generated world, or a project's sources
+    by offline/features/interactions.py); the serving state goes to ``<state_dir>/serving``,
+    the feature history to ``<state_dir>/feature_history``."""
+    t_all = time.perf_counter() if started is None else started
+    timings = {} if timings is None else timings
+    world_dir = state_dir
     ranker = ranker or RankerConfig(threads=threads)
     index_config = index_config or IndexConfig(threads=threads)
     faiss.omp_set_num_threads(threads)
-    timings: dict[str, float] = {}
-    world = _timed(timings, "load_world", lambda: World.load(world_dir))
     t1 = world.day_ms(ranker.t1_day)
 
     snap_t1 = _timed(timings, "snapshot_t1", lambda: compute_snapshot(world, t1))
@@ -88,8 +114,10 @@ def bootstrap(
             "model_features": list(RECOMMENDATION_MODEL_FEATURES),
             "metrics": trained.metrics,
             "index": info.as_dict(),
+            "project": project,
+            "vocabularies": {"category": list(CATEGORIES)},
             "world": {
-                "dir": str(Path(world_dir).resolve()),
+                "dir": str(Path(world.directory or world_dir).resolve()),
                 "preset": world.config.preset,
                 "seed": world.config.seed,
                 "users": world.n_users,
@@ -110,13 +138,23 @@ def bootstrap(
         registry.discard(staging)
         raise
     if redis_url:
-        stats = _timed(timings, "materialize", lambda: materialize_world(world_dir, redis_url))
+        stats = _timed(timings, "materialize", lambda: _materialize(world, snap, emb, redis_url, world_dir))
         if verbose:
             print(f"  materialized: {stats}")
     timings["total"] = round(time.perf_counter() - t_all, 2)
     if verbose:
         print(summary(version, timings))
     return version
+
+
+def _materialize(
+    world: World, snap: Snapshot, emb: Embeddings, redis_url: str, state_dir: str | Path
+) -> dict[str, float]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return materialize_snapshot(client, world, snap, emb, history_root=Path(state_dir) / HISTORY_DIR)
+    finally:
+        client.close()
 
 
 def summary(version: ModelVersion, timings: dict[str, float]) -> str:
@@ -128,12 +166,13 @@ def summary(version: ModelVersion, timings: dict[str, float]) -> str:
         f"  training: {tr['rows']:,} rows, {tr['positives']:,} positives, {tr['users']:,} users, "
         f"best iteration {tr['best_iteration']}, {tr['seconds']:.1f} s",
         f"  index: {ix['type']} {ix['params']} recall@{ix['k']} = {ix['recall_at_k']:.4f}",
-        "  held-out NDCG@20 / recall@20 (all positives | retrieved only):",
     ]
+    k = next(key.split("@")[1] for key in m if key.startswith("model_ndcg@"))
+    lines.append(f"  held-out NDCG@{k} / recall@{k} (all positives | retrieved only):")
     for name in ("model", "embedding", "popularity", "random"):
         lines.append(
-            f"    {name:<10} {m[f'{name}_ndcg@20']:.4f} / {m[f'{name}_recall@20']:.4f}   |   "
-            f"{m[f'retrieved_only_{name}_ndcg@20']:.4f} / {m[f'retrieved_only_{name}_recall@20']:.4f}"
+            f"    {name:<10} {m[f'{name}_ndcg@{k}']:.4f} / {m[f'{name}_recall@{k}']:.4f}   |   "
+            f"{m[f'retrieved_only_{name}_ndcg@{k}']:.4f} / {m[f'retrieved_only_{name}_recall@{k}']:.4f}"
         )
     lines.append("  timings (s): " + ", ".join(f"{k}={v}" for k, v in timings.items()))
     lines.append(f"  peak memory (RSS of this process): {peak_rss_mb():,.0f} MB")

@@ -14,7 +14,10 @@ Fraud patterns (``pattern``):
 
 Labels arrive late: most fraud (and a little "friendly fraud") gets a chargeback 1 + Exp(3)
 days after the payment (``chargeback_ms``, -1 = none). Files: transactions.parquet (time
-order), users.parquet, merchants.parquet, devices.parquet, fraud_world.json.
+order; the parties as row indices ``user`` / ``merchant`` / ``device`` and as ids
+``user_id`` / ``merchant_id`` / ``device_id``), users.parquet, merchants.parquet,
+devices.parquet, currencies.parquet (the reference EUR rates of features.fraud.CURRENCIES),
+fraud_world.json.
 """
 
 from __future__ import annotations
@@ -176,9 +179,26 @@ class FraudWorld:
                     "is_fraud": self.is_fraud,
                     "pattern": self.pattern,
                     "chargeback_ms": self.chargeback_ms,
+                    # the parties' ids, for sources that join by id (declared features)
+                    "user_id": self.user_ids[self.user].astype(str),
+                    "merchant_id": self.merchant_ids[self.merchant].astype(str),
+                    "device_id": self.device_ids[self.device].astype(str),
                 }
             ),
             out / "transactions.parquet",
+        )
+        from decision_service.features.fraud import CURRENCIES
+
+        # the reference rates the amounts were drawn with (amount EUR = minor / 10^exponent * rate)
+        pq.write_table(
+            pa.table(
+                {
+                    "currency": list(CURRENCIES),
+                    "exponent": pa.array([e for e, _ in CURRENCIES.values()], pa.int32()),
+                    "eur_rate": pa.array([r for _, r in CURRENCIES.values()], pa.float64()),
+                }
+            ),
+            out / "currencies.parquet",
         )
         pq.write_table(
             pa.table(

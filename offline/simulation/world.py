@@ -32,12 +32,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from decision_service.features.definitions import CATEGORIES
-
 WORLD_START_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z: every world starts here, so a seed fully determines its data."""
 DAY_MS = 86_400_000
-N_CATEGORIES = len(CATEGORIES)
+CATEGORY_NAMES: tuple[str, ...] = (
+    "books",
+    "music",
+    "movies",
+    "games",
+    "electronics",
+    "computers",
+    "phones",
+    "cameras",
+    "home",
+    "kitchen",
+    "garden",
+    "tools",
+    "toys",
+    "baby",
+    "beauty",
+    "health",
+    "fashion",
+    "shoes",
+    "sports",
+    "grocery",
+)
+"""The generated catalog's taxonomy (items.parquet ``category`` indexes it, ``category_name`` holds
+the name); the example project examples/synthetic declares the same vocabulary (CATEGORIES)."""
+N_CATEGORIES = len(CATEGORY_NAMES)
 ID_DIGITS = 7
 EVENT_TYPES = ("click", "purchase")
 
@@ -417,7 +439,7 @@ def generate_world(cfg: WorldConfig, out: str | Path) -> dict[str, Any]:
         "item_id": item_ids,
         "category": pa.array(items["category"]),
         "category_name": pa.DictionaryArray.from_arrays(
-            pa.array(items["category"].astype(np.int32)), pa.array(list(CATEGORIES))),
+            pa.array(items["category"].astype(np.int32)), pa.array(list(CATEGORY_NAMES))),
         "price": pa.array(items["price"]),
         "stock": pa.array(items["stock"]),
         "listed_ms": pa.array(items["listed_ms"]),
@@ -440,7 +462,7 @@ def generate_world(cfg: WorldConfig, out: str | Path) -> dict[str, Any]:
         "n_items": cfg.n_items,
         "n_events": int(len(ev["ts_ms"])),
         "n_purchases": int(ev["purchase"].sum()),
-        "categories": list(CATEGORIES),
+        "categories": list(CATEGORY_NAMES),
         "generation_seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "world.json").write_text(json.dumps(meta, indent=2))

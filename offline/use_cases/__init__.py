@@ -1,4 +1,6 @@
-"""The use cases' offline hooks. Adding one: its module here, and one entry in OFFLINE_USE_CASES.
+"""The use cases' offline hooks. Adding one: its module here, and one entry in AVAILABLE.
+
+``OFFLINE_USE_CASES`` holds the hooks of the use cases the active project serves.
 
 ``offline/runs/demo.py`` and ``offline/runs/flywheel.py`` iterate over ``OFFLINE_USE_CASES``
 (see base.py for what a use case provides) and name none of them. Checked at import: every
@@ -7,13 +9,23 @@ name is a registered online use case (``decision_service.use_cases.USE_CASES``),
 
 from __future__ import annotations
 
+import importlib
+
 from decision_service.use_cases import USE_CASES
 from offline.use_cases.base import OfflineUseCase
-from offline.use_cases.conversion import CONVERSION
-from offline.use_cases.fraud import FRAUD
-from offline.use_cases.recommendation import RECOMMENDATION
 
-OFFLINE_USE_CASES: tuple[OfflineUseCase, ...] = (RECOMMENDATION, FRAUD, CONVERSION)
+AVAILABLE: dict[str, tuple[str, str]] = {
+    "recommendation": ("offline.use_cases.recommendation", "RECOMMENDATION"),
+    "fraud": ("offline.use_cases.fraud", "FRAUD"),
+    "conversion": ("offline.use_cases.conversion", "CONVERSION"),
+}
+"""Every offline hook this package has: use case name -> (module, attribute)."""
+
+OFFLINE_USE_CASES: tuple[OfflineUseCase, ...] = tuple(
+    getattr(importlib.import_module(AVAILABLE[u.name][0]), AVAILABLE[u.name][1])
+    for u in USE_CASES
+    if u.name in AVAILABLE
+)
 
 
 def by_name(name: str) -> OfflineUseCase:

@@ -71,12 +71,13 @@ def show_requests(stub: pb_grpc.DecisionServiceStub, world: World) -> None:
         exclude_item_ids=[top.item_id],
     )
     fav = top.category
+    other = next(c for c in CATEGORIES if c != fav)
     call(
         stub,
-        f"same user, only categories [{fav}, books]",
+        f"same user, only categories [{fav}, {other}]",
         user_id=user,
         num_items=6,
-        allowed_categories=[fav, "books"],
+        allowed_categories=[fav, other],
     )
     call(
         stub,

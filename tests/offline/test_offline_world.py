@@ -76,3 +76,11 @@ def test_generate_world_cli_writes_files(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file()
     meta = generate_world(preset("tiny", n_users=200, n_items=300), tmp_path / "again")
     assert meta["n_events"] == World.load(tmp_path).n_events
+
+
+def test_the_example_project_names_the_simulators_categories() -> None:
+    """examples/synthetic declares the vocabulary the generator draws items over, in its order."""
+    from decision_service.features.definitions import CATEGORIES
+    from offline.simulation.world import CATEGORY_NAMES
+
+    assert CATEGORIES == CATEGORY_NAMES

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from decision_service.features.definitions import ITEM, USER
-from decision_service.features.on_demand import _N_CAT, _U_SHARES, user_item_features
+from decision_service.features.on_demand import user_item_features
+
+_N_CAT = USER.feature("u_category_share").size
+_U_SHARES = slice(USER.slot("u_category_share_00"), USER.slot("u_category_share_00") + _N_CAT)
 
 
 def test_one_user_broadcast_equals_row_aligned_rows():

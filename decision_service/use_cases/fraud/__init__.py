@@ -12,6 +12,8 @@ from __future__ import annotations
 from decision_service.decision_log import fraud_log
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
+from decision_service.features.definitions import VELOCITY_WINDOWS
+from decision_service.features.store import VELOCITY_RETENTION_MS
 from decision_service.models.fraud_artifacts import FRAUD
 from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
 from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
@@ -23,6 +25,13 @@ from decision_service.use_cases.fraud.convert import (
 )
 from decision_service.use_cases.fraud.effects import FRAUD_CONFIRMED, mark_confirmed_fraud
 from decision_service.use_cases.fraud.executor import FraudSideEffect, build_fraud_executor
+
+_longest = max(s for _, s in VELOCITY_WINDOWS) * 1000
+if _longest > VELOCITY_RETENTION_MS:
+    raise ValueError(
+        f"fraud: the project's longest velocity window ({_longest / 3.6e6:g} h) exceeds what the "
+        f"online store keeps ({VELOCITY_RETENTION_MS / 3.6e6:g} h)"
+    )
 
 NAME = FRAUD  # registry folder (models/), log partition, telemetry label, DecisionRef.use_case
 if fraud_log.USE_CASE != NAME or executor.USE_CASE != NAME:

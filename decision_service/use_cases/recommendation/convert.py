@@ -5,6 +5,8 @@ Categories are matched case-insensitively and become the catalog's spelling.
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
@@ -20,7 +22,28 @@ from decision_service.use_cases.proto import (
     text,
 )
 
-_CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
+
+def category_lookup(vocabulary: tuple[str, ...]) -> Callable[[str], int | None]:
+    """name -> index in ``vocabulary``: the exact (NFC-normalized) name, else the one name that
+    matches ignoring case (``drama`` finds ``Drama``); None when unknown or ambiguous (two names
+    that differ only in case need the exact spelling)."""
+    exact: dict[str, int] = {}
+    folded: dict[str, int | None] = {}
+    for i, name in enumerate(vocabulary):
+        key = unicodedata.normalize("NFC", name)
+        exact.setdefault(key, i)
+        fold = key.casefold()
+        folded[fold] = i if folded.get(fold, i) == i else None
+
+    def find(name: str) -> int | None:
+        key = unicodedata.normalize("NFC", name)
+        hit = exact.get(key)
+        return hit if hit is not None else folded.get(key.casefold())
+
+    return find
+
+
+_category_index = category_lookup(CATEGORIES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,11 +96,15 @@ def recommendation_request_from_proto(
     allowed = set()
     for i, raw in enumerate(rec.allowed_categories):
         field = f"recommendation.allowed_categories[{i}]"
-        name = text(field, raw, limits, required=True).casefold()
-        if name not in _CATEGORY_INDEX:
+        name = text(field, raw, limits, required=True)
+        index = _category_index(name)
+        if index is None:
             shown = name if len(name) <= 40 else name[:40] + "..."
-            raise InvalidArgument(field, f"unknown category {ascii(shown)}; known: {', '.join(CATEGORIES)}")
-        allowed.add(_CATEGORY_INDEX[name])
+            known = ", ".join(CATEGORIES[:50]) + (
+                f" ... ({len(CATEGORIES)} in all)" if len(CATEGORIES) > 50 else ""
+            )
+            raise InvalidArgument(field, f"unknown category {ascii(shown)}; known: {known}")
+        allowed.add(index)
     return RecommendationRequest(
         request_id=request_id,
         user_id=user_id,

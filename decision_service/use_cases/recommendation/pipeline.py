@@ -43,6 +43,7 @@ from decision_service.stages.base import (
     SideEffect,
     UserStateLoader,
 )
+from decision_service.stages.filters import out_of_stock
 from decision_service.stages.filters.category_allow_list import CategoryAllowList
 from decision_service.stages.filters.out_of_stock import OutOfStock
 from decision_service.stages.filters.previously_seen import PreviouslySeen
@@ -114,7 +115,7 @@ def recommendation_pipeline(
         ),
         filters=(CategoryAllowList(), RequestExclusions(), PreviouslySeen()),
         hydrator=CandidateFeatures(store),
-        post_filters=(OutOfStock(),),
+        post_filters=(OutOfStock(),) if out_of_stock.applies() else (),
         scorer=LightGbmRanker(),
         selector=ReserveExplorationSlots.wrap(
             TopKWithCategoryCap(config.max_items_per_category), config.exploration_share

@@ -1,0 +1,271 @@
+"""``decision-service``: the project commands (Feast's init / apply / materialize habits) and
+the server's (serve, config, health: decision_service/server/cli.py).
+
+  decision-service init DIR                      a commented example project with sample data
+  decision-service validate   --project DIR      the sources against their declarations
+  decision-service bootstrap  --project DIR      validate, embeddings, features, index, ranker,
+                                                 publish; --redis-url also materializes
+  decision-service materialize --project DIR --redis-url URL
+  decision-service training-set --project DIR    decision logs + outcomes -> a training set
+  decision-service retrain    --project DIR      train on it, gate, publish
+  decision-service serve      --project DIR      the gRPC server on the project's registry
+
+``--project`` defaults to $DS_PROJECT, else the current folder when it holds project.yaml.
+Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from decision_service import project as projects
+
+SERVER_COMMANDS = ("serve", "config", "health")
+
+
+def _project_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", type=Path, default=None, help="project folder (default: $DS_PROJECT or .)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVER_COMMANDS:
+        return _server(argv)
+    ap = argparse.ArgumentParser(prog="decision-service", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="scaffold a commented example project with sample data")
+    init.add_argument("directory", type=Path)
+    for name, text in (
+        ("validate", "check the project's sources against their declarations"),
+        ("bootstrap", "validate, then train, index and publish the recommendation model"),
+        ("materialize", "write the bootstrapped serving state into the online store"),
+        ("training-set", "join the decision logs with outcomes into a training set"),
+        ("retrain", "retrain on a training set, gate against CURRENT, publish"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        _project_arg(cmd)
+        if name in ("bootstrap", "materialize"):
+            cmd.add_argument(
+                "--redis-url", default=None, help="online store (default: project.yaml online_store)"
+            )
+        if name == "bootstrap":
+            cmd.add_argument("--threads", type=int, default=2)
+        if name in ("training-set", "retrain"):
+            cmd.add_argument("--use-case", default="recommendation")
+            cmd.add_argument(
+                "--out", default=None, help="training set path (default: <project>/.ds/training/)"
+            )
+        if name == "training-set":
+            cmd.add_argument(
+                "--as-of-ms", type=int, default=None, help="label as of this time (ms; default: now)"
+            )
+        if name == "retrain":
+            cmd.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
+    sub.add_parser("serve", help="run the gRPC server (see `decision-service serve --help`)")
+    sub.add_parser("config", help="show the effective server configuration")
+    sub.add_parser("health", help="exit 0 when a server reports SERVING")
+    args = ap.parse_args(argv)
+    if args.command == "init":
+        from offline.scaffold import scaffold
+
+        try:
+            written = scaffold(args.directory)
+        except FileExistsError as exc:
+            print(f"decision-service init: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(written)} files into {args.directory}:")
+        for path in written:
+            print(f"  {path}")
+        print(f"next: decision-service validate --project {args.directory}")
+        return 0
+    try:
+        project = _activate(args.project)
+    except projects.ProjectError as exc:
+        print(f"decision-service: {exc}", file=sys.stderr)
+        return 2
+    from offline.features.compiler import CompileError, SourceError
+
+    try:
+        return COMMANDS[args.command](project, args)
+    except (projects.ProjectError, SourceError, CompileError, ValueError) as exc:
+        # ValueError: a job's documented refusal (e.g. no labelled rows yet), said in one line
+        print(f"decision-service {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _activate(directory: Path | None) -> projects.Project:
+    """Makes the project active (before anything imports the feature definitions)."""
+    path = directory if directory is not None else projects.locate()
+    project = projects.use(path)
+    import decision_service.features.definitions  # noqa: F401 -- its errors surface here, named
+
+    return project
+
+
+def _server(argv: list[str]) -> int:
+    """serve / config / health, with ``--project`` mapped to the server's settings."""
+    from decision_service.server import cli as server_cli
+
+    if "--project" in argv or any(a.startswith("--project=") for a in argv):
+        ap = argparse.ArgumentParser(add_help=False)
+        ap.add_argument("--project", type=Path)
+        known, rest = ap.parse_known_args(argv[1:])
+        argv = [argv[0], *rest]
+        path = known.project
+    else:
+        path = None
+    if argv[0] != "health" and path is not None:
+        try:
+            _activate(path)
+        except projects.ProjectError as exc:
+            print(f"decision-service: {exc}", file=sys.stderr)
+            return 2
+    return server_cli.main(argv)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def validate(project: projects.Project, args: argparse.Namespace) -> int:
+    report = _validate(project)
+    print(report.summary())
+    if report.errors:
+        print(f"{len(report.errors)} error(s): fix the sources or the declarations", file=sys.stderr)
+        return 1
+    print(f"ok: {project.name} ({project.directory})")
+    return 0
+
+
+def _validate(project: projects.Project):  # -> offline.features.validate.ValidationReport
+    from decision_service.features import definitions
+    from offline.features.validate import validate_sources
+
+    groups = [g for g in definitions.REGISTRY.groups if g.source is not None]
+    extra_tables, extra_events = [], []
+    interactions = getattr(definitions, "INTERACTIONS", None) if project.serves("recommendation") else None
+    if interactions is not None:
+        extra_tables = [interactions.users, interactions.items]
+        extra_events = [interactions.events]
+    return validate_sources(groups, project.data_dir, tables=extra_tables, events=extra_events)
+
+
+def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
+    if not project.serves("recommendation"):
+        print(
+            f"bootstrap: project {project.name} does not serve recommendations; "
+            "its use cases bootstrap with their own jobs (offline/runs/)",
+            file=sys.stderr,
+        )
+        return 1
+    t0 = time.perf_counter()
+    print(f"[1/3] validating the sources of {project.name} ...", flush=True)
+    report = _validate(project)
+    if report.errors:
+        print(report.summary(), file=sys.stderr)
+        print("bootstrap: the sources fail validation; nothing was written", file=sys.stderr)
+        return 1
+    from decision_service.features import definitions
+    from offline.features.interactions import load_interactions
+    from offline.runs.bootstrap import bootstrap_world
+
+    print("[2/3] loading interactions ...", flush=True)
+    world, loaded = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
+    print(
+        f"      {loaded.users:,} users (+{loaded.users_from_events} only in events), {loaded.items:,} items, "
+        f"{loaded.events:,} events ({loaded.positives:,} positive), "
+        f"{loaded.events_on_unknown_items:,} events on unknown items dropped",
+        flush=True,
+    )
+    print("[3/3] features, embeddings, index, ranker, publish ...", flush=True)
+    cfg = ranker_config(project, args.threads)
+    redis_url = args.redis_url or project.online_store
+    bootstrap_world(
+        world,
+        project.state_dir,
+        project.registry_dir,
+        redis_url,
+        cfg,
+        threads=args.threads,
+        verbose=True,
+        project=project.name,
+    )
+    print(f"bootstrap of {project.name} finished in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def ranker_config(project: projects.Project, threads: int = 2):  # -> RankerConfig
+    """The ranker's time split and sizes from project.yaml ``settings.recommendation``."""
+    from offline.training.train_ranker import RankerConfig
+
+    s = lambda key, default: project.setting("recommendation", key, default)  # noqa: E731
+    d = RankerConfig()
+    return RankerConfig(
+        t1_day=float(s("train_from_day", d.t1_day)),
+        t2_day=float(s("test_from_day", d.t2_day)),
+        eval_at=int(s("eval_at", d.eval_at)),
+        max_train_users=int(s("max_train_users", d.max_train_users)),
+        threads=threads,
+    )
+
+
+def materialize(project: projects.Project, args: argparse.Namespace) -> int:
+    redis_url = args.redis_url or project.online_store
+    if not redis_url:
+        print(
+            "materialize: no online store: pass --redis-url or set online_store in project.yaml",
+            file=sys.stderr,
+        )
+        return 2
+    import redis
+
+    from decision_service.features import definitions
+    from offline.features.feature_history import HISTORY_DIR
+    from offline.features.interactions import load_interactions
+    from offline.features.materialize import load_serving_state, materialize_snapshot
+
+    try:
+        snapshot, emb = load_serving_state(project.state_dir)
+    except FileNotFoundError:
+        print(f"materialize: {project.state_dir}/serving is missing: run bootstrap first", file=sys.stderr)
+        return 1
+    world, _ = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stats = materialize_snapshot(
+            client, world, snapshot, emb, history_root=project.state_dir / HISTORY_DIR
+        )
+    finally:
+        client.close()
+    print("materialized " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    return 0
+
+
+def training_set(project: projects.Project, args: argparse.Namespace) -> int:
+    from offline.loop import training_set as ts
+
+    out = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
+    as_of = ["--as-of-ms", str(args.as_of_ms)] if args.as_of_ms is not None else []
+    return ts.main(["--logs", project.log_root, "--use-case", args.use_case, "--out", out, *as_of])
+
+
+def retrain(project: projects.Project, args: argparse.Namespace) -> int:
+    from offline.loop import retrain as rt
+
+    path = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
+    argv = ["--training-set", path, "--use-case", args.use_case, "--registry", str(project.registry_dir)]
+    return rt.main(argv + (["--force"] if args.force else []))
+
+
+COMMANDS = {
+    "validate": validate,
+    "bootstrap": bootstrap,
+    "materialize": materialize,
+    "training-set": training_set,
+    "retrain": retrain,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main())
