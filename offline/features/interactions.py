@@ -17,7 +17,16 @@ import numpy as np
 
 from decision_service.features.declarative import Time
 from decision_service.features.interactions import Interactions
-from offline.features.compiler import SourceError, _lit, _q, connect, resolve, scan_sql, time_sql
+from offline.features.compiler import (
+    SourceError,
+    _lit,
+    _q,
+    connect,
+    events_relation,
+    resolve,
+    scan_sql,
+    time_sql,
+)
 from offline.simulation.world import DAY_MS, World, WorldConfig
 
 
@@ -68,12 +77,13 @@ def load_interactions(
         "items",
     )
     positive = ", ".join(_lit(p) for p in decl.positive)
+    events_sql, _ = events_relation(ev, base_dir, con)  # derived columns after lookups, as compiled
     e = run(
         f"SELECT CAST(e.{_q(ev.keys['user_id'])} AS VARCHAR) AS u, "
         f"CAST(e.{_q(ev.keys['item_id'])} AS VARCHAR) AS i, "
         f"{time_sql(ev.time.column, ev.time)} AS ts, "
         f"CAST(e.{_q(ev.event_type or '')} AS VARCHAR) IN ({positive}) AS pos "
-        f"FROM {scan_sql(ev, base_dir)} e ORDER BY ts, u, i",
+        f"FROM {events_sql} e ORDER BY ts, u, i",
         ev.path,
         "events",
     )
