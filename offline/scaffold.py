@@ -106,7 +106,7 @@ ITEM = FeatureGroup(
     features=(
         Feature("i_price", "price", default=30.0, compute=Attribute("price")),
         Feature("i_stock", "units in stock (0 = out of stock: filtered)", compute=Attribute("stock")),
-        Feature("i_category", "category index", default=-1.0, categorical=True, compute=Attribute("category_index")),
+        Feature("i_category", "category index", default=-1.0, categorical=True, compute=Attribute("category", vocabulary=CATEGORIES)),
         Feature("i_events_7d", "events in the last 7 days", compute=Count("7d")),
         Feature("i_events_30d", "events in the last 30 days", compute=Count("30d")),
         Feature("i_purchase_rate", "purchases / events", compute=Ratio(Count(where=PURCHASE), Count())),
@@ -153,7 +153,8 @@ def _sample(data: Path, seed: int = 7) -> None:
         pa.table(
             {
                 "item_id": [f"sku-{i:04d}" for i in range(n_items)],
-                "category": [_CATEGORY_NAMES[c] for c in cat],
+                # three items have no category (served, but never through a category allow-list)
+        "category": [_CATEGORY_NAMES[c] if i >= 3 else None for i, c in enumerate(cat)],
                 "price": price,
                 "stock": stock,
             }

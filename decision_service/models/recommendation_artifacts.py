@@ -36,6 +36,9 @@ ITEMS_FILE = "items.parquet"
 # built it. A module attribute so that tests can force collisions.
 _id_hash = hash
 
+NO_CATEGORY = -1
+"""An item without a category: never matches an allow-list, capped as a group of its own."""
+
 
 def _utf8(item_id: str | bytes) -> bytes:
     if isinstance(item_id, bytes):
@@ -92,7 +95,7 @@ class ItemCatalog:
     """Static item metadata in catalog-row order (the FAISS id of an item is its row)."""
 
     item_ids: np.ndarray  # object [n] of str
-    categories: np.ndarray  # int16 [n], index into CATEGORIES
+    categories: np.ndarray  # int16 [n], index into CATEGORIES; NO_CATEGORY (-1) = uncategorised
     popularity: np.ndarray  # float32 [n], higher = more popular
 
     def __len__(self) -> int:
@@ -113,7 +116,8 @@ class ItemCatalog:
     @cached_property
     def category_counts(self) -> np.ndarray:
         """int64 [len(CATEGORIES)]: items per category (what share an allow-list keeps)."""
-        return np.bincount(self.categories.astype(np.int64), minlength=len(CATEGORIES))
+        known = self.categories[self.categories >= 0].astype(np.int64)
+        return np.bincount(known, minlength=len(CATEGORIES))
 
     @cached_property
     def _row_lookup(self) -> _RowLookup:
@@ -210,7 +214,8 @@ class RecommendationArtifacts:
             )
         if not _ids_are_catalog_rows(index, n):
             raise RegistryError(f"{where}: the index holds ids outside the catalog's {n} rows")
-        if catalog.categories.min(initial=0) < 0 or catalog.categories.max(initial=0) >= len(CATEGORIES):
+        lowest, highest = catalog.categories.min(initial=0), catalog.categories.max(initial=0)
+        if lowest < NO_CATEGORY or highest >= len(CATEGORIES):
             raise RegistryError(f"{where}: item categories outside the registry taxonomy")
         trained_vocabulary = version.manifest.get("vocabularies", {}).get("category")
         if trained_vocabulary is not None and tuple(trained_vocabulary) != tuple(CATEGORIES):

@@ -356,11 +356,11 @@ def rebuild_index(
 
 def serving_categories(values: np.ndarray, item_ids: list[str], base: ModelVersion | None) -> np.ndarray:
     """int16 [n_items] category indexes: the snapshot's ``i_category`` values when they are
-    whole numbers inside the taxonomy, else ``base``'s catalog for the same item ids."""
+    whole numbers inside the taxonomy (-1: uncategorised), else ``base``'s catalog for the same item ids."""
     from decision_service.features.definitions import CATEGORIES
 
     values = np.asarray(values, np.float64)
-    whole = np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (values < len(CATEGORIES))
+    whole = np.isfinite(values) & (values == np.round(values)) & (values >= -1) & (values < len(CATEGORIES))
     if whole.all():
         return values.astype(np.int16)
     bad = int(np.flatnonzero(~whole)[0])

@@ -164,6 +164,7 @@ def test_init_validate_bootstrap_serve_a_new_project_with_unicode_categories(
     out = _cli("validate", "--project", str(root))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok: shop" in out.stdout
+    assert "warning: items.csv: column 'category': 3 NULL values" in out.stdout, out.stdout
     redis_url = redis_server.url.rsplit("/", 1)[0] + "/7"
     out = _cli("bootstrap", "--project", str(root), "--redis-url", redis_url)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -177,6 +178,10 @@ def test_init_validate_bootstrap_serve_a_new_project_with_unicode_categories(
     )
     assert manifest["vocabularies"]["category"] == vocabulary
     assert manifest["project"] == "shop"
+    import pyarrow.parquet as pq
+
+    catalog = pq.read_table(root / ".ds" / "registry" / "recommendation" / "versions" / "v0001" / "items.parquet")
+    assert (catalog.column("category").to_numpy() == -1).sum() == 3  # uncategorised items are served
 
     from decision_service._generated.decision.v1 import decision_service_pb2 as pb
     from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc

@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 USE_CASE = "recommendation"
 
 
+def category_name(index: int) -> str:
+    """The name of a catalog category index; "" for an uncategorised item (NO_CATEGORY)."""
+    return CATEGORIES[index] if index >= 0 else ""
+
+
 class RecommendationExecutor:
     def __init__(
         self,
@@ -261,7 +266,7 @@ class RecommendationExecutor:
                 source=CandidateSource.EXPLORATION
                 if explored[rank - 1]
                 else CandidateSource(int(state.candidates.sources[i])),
-                category=CATEGORIES[int(catalog.categories[row])],
+                category=category_name(int(catalog.categories[row])),
                 propensity=float(propensities[rank - 1]),
             )
             for rank, (i, row) in enumerate(zip(selected.tolist(), rows.tolist(), strict=True), 1)
