@@ -5,7 +5,15 @@
 ``events=`` passed in) and checks each with DuckDB: one connection, SQL aggregates only
 (one query of counts per source, one of DISTINCT counts over the id columns, one join for
 an event source's lookups; an example row is fetched only for a problem found), so it stays
-fast on 10M-row files (~0.5 s for 10M Parquet events on 2 cores). Nothing is written.
+fast on 10M-row files (~0.5 s for 10M Parquet events on 2 cores; ~0.3 s per 1M events whose
+derived columns read looked-up ones, as the payments world's: the main query then joins the
+lookups, the others skip them when they need none). Nothing is written.
+
+An event source is read as the compiler reads it (``compiler.events_relation``): its lookups
+joined as soon as their ``on`` column exists, its derived columns computed in declared
+order over the file's columns, the looked-up ones and the derived ones before them; a
+table's derived columns likewise in declared order. The file name and row number of each
+event are carried along, so an example row still points into the file.
 
 What is checked, per source:
 
@@ -13,22 +21,28 @@ What is checked, per source:
              (0 bytes, or a Parquet file without rows); the source has rows; it can be read
   columns    every column the declarations need exists: ids (``Events.keys``, ``Table.key``),
              the time, the event type, lookup ``on`` columns and lookup ``columns``, the
-             ``of=`` columns of the groups' aggregations, ``Attribute`` /
-             ``TimeSinceAttribute`` columns. Derived columns count as existing; a derived
-             expression that fails is an error naming it
+             ``of=`` columns of the groups' aggregations (FirstSeenCount's included), the
+             ``time=`` columns of aggregations, ``Attribute`` / ``TimeSinceAttribute``
+             columns. Derived and looked-up columns count as existing; a derived expression
+             that fails (at bind or at run time) is an error naming it, with an example row
   types      ids: anything castable to VARCHAR (not a LIST / STRUCT / MAP; FLOAT / DOUBLE
-             ids: a warning, they read as '17.0'); time: numbers for unit s / ms / us, a
-             TIMESTAMP / DATE or timestamp strings for "timestamp"; ``of=`` columns of Sum,
-             Mean, Std, Min, Max: numbers; attributes: castable to DOUBLE
+             ids: a warning, they read as '17.0'); time and ``time=`` columns: numbers for
+             unit s / ms / us, a TIMESTAMP / DATE or timestamp strings for "timestamp" (a
+             ``time=`` name has the source time's unit, a ``time=Time(...)`` its own);
+             ``of=`` columns of Sum, Mean, Std, Min, Max: numbers; attributes: castable to
+             DOUBLE, any type with a ``vocabulary``
   ids        NULL ids (event keys, table keys) and duplicate table keys
   time       NULL event times; every time, converted with the declared unit, within
              1990-01-01 .. now + 1 day, else, when another unit would fit, "looks like
-             seconds, declared ms"; events later than now + 5 minutes ("rows in the future")
+             seconds, declared ms"; events later than now + 5 minutes ("rows in the future").
+             ``time=`` columns likewise, except: NULL is "never happened" (not a problem)
+             and values after now + 5 minutes are a warning (not known yet at now)
   event type values outside a declared ``event_types`` (up to 5 listed with counts); a
              ``where=`` name outside ``event_types`` (or, without a vocabulary, matching no
              event: a warning); NULL event types (a warning)
   lookups    events whose lookup key is not in the lookup table (a warning)
-  values     NULL values in ``of=`` / attribute columns (a warning)
+  values     NULL values in ``of=`` / attribute columns (a warning); attribute values outside
+             an ``Attribute``'s ``vocabulary`` (a warning: they get the default)
 
 Shapes: every finding is a ``Problem(severity, file, column, message, example, row)``:
 ``file`` is the file (relative to ``base_dir`` when inside it), ``column`` the column (None
@@ -46,6 +60,7 @@ A run that must not write from bad input calls ``raise_for_errors()`` before it 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import os
@@ -69,10 +84,11 @@ from decision_service.features.declarative import (
     Std,
     Sum,
     Table,
+    Time,
     TimeSinceAttribute,
 )
 from decision_service.features.registry import FeatureGroup
-from offline.features.compiler import SourceError, connect, derive, resolve, scan_sql
+from offline.features.compiler import SourceError, connect, derive, events_relation, resolve, scan_sql
 
 __all__ = [
     "Problem",
@@ -208,11 +224,16 @@ class ValidationReport:
 # --- what the declarations need --------------------------------------------------------------
 
 
+_Kind = Literal["id", "time", "etype", "value", "numeric", "attribute", "vocab", "time_attribute", "time_at"]
+
+
 @dataclass
 class _Need:
     why: str
-    kind: Literal["id", "time", "etype", "value", "numeric", "attribute", "time_attribute"]
+    kind: _Kind  # "vocab": an Attribute with a vocabulary; "time_at": an aggregation's time=
     unit: str = "ms"
+    timezone: str = "UTC"
+    vocabulary: tuple[str | int | float, ...] = ()
 
 
 @dataclass
@@ -221,8 +242,8 @@ class _Plan:
     needs: dict[str, list[_Need]] = field(default_factory=dict)
     wheres: list[tuple[str, str]] = field(default_factory=list)  # (where name, feature)
 
-    def need(self, column: str, why: str, kind: Any, unit: str = "ms") -> None:
-        self.needs.setdefault(column, []).append(_Need(why, kind, unit))
+    def need(self, column: str, why: str, kind: _Kind, unit: str = "ms", **kw: Any) -> None:
+        self.needs.setdefault(column, []).append(_Need(why, kind, unit, **kw))
 
     def kinds(self, column: str) -> set[str]:
         return {n.kind for n in self.needs.get(column, [])}
@@ -280,7 +301,9 @@ class _Plans:
                 if tb is None:
                     self._error(ev, base_dir, f"{feat}: an attribute needs the group's table")
                     continue
-                if isinstance(c, Attribute):
+                if isinstance(c, Attribute) and c.vocabulary:  # any type: compared with the vocabulary
+                    self.of(tb).need(c.column, feat, "vocab", vocabulary=c.vocabulary)
+                elif isinstance(c, Attribute):
                     self.of(tb).need(c.column, feat, "attribute")
                 else:
                     self.of(tb).need(c.column, f"{feat} ({c.column_unit})", "time_attribute", c.column_unit)
@@ -290,15 +313,21 @@ class _Plans:
                     break
                 for w in a.where:
                     self.of(ev).wheres.append((w, feat))
+                if a.time is not None:  # counted by another time column of the events
+                    t = a.time if isinstance(a.time, Time) else Time(a.time, ev.time.unit, ev.time.timezone)
+                    if t != ev.time:
+                        why = f"the time= of {feat} ({type(a).__name__}, {t.unit})"
+                        self.of(ev).need(t.column, why, "time_at", t.unit, timezone=t.timezone)
                 of = getattr(a, "of", None)
                 if of is None:
                     continue
-                kind = "numeric" if isinstance(a, _NUMERIC_AGGS) else "value"
+                kind: _Kind = "numeric" if isinstance(a, _NUMERIC_AGGS) else "value"
                 why = f"{feat} ({type(a).__name__})"
                 holder: Table | Events = ev
-                for lk in ev.lookups:
-                    if of in lk.columns:
-                        holder = lk.table
+                if of not in ev.derived:  # a looked-up column: checked in its table (the last wins)
+                    for lk in ev.lookups:
+                        if of in lk.columns:
+                            holder = lk.table
                 self.of(holder).need(of, why, kind)
 
     def _error(self, source: Table | Events | None, base_dir: str | Path, message: str) -> None:
@@ -376,6 +405,7 @@ class _Example:
     struct: str
     cond: str
     order: str
+    relation: str = ""  # what follows FROM, the scan aliased ``e`` (default: the query's)
 
 
 class _Query:
@@ -393,8 +423,9 @@ class _Query:
             self.distinct.add(len(self.exprs) - 1)
         return len(self.exprs) - 1
 
-    def run(self, con: duckdb.DuckDBPyConnection, relation: str) -> _Row:
-        """``relation``: what follows FROM, the scan aliased ``e``."""
+    def run(self, con: duckdb.DuckDBPyConnection, relation: str, distinct_relation: str = "") -> _Row:
+        """``relation``: what follows FROM, the scan aliased ``e``; ``distinct_relation``: the
+        same for the DISTINCT counts, when a narrower relation has their columns."""
         values: dict[int, Any] = {}
         for distinct in (False, True):
             idx = [
@@ -402,7 +433,8 @@ class _Query:
             ]
             if idx:
                 sel = ", ".join(str(self.exprs[i]) for i in idx)
-                row = con.execute(f"SELECT {sel} FROM {relation}").fetchone()
+                rel = distinct_relation if distinct and distinct_relation else relation
+                row = con.execute(f"SELECT {sel} FROM {rel}").fetchone()
                 assert row is not None
                 values.update(zip(idx, row, strict=True))
         return _Row(values, self.exprs, con, relation)
@@ -424,14 +456,25 @@ class _Row:
         if i not in self.values:
             x = self.exprs[i]
             assert isinstance(x, _Example)
+            rel = x.relation or self.relation
             got = self.con.execute(
-                f"SELECT {x.struct} FROM {self.relation} WHERE {x.cond} ORDER BY {x.order} LIMIT 1"
+                f"SELECT {x.struct} FROM {rel} WHERE {x.cond} ORDER BY {x.order} LIMIT 1"
             ).fetchone()
             self.values[i] = got[0] if got else None
         return self.values[i]
 
 
 # --- checking one source ---------------------------------------------------------------------
+
+
+@dataclass
+class _Tables:
+    """What the checked tables gave, for the event sources' lookups (tables are checked first)."""
+
+    # (table, columns): tables the compiler can read, every derived column included
+    readable: list[tuple[Table, set[str]]] = field(default_factory=list)
+    # (table, scan, column types): tables whose checks ran, for the lookup-miss counts
+    scans: list[tuple[Table, str, dict[str, str]]] = field(default_factory=list)
 
 
 class _Checker:
@@ -442,7 +485,7 @@ class _Checker:
         base_dir: str | Path,
         now_ms: int,
         report: ValidationReport,
-        scans: list[tuple[Table, str, dict[str, str]]],
+        tables: _Tables,
     ) -> None:
         self.con = con
         self.plan = plan
@@ -450,12 +493,17 @@ class _Checker:
         self.base_dir = base_dir
         self.now_ms = now_ms
         self.report = report
-        self.scans = scans  # (table, scan, column types) of the readable tables, for lookups
+        self.tables = tables
+        self.scans = tables.scans
         self.kind: Literal["events", "table"] = "events" if isinstance(self.src, Events) else "table"
         self.files: list[str] = []
         self.no_rows = 0  # Parquet files without rows (each reported)
         self.file = _display(resolve(self.src.path, base_dir), base_dir)
-        self.scan = self.base = ""  # the validation scan: with / without the derived columns
+        self.raw = ""  # compiler.scan_sql of the file's own columns
+        self.scan = self.base = ""  # the validation scan: with / without lookups and derived columns
+        self.light = ""  # an event source's file columns plus the derived columns over them only
+        self.light_columns: set[str] = set()
+        self.unjoined: list[str] = []  # the tables of lookups left out (unreadable, or no key)
         self.types: dict[str, str] = {}  # column -> DuckDB type, derived columns included
         self.file_types: dict[str, str] = {}
         self.stats = SourceStats(self.src.name, self.kind, self.src.path)
@@ -496,17 +544,21 @@ class _Checker:
         items += [f"{_lit(c)}: e.{_q(c)}" for c in present]
         return "{" + ", ".join(items) + "}"
 
-    def first(self, cond: str, *columns: str, order: str = "") -> _Example:
-        """The first row (lowest row number, or by ``order``) satisfying ``cond``."""
-        return _Example(self.example_struct(*columns), cond, order or f"e.{_ROW}")
+    def first(self, cond: str, *columns: str, order: str = "", narrow: bool = True) -> _Example:
+        """The first row (lowest row number, or by ``order``) satisfying ``cond`` over
+        ``columns``: from the narrowest scan that has them (``narrow``), else the query's."""
+        rel = f"{self.narrow(*columns)} e" if narrow else ""
+        return _Example(self.example_struct(*columns), cond, order or f"e.{_ROW}", rel)
 
-    def first_row(self, where: str = "TRUE") -> dict[str, Any] | None:
-        """The first row of the files (their own columns, up to 10) satisfying ``where``."""
+    def first_row(self, where: str = "TRUE", relation: str = "") -> dict[str, Any] | None:
+        """The first row of the files (their own columns, up to 10) satisfying ``where``, over
+        ``relation`` (default: the files' own columns)."""
         cols = list(self.file_types)[:10]
         items = ", ".join(
             [f"{_lit(_FILE)}: e.{_FILE}", f"{_lit(_ROW)}: e.{_ROW}"] + [f"{_lit(c)}: e.{_q(c)}" for c in cols]
         )
-        sql = f"SELECT {{{items}}} FROM {self.base} e WHERE {where} ORDER BY e.{_ROW} LIMIT 1"
+        rel = relation or self.base
+        sql = f"SELECT {{{items}}} FROM {rel} e WHERE {where} ORDER BY e.{_ROW} LIMIT 1"
         row = self.con.execute(sql).fetchone()
         return row[0] if row else None
 
@@ -564,21 +616,142 @@ class _Checker:
             self.error(None, f"cannot be read: {_short(e)}")
             return False
         self.types = self.file_types = {c: t for c, t in types.items() if c not in (_ROW, _FILE)}
-        self.scan = self.base = base
-        scan = base  # derived columns in declaration order: each may use the ones before it
-        for name, sql in src.derived.items():
-            try:
-                self.describe(f"(SELECT ({sql}) AS {_q(name)} FROM {scan})")
-                scan = derive(scan, name, sql)
-            except duckdb.Error as e:
-                self.error(name, f"derived column {name!r} = `{sql}` fails: {_short(e)}", self.first_row())
+        self.raw, self.scan, self.base = raw, base, base
+        if isinstance(src, Events):
+            scan = self._events_scan()
+            if scan is None:
+                return True  # the file's own columns: the checks that need no more still run
+        else:
+            scan = base  # derived columns in declaration order: each may use the ones before it
+            failed = False
+            for name, sql in src.derived.items():
+                try:
+                    self.describe(f"(SELECT ({sql}) AS {_q(name)} FROM {scan})")
+                    scan = derive(scan, name, sql)
+                except duckdb.Error as e:
+                    failed = True
+                    self.error(
+                        name, f"derived column {name!r} = `{sql}` fails: {_short(e)}", self.first_row()
+                    )
+            if not failed:  # as the compiler reads it (scan_sql): the events may look it up
+                self.tables.readable.append((src, set(self.file_types) | set(src.derived)))
         if scan != base:
             self.scan = scan
             self.types = {c: t for c, t in self.describe(self.scan).items() if c not in (_ROW, _FILE)}
+            if isinstance(src, Events):
+                self._light()
         return True
 
     def describe(self, scan: str) -> dict[str, str]:
         return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+
+    def _light(self) -> None:
+        """``self.light``: the event file's columns plus the derived columns computed over
+        them alone (no looked-up or other derived column), when no derived or looked-up
+        column replaces a file column; the same values as the full scan, without its joins."""
+        src = self.src
+        assert isinstance(src, Events)
+        made = {*src.derived, *(c for lk in src.lookups for c in lk.columns)}
+        if made & set(self.file_types):
+            return
+        light = [(n, sql) for n, sql in src.derived.items() if n in self.types]
+        cols = ", ".join(f"({sql}) AS {_q(n)}" for n, sql in light)
+        if not cols:
+            return
+        try:
+            self.describe(f"(SELECT {cols} FROM {self.base})")  # usually all of them bind
+        except duckdb.Error:
+            ok = []
+            for n, sql in light:
+                try:
+                    self.describe(f"(SELECT ({sql}) AS {_q(n)} FROM {self.base})")
+                    ok.append((n, sql))
+                except duckdb.Error:
+                    pass  # it reads a looked-up or another derived column
+            light = ok
+            cols = ", ".join(f"({sql}) AS {_q(n)}" for n, sql in light)
+        if light:
+            self.light = f"(SELECT *, {cols} FROM {self.base})"
+            self.light_columns = {n for n, _ in light}
+
+    def narrow(self, *columns: str) -> str:
+        """The narrowest scan that has ``columns`` and the example rows' columns as the
+        declarations read them: the files' own (none derived or looked up), or, for events,
+        the files' plus the derived columns over them alone, else the full scan. A query
+        that needs no looked-up column skips the lookups' joins."""
+        src = self.src
+        made = set(src.derived)
+        if isinstance(src, Events):
+            made.update(c for lk in src.lookups for c in lk.columns)
+            columns = (*columns, *src.keys.values(), src.time.column)
+        else:
+            columns = (*columns, src.key)
+        if all(c in self.file_types and c not in made for c in columns):
+            return self.base
+        if self.light and all(
+            c in self.light_columns or (c in self.file_types and c not in made) for c in columns
+        ):
+            return self.light
+        return self.scan
+
+    def relation(self, derived: Sequence[tuple[str, str]]) -> str:
+        """The validation scan of the source with the ``derived`` (name, SQL) columns only: a
+        table's file columns then each derived column; an event source's relation as the
+        compiler builds it (``compiler.events_relation``: each lookup joined as soon as its
+        ``on`` column exists), over the file's columns plus its file name and row number.
+        Lookups of tables the compiler could not read are left out (their table's problems
+        are reported there). On failure: SourceError or duckdb.Error."""
+        src = self.src
+        if isinstance(src, Table):
+            scan = self.base
+            for name, sql in derived:
+                scan = derive(scan, name, sql)
+            return scan
+        have = set(self.file_types) | {name for name, _ in derived}
+        ever = {*self.file_types, *src.derived, *(c for lk in src.lookups for c in lk.columns)}
+        joined: list[int] = []
+        for i, lk in enumerate(src.lookups):
+            cols = [c for t, c in self.tables.readable if t is lk.table or t == lk.table]
+            usable = bool(cols) and {lk.table.key, *lk.columns} <= cols[0]
+            if lk.on in have and usable:
+                joined.append(i)
+                have |= set(lk.columns)
+            elif (not usable or lk.on not in ever) and lk.table.name not in self.unjoined:
+                self.unjoined.append(lk.table.name)  # never joined
+        ev = dataclasses.replace(src, derived=dict(derived))
+        rel, _ = events_relation(ev, self.base_dir, self.con, joined)
+        # the compiler's scan of the file, with the file name and row number added
+        anchor = f"(SELECT * FROM {self.raw})"
+        if anchor not in rel:
+            raise SourceError(f"cannot add the row numbers to the compiler's relation {rel}")
+        return rel.replace(anchor, self.base, 1)
+
+    def _events_scan(self) -> str | None:
+        """The event source's relation with every derived column that works; each failing
+        one is an error naming it (None: not even the file's columns and lookups join)."""
+        items = list(self.src.derived.items())
+        try:
+            return self.relation(items)
+        except (SourceError, duckdb.Error) as e:
+            first = e
+        kept: list[tuple[str, str]] = []  # find the culprits: add the derived columns one by one
+        for name, sql in items:
+            try:
+                self.relation([*kept, (name, sql)])
+                kept.append((name, sql))
+            except (SourceError, duckdb.Error) as e:
+                why = _cause(e)
+                if self.unjoined:  # perhaps it reads a column of one of them
+                    why += f" (tables not looked up: {', '.join(map(repr, self.unjoined))})"
+                self.error(name, f"derived column {name!r} = `{sql}` fails: {why}", self.first_row())
+        try:
+            scan = self.relation(kept)
+        except (SourceError, duckdb.Error) as e:
+            self.error(None, f"cannot be read with its lookups: {_cause(e)}")
+            return None
+        if len(kept) == len(items):  # no derived column to blame
+            self.error(None, f"cannot be read with its lookups: {_cause(first)}")
+        return scan
 
     def check(self) -> None:
         src, plan, types = self.src, self.plan, self.types
@@ -604,7 +777,7 @@ class _Checker:
             post.append(self._nulls(q, c, "error", "NULL ids"))
             post.append(self._distinct(q, c))
         for c, needs in plan.needs.items():
-            if c in types and c not in ids and {"value", "numeric", "attribute"} & plan.kinds(c):
+            if c in types and c not in ids and {"value", "numeric", "attribute", "vocab"} & plan.kinds(c):
                 post.append(self._nulls(q, c, "warning", "NULL values"))
             if c in types and "numeric" in plan.kinds(c) and not _numeric(types[c]):
                 post.append(self._not_numeric(q, c, needs))
@@ -614,22 +787,28 @@ class _Checker:
                 and not (_numeric(types[c]) or types[c] == "BOOLEAN")
             ):
                 post.append(self._not_numeric(q, c, needs, castable=True))
+            if c in types and "vocab" in plan.kinds(c):
+                for vocab in dict.fromkeys(n.vocabulary for n in needs if n.kind == "vocab"):
+                    post.append(self._vocabulary(q, c, vocab, needs))
             if c in types and "time_attribute" in plan.kinds(c):
                 unit = next(n.unit for n in needs if n.kind == "time_attribute")
-                post.append(self._time(q, c, unit, "UTC", events=False))
+                post.append(self._time(q, c, unit, "UTC", "attribute"))
+            if c in types and "time_at" in plan.kinds(c):  # an aggregation's time=: NULL never happened
+                for unit, tz in dict.fromkeys((n.unit, n.timezone) for n in needs if n.kind == "time_at"):
+                    post.append(self._time(q, c, unit, tz, "time_at"))
         if isinstance(src, Events):
             if plan.wheres and not src.event_type:
                 feats = ", ".join(dict.fromkeys(f for _, f in plan.wheres))
                 self.error(None, f"where= needs the source's event_type column ({feats})")
             if src.time.column in types:
-                post.append(self._time(q, src.time.column, src.time.unit, src.time.timezone, events=True))
+                post.append(self._time(q, src.time.column, src.time.unit, src.time.timezone, "events"))
             if src.event_type and src.event_type in types:
                 post.append(self._event_types(q, src.event_type))
         elif src.key in types:
             post.append(self._duplicates(q, src.key))
 
         try:
-            row = q.run(self.con, f"{self.scan} e")
+            row = q.run(self.con, f"{self.scan} e", f"{self.narrow(*ids)} e")
         except duckdb.Error as e:
             self._failed(e)
             return
@@ -647,24 +826,28 @@ class _Checker:
 
     def _failed(self, e: duckdb.Error) -> None:
         """The aggregate query failed: blame a derived column if one fails at run time."""
-        scan = self.base
+        kept: list[tuple[str, str]] = []
         for name, sql in self.src.derived.items():
             try:
+                scan = self.relation(kept)  # what the derived column is computed over
+            except (SourceError, duckdb.Error):
+                break  # (it did bind in read(): not expected)
+            try:
                 self.con.execute(f"SELECT count(({sql})) FROM {scan} e").fetchone()
-                scan = derive(scan, name, sql)
+                kept.append((name, sql))
             except duckdb.Error as e2:
                 try:
-                    example = self.first_row(f"try(({sql})) IS NULL")
+                    example = self.first_row(f"try(({sql})) IS NULL", scan)
                 except duckdb.Error:
                     example = self.first_row()
                 self.error(name, f"derived column {name!r} = `{sql}` fails: {_short(e2)}", example)
                 return
         self.error(None, f"cannot be read: {_short(e)}")
 
-    def median(self, expr: str) -> float | None:
-        """An approximate median of ``expr`` (only when a problem needs one: it is slow to
-        compute along with the other aggregates)."""
-        row = self.con.execute(f"SELECT approx_quantile({expr}, 0.5) FROM {self.scan} e").fetchone()
+    def median(self, expr: str, column: str) -> float | None:
+        """An approximate median of ``expr`` over ``column`` (only when a problem needs one: it
+        is slow to compute along with the other aggregates)."""
+        row = self.con.execute(f"SELECT approx_quantile({expr}, 0.5) FROM {self.narrow(column)} e").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     # checks: each adds its aggregates to ``q`` and returns what reads them
@@ -704,15 +887,61 @@ class _Checker:
 
         return read
 
-    def _time(self, q: _Query, c: str, unit: str, tz: str, events: bool) -> Callable[[_Row], None]:
+    def _vocabulary(
+        self, q: _Query, c: str, vocab: tuple[str | int | float, ...], needs: list[_Need]
+    ) -> Callable[[_Row], None]:
+        """Values outside an Attribute's vocabulary (compared as the compiler does: text as
+        text, numbers as numbers): a warning, they get the feature's default."""
+        col = f"e.{_q(c)}"
+        if isinstance(vocab[0], str):
+            items, value = ", ".join(_lit(str(v)) for v in vocab), f"CAST({col} AS VARCHAR)"
+        else:
+            items, value = ", ".join(repr(float(v)) for v in vocab), f"TRY_CAST({col} AS DOUBLE)"
+        bad = f"{col} IS NOT NULL AND NOT coalesce(list_contains([{items}], {value}), false)"
+        n, x = q.add(f"count(*) FILTER (WHERE {bad})"), q.add(self.first(bad, c))
+        whys = "; ".join(
+            dict.fromkeys(nd.why for nd in needs if nd.kind == "vocab" and nd.vocabulary == vocab)
+        )
+
+        def read(row: _Row) -> None:
+            if not row[n]:
+                return
+            top = self.con.execute(
+                f"SELECT CAST({col} AS VARCHAR) AS v, count(*) AS k FROM {self.scan} e WHERE {bad} "
+                "GROUP BY v ORDER BY k DESC, v LIMIT 5"
+            ).fetchall()
+            listed = ", ".join(f"{v!r} ({_n(k)})" for v, k in top)
+            shown = ", ".join(map(repr, vocab[:5])) + (
+                f", ... ({len(vocab)} values)" if len(vocab) > 5 else ""
+            )
+            self.warn(
+                c,
+                f"{_n(row[n])} values outside the vocabulary of {whys} (they get its default): {listed}; "
+                f"vocabulary: {shown}",
+                row[x],
+            )
+
+        return read
+
+    def _time(
+        self, q: _Query, c: str, unit: str, tz: str, mode: Literal["events", "attribute", "time_at"]
+    ) -> Callable[[_Row], None]:
+        """``mode``: "events", the source's event time (no NULL, none in the future, its range
+        in the stats); "attribute", a TimeSinceAttribute column (later than now + 1 day: a
+        warning); "time_at", an aggregation's ``time=`` column (NULL: never happened; later
+        than now + 5 minutes: a warning, not known yet at now)."""
         col, typ = f"e.{_q(c)}", self.types[c]
-        what = "time" if events else "time attribute"
+        events = mode == "events"
+        what = {"events": "time", "attribute": "time attribute", "time_at": "time= value"}[mode]
+        declare = (
+            f"declare time=Time({c!r}, 'timestamp')" if mode == "time_at" else "declare unit='timestamp'"
+        )
         if unit == "timestamp":
             if _numeric(typ):
                 x = q.add(self.first(f"{col} IS NOT NULL", c))
 
                 def read_num(row: _Row) -> None:
-                    guess = _guess_unit(self.median(f"CAST({col} AS DOUBLE)"), self.now_ms)
+                    guess = _guess_unit(self.median(f"CAST({col} AS DOUBLE)", c), self.now_ms)
                     hint = f" (looks like {_UNIT_NAME[guess]}: declare unit={guess!r})" if guess else ""
                     self.error(c, f"{what} has type {typ} but its unit is declared 'timestamp'{hint}", row[x])
 
@@ -743,7 +972,7 @@ class _Checker:
                 x = q.add(self.first(f"{col} IS NOT NULL", c))
                 return lambda row: self.error(
                     c,
-                    f"{what} has type {typ} but its unit is declared {unit!r}: declare unit='timestamp'",
+                    f"{what} has type {typ} but its unit is declared {unit!r}: {declare}",
                     row[x],
                 )
             if not _numeric(typ):
@@ -761,12 +990,13 @@ class _Checker:
         out = f"({ms} < {MIN_TIME_MS} OR {ms} > {hi})"
         i_null = q.add(f"count(*) FILTER (WHERE {col} IS NULL)") if events else -1
         x_null = q.add(self.first(f"{col} IS NULL", c)) if events else -1
-        i_min, i_max = q.add(f"min({ms})"), q.add(f"max({ms})")
+        i_min, i_max, i_count = q.add(f"min({ms})"), q.add(f"max({ms})"), q.add(f"count({col})")
         i_out, x_out = q.add(f"count(*) FILTER (WHERE {out})"), q.add(self.first(out, c))
         i_old = q.add(f"count(*) FILTER (WHERE {ms} < {MIN_TIME_MS})")
         x_old = q.add(self.first(f"{ms} < {MIN_TIME_MS}", c))
-        i_fut = q.add(f"count(*) FILTER (WHERE {ms} > {future})") if events else -1
-        x_fut = q.add(self.first(f"{ms} > {future}", c, order=f"{ms} DESC, e.{_ROW}")) if events else -1
+        later = mode != "attribute"
+        i_fut = q.add(f"count(*) FILTER (WHERE {ms} > {future})") if later else -1
+        x_fut = q.add(self.first(f"{ms} > {future}", c, order=f"{ms} DESC, e.{_ROW}")) if later else -1
 
         def read(row: _Row) -> None:
             n = row[0]
@@ -777,7 +1007,8 @@ class _Checker:
             if events and row[i_min] is not None:
                 self.stats.time_min_ms, self.stats.time_max_ms = int(row[i_min]), int(row[i_max])
             if row[i_out]:
-                med = self.median(raw)
+                # a wrong unit puts (nearly) every value out of range: the median, only then
+                med = self.median(raw, c) if 2 * row[i_out] >= row[i_count] else None
                 guess = _guess_unit(med, self.now_ms) if unit != "timestamp" else None
                 if guess and guess != unit:
                     self.error(
@@ -792,13 +1023,20 @@ class _Checker:
                     self.error(
                         c, f"{_n(row[i_old])} {what}s before 1990-01-01 (declared unit {unit})", row[x_old]
                     )
-                if not events and row[i_out] > row[i_old]:
+                if mode == "attribute" and row[i_out] > row[i_old]:
                     self.warn(c, f"{_n(row[i_out] - row[i_old])} {what}s after {_iso(hi)}", row[x_out])
             if events and row[i_fut]:
                 self.error(
                     c,
                     f"{_n(row[i_fut])} rows in the future (after now + 5 min = {_iso(future)}; the latest "
                     f"{_iso(row[i_max])})",
+                    row[x_fut],
+                )
+            elif mode == "time_at" and row[i_fut]:
+                self.warn(
+                    c,
+                    f"{_n(row[i_fut])} {what}s in the future (after now + 5 min = {_iso(future)}; the latest "
+                    f"{_iso(row[i_max])}): not known yet at now, they count only from then on",
                     row[x_fut],
                 )
 
@@ -823,7 +1061,7 @@ class _Checker:
                 self.warn(c, f"{_n(row[i_null])} NULL event types (they match no where=)", row[x_null])
             if vocab and row[i_unk]:
                 top = self.con.execute(
-                    f"SELECT {et} AS v, count(*) AS n FROM {self.scan} e WHERE {unknown} "
+                    f"SELECT {et} AS v, count(*) AS n FROM {self.narrow(c)} e WHERE {unknown} "
                     "GROUP BY v ORDER BY n DESC, v LIMIT 5"
                 ).fetchall()
                 listed = ", ".join(f"{v!r} ({_n(k)})" for v, k in top)
@@ -888,7 +1126,7 @@ class _Checker:
                 f"ON l{i}.k = CAST(e.{_q(lk.on)} AS VARCHAR)"
             )
             exprs.append(f"count(*) FILTER (WHERE l{i}.k IS NULL)")
-            examples.append(self.first(f"l{i}.k IS NULL", lk.on))
+            examples.append(self.first(f"l{i}.k IS NULL", lk.on, narrow=False))
             which.append(lk)
         if not joins:
             return
@@ -896,7 +1134,7 @@ class _Checker:
         for x in (*exprs, *examples):
             q.add(x)
         try:
-            row = q.run(self.con, f"{self.scan} e {' '.join(joins)}")
+            row = q.run(self.con, f"{self.narrow(*(lk.on for lk in which))} e {' '.join(joins)}")
         except duckdb.Error as e:
             self.error(None, f"lookups cannot be joined: {_short(e)}")
             return
@@ -926,6 +1164,12 @@ def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[0]
 
 
+def _cause(e: Exception) -> str:
+    """The DuckDB error behind a compiler SourceError (whose message holds the whole SQL)."""
+    cause = e.__cause__ if isinstance(e.__cause__, duckdb.Error) else e
+    return _short(cause)
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 
@@ -952,11 +1196,11 @@ def validate_sources(
     report = ValidationReport(problems=list(plans.problems), now_ms=now)
     con = connect()
     try:
-        scans: list[tuple[Table, str, dict[str, str]]] = []
+        tables = _Tables()
         # tables first: the events' lookups join the checked tables
         ordered = sorted(plans.plans, key=lambda p: isinstance(p.source, Events))
         for plan in ordered:
-            report.sources.append(_Checker(con, plan, base_dir, now, report, scans).run())
+            report.sources.append(_Checker(con, plan, base_dir, now, report, tables).run())
     finally:
         con.close()
     report.seconds = _time.perf_counter() - t0

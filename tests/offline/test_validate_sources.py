@@ -1,6 +1,6 @@
 """Source validation (offline/features/validate.py): one tiny Parquet / CSV source per fault
 kind, each error naming the file, the column and an example row; clean sources and the
-synthetic shop world pass."""
+synthetic shop and payments worlds pass."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from decision_service.features.declarative import (
     Attribute,
     Count,
     Events,
+    FirstSeenCount,
     GroupSource,
     Lookup,
     Mean,
@@ -22,6 +23,7 @@ from decision_service.features.declarative import (
     Table,
     Time,
     TimeSinceAttribute,
+    TimeSinceLast,
 )
 from decision_service.features.registry import Feature, FeatureGroup
 from offline.features.compiler import SourceError
@@ -434,3 +436,134 @@ def test_null_values_are_a_warning(tmp_path: Path) -> None:
         f"{{'user_id': 'u1', 'item_id': 'i2', 'ts_ms': {T0 + DAY_MS}, 'amount': None}}"
     )
     assert "  warning: events.parquet: column 'amount': 2 NULL values" in report.summary()
+
+
+# --- lookups, derived columns and the newer options ------------------------------------------------
+
+CATS = Table("cats", "cats.parquet", key="cat")
+
+
+def _looked_up(tmp_path: Path, derived: dict[str, str], **events: list) -> Events:
+    """The world plus a category table keyed by a derived column of the events."""
+    _world(tmp_path, events=events or None)
+    _parquet(tmp_path / "cats.parquet", cat=["hi", "lo"], cat_name=["expensive", "cheap"])
+    return _events(
+        lookups=(
+            Lookup(ITEMS, on="item_id", columns=("price",)),
+            Lookup(CATS, on="cat", columns=("cat_name",)),  # keyed by a derived column
+        ),
+        derived=derived,
+    )
+
+
+CHAIN = {
+    "double_price": "price * 2",  # a looked-up column
+    "cat": "CASE WHEN double_price > 50 THEN 'hi' ELSE 'lo' END",  # an earlier derived one
+    "label": "cat_name || ':' || event",  # a column looked up by the derived key
+}
+
+
+def test_derived_columns_over_looked_up_columns_pass(tmp_path: Path) -> None:
+    ev = _looked_up(tmp_path, CHAIN)
+    extra = (
+        Feature("u_double", "", compute=Sum(of="double_price")),
+        Feature("u_labels", "", compute=FirstSeenCount("7d", of="label")),
+    )
+    report = validate_sources(_groups(ev, *extra), tmp_path, NOW)
+    assert report.ok and report.problems == [], report.summary()
+    assert report.rows == {"users": 3, "items": 4, "cats": 2, "events": 6}
+    # an event whose item is missing: its looked-up and derived values are NULL, and the
+    # examples still point at the event's row in the file
+    ev = _looked_up(tmp_path, CHAIN, item_id=["i1", "i9", "i3", "i4", "i1", "i2"])
+    report = validate_sources(_groups(ev, *extra), tmp_path, NOW)
+    assert report.ok, report.summary()
+    by_column = {w.column: w for w in report.warnings}
+    assert set(by_column) == {"item_id", "double_price"}, report.summary()  # its cat: 'lo'
+    assert by_column["item_id"].message.startswith("1 events (16.7%) have no item_id in table 'items'")
+    for w in report.warnings:
+        assert w.file == "events.parquet" and w.row == 2 and w.example["item_id"] == "i9", w
+    assert by_column["double_price"].example["double_price"] is None
+
+
+def test_kind_derived_column_over_a_missing_looked_up_column(tmp_path: Path) -> None:
+    ev = _looked_up(tmp_path, {**CHAIN, "double_price": "price2 * 2"})
+    report = validate_sources(_groups(ev, Feature("d", "", compute=Sum(of="double_price"))), tmp_path, NOW)
+    p = _error(report, "events.parquet", "double_price", "derived column 'double_price' = `price2 * 2` fails")
+    assert "price2" in p.message and p.row == 1 and p.example["user_id"] == "u1"
+    # a derived column failing at run time over a looked-up column
+    ev = _looked_up(tmp_path, {**CHAIN, "n": "CAST(cat_name AS INTEGER)"})
+    report = validate_sources(_groups(ev, Feature("n", "", compute=Sum(of="n"))), tmp_path, NOW)
+    p = _error(report, "events.parquet", "n", "derived column 'n' = `CAST(cat_name AS INTEGER)` fails")
+    assert "'cheap'" in p.message and p.row == 1 and len(report.errors) == 1
+
+
+def test_kind_time_column_of_an_aggregation(tmp_path: Path) -> None:
+    refunds = Feature("u_refunds", "refunds by arrival", compute=Count("7d", time="refund_ms"))
+    _world(tmp_path)
+    report = validate_sources(_groups(_events(), refunds), tmp_path, NOW)
+    p = _error(report, "events.parquet", "refund_ms", "missing column")
+    assert "the time= of feature 'u_refunds' of group 'user' (Count, ms)" in p.message
+    # NULL: never refunded, not a problem
+    refund = [None, T0 + 2 * DAY_MS, None, None, T0 + 6 * DAY_MS, None]
+    _world(tmp_path, events={"refund_ms": refund})
+    report = validate_sources(_groups(_events(), refunds), tmp_path, NOW)
+    assert report.ok and report.problems == [], report.summary()
+    # in another unit than the source's time: an error; a Time of its own says so
+    _world(tmp_path, events={"refund_ms": [None if r is None else r // 1000 for r in refund]})
+    report = validate_sources(_groups(_events(), refunds), tmp_path, NOW)
+    p = _error(report, "events.parquet", "refund_ms", "look like seconds, declared ms")
+    assert p.row == 2
+    in_s = Feature("u_refunds", "", compute=TimeSinceLast(time=Time("refund_ms", "s")))
+    assert validate_sources(_groups(_events(), in_s), tmp_path, NOW).ok
+    # not known yet at now: a warning
+    _world(tmp_path, events={"refund_ms": [None, T0, None, None, NOW + DAY_MS, None]})
+    report = validate_sources(_groups(_events(), refunds), tmp_path, NOW)
+    assert report.ok, report.summary()
+    (w,) = report.warnings
+    assert w.column == "refund_ms" and w.row == 5 and "1 time= values in the future" in w.message
+
+
+def test_kind_missing_first_seen_column(tmp_path: Path) -> None:
+    _world(tmp_path)
+    feat = Feature("u_new_devices", "", compute=FirstSeenCount("7d", of="device_id"))
+    report = validate_sources(_groups(_events(), feat), tmp_path, NOW)
+    p = _error(report, "events.parquet", "device_id", "missing column")
+    assert "feature 'u_new_devices' of group 'user' (FirstSeenCount)" in p.message
+
+
+def test_string_attribute_with_vocabulary(tmp_path: Path) -> None:
+    _world(tmp_path)
+    _parquet(
+        tmp_path / "users.parquet",
+        user_id=["u1", "u2", "u3"],
+        signup_ms=[T0] * 3,
+        country=["DE", "FR", "XX"],
+    )
+    home = Feature("u_home", "", compute=Attribute("country", vocabulary=("DE", "FR", "IT")))
+    report = validate_sources(_groups(_events(), home), tmp_path, NOW)
+    assert report.ok, report.summary()
+    (w,) = report.warnings
+    assert w.file == "users.parquet" and w.column == "country" and w.row == 3
+    assert w.example == {"user_id": "u3", "country": "XX"}
+    assert w.message.startswith("1 values outside the vocabulary of feature 'u_home' of group 'user'")
+    assert "'XX' (1)" in w.message
+    # without a vocabulary, text is still not a number
+    text = Feature("u_home", "", compute=Attribute("country"))
+    _error(
+        validate_sources(_groups(_events(), text), tmp_path, NOW), "users.parquet", "country", "needs numbers"
+    )
+
+
+def test_the_tiny_payments_world_passes(tmp_path: Path) -> None:
+    from decision_service.features import definitions
+    from offline.simulation.fraud_world import fraud_preset, generate_fraud_world
+
+    world = generate_fraud_world(fraud_preset("tiny"), tmp_path)
+    groups = [definitions.FRAUD_USER, definitions.MERCHANT, definitions.DEVICE]
+    report = validate_sources(groups, tmp_path, world.now_ms)
+    assert report.ok, report.summary()
+    assert report.errors == []
+    assert set(report.rows) == {"transactions", "users", "merchants", "devices", "currencies"}
+    assert report.rows["transactions"] == world.n
+    # chargebacks arriving after the world's end are the only remark
+    assert {w.column for w in report.warnings} <= {"chargeback_at"}, report.summary()
