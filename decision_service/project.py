@@ -172,7 +172,7 @@ def locate(env: Mapping[str, str] | None = None, cwd: str | Path | None = None) 
         return here.resolve()
     raise ProjectError(
         f"no project: pass --project DIR, set {ENV}=DIR, or run in a folder with {PROJECT_FILE} "
-        "(`decision-service init DIR` scaffolds one; examples/ has three)"
+        "(`decision-service init DIR` scaffolds one; examples/synthetic and examples/movielens are two)"
     )
 
 

@@ -224,8 +224,15 @@ def events_relation(
 
 
 class _Builder:
-    def __init__(self, group: FeatureGroup, base_dir: str | Path, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(
+        self,
+        group: FeatureGroup,
+        base_dir: str | Path,
+        con: duckdb.DuckDBPyConnection,
+        strategy: str = "running",
+    ) -> None:
         self.group = group
+        self.strategy = strategy
         self.base_dir = base_dir
         self.con = con
         src = group.source
@@ -233,10 +240,12 @@ class _Builder:
             raise CompileError(f"group {group.name!r} declares no source")
         self.events: Events | None = src.events
         self.table: Table | None = src.table
-        self.aggs: list[tuple[int, str]] = []  # (time index, raw aggregate of agg<ti>), as _a<i>
-        # the nested per-(query, value) summaries d<i>: (kind, of, event condition, time index,
-        # condition on the value's first time) -- "dist": Entropy / TopShare, "first": FirstSeenCount
+        self.aggs: list[_Raw] = []  # the raw aggregates, as _a<i> of base
+        # the nested per-(query, value) summaries d<i> of the join path: (kind, of, event
+        # condition, time index, condition on the value's first time) -- "dist": Entropy /
+        # TopShare, "first": FirstSeenCount
         self.nested: list[tuple[str, str, str, int, str]] = []
+        self.streams: dict[tuple[str | int, ...], _Stream] = {}  # the running-sum path's
         self.times: list[Time | None] = [None]  # 0: the source's time; then time= overrides
         self.table_columns: list[str] = self._columns_of_table() if self.table else []
 
@@ -315,11 +324,14 @@ class _Builder:
             self.times.append(t)
         return self.times.index(t)
 
+    def _window_ms(self, a: Aggregation) -> int | None:
+        return None if a.window_s is None else int(round(a.window_s * 1000))
+
     def _window_cond(self, a: Aggregation, ts: str, t: str) -> str:
         if a.window_s is None:
             return ""
         op = ">=" if a.closed == "left" else ">"
-        return f"{ts} {op} {t} - {int(round(a.window_s * 1000))}"
+        return f"{ts} {op} {t} - {self._window_ms(a)}"
 
     def _where_cond(self, a: Aggregation) -> str:
         if not a.where:
@@ -328,14 +340,20 @@ class _Builder:
             raise CompileError(f"group {self.group.name!r}: where={a.where} needs the source's event_type")
         return f"j.etype IN ({', '.join(_lit(w) for w in a.where)})"
 
-    def _cond(self, a: Aggregation) -> str:
-        return " AND ".join(filter(None, (self._window_cond(a, "j.ts", "j.t"), self._where_cond(a))))
-
-    def _agg(self, expr: str, cond: str, ti: int = 0) -> str:
-        """A raw aggregate column of ``agg`` (of time index ``ti``); returns its name."""
-        full = f"{expr} FILTER (WHERE {cond})" if cond else expr
-        self.aggs.append((ti, full))
-        return f"_a{len(self.aggs) - 1}"
+    def _raw(self, a: Aggregation, kind: str, of: str | None = None, pred: str | None = None, **kw) -> str:
+        """A raw aggregate of ``a``'s events (its time, window and where); returns its column."""
+        raw = _Raw(
+            kind,
+            of,
+            self._where_cond(a) if pred is None else pred,
+            self._window_ms(a),
+            a.closed,
+            self._time_index(a),
+            **kw,
+        )
+        if raw not in self.aggs:  # the same aggregate twice (a Ratio's count and a feature): once
+            self.aggs.append(raw)
+        return f"_a{self.aggs.index(raw)}"
 
     def _nested(self, key: tuple[str, str, str, int, str]) -> int:
         if key not in self.nested:
@@ -345,43 +363,31 @@ class _Builder:
     def aggregate(self, a: Aggregation, f: Feature) -> str:
         value = self._aggregate(a, f)
         if a.min_count > 0:  # fewer events (with a value) than min_count: the default
-            ti, cond = self._time_index(a), self._cond(a)
-            n = self._agg(f"count(j.{_q(a.of)})" if hasattr(a, "of") else "count(*)", cond, ti)
+            n = self._raw(a, "count_of", a.of) if hasattr(a, "of") else self._raw(a, "count")
             return f"(CASE WHEN coalesce({n}, 0) >= {int(a.min_count)} THEN {value} END)"
         return value
 
     def _aggregate(self, a: Aggregation, f: Feature) -> str:
-        ti = self._time_index(a)
-        cond = self._cond(a)
-        of = f"j.{_q(a.of)}" if hasattr(a, "of") else ""
+        of = getattr(a, "of", None)
         if isinstance(a, Count):
-            return self._agg("count(*)", cond, ti)
-        if isinstance(a, Sum):
-            return self._agg(f"sum({of})", cond, ti)
-        if isinstance(a, Mean):
-            return self._agg(f"avg({of})", cond, ti)
-        if isinstance(a, Std):
-            return self._agg(f"stddev_pop({of})", cond, ti)
-        if isinstance(a, Min):
-            return self._agg(f"min({of})", cond, ti)
-        if isinstance(a, Max):
-            return self._agg(f"max({of})", cond, ti)
+            return self._raw(a, "count")
+        for kind, cls in (("sum", Sum), ("avg", Mean), ("std", Std), ("min", Min), ("max", Max)):
+            if isinstance(a, cls):
+                return self._raw(a, kind, of)
         if isinstance(a, Last):  # the latest non-NULL value; ties: the largest
-            return self._agg(
-                f"arg_max({of}, [j.ts, {of}])", " AND ".join(filter(None, (f"{of} IS NOT NULL", cond))), ti
-            )
+            return self._raw(a, "last", of)
         if isinstance(a, DistinctCount):
-            return self._agg(f"count(DISTINCT {of})", cond, ti)
+            return self._raw(a, "distinct", of)
         if isinstance(a, TimeSinceLast):
-            return f"(base.t - {self._agg('max(j.ts)', cond, ti)}) / {_unit_ms(a.unit)}"
+            return f"(base.t - {self._raw(a, 'last_ts')}) / {_unit_ms(a.unit)}"
         if isinstance(a, TimeSinceFirst):
-            return f"(base.t - {self._agg('min(j.ts)', cond, ti)}) / {_unit_ms(a.unit)}"
+            return f"(base.t - {self._raw(a, 'first_ts')}) / {_unit_ms(a.unit)}"
         if isinstance(a, (Entropy, TopShare)):
-            i = self._nested(("dist", a.of, cond, ti, ""))
+            cond = " AND ".join(filter(None, (self._window_cond(a, "j.ts", "j.t"), self._where_cond(a))))
+            i = self._nested(("dist", a.of, cond, self._time_index(a), ""))
             return f"d{i}_{'entropy' if isinstance(a, Entropy) else 'top'}"
         if isinstance(a, FirstSeenCount):  # the window applies to each value's first time
-            i = self._nested(("first", a.of, self._where_cond(a), ti, self._window_cond(a, "first_ts", "t")))
-            return f"d{i}_new"
+            return self._raw(a, "first_seen", of)
         raise CompileError(
             f"group {self.group.name!r}, feature {f.name!r}: {type(a).__name__} is not a scalar aggregation"
         )
@@ -392,19 +398,17 @@ class _Builder:
                 f"group {self.group.name!r}, feature {f.name!r}: size {f.size} but the Share has "
                 f"{len(a.vocabulary)} vocabulary values"
             )
-        ti = self._time_index(a)
-        cond = self._cond(a)
-        w = "1.0" if a.half_life is None else f"pow(0.5, (j.t - j.ts) / {seconds(a.half_life) * 1000.0})"
+        half = None if a.half_life is None else seconds(a.half_life) * 1000.0
         floor = "1.0" if a.half_life is None else "1e-12"
-        total = self._agg(f"sum({w})", cond, ti)
-        of = f"j.{_q(a.of)}"
+        total = self._raw(a, "wsum", half_life_ms=half)
+        where = self._where_cond(a)
         out = []
         for v in a.vocabulary:
-            c = f"{of} = {_lit(v)}" + (f" AND {cond}" if cond else "")
-            part = self._agg(f"sum({w})", c, ti)
+            pred = " AND ".join(filter(None, (f"j.{_q(a.of)} = {_lit(v)}", where)))
+            part = self._raw(a, "wsum", pred=pred, half_life_ms=half)
             out.append(f"coalesce({part}, 0) / greatest(coalesce({total}, 0), {floor})")
         if a.min_count > 0:
-            n = self._agg(f"count({of})", cond, ti)
+            n = self._raw(a, "count_of", a.of)
             out = [f"(CASE WHEN coalesce({n}, 0) >= {int(a.min_count)} THEN {x} END)" for x in out]
         return out
 
@@ -448,7 +452,7 @@ class _Builder:
                 f"(feature {f.name!r}; it has {', '.join(self.table_columns)})"
             )
 
-    # --- the query -------------------------------------------------------------------------
+    # --- the join path: every (query, earlier event) pair --------------------------------------
     def _join(self, ti: int) -> str:
         """The (query, event) pairs of time index ``ti``: events of the query's entity whose
         time (the source's, or the ``time=`` column) is strictly before the query's."""
@@ -465,6 +469,134 @@ class _Builder:
             f"FROM q JOIN ev ON ev.k = q.entity_id AND ev._ts{ti} < q.t"
         )
 
+    def _join_raw(self, r: _Raw) -> str:
+        """A raw aggregate as an aggregate of ``agg<ti>`` over the pairs of its time index."""
+        of = f"j.{_q(r.of)}" if r.of else ""
+        cond = " AND ".join(filter(None, (_in_window(r, "j.ts", "j.t"), r.pred)))
+        if r.kind == "last":
+            cond = " AND ".join(filter(None, (f"{of} IS NOT NULL", cond)))
+        w = "1.0" if r.half_life_ms is None else f"pow(0.5, (j.t - j.ts) / {r.half_life_ms!r})"
+        expr = {
+            "count": "count(*)",
+            "count_of": f"count({of})",
+            "sum": f"sum({of})",
+            "avg": f"avg({of})",
+            "std": f"stddev_pop({of})",
+            "min": f"min({of})",
+            "max": f"max({of})",
+            "last": f"arg_max({of}, [j.ts, {of}])",
+            "distinct": f"count(DISTINCT {of})",
+            "last_ts": "max(j.ts)",
+            "first_ts": "min(j.ts)",
+            "wsum": f"sum({w})",
+        }[r.kind]
+        return f"{expr} FILTER (WHERE {cond})" if cond else expr
+
+    # --- the running-sum path: per-entity cumulative aggregates, looked up per query -----------
+    def _is_fast(self, r: _Raw) -> bool:
+        """Whether a raw aggregate decomposes into running aggregates in event-time order
+        (a difference of two lookups for a window); the others take the join path."""
+        if self.strategy == "join":
+            return False
+        if r.kind in ("min", "max", "distinct"):
+            return r.window_ms is None
+        if r.kind == "wsum":
+            return r.half_life_ms is None
+        return True
+
+    def _stream(self, key: tuple[str | int, ...]) -> _Stream:
+        if key not in self.streams:
+            ti = key[-1]
+            assert isinstance(ti, int)
+            rows = "SELECT * FROM ev" if ti == 0 else f"SELECT * REPLACE (_ts{ti} AS ts) FROM ev"
+            if key[0] == "first":  # each value's first event (among pred) per entity: a new value
+                _, of, pred, _ = key
+                keep = " AND ".join(filter(None, (f"j.{_q(str(of))} IS NOT NULL", str(pred))))
+                v = f"j.{_q(str(of))}"
+                rows = f"SELECT j.k, min(j.ts) AS ts FROM ({rows}) AS j WHERE {keep} GROUP BY j.k, {v}"
+            self.streams[key] = _Stream(f"s{len(self.streams)}", rows)
+        return self.streams[key]
+
+    def _fast_raw(self, r: _Raw) -> str:
+        """A raw aggregate as SQL over the lookups of its stream(s) and ``q.t``, NULL exactly
+        where the join path's aggregate is (no pair, no value)."""
+        st = self._stream(("ev", r.ti))
+        of = f"j.{_q(r.of)}" if r.of else ""
+        pred = r.pred
+        hi = (0, ">")  # every event strictly before t
+        lo = None if r.window_ms is None else (r.window_ms, ">" if r.closed == "left" else ">=")
+
+        def filt(expr: str, cond: str = pred) -> str:
+            return f"{expr} FILTER (WHERE {cond})" if cond else expr
+
+        def diff(s: _Stream, col: str) -> str:
+            h = f"coalesce({s.look(hi, col)}, 0)"
+            return h if lo is None else f"({h} - coalesce({s.look(lo, col)}, 0))"
+
+        def count(s: _Stream, cond: str) -> str:
+            return s.cum("count", s.partial(filt("count(*)", cond)))
+
+        def in_window(ts: str) -> str:
+            cond = _in_window(r, ts, "q.t")
+            return f"CASE WHEN {cond} THEN {ts} END" if cond else ts
+
+        present = f"coalesce({st.look(hi, count(st, ''))}, 0) > 0"  # the query has pairs
+        if r.kind in ("count", "count_of", "wsum"):
+            n = diff(
+                st,
+                count(st, pred)
+                if r.kind != "count_of"
+                else st.cum("count", st.partial(filt(f"count({of})"))),
+            )
+            if r.kind == "wsum":  # no half-life: a count (NULL without a matching event)
+                return f"CASE WHEN {n} > 0 THEN CAST({n} AS DOUBLE) END"
+            return f"CASE WHEN {present} THEN {n} END"
+        if r.kind in ("sum", "avg", "std"):
+            n = diff(st, st.cum("count", st.partial(filt(f"count({of})"))))
+            if r.kind == "sum":
+                return f"CASE WHEN {n} > 0 THEN {diff(st, st.cum('sum', st.partial(filt(f'sum({of})'))))} END"
+            if r.kind == "avg":
+                s = diff(st, st.cum("sum", st.partial(filt(f"sum({of})"))))
+                return f"CASE WHEN {n} > 0 THEN {s} / {n} END"
+            # centred on the entity's mean (sums of squares of raw values cancel badly)
+            x = f"CAST({of} AS DOUBLE)"
+            pn = st.partial(filt(f"count({of})"))
+            pm = st.partial(filt(f"avg({x})"))
+            pv = st.partial(filt(f"var_pop({x})"))
+            mu = st.mean(st.partial(filt(f"sum({x})")), pn)
+            dev = f"({pm} - {mu})"
+            sy = diff(st, st.cum("sum", f"coalesce({pn} * {dev}, 0)"))
+            sy2 = diff(st, st.cum("sum", f"coalesce({pn} * {pv} + {pn} * {dev} * {dev}, 0)"))
+            return (
+                f"CASE WHEN {n} > 0 THEN sqrt(greatest({sy2} / {n} - ({sy} / {n}) * ({sy} / {n}), 0.0)) END"
+            )
+        if r.kind in ("min", "max"):  # all time
+            return st.look(hi, st.cum(r.kind, st.partial(filt(f"{r.kind}({of})"))))
+        if r.kind == "last":  # the latest non-NULL value; ties: the largest
+            cond = " AND ".join(filter(None, (f"{of} IS NOT NULL", pred)))
+            value = st.look(hi, st.cum("last", st.partial(filt(f"max({of})", cond))))
+            if lo is None:
+                return value
+            at = st.look(hi, st.cum("max", st.partial(filt("max(j.ts)", cond))))
+            return f"CASE WHEN {_in_window(r, at, 'q.t')} THEN {value} END"
+        if r.kind == "last_ts":
+            return in_window(st.look(hi, st.cum("max", st.partial(filt("max(j.ts)")))))
+        if r.kind == "first_ts":
+            if lo is None:
+                return st.look(hi, st.cum("min", st.partial(filt("max(j.ts)"))))
+            # the first matching event at or after the window's start, if before t
+            start = (r.window_ms, "<=" if r.closed == "left" else "<")
+            at = st.look(start, st.cum("next", st.partial(filt("max(j.ts)"))))
+            return f"CASE WHEN {at} < q.t THEN {at} END"
+        if r.kind in ("first_seen", "distinct"):
+            fs = self._stream(("first", r.of or "", pred, r.ti))
+            n = count(fs, "")
+            if r.kind == "distinct":  # all time: the values first seen before t
+                return f"CASE WHEN {present} THEN coalesce({fs.look(hi, n)}, 0) END"
+            return f"CASE WHEN coalesce({fs.look(hi, n)}, 0) > 0 THEN {diff(fs, n)} END"
+        raise AssertionError(r.kind)
+
+    # --- the query -------------------------------------------------------------------------
     def build(self) -> str:
         g = self.group
         reserved = sorted(set(g.columns) & {"qid", "entity_id", "t"})
@@ -494,23 +626,33 @@ class _Builder:
         needs_events = bool(self.aggs) or bool(self.nested)
         if needs_events and self.events is None:
             raise CompileError(f"group {g.name!r}: aggregations need the source's events")
+        raw_cols: list[str] = []  # base's column of each raw aggregate, as _a<i>
+        joined: list[tuple[int, int, str]] = []  # (raw index, time index, aggregate of agg<ti>)
+        for i, r in enumerate(self.aggs):
+            if self._is_fast(r):
+                raw_cols.append(f"({self._fast_raw(r)}) AS _a{i}")
+            elif r.kind == "first_seen":  # each value's first time before t, then those in the window
+                d = self._nested(("first", r.of or "", r.pred, r.ti, _in_window(r, "first_ts", "t")))
+                raw_cols.append(f"d{d}.d{d}_new AS _a{i}")
+            else:
+                joined.append((i, r.ti, self._join_raw(r)))
+                name = "agg" if r.ti == 0 else f"agg_{r.ti}"
+                raw_cols.append(f"{name}._a{i}")
         ctes = ["q AS (SELECT qid, entity_id, t FROM queries)"]
-        time_indices = sorted({ti for ti, _ in self.aggs} | {n[3] for n in self.nested})
+        time_indices = sorted({ti for _, ti, _ in joined} | {n[3] for n in self.nested})
         if needs_events:
             ctes.append(f"ev AS ({self.events_sql(used)})")
             for ti in time_indices:
                 ctes.append(f"{_j(ti)} AS ({self._join(ti)})")
         joins = []
-        raw_cols = []
         for ti in time_indices:
-            mine = [(i, a) for i, (t, a) in enumerate(self.aggs) if t == ti]
+            mine = [(i, a) for i, t, a in joined if t == ti]
             if not mine:
                 continue
             cols = ", ".join(f"{a} AS _a{i}" for i, a in mine)
             name = "agg" if ti == 0 else f"agg_{ti}"
             ctes.append(f"{name} AS (SELECT j.qid, {cols} FROM {_j(ti)} AS j GROUP BY j.qid)")
             joins.append(f"LEFT JOIN {name} ON {name}.qid = q.qid")
-            raw_cols += [f"{name}._a{i}" for i, _ in mine]
         for i, (kind, of, cond, ti, first_cond) in enumerate(self.nested):
             where = f"WHERE {cond}" if cond else ""
             if kind == "dist":
@@ -532,8 +674,10 @@ class _Builder:
                 )
                 new = f"count(*) FILTER (WHERE {first_cond})" if first_cond else "count(*)"
                 ctes.append(f"d{i} AS (SELECT qid, {new} AS d{i}_new FROM c{i} GROUP BY qid)")
-                raw_cols.append(f"d{i}.d{i}_new")
             joins.append(f"LEFT JOIN d{i} ON d{i}.qid = q.qid")
+        for st in self.streams.values():
+            ctes += st.ctes()
+            joins.append(f"LEFT JOIN l{st.name} ON l{st.name}.qid = q.qid")
         if self.table is not None:
             ctes.append(f"ent AS ({self.table_sql()})")
             joins.insert(0, "LEFT JOIN ent ON ent.k = q.entity_id")
@@ -551,6 +695,98 @@ class _Builder:
             layer = f"f{k}"
         out = ", ".join(_q(c) for c in g.columns)
         return f"WITH {', '.join(ctes)} SELECT qid, {out} FROM {layer} ORDER BY qid"
+
+
+def _in_window(r: _Raw, ts: str, t: str) -> str:
+    """The window condition of a raw aggregate on an event time ``ts`` ("" without a window)."""
+    if r.window_ms is None:
+        return ""
+    return f"{ts} {'>=' if r.closed == 'left' else '>'} {t} - {r.window_ms}"
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """One aggregate over a query's events: ``kind`` (count, count_of, sum, avg, std, min, max,
+    last, distinct, last_ts, first_ts, wsum: a Share's sum of (weighted) events, first_seen)
+    of column ``of``, over the events (of time index ``ti``) matching ``pred`` (SQL over the
+    event row ``j``) within the window. NULL for a query without events (or values), as SQL's
+    aggregates over no row."""
+
+    kind: str
+    of: str | None
+    pred: str
+    window_ms: int | None
+    closed: str
+    ti: int
+    half_life_ms: float | None = None
+
+
+_RUNNING = "PARTITION BY k ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+_AHEAD = "PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING"
+
+
+class _Stream:
+    """Events (``rows``: k, ts and the event columns, read as ``j``) summarised per (entity,
+    time) (``g<name>``: partial aggregates), then running aggregates in time order per entity
+    (``c<name>``: one row per distinct time, including every event at that time), looked up
+    for each query by ASOF joins (``l<name>``): the last row strictly before t (or before /
+    at / after a window's start). A window's aggregate is a difference of two lookups."""
+
+    def __init__(self, name: str, rows: str) -> None:
+        self.name = name
+        self.rows = rows
+        self.partials: dict[str, str] = {}  # SQL aggregate over j -> p<i>
+        self.means: dict[tuple[str, str], str] = {}  # (sum, count partials) -> the entity's mean m<i>
+        self.cums: dict[tuple[str, str], str] = {}  # (function, SQL over the partials) -> c<i>
+        self.edges: dict[tuple[int, str], int] = {}  # (offset ms, q.t - offset <op> ts) -> e<i>
+        self.looks: dict[tuple[int, str], str] = {}  # (edge, c<i>) -> its column in l<name>
+
+    def partial(self, sql: str) -> str:
+        return self.partials.setdefault(sql, f"p{len(self.partials)}")
+
+    def mean(self, total: str, n: str) -> str:
+        return self.means.setdefault((total, n), f"m{len(self.means)}")
+
+    def cum(self, func: str, sql: str) -> str:
+        return self.cums.setdefault((func, sql), f"c{len(self.cums)}")
+
+    def look(self, edge: tuple[int, str], col: str) -> str:
+        e = self.edges.setdefault(edge, len(self.edges))
+        return f"l{self.name}.{self.looks.setdefault((e, col), f'e{e}{col}')}"
+
+    def ctes(self) -> list[str]:
+        s = self.name
+        parts = "".join(f", {sql} AS {p}" for sql, p in self.partials.items())
+        out = [
+            f"g{s} AS (SELECT j.k, j.ts{parts} FROM ({self.rows}) AS j "
+            "WHERE j.k IS NOT NULL AND j.ts IS NOT NULL GROUP BY j.k, j.ts)"
+        ]
+        src = f"g{s}"
+        if self.means:
+            means = ", ".join(
+                f"sum({total}) OVER (PARTITION BY k) / sum({n}) OVER (PARTITION BY k) AS {m}"
+                for (total, n), m in self.means.items()
+            )
+            out.append(f"gm{s} AS (SELECT *, {means} FROM g{s})")
+            src = f"gm{s}"
+        cums = []
+        for (func, sql), c in self.cums.items():
+            if func == "count":
+                cums.append(f"CAST(sum({sql}) OVER ({_RUNNING}) AS BIGINT) AS {c}")
+            elif func == "last":
+                cums.append(f"last_value({sql} IGNORE NULLS) OVER ({_RUNNING}) AS {c}")
+            elif func == "next":
+                cums.append(f"min({sql}) OVER ({_AHEAD}) AS {c}")
+            else:
+                cums.append(f"{func}({sql}) OVER ({_RUNNING}) AS {c}")
+        out.append(f"c{s} AS MATERIALIZED (SELECT k, ts, {', '.join(cums)} FROM {src})")
+        cols = ", ".join(f"e{e}.{c} AS {name}" for (e, c), name in self.looks.items())
+        joins = " ".join(
+            f"ASOF LEFT JOIN c{s} AS e{e} ON q.entity_id = e{e}.k AND q.t - {off} {op} e{e}.ts"
+            for (off, op), e in self.edges.items()
+        )
+        out.append(f"l{s} AS (SELECT q.qid, {cols} FROM q {joins})")
+        return out
 
 
 def _j(ti: int) -> str:
@@ -590,12 +826,20 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 
 def compile_group(
-    group: FeatureGroup, base_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None
+    group: FeatureGroup,
+    base_dir: str | Path,
+    con: duckdb.DuckDBPyConnection | None = None,
+    strategy: str = "running",
 ) -> Compiled:
     """The group's query (see the module docstring). Reads the sources' schemas (not their
-    rows) to check the declared columns. On failure: CompileError, SourceError."""
+    rows) to check the declared columns. On failure: CompileError, SourceError.
+
+    ``strategy``: "running" (running aggregates where they decompose, the join elsewhere) or
+    "join" (every aggregate over the (query, event) pairs); the same values either way."""
+    if strategy not in ("running", "join"):
+        raise ValueError(f"strategy {strategy!r}: expected 'running' or 'join'")
     con = con or connect()
-    return Compiled(group, _Builder(group, base_dir, con).build(), str(base_dir))
+    return Compiled(group, _Builder(group, base_dir, con, strategy).build(), str(base_dir))
 
 
 def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> np.ndarray:
@@ -627,11 +871,12 @@ def point_in_time(
     entity_ids: Sequence[str],
     times_ms: Sequence[int] | np.ndarray,
     base_dir: str | Path,
+    strategy: str = "running",
 ) -> np.ndarray:
     """float32 [n, group.width]: row i is ``entity_ids[i]``'s values as of ``times_ms[i]``,
     computed only from events strictly before that time."""
     con = connect()
-    compiled = compile_group(group, base_dir, con)
+    compiled = compile_group(group, base_dir, con, strategy)
     queries = pa.table(
         {
             "entity_id": pa.array([str(e) for e in entity_ids], pa.string()),
@@ -646,12 +891,13 @@ def snapshot(
     as_of_ms: int,
     base_dir: str | Path,
     entity_ids: Sequence[str] | None = None,
+    strategy: str = "running",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(entity ids object [n], float32 [n, group.width]) as of ``as_of_ms``: the point-in-time
     query at one time for every entity: ``entity_ids``, else the group's table (file order),
     else every entity of its events (sorted)."""
     con = connect()
-    compiled = compile_group(group, base_dir, con)
+    compiled = compile_group(group, base_dir, con, strategy)
     src = group.source
     assert src is not None
     if entity_ids is None:
