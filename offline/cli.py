@@ -1,5 +1,7 @@
-"""``decision-service``: the project commands (Feast's init / apply / materialize habits) and
-the server's (serve, config, health: decision_service/server/cli.py).
+"""``decision-service``: a project's commands (init, validate, bootstrap, materialize, ...) and the server's.
+
+The project commands follow Feast's init / apply / materialize habits; serve, config and
+health are the server's (decision_service/server/cli.py).
 
   decision-service init DIR                      a commented example project with sample data
   decision-service validate   --project DIR      the sources against their declarations
@@ -11,7 +13,8 @@ the server's (serve, config, health: decision_service/server/cli.py).
   decision-service serve      --project DIR      the gRPC server on the project's registry
 
 ``--project`` defaults to $DS_PROJECT, else the current folder when it holds project.yaml.
-Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or project.
+Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or project,
+3 retrain trained a candidate that the gate did not publish (not better than CURRENT).
 """
 
 from __future__ import annotations
@@ -52,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                 "--redis-url", default=None, help="online store (default: project.yaml online_store)"
             )
         if name == "bootstrap":
-            cmd.add_argument("--threads", type=int, default=2)
+            cmd.add_argument("--threads", type=int, default=2, help="CPU threads for training and FAISS")
         if name in ("training-set", "retrain"):
-            cmd.add_argument("--use-case", default="recommendation")
+            cmd.add_argument("--use-case", default="recommendation", help="a use case the project serves")
             cmd.add_argument(
                 "--out", default=None, help="training set path (default: <project>/.ds/training/)"
             )
@@ -86,13 +89,28 @@ def main(argv: list[str] | None = None) -> int:
     except projects.ProjectError as exc:
         print(f"decision-service: {exc}", file=sys.stderr)
         return 2
+    import duckdb
+    import lightgbm
+    import redis
+
     from offline.features.compiler import CompileError, SourceError
 
     try:
         return COMMANDS[args.command](project, args)
-    except (projects.ProjectError, SourceError, CompileError, ValueError) as exc:
-        # ValueError: a job's documented refusal (e.g. no labelled rows yet), said in one line
+    except ImportError as exc:  # a name the project's features.py does not declare
         print(f"decision-service {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (
+        projects.ProjectError,
+        SourceError,
+        CompileError,
+        ValueError,
+        duckdb.Error,
+        redis.RedisError,
+        lightgbm.basic.LightGBMError,
+    ) as exc:
+        # ValueError: a job's documented refusal (e.g. no labelled rows yet), said in one line
+        print(f"decision-service {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
 
 
@@ -139,17 +157,38 @@ def validate(project: projects.Project, args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(project: projects.Project):  # -> offline.features.validate.ValidationReport
+def _declared(name: str) -> object | None:
+    """The active project's declaration ``name``, None when features.py has none."""
     from decision_service.features import definitions
-    from offline.features.validate import validate_sources
+
+    return vars(definitions).get(name)
+
+
+def _validate(project: projects.Project):  # -> offline.features.validate.ValidationReport
+    """The sources against their declarations, then every group's compiled query (an Expr
+    naming an unknown feature, a cycle, bad SQL) against the sources' schemas."""
+    from decision_service.features import definitions
+    from offline.features import compiler
+    from offline.features.validate import Problem, validate_sources
 
     groups = [g for g in definitions.REGISTRY.groups if g.source is not None]
     extra_tables, extra_events = [], []
-    interactions = getattr(definitions, "INTERACTIONS", None) if project.serves("recommendation") else None
+    interactions = _declared("INTERACTIONS") if project.serves("recommendation") else None
     if interactions is not None:
         extra_tables = [interactions.users, interactions.items]
         extra_events = [interactions.events]
-    return validate_sources(groups, project.data_dir, tables=extra_tables, events=extra_events)
+    report = validate_sources(groups, project.data_dir, tables=extra_tables, events=extra_events)
+    if report.errors:
+        return report  # a query over sources that do not match would only repeat their errors
+    for group in groups:
+        try:
+            compiler.point_in_time(group, [], [], project.data_dir)
+        except Exception as exc:  # CompileError, SourceError, duckdb.Error: said as a problem
+            src = group.source
+            path = (src.events or src.table).path if src is not None else ""
+            message = f"group {group.name!r}: its features do not compile: {str(exc).splitlines()[0]}"
+            report.problems.append(Problem("error", path, None, message, source=group.name))
+    return report
 
 
 def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
@@ -171,6 +210,15 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
     from offline.features.interactions import load_interactions
     from offline.runs.bootstrap import bootstrap_world
 
+    if _declared("INTERACTIONS") is None:
+        raise projects.ProjectError(
+            f"{project.features_file}: a recommendation project declares INTERACTIONS = Interactions(...) "
+            "(decision_service/features/interactions.py): which events, users and items the jobs train on"
+        )
+    redis_url = args.redis_url or project.online_store
+    if redis_url:
+        _check_redis(redis_url)  # before anything is trained or published
+
     print("[2/3] loading interactions ...", flush=True)
     world, loaded = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
     print(
@@ -179,9 +227,21 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
         f"{loaded.events_on_unknown_items:,} events on unknown items dropped",
         flush=True,
     )
+    if loaded.users_from_events:
+        print(
+            f"      warning: {loaded.users_from_events:,} user ids of the events are not in "
+            f"{definitions.INTERACTIONS.users.path}: check that both id columns are written alike "
+            "(e.g. 24 vs '00024'); their attributes take the declared defaults"
+        )
+    uncategorised = int((world.item_category < 0).sum())
+    if uncategorised:
+        print(
+            f"      note: {uncategorised:,} items have no category of the vocabulary (NULL, or new since "
+            f"it was learned: delete {project.state_dir / 'vocabularies'} and bootstrap again to "
+            "learn new ones); they are served, never through a category allow-list"
+        )
     print("[3/3] features, embeddings, index, ranker, publish ...", flush=True)
     cfg = ranker_config(project, args.threads)
-    redis_url = args.redis_url or project.online_store
     bootstrap_world(
         world,
         project.state_dir,
@@ -223,6 +283,8 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
 
     from decision_service.features import definitions
     from offline.features.feature_history import HISTORY_DIR
+
+    _check_redis(redis_url)
     from offline.features.interactions import load_interactions
     from offline.features.materialize import load_serving_state, materialize_snapshot
 
@@ -243,7 +305,13 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
     return 0
 
 
+def _served(project: projects.Project, use_case: str) -> None:
+    if not project.serves(use_case):
+        raise ImportError(f"project {project.name!r} serves {', '.join(project.use_cases)}, not {use_case!r}")
+
+
 def training_set(project: projects.Project, args: argparse.Namespace) -> int:
+    _served(project, args.use_case)
     from offline.loop import training_set as ts
 
     out = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
@@ -252,11 +320,27 @@ def training_set(project: projects.Project, args: argparse.Namespace) -> int:
 
 
 def retrain(project: projects.Project, args: argparse.Namespace) -> int:
+    _served(project, args.use_case)
     from offline.loop import retrain as rt
 
     path = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
     argv = ["--training-set", path, "--use-case", args.use_case, "--registry", str(project.registry_dir)]
     return rt.main(argv + (["--force"] if args.force else []))
+
+
+def _check_redis(url: str) -> None:
+    """A PING within 3 s; ProjectError naming the URL (password masked) otherwise."""
+    import redis
+
+    from decision_service.config import _mask_url
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise projects.ProjectError(f"the online store {_mask_url(url)} does not answer: {exc}") from None
+    finally:
+        client.close()
 
 
 COMMANDS = {

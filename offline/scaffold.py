@@ -57,6 +57,7 @@ EMBEDDING_DIM = 16  # width of the user / item embeddings (FAISS index dimension
 # and stored in .ds/vocabularies/category.json; an item's category is its index in it.
 _ITEMS = Table("items", "items.csv", key="item_id", format="csv")
 CATEGORIES = learned("category", _ITEMS, "category")
+SHARE_CATEGORIES = min(len(CATEGORIES), 32)
 
 USERS = Table("users", "users.csv", key="user_id", format="csv")
 ITEMS = Table(
@@ -90,8 +91,9 @@ USER = FeatureGroup(
         Feature("u_category_entropy", "entropy of categories (nats)", compute=Entropy(of="category_index")),
         Feature("u_avg_price", "mean price of items", default=30.0, compute=Mean(of="price")),
         Feature("u_std_price", "std of prices", default=20.0, compute=Std(of="price")),
-        Feature("u_category_share", "share of events per category", size=len(CATEGORIES),
-                compute=Share(of="category_index", vocabulary=tuple(range(len(CATEGORIES))), half_life="14d")),
+        # one slot per category: the most frequent SHARE_CATEGORIES (a vector per user; keep it small)
+        Feature("u_category_share", "share of events per category", size=SHARE_CATEGORIES,
+                compute=Share(of="category_index", vocabulary=tuple(range(SHARE_CATEGORIES)), half_life="14d")),
     ),
     source=GroupSource(events=EVENTS, table=USERS),
 )

@@ -88,7 +88,7 @@ class Time:
 @dataclass(frozen=True)
 class Table:
     """One row per entity: a catalog, a user table. ``path``: a file, a folder or a glob
-    (relative paths are relative to the project directory); ``key`` the entity id column;
+    (relative paths start at the project's ``data`` folder); ``key`` the entity id column;
     ``derived`` columns are DuckDB SQL expressions over the file's columns, usable like them."""
 
     name: str

@@ -46,7 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     flags = ("host", "port", "data_dir", "registry_dir", "redis_url", "workers")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
     try:
-        config = ServiceConfig.from_env(config_file=args.config, env=project_env(), **overrides)
+        env = project_env()
+        if (
+            args.command == "serve"
+            and env.get(projects.ENV)
+            and "redis_url" not in overrides
+            and not (env.get("DS_REDIS_URL") or env.get("REDIS_URL"))
+        ):
+            raise ConfigError(
+                f"project {env[projects.ENV]} names no online store: pass --redis-url, set DS_REDIS_URL, "
+                "or set online_store in its project.yaml"
+            )
+        config = ServiceConfig.from_env(config_file=args.config, env=env, **overrides)
     except ConfigError as exc:
         print(f"decision-service: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -93,6 +104,7 @@ def project_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         project = projects.load(projects.locate(env))
     except projects.ProjectError as exc:
         raise ConfigError(str(exc)) from None
+    env[projects.ENV] = str(project.directory)
     env.setdefault("DS_REGISTRY_DIR", str(project.registry_dir))
     env.setdefault("DS_LOG_DIR", project.log_root)
     if project.online_store and not env.get("DS_REDIS_URL") and not env.get("REDIS_URL"):

@@ -588,9 +588,11 @@ class _Checker:
                 try:
                     if pq.ParquetFile(f).metadata.num_rows == 0:
                         self.no_rows += 1
+                        # one empty part among several is what partitioned writers (Spark)
+                        # leave: a warning; a source of only empty files is an error below
                         self.report.problems.append(
                             Problem(
-                                "error",
+                                "warning" if len(self.files) > 1 else "error",
                                 _display(f, self.base_dir),
                                 None,
                                 "empty file (no rows)",

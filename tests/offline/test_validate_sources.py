@@ -567,3 +567,17 @@ def test_the_tiny_payments_world_passes(tmp_path: Path) -> None:
     assert report.rows["transactions"] == world.n
     # chargebacks arriving after the world's end are the only remark
     assert {w.column for w in report.warnings} <= {"chargeback_at"}, report.summary()
+
+
+def test_kind_empty_part_an_empty_file_among_partitions_is_a_warning(tmp_path: Path) -> None:
+    """Partitioned writers (Spark, Hive) leave empty parts: one among others is a warning;
+    the source still has rows and validates."""
+    _world(tmp_path)
+    parts = tmp_path / "events"
+    parts.mkdir()
+    table = pq.read_table(tmp_path / "events.parquet")
+    pq.write_table(table, parts / "part-0.parquet")
+    pq.write_table(table.slice(0, 0), parts / "part-1.parquet")
+    report = validate_sources(_groups(_events(path="events")), tmp_path, NOW)
+    assert report.ok, report.summary()
+    assert [Path(p.file).name for p in report.warnings if "empty file" in p.message] == ["part-1.parquet"]
