@@ -6,20 +6,36 @@ DuckDB SQL, used for both flows of a group's values:
   * ``point_in_time(group, entity_ids, times_ms)``: each (entity, time) row's values as
     they were at that time (training sets, backfill).
 
-Both run the SAME query: a snapshot is the point-in-time query of (every entity, T). So the
-values a model is trained on and the values it is served can never come from two
+Both run the SAME compiled query: a snapshot is the point-in-time query of (every entity,
+T). So the values a model is trained on and the values it is served can never come from two
 implementations that drift apart. Never a value from after a row's time: only events
-strictly before it are joined (``ev.ts < q.t``).
+strictly before it count (``ts < t``).
 
 The query, for a relation ``queries(qid, entity_id, t)``:
   ev     the event source, its entity id column as ``k``, its time as epoch ms ``ts``, its
          event type as ``etype``, plus the looked-up attributes
-  j      queries JOIN ev ON same entity AND ev.ts < q.t
-  agg    one GROUP BY qid: every windowed aggregate as a FILTERed aggregate
-  d<i>   per (qid, value) counts for Entropy / TopShare
-  base   queries LEFT JOIN the entity table, agg and the d<i> summaries
+  then each aggregate one of two ways (below): agg / d<i> or rg / rc / l
+  base   queries LEFT JOIN the entity table and the aggregates
   then one layer per derived feature (Expr, PercentileInGroup), in declared order; every
   value that is NULL or not finite becomes the feature's declared default.
+
+Two ways to aggregate, the same values (tests/offline/test_compiler_scale.py):
+  * the join path: j = queries JOIN ev ON same entity AND ev.ts < q.t; agg = one GROUP BY
+    qid, every aggregate FILTERed by its window and where; d<i> per (qid, value) summaries
+    (Entropy, TopShare, FirstSeenCount). Its cost is the number of (query, earlier event)
+    pairs: linear for a snapshot, quadratic for a busy entity queried at each of its events.
+  * the running path, for what decomposes (Count, Sum, Mean, Std, Last, TimeSinceLast /
+    First, FirstSeenCount, Share without half-life; Min, Max and DistinctCount over all
+    time): one stream of events (each ``time=`` column and each value's first event for an
+    entity as sub-streams), rg = partial aggregates per (entity, time), rc = running
+    aggregates per entity in time order (Std centred on the entity's mean), l = one ASOF
+    join per window edge: the last row strictly before t, the last before (open window) or
+    at (``closed="left"``) t - w; a window's aggregate is the difference of the two.
+    Its cost is a sort of the events and of the queries, whatever the skew.
+  What does not decompose (windowed Min / Max / DistinctCount, a recency-weighted Share,
+  Entropy, TopShare, percentiles) always takes the join path. ``compile_group``'s strategy
+  "auto" compiles both and ``run`` picks per call by the number of pairs: the join path for
+  a snapshot (each entity once), the running path for a training set with heavy entities.
 
 Errors: ``CompileError`` (ValueError) naming the group, the feature and what is wrong;
 ``SourceError`` naming the file and the missing column.
@@ -36,6 +52,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from decision_service.features.declarative import (
     Aggregation,
@@ -150,11 +167,18 @@ def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
 @dataclass(frozen=True)
 class Compiled:
     """A group's query over ``queries(qid BIGINT, entity_id VARCHAR, t BIGINT)``; its result
-    has ``qid`` then the group's columns (DOUBLE), one row per query, ordered by qid."""
+    has ``qid`` then the group's columns (DOUBLE), one row per query, ordered by qid.
+
+    ``sql`` aggregates with running sums where it can (see "Two ways to aggregate" in the
+    module docstring). With ``join_sql`` (strategy "auto"), ``run`` takes ``join_sql`` instead
+    when the queries have few (query, event) pairs: ``pairs_sql`` counts them (an upper
+    bound: (queries x events) per entity, and the events of the queried entities)."""
 
     group: FeatureGroup
     sql: str
     base_dir: str
+    join_sql: str = ""
+    pairs_sql: str = ""
 
 
 def _describe(con: duckdb.DuckDBPyConnection, scan: str, what: str) -> list[str]:
@@ -245,7 +269,8 @@ class _Builder:
         # condition, time index, condition on the value's first time) -- "dist": Entropy /
         # TopShare, "first": FirstSeenCount
         self.nested: list[tuple[str, str, str, int, str]] = []
-        self.streams: dict[tuple[str | int, ...], _Stream] = {}  # the running-sum path's
+        self.stream = _Stream()  # the running path
+        self.ev_sql = ""  # the events relation (ev), once built
         self.times: list[Time | None] = [None]  # 0: the source's time; then time= overrides
         self.table_columns: list[str] = self._columns_of_table() if self.table else []
 
@@ -504,83 +529,80 @@ class _Builder:
             return r.half_life_ms is None
         return True
 
-    def _stream(self, key: tuple[str | int, ...]) -> _Stream:
-        if key not in self.streams:
+    def _source(self, key: tuple[str | int, ...]) -> str:
+        """The condition on ``j._src`` of a sub-stream of the running path's one stream: the
+        events of a time index ("ev", ti), or each value's first event per entity ("first",
+        of, pred, ti): a value new to the entity (FirstSeenCount, DistinctCount)."""
+        st = self.stream
+        if key not in st.sources:
             ti = key[-1]
             assert isinstance(ti, int)
-            rows = "SELECT * FROM ev" if ti == 0 else f"SELECT * REPLACE (_ts{ti} AS ts) FROM ev"
-            if key[0] == "first":  # each value's first event (among pred) per entity: a new value
-                _, of, pred, _ = key
-                keep = " AND ".join(filter(None, (f"j.{_q(str(of))} IS NOT NULL", str(pred))))
-                v = f"j.{_q(str(of))}"
-                rows = f"SELECT j.k, min(j.ts) AS ts FROM ({rows}) AS j WHERE {keep} GROUP BY j.k, {v}"
-            self.streams[key] = _Stream(f"s{len(self.streams)}", rows)
-        return self.streams[key]
+            i = len(st.sources)
+            rows = "* FROM ev" if ti == 0 else f"* REPLACE (_ts{ti} AS ts) FROM ev"
+            if key[0] == "ev":
+                st.sources[key] = f"SELECT {i} AS _src, {rows}"
+            else:
+                v = f"j.{_q(str(key[1]))}"
+                keep = " AND ".join(filter(None, (f"{v} IS NOT NULL", str(key[2]))))
+                st.sources[key] = (
+                    f"SELECT {i} AS _src, j.k, min(j.ts) AS ts FROM (SELECT {rows}) AS j "
+                    f"WHERE {keep} GROUP BY j.k, {v}"
+                )
+        return f"j._src = {list(st.sources).index(key)}"
 
     def _fast_raw(self, r: _Raw) -> str:
-        """A raw aggregate as SQL over the lookups of its stream(s) and ``q.t``, NULL exactly
+        """A raw aggregate as SQL over the stream's lookups (``l``) and ``q.t``: NULL exactly
         where the join path's aggregate is (no pair, no value)."""
-        st = self._stream(("ev", r.ti))
+        st = self.stream
         of = f"j.{_q(r.of)}" if r.of else ""
-        pred = r.pred
+        src = self._source(("ev", r.ti))
+        pred = " AND ".join(filter(None, (src, r.pred)))
         hi = (0, ">")  # every event strictly before t
         lo = None if r.window_ms is None else (r.window_ms, ">" if r.closed == "left" else ">=")
 
         def filt(expr: str, cond: str = pred) -> str:
-            return f"{expr} FILTER (WHERE {cond})" if cond else expr
+            return f"{expr} FILTER (WHERE {cond})"
 
-        def diff(s: _Stream, col: str) -> str:
-            h = f"coalesce({s.look(hi, col)}, 0)"
-            return h if lo is None else f"({h} - coalesce({s.look(lo, col)}, 0))"
+        def diff(col: str) -> str:
+            h = f"coalesce({st.look(hi, col)}, 0)"
+            return h if lo is None else f"({h} - coalesce({st.look(lo, col)}, 0))"
 
-        def count(s: _Stream, cond: str) -> str:
-            return s.cum("count", s.partial(filt("count(*)", cond)))
+        def count(cond: str) -> str:
+            return st.cum("count", st.partial(filt("count(*)", cond)))
 
-        def in_window(ts: str) -> str:
-            cond = _in_window(r, ts, "q.t")
-            return f"CASE WHEN {cond} THEN {ts} END" if cond else ts
-
-        present = f"coalesce({st.look(hi, count(st, ''))}, 0) > 0"  # the query has pairs
+        present = f"coalesce({st.look(hi, count(src))}, 0) > 0"  # the query has pairs
+        nn = st.cum("count", st.partial(filt(f"count({of})"))) if of else ""
         if r.kind in ("count", "count_of", "wsum"):
-            n = diff(
-                st,
-                count(st, pred)
-                if r.kind != "count_of"
-                else st.cum("count", st.partial(filt(f"count({of})"))),
-            )
+            n = diff(nn if r.kind == "count_of" else count(pred))
             if r.kind == "wsum":  # no half-life: a count (NULL without a matching event)
                 return f"CASE WHEN {n} > 0 THEN CAST({n} AS DOUBLE) END"
             return f"CASE WHEN {present} THEN {n} END"
-        if r.kind in ("sum", "avg", "std"):
-            n = diff(st, st.cum("count", st.partial(filt(f"count({of})"))))
-            if r.kind == "sum":
-                return f"CASE WHEN {n} > 0 THEN {diff(st, st.cum('sum', st.partial(filt(f'sum({of})'))))} END"
-            if r.kind == "avg":
-                s = diff(st, st.cum("sum", st.partial(filt(f"sum({of})"))))
-                return f"CASE WHEN {n} > 0 THEN {s} / {n} END"
-            # centred on the entity's mean (sums of squares of raw values cancel badly)
+        if r.kind in ("sum", "avg"):
+            s = diff(st.cum("sum", st.partial(filt(f"sum({of})"))))
+            return f"CASE WHEN {diff(nn)} > 0 THEN {s if r.kind == 'sum' else f'{s} / {diff(nn)}'} END"
+        if r.kind == "std":  # centred on the entity's mean: sums of raw squares cancel badly
             x = f"CAST({of} AS DOUBLE)"
             pn = st.partial(filt(f"count({of})"))
-            pm = st.partial(filt(f"avg({x})"))
-            pv = st.partial(filt(f"var_pop({x})"))
-            mu = st.mean(st.partial(filt(f"sum({x})")), pn)
-            dev = f"({pm} - {mu})"
-            sy = diff(st, st.cum("sum", f"coalesce({pn} * {dev}, 0)"))
-            sy2 = diff(st, st.cum("sum", f"coalesce({pn} * {pv} + {pn} * {dev} * {dev}, 0)"))
+            pm, pv = st.partial(filt(f"avg({x})")), st.partial(filt(f"var_pop({x})"))
+            dev = f"({pm} - {st.mean(st.partial(filt(f'sum({x})')), pn)})"
+            sy = diff(st.cum("sum", f"coalesce({pn} * {dev}, 0)"))
+            sy2 = diff(st.cum("sum", f"coalesce({pn} * {pv} + {pn} * {dev} * {dev}, 0)"))
+            n = diff(nn)
             return (
                 f"CASE WHEN {n} > 0 THEN sqrt(greatest({sy2} / {n} - ({sy} / {n}) * ({sy} / {n}), 0.0)) END"
             )
         if r.kind in ("min", "max"):  # all time
             return st.look(hi, st.cum(r.kind, st.partial(filt(f"{r.kind}({of})"))))
         if r.kind == "last":  # the latest non-NULL value; ties: the largest
-            cond = " AND ".join(filter(None, (f"{of} IS NOT NULL", pred)))
+            cond = f"{pred} AND {of} IS NOT NULL"
             value = st.look(hi, st.cum("last", st.partial(filt(f"max({of})", cond))))
             if lo is None:
                 return value
             at = st.look(hi, st.cum("max", st.partial(filt("max(j.ts)", cond))))
             return f"CASE WHEN {_in_window(r, at, 'q.t')} THEN {value} END"
         if r.kind == "last_ts":
-            return in_window(st.look(hi, st.cum("max", st.partial(filt("max(j.ts)")))))
+            at = st.look(hi, st.cum("max", st.partial(filt("max(j.ts)"))))
+            return f"CASE WHEN {_in_window(r, at, 'q.t')} THEN {at} END" if lo else at
         if r.kind == "first_ts":
             if lo is None:
                 return st.look(hi, st.cum("min", st.partial(filt("max(j.ts)"))))
@@ -589,11 +611,10 @@ class _Builder:
             at = st.look(start, st.cum("next", st.partial(filt("max(j.ts)"))))
             return f"CASE WHEN {at} < q.t THEN {at} END"
         if r.kind in ("first_seen", "distinct"):
-            fs = self._stream(("first", r.of or "", pred, r.ti))
-            n = count(fs, "")
+            n = count(self._source(("first", r.of or "", r.pred, r.ti)))
             if r.kind == "distinct":  # all time: the values first seen before t
-                return f"CASE WHEN {present} THEN coalesce({fs.look(hi, n)}, 0) END"
-            return f"CASE WHEN coalesce({fs.look(hi, n)}, 0) > 0 THEN {diff(fs, n)} END"
+                return f"CASE WHEN {present} THEN coalesce({st.look(hi, n)}, 0) END"
+            return f"CASE WHEN coalesce({st.look(hi, n)}, 0) > 0 THEN {diff(n)} END"
         raise AssertionError(r.kind)
 
     # --- the query -------------------------------------------------------------------------
@@ -641,7 +662,8 @@ class _Builder:
         ctes = ["q AS (SELECT qid, entity_id, t FROM queries)"]
         time_indices = sorted({ti for _, ti, _ in joined} | {n[3] for n in self.nested})
         if needs_events:
-            ctes.append(f"ev AS ({self.events_sql(used)})")
+            self.ev_sql = self.events_sql(used)
+            ctes.append(f"ev AS ({self.ev_sql})")
             for ti in time_indices:
                 ctes.append(f"{_j(ti)} AS ({self._join(ti)})")
         joins = []
@@ -675,9 +697,9 @@ class _Builder:
                 new = f"count(*) FILTER (WHERE {first_cond})" if first_cond else "count(*)"
                 ctes.append(f"d{i} AS (SELECT qid, {new} AS d{i}_new FROM c{i} GROUP BY qid)")
             joins.append(f"LEFT JOIN d{i} ON d{i}.qid = q.qid")
-        for st in self.streams.values():
-            ctes += st.ctes()
-            joins.append(f"LEFT JOIN l{st.name} ON l{st.name}.qid = q.qid")
+        if self.stream.sources:
+            ctes += self.stream.ctes()
+            joins.append("LEFT JOIN l ON l.qid = q.qid")
         if self.table is not None:
             ctes.append(f"ent AS ({self.table_sql()})")
             joins.insert(0, "LEFT JOIN ent ON ent.k = q.entity_id")
@@ -726,20 +748,21 @@ _AHEAD = "PARTITION BY k ORDER BY ts ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLL
 
 
 class _Stream:
-    """Events (``rows``: k, ts and the event columns, read as ``j``) summarised per (entity,
-    time) (``g<name>``: partial aggregates), then running aggregates in time order per entity
-    (``c<name>``: one row per distinct time, including every event at that time), looked up
-    for each query by ASOF joins (``l<name>``): the last row strictly before t (or before /
-    at / after a window's start). A window's aggregate is a difference of two lookups."""
+    """The running path: the events of every sub-stream (``sources``: the source's time, a
+    ``time=`` column, each value's first event) as one stream ``j`` summarised per (entity,
+    time) (``rg``: partial aggregates, each of its sub-stream), then running aggregates in
+    time order per entity (``rc``: one row per distinct time, including every event at that
+    time), looked up for each query by one ASOF join per window edge (``l``): the last row
+    strictly before t, before / at a window's start, or the first after it. The aggregate of
+    a window is the difference of two lookups."""
 
-    def __init__(self, name: str, rows: str) -> None:
-        self.name = name
-        self.rows = rows
+    def __init__(self) -> None:
+        self.sources: dict[tuple[str | int, ...], str] = {}  # key -> SELECT of its rows
         self.partials: dict[str, str] = {}  # SQL aggregate over j -> p<i>
         self.means: dict[tuple[str, str], str] = {}  # (sum, count partials) -> the entity's mean m<i>
         self.cums: dict[tuple[str, str], str] = {}  # (function, SQL over the partials) -> c<i>
         self.edges: dict[tuple[int, str], int] = {}  # (offset ms, q.t - offset <op> ts) -> e<i>
-        self.looks: dict[tuple[int, str], str] = {}  # (edge, c<i>) -> its column in l<name>
+        self.looks: dict[tuple[int, str], str] = {}  # (edge, c<i>) -> its column in l
 
     def partial(self, sql: str) -> str:
         return self.partials.setdefault(sql, f"p{len(self.partials)}")
@@ -752,23 +775,23 @@ class _Stream:
 
     def look(self, edge: tuple[int, str], col: str) -> str:
         e = self.edges.setdefault(edge, len(self.edges))
-        return f"l{self.name}.{self.looks.setdefault((e, col), f'e{e}{col}')}"
+        return f"l.{self.looks.setdefault((e, col), f'e{e}{col}')}"
 
     def ctes(self) -> list[str]:
-        s = self.name
+        rows = " UNION ALL BY NAME ".join(f"({sql})" for sql in self.sources.values())
         parts = "".join(f", {sql} AS {p}" for sql, p in self.partials.items())
         out = [
-            f"g{s} AS (SELECT j.k, j.ts{parts} FROM ({self.rows}) AS j "
+            f"rg AS (SELECT j.k, j.ts{parts} FROM ({rows}) AS j "
             "WHERE j.k IS NOT NULL AND j.ts IS NOT NULL GROUP BY j.k, j.ts)"
         ]
-        src = f"g{s}"
+        src = "rg"
         if self.means:
-            means = ", ".join(
-                f"sum({total}) OVER (PARTITION BY k) / sum({n}) OVER (PARTITION BY k) AS {m}"
-                for (total, n), m in self.means.items()
+            means = ", ".join(f"sum({total}) / sum({n}) AS {m}" for (total, n), m in self.means.items())
+            out.append(
+                f"rm AS (SELECT rg.*, {', '.join(self.means.values())} FROM rg "
+                f"LEFT JOIN (SELECT k AS mk, {means} FROM rg GROUP BY k) AS rk ON rk.mk = rg.k)"
             )
-            out.append(f"gm{s} AS (SELECT *, {means} FROM g{s})")
-            src = f"gm{s}"
+            src = "rm"
         cums = []
         for (func, sql), c in self.cums.items():
             if func == "count":
@@ -779,13 +802,13 @@ class _Stream:
                 cums.append(f"min({sql}) OVER ({_AHEAD}) AS {c}")
             else:
                 cums.append(f"{func}({sql}) OVER ({_RUNNING}) AS {c}")
-        out.append(f"c{s} AS MATERIALIZED (SELECT k, ts, {', '.join(cums)} FROM {src})")
+        out.append(f"rc AS MATERIALIZED (SELECT k, ts, {', '.join(cums)} FROM {src})")
         cols = ", ".join(f"e{e}.{c} AS {name}" for (e, c), name in self.looks.items())
         joins = " ".join(
-            f"ASOF LEFT JOIN c{s} AS e{e} ON q.entity_id = e{e}.k AND q.t - {off} {op} e{e}.ts"
+            f"ASOF LEFT JOIN rc AS e{e} ON q.entity_id = e{e}.k AND q.t{f' - {off}' * bool(off)} {op} e{e}.ts"
             for (off, op), e in self.edges.items()
         )
-        out.append(f"l{s} AS (SELECT q.qid, {cols} FROM q {joins})")
+        out.append(f"l AS (SELECT q.qid, {cols} FROM q {joins})")
         return out
 
 
@@ -825,21 +848,53 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+STRATEGIES = ("auto", "running", "join")
+
+# "auto" joins when (query, event) pairs <= this x (events + queries): a running aggregate
+# costs a few times a pair (a sort, a window per column, an ASOF join per window edge)
+PAIRS_PER_ROW = 16
+
+
 def compile_group(
     group: FeatureGroup,
     base_dir: str | Path,
     con: duckdb.DuckDBPyConnection | None = None,
-    strategy: str = "running",
+    strategy: str = "auto",
 ) -> Compiled:
     """The group's query (see the module docstring). Reads the sources' schemas (not their
     rows) to check the declared columns. On failure: CompileError, SourceError.
 
-    ``strategy``: "running" (running aggregates where they decompose, the join elsewhere) or
-    "join" (every aggregate over the (query, event) pairs); the same values either way."""
-    if strategy not in ("running", "join"):
-        raise ValueError(f"strategy {strategy!r}: expected 'running' or 'join'")
+    ``strategy``: "running" (running aggregates where they decompose, the join elsewhere),
+    "join" (every aggregate over the (query, event) pairs) or "auto" (either, per ``run``,
+    by the number of pairs); the same values every way."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     con = con or connect()
-    return Compiled(group, _Builder(group, base_dir, con, strategy).build(), str(base_dir))
+    builder = _Builder(group, base_dir, con, "join" if strategy == "join" else "running")
+    sql = builder.build()
+    if strategy != "auto" or not builder.stream.sources:  # nothing runs: the join path already
+        return Compiled(group, sql, str(base_dir))
+    join_sql = _Builder(group, base_dir, con, "join").build()
+    pairs_sql = (
+        f"WITH ev AS ({builder.ev_sql}), "
+        "qn AS (SELECT entity_id AS k, count(*) AS n FROM queries GROUP BY entity_id), "
+        "en AS (SELECT k, count(*) AS n FROM ev WHERE k IS NOT NULL GROUP BY k) "
+        "SELECT coalesce(sum(CAST(qn.n AS DOUBLE) * en.n), 0), coalesce(sum(en.n), 0) "
+        "FROM qn JOIN en ON en.k = qn.k"
+    )
+    return Compiled(group, sql, str(base_dir), join_sql, pairs_sql)
+
+
+def _pick(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection) -> str:
+    """The query ``run`` executes for registered ``queries``: with strategy "auto", the join
+    path when the pairs are few (always when no entity is queried twice: a snapshot)."""
+    if not compiled.join_sql:
+        return compiled.sql
+    ids = queries.column("entity_id")
+    if pc.count_distinct(ids).as_py() + ids.null_count >= queries.num_rows:
+        return compiled.join_sql
+    (pairs, events), *_ = con.execute(compiled.pairs_sql).fetchall()  # one row
+    return compiled.join_sql if pairs <= PAIRS_PER_ROW * (events + queries.num_rows) else compiled.sql
 
 
 def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> np.ndarray:
@@ -857,7 +912,7 @@ def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | 
     )
     con.register("queries", table)
     try:
-        result = con.execute(compiled.sql).fetchnumpy()
+        result = con.execute(_pick(compiled, table, con)).fetchnumpy()
     finally:
         con.unregister("queries")
     out = np.empty((n, compiled.group.width), dtype=np.float32)
@@ -871,7 +926,7 @@ def point_in_time(
     entity_ids: Sequence[str],
     times_ms: Sequence[int] | np.ndarray,
     base_dir: str | Path,
-    strategy: str = "running",
+    strategy: str = "auto",
 ) -> np.ndarray:
     """float32 [n, group.width]: row i is ``entity_ids[i]``'s values as of ``times_ms[i]``,
     computed only from events strictly before that time."""
@@ -891,7 +946,7 @@ def snapshot(
     as_of_ms: int,
     base_dir: str | Path,
     entity_ids: Sequence[str] | None = None,
-    strategy: str = "running",
+    strategy: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(entity ids object [n], float32 [n, group.width]) as of ``as_of_ms``: the point-in-time
     query at one time for every entity: ``entity_ids``, else the group's table (file order),
