@@ -241,7 +241,7 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
             "learn new ones); they are served, never through a category allow-list"
         )
     print("[3/3] features, embeddings, index, ranker, publish ...", flush=True)
-    cfg = ranker_config(project, args.threads)
+    cfg = ranker_config(project, world, args.threads)
     bootstrap_world(
         world,
         project.state_dir,
@@ -256,17 +256,44 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
     return 0
 
 
-def ranker_config(project: projects.Project, threads: int = 2):  # -> RankerConfig
-    """The ranker's time split and sizes from project.yaml ``settings.recommendation``."""
+def ranker_config(project: projects.Project, world=None, threads: int = 2):  # -> RankerConfig
+    """The ranker's time-ordered split and sizes from project.yaml ``settings.recommendation``:
+    ``train_from_share`` / ``test_from_share`` (the points by which that share of the events
+    has happened: the split follows the data, however unevenly it is spread over time; needs
+    ``world``), else ``train_from_day`` / ``test_from_day`` (days after the first event's day).
+    Features and embeddings are taken at train_from; the ranker learns from the positives of
+    [train_from, test_from) and is evaluated on those after test_from.
+
+    On failure: ProjectError naming the setting."""
+    import numpy as np
+
     from offline.training.train_ranker import RankerConfig
 
     s = lambda key, default: project.setting("recommendation", key, default)  # noqa: E731
     d = RankerConfig()
+    t1, t2 = float(s("train_from_day", d.t1_day)), float(s("test_from_day", d.t2_day))
+    shares = s("train_from_share", None), s("test_from_share", None)
+    if any(v is not None for v in shares):
+        try:
+            a, b = (float(v) for v in shares)
+        except (TypeError, ValueError):
+            raise projects.ProjectError(
+                f"{project.directory / projects.PROJECT_FILE}: settings.recommendation needs both "
+                f"train_from_share and test_from_share as numbers, got {shares}"
+            ) from None
+        if not 0 < a < b < 1:
+            raise projects.ProjectError(
+                f"{project.directory / projects.PROJECT_FILE}: settings.recommendation: expected "
+                f"0 < train_from_share < test_from_share < 1, got {a} and {b}"
+            )
+        assert world is not None, "a split by event share needs the loaded events"
+        t1, t2 = ((float(np.quantile(world.event_ms, q)) - world.start_ms) / 86_400_000 for q in (a, b))
     return RankerConfig(
-        t1_day=float(s("train_from_day", d.t1_day)),
-        t2_day=float(s("test_from_day", d.t2_day)),
+        t1_day=round(t1, 3),
+        t2_day=round(t2, 3),
         eval_at=int(s("eval_at", d.eval_at)),
         max_train_users=int(s("max_train_users", d.max_train_users)),
+        max_eval_users=int(s("max_eval_users", d.max_eval_users)),
         threads=threads,
     )
 

@@ -29,8 +29,10 @@ data: data
 engine: duckdb
 settings:
   recommendation:
-    train_from_day: 40   # features as of this day after the first event; the ranker learns on
-    test_from_day: 50    # the positives of [train_from, test_from), is evaluated after it
+    # time-ordered split: features as of the point by which 60 % of the events happened; the
+    # ranker learns the positives up to 80 %, and is evaluated on those after (or *_day: days)
+    train_from_share: 0.6
+    test_from_share: 0.8
     eval_at: 10
 """
 

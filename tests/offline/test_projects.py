@@ -289,8 +289,8 @@ def _movielens_like(data: Path, seed: int = 3) -> None:
 
 def test_movielens_project_on_a_slice_in_its_own_format(tmp_path: Path) -> None:
     """examples/movielens as shipped (its project.yaml and features.py, unchanged) on a small
-    generated slice in ml-100k's format: validates, bootstraps, and the ranker it publishes
-    beats popularity on the held-out likes."""
+    generated slice in ml-100k's format: validates, bootstraps (its split by event share), and
+    the ranker it publishes orders the retrieved candidates better than popularity does."""
     root = tmp_path / "movielens"
     root.mkdir()
     for name in ("project.yaml", "features.py"):
@@ -307,7 +307,8 @@ def test_movielens_project_on_a_slice_in_its_own_format(tmp_path: Path) -> None:
     )
     m = manifest["metrics"]
     assert manifest["vocabularies"]["category"] == vocabulary
-    assert m["model_ndcg@10"] > m["popularity_ndcg@10"], m
+    # what the server ranks: the retrieved candidates of the held-out users, by each order
+    assert m["retrieved_only_model_ndcg@10"] > m["retrieved_only_popularity_ndcg@10"], m
 
 
 @pytest.mark.slow
