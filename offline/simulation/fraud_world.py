@@ -141,6 +141,7 @@ class FraudWorld:
     merchant_risky: np.ndarray  # bool
     device_ids: np.ndarray
     device_ip: np.ndarray  # object str
+    directory: Path | None = None  # where it was saved / loaded from (declared features read it)
 
     @property
     def n(self) -> int:
@@ -164,6 +165,7 @@ class FraudWorld:
     def save(self, out: str | Path) -> None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        self.directory = out
         pq.write_table(
             pa.table(
                 {
@@ -273,6 +275,7 @@ class FraudWorld:
             col(m, "risky"),
             col(d, "device_id"),
             col(d, "ip"),
+            path,
         )
 
 

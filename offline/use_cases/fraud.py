@@ -176,7 +176,10 @@ def split_world(world: FraudWorld, at_ms: int) -> tuple[FraudWorld, np.ndarray]:
     )  # fmt: skip
     days = int(round((at_ms - world.start_ms) / DAY_MS))
     sliced = replace(
-        world, config=replace(world.config, days=days), **{c: getattr(world, c)[past] for c in columns}
+        world,
+        config=replace(world.config, days=days),
+        directory=None,  # a slice is not the files it came from: save it to read it
+        **{c: getattr(world, c)[past] for c in columns},
     )
     return sliced, np.flatnonzero(world.occurred_ms >= at_ms)
 

@@ -1,6 +1,6 @@
 """Parity: the declared FRAUD_USER, MERCHANT and DEVICE groups (examples/synthetic/features.py,
 compiled to DuckDB SQL by offline/features/compiler.py) reproduce the hand-written numpy
-profiles of offline/features/fraud_features.py (FraudHistory) on a generated payments world:
+profiles they replaced (tests/offline/fraud_reference.py) on a generated payments world:
 same entities, same times, every feature equal within float32 tolerance.
 
 Both flows are checked: point in time at every transaction's own time (the training rows)
@@ -26,6 +26,7 @@ from offline.features import compiler
 from offline.features.fraud_features import FraudHistory
 from offline.simulation.fraud_world import FraudWorld, fraud_preset, generate_fraud_world
 from offline.simulation.world import DAY_MS
+from tests.offline.fraud_reference import HandWrittenProfiles
 
 GROUPS = (FRAUD_USER, MERCHANT, DEVICE)
 
@@ -43,11 +44,11 @@ def world(world_dir: Path) -> FraudWorld:
 
 
 @pytest.fixture(scope="module")
-def history(world: FraudWorld) -> FraudHistory:
-    return FraudHistory(world)
+def history(world: FraudWorld) -> HandWrittenProfiles:
+    return HandWrittenProfiles(world)
 
 
-def _parties(world: FraudWorld, history: FraudHistory, group: FeatureGroup):
+def _parties(world: FraudWorld, history: HandWrittenProfiles, group: FeatureGroup):
     """(row index of each transaction's party, the party ids, the hand-written profile)."""
     return {
         FRAUD_USER.name: (world.user, world.user_ids, history.fraud_user),
@@ -102,3 +103,13 @@ def test_snapshot_of_every_party_equals_the_hand_written_profile(group, when, wo
     assert snap_ids.tolist() == ids.tolist()
     wrong = _differences(group, declared, hand)
     assert not wrong, f"{group.name} as of {as_of}: " + "; ".join(wrong)
+
+
+def test_the_training_rows_read_the_declared_profiles(world: FraudWorld, world_dir: Path) -> None:
+    """FraudHistory (training rows, materialization) serves the compiled groups: the model
+    matrix's profile columns equal the declared values at each payment's time."""
+    rows = np.arange(0, world.n, 97)
+    t = world.occurred_ms[rows]
+    got = FraudHistory(world).fraud_user(world.user[rows], t)
+    want = compiler.point_in_time(FRAUD_USER, world.user_ids[world.user[rows]].tolist(), t, world_dir)
+    np.testing.assert_array_equal(got, want)
