@@ -157,11 +157,17 @@ def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
     tz = time.timezone if isinstance(time, Time) else "UTC"
     if tz == "UTC":  # the compiler's session runs in UTC: a naive timestamp is read as UTC
         return f"epoch_ms(CAST({c} AS TIMESTAMPTZ))"
-    # a naive timestamp is wall time in ``tz``; an aware one is kept (ICU's timezone())
+    # a naive timestamp is wall time in ``tz``; an aware one is kept (ICU's timezone()), and so
+    # is text that carries its own offset or Z ('2026-01-01T05:00:00+05:00')
+    aware_text = f"(typeof({c}) = 'VARCHAR' AND regexp_matches(trim(CAST({c} AS VARCHAR)), {_lit(_OFFSET)}))"
     return (
-        f"epoch_ms(CASE WHEN typeof({c}) = 'TIMESTAMP WITH TIME ZONE' THEN CAST({c} AS TIMESTAMPTZ) "
-        f"ELSE timezone({_lit(tz)}, CAST({c} AS TIMESTAMP)) END)"
+        f"epoch_ms(CASE WHEN typeof({c}) = 'TIMESTAMP WITH TIME ZONE' OR {aware_text} "
+        f"THEN CAST({c} AS TIMESTAMPTZ) ELSE timezone({_lit(tz)}, CAST({c} AS TIMESTAMP)) END)"
     )
+
+
+_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+"""Text timestamps ending in an explicit UTC offset or Z (ISO 8601)."""
 
 
 @dataclass(frozen=True)

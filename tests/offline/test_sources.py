@@ -83,3 +83,42 @@ def test_kind_loader_skew_a_projects_interactions_load_as_the_world_loader_reads
     for name in ("event_user", "event_item", "event_ms", "event_purchase"):
         np.testing.assert_array_equal(getattr(loaded, name)[ours], getattr(world, name)[theirs], err_msg=name)
     assert loaded.start_ms <= world.event_ms[0] and loaded.now_ms == int(world.event_ms[-1]) + 1
+
+
+def test_kind_offset_dropped_text_timestamps_keep_their_own_offset(tmp_path: Path) -> None:
+    """Text timestamps in Parquet with a declared non-UTC timezone: an explicit offset or Z is
+    kept (it used to be dropped: '05:00+05:00' read as 05:00 New York time); naive text is wall
+    time in the declared timezone."""
+    import pyarrow.parquet as pq
+
+    from decision_service.features.declarative import TimeSinceLast
+
+    pq.write_table(
+        pa.table(
+            {
+                "user": ["z", "plus", "naive", "minus"],
+                "ts": [
+                    "2026-01-01T00:00:00Z",
+                    "2026-01-01T05:00:00+05:00",
+                    "2026-01-01 00:00:00",
+                    "2026-01-01T00:00:00-0300",
+                ],
+            }
+        ),
+        tmp_path / "e.parquet",
+    )
+    events = Events(
+        "e", "e.parquet", Time("ts", "timestamp", timezone="America/New_York"), keys={"user": "user"}
+    )
+    group = FeatureGroup(
+        name="g",
+        entity="user",
+        max_age_s=1.0,
+        description="",
+        features=(Feature("hours_since", "", compute=TimeSinceLast(unit="h")),),
+        source=GroupSource(events=events),
+    )
+    midnight_utc = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    ids, values = compiler.snapshot(group, midnight_utc + 10 * 3_600_000, tmp_path)
+    hours = dict(zip(ids.tolist(), values[:, 0].tolist(), strict=True))
+    assert hours == {"z": 10.0, "plus": 10.0, "naive": 5.0, "minus": 7.0}
