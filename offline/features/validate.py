@@ -1097,11 +1097,16 @@ class _Checker:
             ).fetchone()
             assert dup is not None
             ex = self.con.execute(
-                f"SELECT {self.example_struct(c)} FROM {self.scan} e WHERE {k} = ? ORDER BY e.{_ROW} LIMIT 2",
+                f"SELECT {self.example_struct(c)} FROM {self.scan} e WHERE {k} = ? "
+                f"ORDER BY e.{_FILE}, e.{_ROW} LIMIT 2",
                 [dup[0]],
             ).fetchall()
             rows = [r[0] for r in ex]
-            also = f" (also row {rows[1][_ROW]})" if len(rows) > 1 else ""
+            also = ""
+            if len(rows) > 1:  # row numbers count per file: name the file when it is another one
+                other = _display(rows[1][_FILE], self.base_dir)
+                where = "" if rows[1][_FILE] == rows[0][_FILE] else f" of {other}"
+                also = f" (also row {rows[1][_ROW]}{where})"
             self.error(
                 c,
                 f"{_n(row[i])} duplicate ids ({_n(dup[2])} ids appear more than once): {dup[0]!r} "

@@ -581,3 +581,18 @@ def test_kind_empty_part_an_empty_file_among_partitions_is_a_warning(tmp_path: P
     report = validate_sources(_groups(_events(path="events")), tmp_path, NOW)
     assert report.ok, report.summary()
     assert [Path(p.file).name for p in report.warnings if "empty file" in p.message] == ["part-1.parquet"]
+
+
+def test_kind_row_of_another_file_a_duplicate_across_parts_names_both_files(tmp_path: Path) -> None:
+    """Row numbers count per file: a duplicate id in another part names that part (it used to
+    print the other part's row number as if it were in the first file)."""
+    _world(tmp_path)
+    parts = tmp_path / "items"
+    parts.mkdir()
+    table = pq.read_table(tmp_path / "items.parquet")
+    pq.write_table(table.slice(0, 2), parts / "part-0.parquet")
+    pq.write_table(table.slice(1, 3), parts / "part-1.parquet")  # repeats the second item
+    items = Table("items", "items", key="item_id")
+    report = validate_sources(_groups(_events(), items=items), tmp_path, NOW)
+    p = _error(report, "part-0.parquet", "item_id", "duplicate ids")
+    assert "'i2' appears 2 times (also row 1 of items/part-1.parquet)" in p.message, p.message
