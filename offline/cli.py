@@ -352,6 +352,16 @@ def retrain(project: projects.Project, args: argparse.Namespace) -> int:
 
     path = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
     argv = ["--training-set", path, "--use-case", args.use_case, "--registry", str(project.registry_dir)]
+    if args.use_case == "recommendation":
+        from offline.loop.training_set import recommendation_labels
+
+        labels = [label.name for label in recommendation_labels()]
+        target = str(project.setting("recommendation", "target", labels[0]))
+        if target not in labels:
+            raise projects.ProjectError(
+                f"settings.recommendation.target {target!r} is not one of the labelled outcomes {labels}"
+            )
+        argv += ["--target", target, "--gain-labels", ",".join(labels)]
     return rt.main(argv + (["--force"] if args.force else []))
 
 

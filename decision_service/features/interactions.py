@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from decision_service.features.declarative import Events, Table, Time, identifier
+from decision_service.features.declarative import Events, Table, Time, identifier, seconds
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,26 @@ class Interactions:
         for name in (self.category, self.price, self.stock):
             if name is not None:
                 identifier(name, "Interactions column")
+
+
+@dataclass(frozen=True)
+class RecommendationOutcome:
+    """An outcome a product backend reports about a recommended item (RecordOutcome ``type``).
+
+    A project declares its own as ``RECOMMENDATION_OUTCOMES = (...)`` in features.py (default:
+    impression, click, add_to_cart, purchase). ``label_window`` (e.g. ``"30m"``, ``"7d"``)
+    makes it a training label: it counts when it happens within that long of the decision;
+    None: recorded, never a label. ``marks_seen``: the item joins the user's seen set (the
+    previously-seen filter). The first labelled outcome is the retrain target unless
+    project.yaml ``settings.recommendation.target`` names another; every label adds to the
+    evaluation's relevance."""
+
+    name: str
+    description: str = ""
+    label_window: str | float | None = None
+    marks_seen: bool = True
+
+    def __post_init__(self) -> None:
+        identifier(self.name, "outcome name")
+        if self.label_window is not None:
+            seconds(self.label_window)

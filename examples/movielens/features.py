@@ -42,7 +42,7 @@ from decision_service.features.declarative import (
     TimeSinceLast,
     TopShare,
 )
-from decision_service.features.interactions import Interactions
+from decision_service.features.interactions import Interactions, RecommendationOutcome
 from decision_service.features.registry import Feature, FeatureGroup, FeatureRegistry, OnDemandGroup
 from offline.features.vocabulary import index_sql, learned
 
@@ -121,6 +121,14 @@ LIKE = ("like",)
 
 INTERACTIONS = Interactions(events=RATINGS, users=USERS, items=MOVIES, positive=LIKE, category="genre_index")
 """What the recommendation jobs train on (decision_service/features/interactions.py)."""
+
+RECOMMENDATION_OUTCOMES = (
+    RecommendationOutcome("impression", "the film was shown", marks_seen=False),
+    RecommendationOutcome("click", "the film's page was opened", label_window="30m"),
+    RecommendationOutcome("like", "the viewer rated it 4 or 5", label_window="7d"),
+)
+"""What a product backend reports (RecordOutcome type); click is the retrain target (first),
+a like adds to the evaluation's relevance."""
 
 USER = FeatureGroup(
     name="user",

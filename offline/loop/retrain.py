@@ -583,6 +583,14 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-url", default=None, help="re-materialize features into this Redis (needs --world)"
     )
     ap.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
+    ap.add_argument(
+        "--target", default=None, help="recommendation: the binary training label (default: click)"
+    )
+    ap.add_argument(
+        "--gain-labels",
+        default="click,purchase",
+        help="recommendation: labels summed into the evaluation's relevance",
+    )
     ap.add_argument("--k", type=int, default=RetrainConfig.k)
     ap.add_argument("--tolerance", type=float, default=RetrainConfig.tolerance)
     ap.add_argument("--threads", type=int, default=RetrainConfig.threads)
@@ -603,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         fraud = retrain_fraud(args.training_set, args.registry, fcfg, args.force)
         print(fraud.summary())
         return 0 if fraud.published else 3
-    cfg = RetrainConfig(k=args.k, tolerance=args.tolerance, threads=args.threads)
+    labels = dict(target=args.target, gain_labels=tuple(args.gain_labels.split(","))) if args.target else {}
+    cfg = RetrainConfig(k=args.k, tolerance=args.tolerance, threads=args.threads, **labels)
     result = retrain(args.training_set, args.registry, cfg, args.force, args.world, args.redis_url)
     print(result.summary())
     return 0 if result.published else 3

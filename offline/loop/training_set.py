@@ -73,7 +73,22 @@ RECOMMENDATION_LABELS: tuple[LabelWindow, ...] = (
     LabelWindow("click", ("click",), 30 * 60.0),
     LabelWindow("purchase", ("purchase",), 24 * 3600.0),
 )
-"""Default windows: a click counts within 30 min of the decision, a purchase within 24 h."""
+"""The default outcome types' windows: a click counts within 30 min of the decision, a
+purchase within 24 h (recommendation_labels() gives the active project's)."""
+
+
+def recommendation_labels() -> tuple[LabelWindow, ...]:
+    """One label per recommendation outcome type with a label window, in declared order: the
+    project's RECOMMENDATION_OUTCOMES (decision_service/features/interactions.py), else the
+    defaults (= RECOMMENDATION_LABELS)."""
+    from decision_service.use_cases.recommendation import USE_CASE as RECOMMENDATION
+
+    return tuple(
+        LabelWindow(t.name, (t.name,), float(t.label_window_s))
+        for t in RECOMMENDATION.outcome_types
+        if t.label_window_s
+    )
+
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -83,9 +98,7 @@ OUTCOME_CLOCK_SKEW_MS = 300_000
 server's DS_OUTCOME_MAX_FUTURE_SKEW_S default). Earlier ones never label: they could not have
 been caused by it. RecordOutcome accepts them (a client clock stamped in 1970 still marks
 the item seen online, anchored on the server's clock); only labelling ignores them."""
-_CAUSAL = (
-    f"coalesce(epoch_ms(occurred_at) >= epoch_ms(decided_at) - {OUTCOME_CLOCK_SKEW_MS}, true)"
-)
+_CAUSAL = f"coalesce(epoch_ms(occurred_at) >= epoch_ms(decided_at) - {OUTCOME_CLOCK_SKEW_MS}, true)"
 
 
 def _causal(o_files: Sequence[Path]) -> str:
@@ -94,6 +107,7 @@ def _causal(o_files: Sequence[Path]) -> str:
     if any("decided_at" in pq.read_schema(f).names for f in o_files):
         return _CAUSAL
     return "true"
+
 
 def parse_duration_s(text: str) -> float:
     """'30m' -> 1800.0; units ms, s, m, h, d; a bare number is seconds."""
@@ -170,19 +184,21 @@ def _sql_list(paths: Sequence[Path]) -> str:
 def build_training_set(
     log_root: str | Path,
     out: str | Path | None = None,
-    labels: Sequence[LabelWindow] = RECOMMENDATION_LABELS,
+    labels: Sequence[LabelWindow] | None = None,
     as_of_ms: int | None = None,
     columns: Sequence[str] | None = None,
     history_root: str | Path | None = None,
 ) -> tuple[pa.Table, TrainingSetReport]:
     """Joins the recommendation decision log with the outcome log; writes ``out`` if given.
 
-    ``columns``: feature columns to emit (default: every logged user, item and cross
-    column). A column missing from a file's logged layout is backfilled from
-    ``history_root`` (as-of join); without a history it gets the declared default.
+    ``labels``: default recommendation_labels(). ``columns``: feature columns to emit
+    (default: every logged user, item and cross column). A column missing from a file's
+    logged layout is backfilled from ``history_root`` (as-of join); without a history it gets
+    the declared default.
     On failure: ValueError for an unknown column or a label without outcome types.
     """
     t0 = time.perf_counter()
+    labels = recommendation_labels() if labels is None else labels
     if not labels:
         raise ValueError("at least one label window is needed")
     as_of_ms = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
@@ -780,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     _, report = build_training_set(
         args.logs,
         out,
-        tuple(args.label) if args.label else RECOMMENDATION_LABELS,
+        tuple(args.label) if args.label else recommendation_labels(),
         args.as_of_ms,
         args.columns.split(",") if args.columns else None,
         args.feature_history,

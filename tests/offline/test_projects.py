@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from decision_service import project as projects
@@ -178,9 +179,9 @@ def test_init_validate_bootstrap_serve_a_new_project_with_unicode_categories(
     )
     assert manifest["vocabularies"]["category"] == vocabulary
     assert manifest["project"] == "shop"
-    import pyarrow.parquet as pq
-
-    catalog = pq.read_table(root / ".ds" / "registry" / "recommendation" / "versions" / "v0001" / "items.parquet")
+    catalog = pq.read_table(
+        root / ".ds" / "registry" / "recommendation" / "versions" / "v0001" / "items.parquet"
+    )
     assert (catalog.column("category").to_numpy() == -1).sum() == 3  # uncategorised items are served
 
     from decision_service._generated.decision.v1 import decision_service_pb2 as pb
@@ -287,10 +288,11 @@ def _movielens_like(data: Path, seed: int = 3) -> None:
     )
 
 
-def test_movielens_project_on_a_slice_in_its_own_format(tmp_path: Path) -> None:
+def test_movielens_project_on_a_slice_in_its_own_format(tmp_path: Path, redis_server: LocalRedis) -> None:
     """examples/movielens as shipped (its project.yaml and features.py, unchanged) on a small
-    generated slice in ml-100k's format: validates, bootstraps (its split by event share), and
-    the ranker it publishes orders the retrieved candidates better than popularity does."""
+    generated slice in ml-100k's format: validates, bootstraps (its split by event share), the
+    ranker it publishes orders the retrieved candidates better than popularity does, and the
+    served decisions take the project's own outcome types (a `like`) into a training set."""
     root = tmp_path / "movielens"
     root.mkdir()
     for name in ("project.yaml", "features.py"):
@@ -298,7 +300,8 @@ def test_movielens_project_on_a_slice_in_its_own_format(tmp_path: Path) -> None:
     _movielens_like(root / "data" / "ml-100k")
     out = _cli("validate", "--project", str(root))
     assert out.returncode == 0, out.stdout + out.stderr
-    out = _cli("bootstrap", "--project", str(root))
+    redis_url = redis_server.url.rsplit("/", 1)[0] + "/8"
+    out = _cli("bootstrap", "--project", str(root), "--redis-url", redis_url)
     assert out.returncode == 0, out.stdout + out.stderr
     vocabulary = json.loads((root / ".ds" / "vocabularies" / "genre.json").read_text())["values"]
     assert set(vocabulary) <= {"Action", "Comedy", "Drama", "Children's", "Sci-Fi", "Film-Noir"}
@@ -309,6 +312,36 @@ def test_movielens_project_on_a_slice_in_its_own_format(tmp_path: Path) -> None:
     assert manifest["vocabularies"]["category"] == vocabulary
     # what the server ranks: the retrieved candidates of the held-out users, by each order
     assert m["retrieved_only_model_ndcg@10"] > m["retrieved_only_popularity_ndcg@10"], m
+
+    from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+    from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+    from decision_service.devtools.server_process import ServerProcess
+
+    clean = {k: v for k, v in os.environ.items() if k != projects.ENV}
+    with (
+        ServerProcess(root / ".ds" / "registry", redis_url, env={**clean, projects.ENV: str(root)}) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = pb_grpc.DecisionServiceStub(channel)
+        ask = pb.GetDecisionRequest(recommendation=pb.RecommendationRequest(user_id="7", num_items=5))
+        answer = stub.GetDecision(ask, timeout=5)
+        liked = answer.recommendation.items[0].item_id
+        like = pb.Outcome(decision_id=answer.decision_id, type="like", item_id=liked)
+        assert stub.RecordOutcome(pb.RecordOutcomeRequest(outcomes=[like]), timeout=5).acks[0].decision_known
+        with pytest.raises(grpc.RpcError) as err:  # not one of this project's outcome types
+            buy = pb.Outcome(decision_id=answer.decision_id, type="purchase", item_id=liked)
+            stub.RecordOutcome(pb.RecordOutcomeRequest(outcomes=[buy]), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "like" in err.value.details(), err.value.details()
+        server.terminate(timeout_s=30)  # flushes the logs
+    import time
+
+    later = int(time.time() * 1000) + 8 * 86_400_000  # every label window has closed
+    out = _cli("training-set", "--project", str(root), "--as-of-ms", str(later))
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = pq.read_table(root / ".ds" / "training" / "recommendation.parquet")
+    assert {"click", "like"} <= set(rows.column_names) and "purchase" not in rows.column_names
+    assert rows.num_rows == 5 and rows.column("like").to_pylist().count(True) == 1
 
 
 @pytest.mark.slow

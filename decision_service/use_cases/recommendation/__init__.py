@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from decision_service.decision_log import recommendation_log
 from decision_service.domain.outcomes import DAY_S, MINUTE_S, OutcomeType
+from decision_service.features import definitions
+from decision_service.features.declarative import seconds
 from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 from decision_service.stages.base import SideEffect
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
@@ -49,15 +51,43 @@ def serve(env: ServingEnv) -> ServedExecutor:
     )
 
 
+DEFAULT_OUTCOME_TYPES = (
+    OutcomeType("impression", NAME, (), True, "the item was shown"),
+    OutcomeType("click", NAME, (SEEN,), True, "the item was clicked", 30 * MINUTE_S),
+    OutcomeType("add_to_cart", NAME, (SEEN,), True, "added to the cart"),
+    OutcomeType("purchase", NAME, (SEEN,), True, "bought; value = revenue", DAY_S),
+)
+
+
+def outcome_types() -> tuple[OutcomeType, ...]:
+    """The project's RECOMMENDATION_OUTCOMES (features/interactions.py RecommendationOutcome),
+    else DEFAULT_OUTCOME_TYPES. On failure: ValueError when none is a label (the decision index
+    keeps decisions for the longest label window)."""
+    declared = vars(definitions).get("RECOMMENDATION_OUTCOMES")
+    if declared is None:
+        return DEFAULT_OUTCOME_TYPES
+    types = tuple(
+        OutcomeType(
+            o.name,
+            NAME,
+            (SEEN,) if o.marks_seen else (),
+            True,
+            o.description,
+            0 if o.label_window is None else int(seconds(o.label_window)),
+        )
+        for o in declared
+    )
+    if not any(t.label_window_s for t in types):
+        raise ValueError(
+            f"{definitions.PROJECT.features_file}: RECOMMENDATION_OUTCOMES needs a label_window on one"
+        )
+    return types
+
+
 USE_CASE = UseCase(
     name=NAME,
     request_field="recommendation",
-    outcome_types=(
-        OutcomeType("impression", NAME, (), True, "the item was shown"),
-        OutcomeType("click", NAME, (SEEN,), True, "the item was clicked", 30 * MINUTE_S),
-        OutcomeType("add_to_cart", NAME, (SEEN,), True, "added to the cart"),
-        OutcomeType("purchase", NAME, (SEEN,), True, "bought; value = revenue", DAY_S),
-    ),
+    outcome_types=outcome_types(),
     serve=serve,
     log=DecisionLog(recommendation_log.SCHEMA, recommendation_log.to_batch, recommendation_log.partition_of),
     effects=lambda config: {SEEN: mark_seen},
