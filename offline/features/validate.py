@@ -1030,7 +1030,8 @@ class _Checker:
             if events and row[i_fut]:
                 self.error(
                     c,
-                    f"{_n(row[i_fut])} rows in the future (after now + 5 min = {_iso(future)}; the latest "
+                    f"{_n(row[i_fut])} {'row' if row[i_fut] == 1 else 'rows'} in the future "
+                    f"(after now + 5 min = {_iso(future)}; the latest "
                     f"{_iso(row[i_max])})",
                     row[x_fut],
                 )

@@ -165,7 +165,8 @@ def summary(version: ModelVersion, timings: dict[str, float]) -> str:
         f"  world {w['preset']}: {w['users']:,} users, {w['items']:,} items, {w['events']:,} events",
         f"  training: {tr['rows']:,} rows, {tr['positives']:,} positives, {tr['users']:,} users, "
         f"best iteration {tr['best_iteration']}, {tr['seconds']:.1f} s",
-        f"  index: {ix['type']} {ix['params']} recall@{ix['k']} = {ix['recall_at_k']:.4f}",
+        f"  index: {ix['type']}{' ' + str(ix['params']) if ix['params'] else ''} "
+        f"recall@{ix['k']} = {ix['recall_at_k']:.4f}",
     ]
     k = next(key.split("@")[1] for key in m if key.startswith("model_ndcg@"))
     lines.append(f"  held-out NDCG@{k} / recall@{k} (all positives | retrieved only):")
