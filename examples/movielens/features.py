@@ -14,6 +14,8 @@ Loaded as decision_service.features.definitions when this project is active.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from decision_service.features.cross import (
     CategoryRank,
     CategoryShare,
@@ -74,26 +76,18 @@ _RAW_USERS = Table(
 )
 OCCUPATIONS: tuple[str, ...] = learned("occupation", _RAW_USERS, '"occupation:token"')
 
-MOVIES = Table(
-    "movies",
-    "ml-100k/ml-100k.item",
-    key="item_id",
-    format="csv",
-    delimiter="\t",
+MOVIES = replace(
+    _RAW_MOVIES,
     derived={
         **_RAW_MOVIES.derived,
         "genre_index": index_sql("genre", CATEGORIES),
         "release_year": """TRY_CAST("release_year:token" AS DOUBLE)""",
     },
 )
-USERS = Table(
-    "users",
-    "ml-100k/ml-100k.user",
-    key="user_id",
-    format="csv",
-    delimiter="\t",
+USERS = replace(
+    _RAW_USERS,
     derived={
-        "user_id": '"user_id:token"',
+        **_RAW_USERS.derived,
         "age": 'CAST("age:token" AS DOUBLE)',
         "is_female": """CASE "gender:token" WHEN 'F' THEN 1.0 WHEN 'M' THEN 0.0 END""",
         "occupation": index_sql('"occupation:token"', OCCUPATIONS),

@@ -4,53 +4,13 @@ tests/offline/test_fraud_feature_parity.py (parity before deletion, issue "Your 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT
 from decision_service.features.fraud import amount_eur, country_code
+from offline.features.fraud_features import _ALL_TIME, PartyHistory
 from offline.simulation.fraud_world import FraudWorld
 from offline.simulation.world import DAY_MS
-
-_SHIFT = np.int64(1) << np.int64(38)  # > any time span in ms we index (~8.7 years)
-_ALL_TIME = np.int64(1) << np.int64(37)
-
-
-@dataclass
-class PartyHistory:
-    """Events of one party kind (key, time, value), sorted by (key, time), with prefix sums."""
-
-    code: np.ndarray  # int64 key * _SHIFT + (t - base)
-    times: np.ndarray
-    csum: np.ndarray  # [n + 1]
-    csum2: np.ndarray  # [n + 1]
-    base: int
-
-    @classmethod
-    def build(cls, key: np.ndarray, t: np.ndarray, value: np.ndarray | None, base: int) -> PartyHistory:
-        order = np.lexsort((t, key))
-        v = np.ones(len(key)) if value is None else np.asarray(value, np.float64)[order]
-        code = key[order].astype(np.int64) * _SHIFT + (t[order].astype(np.int64) - base)
-        return cls(
-            code, t[order].astype(np.int64), np.r_[0.0, np.cumsum(v)], np.r_[0.0, np.cumsum(v * v)], base
-        )
-
-    def window(self, key: np.ndarray, t: np.ndarray, window_ms: int | np.int64) -> tuple[np.ndarray, ...]:
-        """(count, sum, sum of squares, index of the last event) of events in [t - window, t)."""
-        key = key.astype(np.int64)
-        rel = t.astype(np.int64) - self.base
-        q = key * _SHIFT + rel
-        hi = np.searchsorted(self.code, q, "left")
-        lo = np.searchsorted(self.code, key * _SHIFT + np.maximum(rel - window_ms, 0), "left")
-        return hi - lo, self.csum[hi] - self.csum[lo], self.csum2[hi] - self.csum2[lo], hi - 1
-
-    def first_time(self, key: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Time of the party's first event before t; -1 when none."""
-        key = key.astype(np.int64)
-        lo = np.searchsorted(self.code, key * _SHIFT, "left")
-        hi = np.searchsorted(self.code, key * _SHIFT + (t.astype(np.int64) - self.base), "left")
-        return np.where(hi > lo, self.times[np.minimum(lo, len(self.times) - 1)], -1)
 
 
 class HandWrittenProfiles:
