@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 import redis
+from tqdm import tqdm
 
 from decision_service.features.definitions import CATEGORIES, ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
 from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
@@ -36,10 +38,19 @@ USE_CASE = "recommendation"
 T = TypeVar("T")
 
 
+_PROGRESS: list[tqdm] = []  # the running bootstrap's progress bar (verbose runs)
+
+
 def _timed(timings: dict[str, float], name: str, fn: Callable[[], T]) -> T:
+    """Runs one step, records its seconds in ``timings`` and moves the progress bar."""
+    bar = _PROGRESS[-1] if _PROGRESS else None
+    if bar is not None:
+        bar.set_postfix_str(name)
     t0 = time.perf_counter()
     out = fn()
     timings[name] = round(time.perf_counter() - t0, 2)
+    if bar is not None:
+        bar.update(1)
     return out
 
 
@@ -83,6 +94,34 @@ def bootstrap_world(
     the feature history to ``<state_dir>/feature_history``."""
     t_all = time.perf_counter() if started is None else started
     timings = {} if timings is None else timings
+    steps = 9 + (1 if redis_url else 0)
+    _PROGRESS.append(tqdm(total=steps, desc="bootstrap", unit="step", disable=not verbose, file=sys.stderr))
+    try:
+        version = _bootstrap_world(world, state_dir, registry_root, redis_url, ranker, index_config, threads,
+                                   verbose, timings, t_all, project)
+    finally:
+        _PROGRESS.pop().close()
+    stats = timings.pop("materialized", None)
+    if verbose:
+        if stats is not None:
+            print(f"  materialized: {stats}")
+        print(summary(version, timings))
+    return version
+
+
+def _bootstrap_world(
+    world: World,
+    state_dir: str | Path,
+    registry_root: str | Path,
+    redis_url: str | None,
+    ranker: RankerConfig | None,
+    index_config: IndexConfig | None,
+    threads: int,
+    verbose: bool,
+    timings: dict[str, float],
+    t_all: float,
+    project: str | None,
+) -> ModelVersion:
     world_dir = state_dir
     ranker = ranker or RankerConfig(threads=threads)
     index_config = index_config or IndexConfig(threads=threads)
@@ -139,11 +178,8 @@ def bootstrap_world(
         raise
     if redis_url:
         stats = _timed(timings, "materialize", lambda: _materialize(world, snap, emb, redis_url, world_dir))
-        if verbose:
-            print(f"  materialized: {stats}")
+        timings["materialized"] = stats  # type: ignore[assignment]
     timings["total"] = round(time.perf_counter() - t_all, 2)
-    if verbose:
-        print(summary(version, timings))
     return version
 
 
@@ -169,11 +205,15 @@ def summary(version: ModelVersion, timings: dict[str, float]) -> str:
         f"recall@{ix['k']} = {ix['recall_at_k']:.4f}",
     ]
     k = next(key.split("@")[1] for key in m if key.startswith("model_ndcg@"))
-    lines.append(f"  held-out NDCG@{k} / recall@{k} (all positives | retrieved only):")
+    lines.append(
+        f"  held-out NDCG@{k} / recall@{k} (the retrieved candidates, as served | with the missed "
+        "positives added):"
+    )
     for name in ("model", "embedding", "popularity", "random"):
         lines.append(
-            f"    {name:<10} {m[f'{name}_ndcg@{k}']:.4f} / {m[f'{name}_recall@{k}']:.4f}   |   "
-            f"{m[f'retrieved_only_{name}_ndcg@{k}']:.4f} / {m[f'retrieved_only_{name}_recall@{k}']:.4f}"
+            f"    {name:<10} {m[f'retrieved_only_{name}_ndcg@{k}']:.4f} / "
+            f"{m[f'retrieved_only_{name}_recall@{k}']:.4f}   |   "
+            f"{m[f'{name}_ndcg@{k}']:.4f} / {m[f'{name}_recall@{k}']:.4f}"
         )
     lines.append("  timings (s): " + ", ".join(f"{k}={v}" for k, v in timings.items()))
     lines.append(f"  peak memory (RSS of this process): {peak_rss_mb():,.0f} MB")
