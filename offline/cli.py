@@ -192,8 +192,8 @@ def _validate(project: projects.Project):  # -> offline.features.validate.Valida
                         "warning",
                         path,
                         f.compute.of,
-                        f"feature {f.name!r} of group {group.name!r}: a Share of {f.size:,} slots an entity: "
-                        "the snapshot query's memory and every stored vector grow with it; keep the most "
+                        f"feature {f.name!r} of group {group.name!r}: {f.size:,} Share slots per entity; "
+                        "the snapshot's memory and every stored vector grow with them: keep the most "
                         f"frequent few dozen (vocabulary=tuple(range({SHARE_SLOTS_WARNING // 4})))",
                         source=group.name,
                     )
@@ -314,6 +314,8 @@ def ranker_config(project: projects.Project, world=None, threads: int = 2):  # -
         eval_at=int(s("eval_at", d.eval_at)),
         max_train_users=int(s("max_train_users", d.max_train_users)),
         max_eval_users=int(s("max_eval_users", d.max_eval_users)),
+        eval_as_of_t2=True,  # a project's model is judged as served: features as of T2
+        eval_positive_only=True,  # against its goal events (INTERACTIONS.positive)
         threads=threads,
     )
 

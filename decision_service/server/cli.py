@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--print", action="store_true", required=True, help="print it as YAML")
     show.add_argument("--config", type=Path, help="YAML config file (DS_CONFIG)")
     serve.add_argument("--config", type=Path, help="YAML config file (DS_CONFIG); env overrides it")
+    for p in (serve, show):
+        p.add_argument("--project", type=Path, help="project folder (DS_PROJECT; default: . if it has one)")
     health = sub.add_parser("health", help="exit 0 when the server reports SERVING, else 1")
     health.add_argument("--address", default="127.0.0.1:50051", help="host:port of the server")
     health.add_argument("--service", default="", help="service name; empty = the whole server")
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "health":
         return check_health(args.address, args.service, args.timeout)
+    if getattr(args, "project", None) is not None:
+        os.environ[projects.ENV] = str(args.project.expanduser().resolve())
 
     flags = ("host", "port", "data_dir", "registry_dir", "redis_url", "workers")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}

@@ -229,6 +229,16 @@ ITEM = FeatureGroup(
             "percentile of ratings ever within its genre",
             compute=PercentileInGroup("i_events_total", by="i_category"),
         ),
+        Feature(
+            "i_recent_popularity_pct",
+            "percentile of ratings in the last 30 days over the catalog (1 = top)",
+            compute=PercentileInGroup("i_events_30d"),
+        ),
+        Feature(
+            "i_recent_likes_pct",
+            "percentile of likes in the last 30 days over the catalog (1 = top)",
+            compute=PercentileInGroup("i_likes_30d"),
+        ),
     ),
     source=GroupSource(events=RATINGS, table=MOVIES),
 )
@@ -267,7 +277,20 @@ USER_ITEM = OnDemandGroup(
 
 REGISTRY = FeatureRegistry(groups=(USER, USER_EMBEDDING, ITEM), on_demand=(USER_ITEM,))
 
+_DRIFTING = {
+    "u_events_7d", "u_events_30d", "u_events_total", "u_likes_30d", "u_days_since_last_event",
+    "u_days_since_first_event", "i_events_7d", "i_events_30d", "i_events_total", "i_likes_30d",
+    "i_distinct_users_30d", "i_days_since_last_event", "i_days_since_first_event",
+}  # fmt: skip
 RECOMMENDATION_MODEL_FEATURES: tuple[str, ...] = tuple(
-    [c for c in USER.columns if not c.startswith("u_genre_share_")] + ITEM.columns + USER_ITEM.columns
+    c
+    for c in [c for c in USER.columns if not c.startswith("u_genre_share_")]
+    + ITEM.columns
+    + USER_ITEM.columns
+    if c not in _DRIFTING
 )
-"""Feature order of the ranking model: user scalars, film features, cross features."""
+"""Feature order of the ranking model: user scalars, film features, cross features, without
+the raw counts and ages (_DRIFTING): MovieLens activity swings by an order of magnitude between
+months, so a model trained on one month's counts misreads the next month's; their percentiles
+and rates carry the same information on a stable scale. (Measured: with them, the model
+evaluated as served at T2 scored NDCG@10 0.310 against popularity's 0.357.)"""

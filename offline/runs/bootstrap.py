@@ -94,8 +94,9 @@ def bootstrap_world(
     the feature history to ``<state_dir>/feature_history``."""
     t_all = time.perf_counter() if started is None else started
     timings = {} if timings is None else timings
-    steps = 9 + (1 if redis_url else 0)
-    _PROGRESS.append(tqdm(total=steps, desc="bootstrap", unit="step", disable=not verbose, file=sys.stderr))
+    steps = 9 + (1 if redis_url else 0) + (3 if (ranker and ranker.eval_as_of_t2) else 0)
+    bar = tqdm(total=steps, desc="bootstrap", unit="step", disable=not (verbose and sys.stderr.isatty()))
+    _PROGRESS.append(bar)
     try:
         version = _bootstrap_world(world, state_dir, registry_root, redis_url, ranker, index_config, threads,
                                    verbose, timings, t_all, project)
@@ -132,8 +133,16 @@ def _bootstrap_world(
     emb_t1 = _timed(timings, "embeddings_t1", lambda: train_embeddings(world, t1))
     cand_index, _ = _timed(timings, "candidate_index_t1", lambda: build_index(
         emb_t1.items, sample_queries(emb_t1.users, 100), index_config))
+    eval_state = None
+    if ranker.eval_as_of_t2:  # evaluate as served: everything as of T2
+        t2 = world.day_ms(ranker.t2_day)
+        snap_t2 = _timed(timings, "snapshot_t2", lambda: compute_snapshot(world, t2))
+        emb_t2 = _timed(timings, "embeddings_t2", lambda: train_embeddings(world, t2))
+        index_t2, _ = _timed(timings, "candidate_index_t2", lambda: build_index(
+            emb_t2.items, sample_queries(emb_t2.users, 100), index_config))
+        eval_state = (snap_t2, emb_t2, index_t2)
     trained = _timed(timings, "train_and_eval", lambda: train_ranker(
-        world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES))
+        world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES, eval_state))
 
     snap = _timed(timings, "snapshot_now", lambda: compute_snapshot(world, world.now_ms))
     emb = _timed(timings, "embeddings_now", lambda: train_embeddings(world, world.now_ms))

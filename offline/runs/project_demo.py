@@ -46,9 +46,13 @@ def metrics_table(manifest: dict) -> tuple[list[str], dict[str, float]]:
     k = next(key.split("@")[1] for key in m if key.startswith("model_ndcg@"))
     w = manifest["training"]["window_days"]
     lines = [
-        f"  split: features and embeddings as of day {w[0]:g}; the ranker learns the positives of days "
-        f"{w[0]:g}-{w[1]:g}; evaluated on {m.get('retrieved_only_eval_users', '?')} users' positives "
-        f"after day {w[1]:g}",
+        f"  split: the ranker learns the events of days {w[0]:g}-{w[1]:g} from features as of day {w[0]:g}; "
+        f"every order is evaluated on {m.get('retrieved_only_eval_users', '?')} users' "
+        f"{m.get('relevance', 'events')} after day {w[1]:g}, with features, embeddings, index and "
+        f"popularity as of day {w[1]:g} (as served)"
+        if m.get("evaluated_as_of") == "T2"
+        else f"  split: features and embeddings as of day {w[0]:g}; the ranker learns the events of days "
+        f"{w[0]:g}-{w[1]:g}; evaluated on the events after day {w[1]:g} with the same state",
         f"  {'order':<20} {'NDCG@' + k:>8} {'recall@' + k:>9}   {'with missed positives added':>28}",
     ]
     for name, label in (

@@ -49,7 +49,7 @@ class RankerConfig:
 
     t1_day: float = 46.0
     t2_day: float = 53.0
-    t3_day: float | None = None          # None = world now
+    t3_day: float | None = None  # None = world now
     k_ann: int = 200
     k_popular: int = 50
     k_random: int = 100
@@ -60,6 +60,11 @@ class RankerConfig:
     max_eval_users: int = 3_000
     valid_share: float = 0.2
     eval_at: int = 20
+    eval_as_of_t2: bool = False
+    """Evaluate with features, embeddings, index and popularity as of T2 (what a model trained
+    at T1 meets when served at T2; ``train_ranker(eval_state=...)``), not as of T1."""
+    eval_positive_only: bool = False
+    """Evaluate against the positive events only (a purchase, a like), not every event."""
     lgbm: LightGbmSettings = field(default_factory=lambda: RANKER_LGBM)
     threads: int = 2
     seed: int = 7
@@ -69,8 +74,8 @@ class RankerConfig:
 class CandidateSet:
     """Row-aligned (user row, item row, label) triples, grouped by user (contiguous)."""
 
-    user: np.ndarray   # int64 [n]
-    item: np.ndarray   # int64 [n]
+    user: np.ndarray  # int64 [n]
+    item: np.ndarray  # int64 [n]
     label: np.ndarray  # int8 [n]: 2 purchase, 1 click, 0 none
     group_sizes: np.ndarray  # int64 [n_users in set]
     n_added_positives: int
@@ -135,6 +140,9 @@ def build_candidates(
     q = np.ascontiguousarray(emb.users[active], dtype=np.float32)
     k = min(cfg.k_ann, index.ntotal)
     _, ann = index.search(q, k) if len(active) else (None, np.zeros((0, k), np.int64))
+    # A user without an embedding gets no ANN candidates (serving falls back to popular items);
+    # searching a zero vector would return arbitrary rows (the first ones, in catalog order).
+    ann[~np.abs(q).any(axis=1)] = -1
     pop = popular_items(snapshot, cfg.k_popular)
     parts = [ann, np.broadcast_to(pop, (len(active), len(pop)))]
     if add_positives and cfg.k_random and len(active):
@@ -230,8 +238,11 @@ def train_ranker(
     index: faiss.Index,
     cfg: RankerConfig = RankerConfig(),
     columns: tuple[str, ...] = RECOMMENDATION_MODEL_FEATURES,
+    eval_state: tuple[Snapshot, Embeddings, faiss.Index] | None = None,
 ) -> TrainResult:
-    """Trains on [T1, T2) and evaluates on [T2, T3) with the snapshot/embeddings/index at T1."""
+    """Trains on [T1, T2) with the snapshot/embeddings/index at T1 and evaluates on [T2, T3)
+    with ``eval_state`` (snapshot, embeddings, index as of T2: ``cfg.eval_as_of_t2``), else
+    with the T1 state."""
     t0 = time.perf_counter()
     t1, t2 = world.day_ms(cfg.t1_day), world.day_ms(cfg.t2_day)
     t3 = world.now_ms if cfg.t3_day is None else world.day_ms(cfg.t3_day)
@@ -257,11 +268,20 @@ def train_ranker(
         lambdarank_truncation_level=2 * cfg.eval_at,
     )
     names = list(columns)
-    dtrain = lgb.Dataset(x[tr_mask], tr.label, group=tr.group_sizes, feature_name=names,
-                         categorical_feature=categorical, free_raw_data=True)
+    dtrain = lgb.Dataset(
+        x[tr_mask],
+        tr.label,
+        group=tr.group_sizes,
+        feature_name=names,
+        categorical_feature=categorical,
+        free_raw_data=True,
+    )
     dvalid = lgb.Dataset(x[va_mask], va.label, group=va.group_sizes, reference=dtrain)
     model = lgb.train(
-        params, dtrain, num_boost_round=cfg.lgbm.num_boost_round, valid_sets=[dvalid],
+        params,
+        dtrain,
+        num_boost_round=cfg.lgbm.num_boost_round,
+        valid_sets=[dvalid],
         callbacks=[lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False)],
     )
     train_s = time.perf_counter() - t0
@@ -272,9 +292,18 @@ def train_ranker(
         ev_users = np.sort(rng.choice(ev_users, cfg.max_eval_users, replace=False))
     metrics: dict[str, Any] = {}
     k = cfg.eval_at
+    ev_snap, ev_emb, ev_index = eval_state if eval_state is not None else (snapshot, emb, index)
+    if eval_state is not None and ev_snap.as_of_ms != t2:
+        raise ValueError("the evaluation state must be taken at T2")
     for prefix, add in (("", True), ("retrieved_only_", False)):
-        ev = build_candidates(world, snapshot, emb, index, (t2, t3), ev_users, cfg, add)
-        metrics.update(_evaluate(model, ev, snapshot, emb, columns, k, cfg, prefix))
+        ev = build_candidates(world, ev_snap, ev_emb, ev_index, (t2, t3), ev_users, cfg, add)
+        if cfg.eval_positive_only:
+            ev = positives_only(ev)
+        metrics.update(_evaluate(model, ev, ev_snap, ev_emb, columns, k, cfg, prefix))
+    metrics["evaluated_as_of"] = "T2" if eval_state is not None else "T1"
+    metrics["relevance"] = (
+        "positive events" if cfg.eval_positive_only else "every event (positive 2, other 1)"
+    )
     metrics["valid_ndcg@20"] = round(float(model.best_score["valid_0"][f"ndcg@{k}"]), 4)
     metrics["eval_window_days"] = [cfg.t2_day, round((t3 - world.start_ms) / 86_400_000, 2)]
     gain = model.feature_importance("gain")
@@ -297,9 +326,25 @@ def train_ranker(
     return TrainResult(model, metrics, training)
 
 
+def positives_only(ev: CandidateSet) -> CandidateSet:
+    """``ev`` with relevance = the positive events only (label 2 -> 1, every other event -> 0);
+    users without a positive event are dropped."""
+    gid = np.repeat(np.arange(len(ev.group_sizes)), ev.group_sizes)
+    has = np.bincount(gid, weights=ev.label == 2, minlength=len(ev.group_sizes)) > 0
+    keep = has[gid]
+    label = (ev.label[keep] == 2).astype(np.int8)
+    return CandidateSet(ev.user[keep], ev.item[keep], label, ev.group_sizes[has], ev.n_added_positives)
+
+
 def _evaluate(
-    model: lgb.Booster, ev: CandidateSet, snapshot: Snapshot, emb: Embeddings,
-    columns: tuple[str, ...], k: int, cfg: RankerConfig, prefix: str,
+    model: lgb.Booster,
+    ev: CandidateSet,
+    snapshot: Snapshot,
+    emb: Embeddings,
+    columns: tuple[str, ...],
+    k: int,
+    cfg: RankerConfig,
+    prefix: str,
 ) -> dict[str, Any]:
     """NDCG/recall@k of the model and the random, popularity and embedding-dot orders."""
     xe = assemble_features(ev, snapshot, emb, columns)
@@ -313,15 +358,15 @@ def _evaluate(
     }
     metrics: dict[str, Any] = {}
     for name, scores in orders.items():
-        for m, v in ranking_metrics(np.asarray(scores, np.float64), ev.label, ev.group_sizes, k,
-                                    cfg.seed).items():
+        for m, v in ranking_metrics(
+            np.asarray(scores, np.float64), ev.label, ev.group_sizes, k, cfg.seed
+        ).items():
             metrics[f"{prefix}{name}_{m}"] = round(v, 4)
     metrics[f"{prefix}eval_users"] = int(len(ev.group_sizes))
     metrics[f"{prefix}eval_rows"] = int(len(ev))
     if not prefix:
         metrics["eval_positives_added"] = ev.n_added_positives
     return metrics
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-train-users", type=int, default=RankerConfig.max_train_users)
     ap.add_argument("--model-out", default=None, help="save the LightGBM model to this file")
     args = ap.parse_args(argv)
-    cfg = RankerConfig(t1_day=args.t1_day, t2_day=args.t2_day, threads=args.threads,
-                       max_train_users=args.max_train_users)
+    cfg = RankerConfig(
+        t1_day=args.t1_day, t2_day=args.t2_day, threads=args.threads, max_train_users=args.max_train_users
+    )
     world = World.load(args.world)
     t1 = world.day_ms(cfg.t1_day)
     snap = compute_snapshot(world, t1)
