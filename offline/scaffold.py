@@ -25,7 +25,7 @@ data: data
 # registry: .ds/registry
 # logs: .ds/logs            # or s3://bucket/prefix
 # the online store `serve` and `materialize` use (or pass --redis-url)
-# online_store: redis://127.0.0.1:6379/0
+# online_store: redis://<host>:<port>/0
 engine: duckdb
 settings:
   recommendation:
