@@ -71,8 +71,18 @@ def bootstrap(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     world = _timed(timings, "load_world", lambda: World.load(world_dir))
-    return bootstrap_world(world, world_dir, registry_root, redis_url, ranker, index_config, threads,
-                           verbose, timings=timings, started=t_all)
+    return bootstrap_world(
+        world,
+        world_dir,
+        registry_root,
+        redis_url,
+        ranker,
+        index_config,
+        threads,
+        verbose,
+        timings=timings,
+        started=t_all,
+    )
 
 
 def bootstrap_world(
@@ -98,8 +108,19 @@ def bootstrap_world(
     bar = tqdm(total=steps, desc="bootstrap", unit="step", disable=not (verbose and sys.stderr.isatty()))
     _PROGRESS.append(bar)
     try:
-        version = _bootstrap_world(world, state_dir, registry_root, redis_url, ranker, index_config, threads,
-                                   verbose, timings, t_all, project)
+        version = _bootstrap_world(
+            world,
+            state_dir,
+            registry_root,
+            redis_url,
+            ranker,
+            index_config,
+            threads,
+            verbose,
+            timings,
+            t_all,
+            project,
+        )
     finally:
         _PROGRESS.pop().close()
     stats = timings.pop("materialized", None)
@@ -131,32 +152,56 @@ def _bootstrap_world(
 
     snap_t1 = _timed(timings, "snapshot_t1", lambda: compute_snapshot(world, t1))
     emb_t1 = _timed(timings, "embeddings_t1", lambda: train_embeddings(world, t1))
-    cand_index, _ = _timed(timings, "candidate_index_t1", lambda: build_index(
-        emb_t1.items, sample_queries(emb_t1.users, 100), index_config))
+    cand_index, _ = _timed(
+        timings,
+        "candidate_index_t1",
+        lambda: build_index(emb_t1.items, sample_queries(emb_t1.users, 100), index_config),
+    )
     eval_state = None
     if ranker.eval_as_of_t2:  # evaluate as served: everything as of T2
         t2 = world.day_ms(ranker.t2_day)
         snap_t2 = _timed(timings, "snapshot_t2", lambda: compute_snapshot(world, t2))
         emb_t2 = _timed(timings, "embeddings_t2", lambda: train_embeddings(world, t2))
-        index_t2, _ = _timed(timings, "candidate_index_t2", lambda: build_index(
-            emb_t2.items, sample_queries(emb_t2.users, 100), index_config))
+        index_t2, _ = _timed(
+            timings,
+            "candidate_index_t2",
+            lambda: build_index(emb_t2.items, sample_queries(emb_t2.users, 100), index_config),
+        )
         eval_state = (snap_t2, emb_t2, index_t2)
-    trained = _timed(timings, "train_and_eval", lambda: train_ranker(
-        world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES, eval_state))
+    trained = _timed(
+        timings,
+        "train_and_eval",
+        lambda: train_ranker(
+            world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES, eval_state
+        ),
+    )
 
     snap = _timed(timings, "snapshot_now", lambda: compute_snapshot(world, world.now_ms))
     emb = _timed(timings, "embeddings_now", lambda: train_embeddings(world, world.now_ms))
     _timed(timings, "save_serving_state", lambda: save_serving_state(world_dir, snap, emb))
-    index, info = _timed(timings, "serving_index", lambda: build_index(
-        emb.items, sample_queries(emb.users, index_config.sample_queries), index_config))
+    index, info = _timed(
+        timings,
+        "serving_index",
+        lambda: build_index(emb.items, sample_queries(emb.users, index_config.sample_queries), index_config),
+    )
 
     registry = ModelRegistry(registry_root)
     staging = registry.staging_dir(USE_CASE)
     popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
     try:
-        _timed(timings, "save_artifacts", lambda: save_recommendation_artifacts(
-            staging, trained.model, index, emb.items, [str(i) for i in world.item_ids],
-            world.item_category, popularity))
+        _timed(
+            timings,
+            "save_artifacts",
+            lambda: save_recommendation_artifacts(
+                staging,
+                trained.model,
+                index,
+                emb.items,
+                [str(i) for i in world.item_ids],
+                world.item_category,
+                popularity,
+            ),
+        )
         manifest: dict[str, Any] = {
             "feature_registry_version": REGISTRY.version,
             "model_features": list(RECOMMENDATION_MODEL_FEATURES),
@@ -175,8 +220,11 @@ def _bootstrap_world(
                 "now_ms": world.now_ms,
             },
             "training": trained.training,
-            "embeddings": {"dim": int(emb.items.shape[1]), "cutoff_ms": emb.cutoff_ms,
-                           "method": "truncated SVD of log1p-weighted interactions"},
+            "embeddings": {
+                "dim": int(emb.items.shape[1]),
+                "cutoff_ms": emb.cutoff_ms,
+                "method": "truncated SVD of log1p-weighted interactions",
+            },
         }
         timings["total_before_publish"] = round(time.perf_counter() - t_all, 2)
         manifest["timings_s"] = dict(timings)
@@ -224,6 +272,17 @@ def summary(version: ModelVersion, timings: dict[str, float]) -> str:
             f"{m[f'retrieved_only_{name}_recall@{k}']:.4f}   |   "
             f"{m[f'{name}_ndcg@{k}']:.4f} / {m[f'{name}_recall@{k}']:.4f}"
         )
+    behind = [
+        b
+        for b in ("popularity", "embedding")
+        if m[f"retrieved_only_model_ndcg@{k}"] <= m[f"retrieved_only_{b}_ndcg@{k}"]
+    ]
+    if behind:
+        lines.append(
+            f"  WARNING: the ranker does not beat {' and '.join(behind)} on NDCG@{k} of the retrieved "
+            "candidates: it is published, but serving that order would do as well (check the split, "
+            "the features that drift over time, and the label)"
+        )
     lines.append("  timings (s): " + ", ".join(f"{k}={v}" for k, v in timings.items()))
     lines.append(f"  peak memory (RSS of this process): {peak_rss_mb():,.0f} MB")
     return "\n".join(lines)
@@ -246,10 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-train-users", type=int, default=RankerConfig.max_train_users)
     args = ap.parse_args(argv)
     bootstrap(
-        args.world, args.registry, args.redis_url,
+        args.world,
+        args.registry,
+        args.redis_url,
         ranker=RankerConfig(threads=args.threads, max_train_users=args.max_train_users),
         index_config=IndexConfig(kind=args.index, threads=args.threads),
-        threads=args.threads, verbose=True,
+        threads=args.threads,
+        verbose=True,
     )
     return 0
 
