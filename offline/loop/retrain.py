@@ -86,6 +86,10 @@ class RetrainConfig:
     columns: tuple[str, ...] = RECOMMENDATION_MODEL_FEATURES
     target: str = "click"  # binary training label
     gain_labels: tuple[str, ...] = ("click", "purchase")  # relevance = sum (evaluation)
+    min_positives: int = 5
+    """Positive ``target`` labels needed on each side of the split (training, held out): with
+    fewer, the model and the gate's comparison are noise, so nothing is trained (not even with
+    ``force``)."""
     holdout_share: float = 0.25
     valid_share: float = 0.15
     k: int = 5
@@ -236,7 +240,8 @@ def retrain(
     ``world_dir``: where bootstrap saved the serving state (``<world_dir>/serving``); when
     given, the published index is rebuilt from it and, with ``redis_url``, the features are
     re-materialized into Redis. Only that state is read, not the simulated world.
-    On failure: ValueError when the training set is empty or lacks the model's columns;
+    On failure: ValueError when the training set is empty, lacks the model's columns or has
+    fewer than ``cfg.min_positives`` positive labels on either side of the split;
     the registry is untouched unless a version is published.
     """
     table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
@@ -247,6 +252,13 @@ def retrain(
     ids = table.column("decision_id").to_numpy(zero_copy_only=False)
     held = time_split(decided, ids, cfg.holdout_share)
     train, holdout = table.filter(pa.array(~held)), table.filter(pa.array(held))
+    for side, rows in (("training", train), ("held-out", holdout)):
+        positives = int(pc.sum(pc.fill_null(rows.column(cfg.target), False).cast(pa.int64())).as_py() or 0)
+        if positives < cfg.min_positives:
+            raise ValueError(
+                f"only {positives} positive {cfg.target!r} labels in the {side} decisions (at least "
+                f"{cfg.min_positives} are needed to train and judge a model): record more outcomes first"
+            )
     model, training = train_candidate(train, cfg)
     training.update(k=cfg.k, holdout_rows=holdout.num_rows, rows=table.num_rows, ips_clip=cfg.ips_clip)
     candidate = evaluate(model, list(cfg.columns), holdout, cfg)

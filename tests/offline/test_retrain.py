@@ -67,6 +67,23 @@ def test_publish_refuses_a_worse_model_unless_forced(tiny_bootstrap, tmp_path):
     assert version.manifest["parent_version"] == good.version
 
 
+def test_kind_learning_from_noise_too_few_positives_train_nothing_even_forced(tiny_bootstrap, tmp_path):
+    """A reviewer forced a publish on one held-out click: the model scored every item 0.0.
+    Below min_positives on either side nothing is trained, with or without force."""
+    _, shared_registry, _ = tiny_bootstrap
+    root = tmp_path / "registry"
+    shutil.copytree(shared_registry, root)
+    before = ModelRegistry(root).versions("recommendation")
+    slates = logged_slates(600)
+    held = np.zeros(slates.num_rows, bool)
+    held[-1500:] = True  # the latest 150 decisions: the held-out side of the time split
+    clicks = slates.column("click").to_numpy(zero_copy_only=False) & ~(held & (np.arange(len(held)) % 500 != 0))
+    sparse = slates.set_column(slates.column_names.index("click"), "click", pa.array(clicks))
+    with pytest.raises(ValueError, match=r"only \d positive 'click' labels in the held-out decisions"):
+        retrain(sparse, root, CFG, force=True)
+    assert ModelRegistry(root).versions("recommendation") == before
+
+
 def test_ips_metrics_weight_rare_items_up():
     groups = np.array([0, 0, 0])
     rel = np.array([0.0, 1.0, 1.0])
