@@ -384,6 +384,7 @@ def retrain(project: projects.Project, args: argparse.Namespace) -> int:
                 f"settings.recommendation.target {target!r} is not one of the labelled outcomes {labels}"
             )
         argv += ["--target", target, "--gain-labels", ",".join(labels)]
+        argv += ["--k", str(int(project.setting("recommendation", "eval_at", 10)))]  # the gate's NDCG@k
     return rt.main(argv + (["--force"] if args.force else []))
 
 
