@@ -38,9 +38,15 @@ def learned(
     if path.is_file():
         values = json.loads(path.read_text(encoding="utf-8"))["values"]
         return tuple(values)
+    try:
+        scan = scan_sql(source, proj.data_dir)
+    except SourceError as exc:  # e.g. a serving machine that has the project but not its data
+        raise SourceError(
+            f"vocabulary {name!r} is not stored ({path}) and cannot be learned: {exc}. Copy "
+            f"{path.parent} from where bootstrap ran (a model's vocabulary must not change under it)"
+        ) from None
     sql = (
-        f"SELECT v, count(*) AS n FROM (SELECT CAST(({expression}) AS VARCHAR) AS v "
-        f"FROM {scan_sql(source, proj.data_dir)}) "
+        f"SELECT v, count(*) AS n FROM (SELECT CAST(({expression}) AS VARCHAR) AS v FROM {scan}) "
         "WHERE v IS NOT NULL AND v <> '' GROUP BY v ORDER BY n DESC, v"
     )
     try:

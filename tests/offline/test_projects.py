@@ -376,3 +376,22 @@ def test_movielens_100k_in_full_the_ranker_beats_both_baselines(tmp_path: Path) 
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "ranker vs popularity" in out.stdout and "ranker vs embedding" in out.stdout
+
+
+def test_kind_vocabulary_without_its_source_says_what_to_copy(tmp_path: Path) -> None:
+    """A serving machine with the project folder but not its data: the stored vocabulary is
+    read; when it is missing too, the error names the file to copy (not a bare 'no csv')."""
+    from decision_service.features.declarative import Table
+    from offline.features.compiler import SourceError
+    from offline.features.vocabulary import learned, vocabulary_path
+
+    root = _write(tmp_path / "p", "name: p\nuse_cases: [recommendation]\n")
+    proj = projects.load(root)
+    items = Table("items", "items.csv", key="item_id", format="csv")
+    with pytest.raises(SourceError, match=r"vocabulary 'category' is not stored .* Copy .*vocabularies"):
+        learned("category", items, "category", proj)
+    (root / "items.csv").write_text("item_id,category\na,Bücher\nb,toys\nc,Bücher\nd,\n")
+    assert learned("category", items, "category", proj) == ("Bücher", "toys")  # by frequency
+    (root / "items.csv").unlink()
+    assert vocabulary_path("category", proj).is_file()
+    assert learned("category", items, "category", proj) == ("Bücher", "toys")  # stored, source gone
