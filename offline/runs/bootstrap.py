@@ -11,6 +11,7 @@ Catalog row = world item row = FAISS id; popularity = item events in the last 30
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import sys
 import time
@@ -38,12 +39,8 @@ USE_CASE = "recommendation"
 T = TypeVar("T")
 
 
-_PROGRESS: list[tqdm] = []  # the running bootstrap's progress bar (verbose runs)
-
-
-def _timed(timings: dict[str, float], name: str, fn: Callable[[], T]) -> T:
-    """Runs one step, records its seconds in ``timings`` and moves the progress bar."""
-    bar = _PROGRESS[-1] if _PROGRESS else None
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], T], bar: tqdm | None = None) -> T:
+    """Runs one step, records its seconds in ``timings`` and moves ``bar``."""
     if bar is not None:
         bar.set_postfix_str(name)
     t0 = time.perf_counter()
@@ -104,11 +101,13 @@ def bootstrap_world(
     the feature history to ``<state_dir>/feature_history``."""
     t_all = time.perf_counter() if started is None else started
     timings = {} if timings is None else timings
-    steps = 9 + (1 if redis_url else 0) + (3 if (ranker and ranker.eval_as_of_t2) else 0)
+    ranker = ranker or RankerConfig(threads=threads)
+    index_config = index_config or IndexConfig(threads=threads)
+    steps = 9 + (1 if redis_url else 0) + (3 if ranker.eval_as_of_t2 else 0)
     bar = tqdm(total=steps, desc="bootstrap", unit="step", disable=not (verbose and sys.stderr.isatty()))
-    _PROGRESS.append(bar)
+    step = functools.partial(_timed, timings, bar=bar)
     try:
-        version = _bootstrap_world(
+        version, stats = _train_publish_materialize(
             world,
             state_dir,
             registry_root,
@@ -116,14 +115,14 @@ def bootstrap_world(
             ranker,
             index_config,
             threads,
-            verbose,
+            step,
+            project,
             timings,
             t_all,
-            project,
         )
     finally:
-        _PROGRESS.pop().close()
-    stats = timings.pop("materialized", None)
+        bar.close()
+    timings["total"] = round(time.perf_counter() - t_all, 2)
     if verbose:
         if stats is not None:
             print(f"  materialized: {stats}")
@@ -131,66 +130,64 @@ def bootstrap_world(
     return version
 
 
-def _bootstrap_world(
+def _state_at(
+    step: Callable[..., Any],
+    world: World,
+    t_ms: int,
+    label: str,
+    index_name: str,
+    queries: int,
+    index_config: IndexConfig,
+) -> tuple[Snapshot, Embeddings, faiss.Index, Any]:
+    """(snapshot, embeddings, candidate index, its info) of the world as of ``t_ms``."""
+    snap = step(f"snapshot_{label}", lambda: compute_snapshot(world, t_ms))
+    emb = step(f"embeddings_{label}", lambda: train_embeddings(world, t_ms))
+    index, info = step(
+        index_name, lambda: build_index(emb.items, sample_queries(emb.users, queries), index_config)
+    )
+    return snap, emb, index, info
+
+
+def _train_publish_materialize(
     world: World,
     state_dir: str | Path,
     registry_root: str | Path,
     redis_url: str | None,
-    ranker: RankerConfig | None,
-    index_config: IndexConfig | None,
+    ranker: RankerConfig,
+    index_config: IndexConfig,
     threads: int,
-    verbose: bool,
+    step: Callable[..., Any],
+    project: str | None,
     timings: dict[str, float],
     t_all: float,
-    project: str | None,
-) -> ModelVersion:
+) -> tuple[ModelVersion, dict[str, float] | None]:
     world_dir = state_dir
-    ranker = ranker or RankerConfig(threads=threads)
-    index_config = index_config or IndexConfig(threads=threads)
     faiss.omp_set_num_threads(threads)
-    t1 = world.day_ms(ranker.t1_day)
-
-    snap_t1 = _timed(timings, "snapshot_t1", lambda: compute_snapshot(world, t1))
-    emb_t1 = _timed(timings, "embeddings_t1", lambda: train_embeddings(world, t1))
-    cand_index, _ = _timed(
-        timings,
-        "candidate_index_t1",
-        lambda: build_index(emb_t1.items, sample_queries(emb_t1.users, 100), index_config),
+    snap_t1, emb_t1, cand_index, _ = _state_at(
+        step, world, world.day_ms(ranker.t1_day), "t1", "candidate_index_t1", 100, index_config
     )
     eval_state = None
     if ranker.eval_as_of_t2:  # evaluate as served: everything as of T2
-        t2 = world.day_ms(ranker.t2_day)
-        snap_t2 = _timed(timings, "snapshot_t2", lambda: compute_snapshot(world, t2))
-        emb_t2 = _timed(timings, "embeddings_t2", lambda: train_embeddings(world, t2))
-        index_t2, _ = _timed(
-            timings,
-            "candidate_index_t2",
-            lambda: build_index(emb_t2.items, sample_queries(emb_t2.users, 100), index_config),
+        snap_t2, emb_t2, index_t2, _ = _state_at(
+            step, world, world.day_ms(ranker.t2_day), "t2", "candidate_index_t2", 100, index_config
         )
         eval_state = (snap_t2, emb_t2, index_t2)
-    trained = _timed(
-        timings,
+    trained = step(
         "train_and_eval",
         lambda: train_ranker(
             world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES, eval_state
         ),
     )
-
-    snap = _timed(timings, "snapshot_now", lambda: compute_snapshot(world, world.now_ms))
-    emb = _timed(timings, "embeddings_now", lambda: train_embeddings(world, world.now_ms))
-    _timed(timings, "save_serving_state", lambda: save_serving_state(world_dir, snap, emb))
-    index, info = _timed(
-        timings,
-        "serving_index",
-        lambda: build_index(emb.items, sample_queries(emb.users, index_config.sample_queries), index_config),
+    snap, emb, index, info = _state_at(
+        step, world, world.now_ms, "now", "serving_index", index_config.sample_queries, index_config
     )
+    step("save_serving_state", lambda: save_serving_state(world_dir, snap, emb))
 
     registry = ModelRegistry(registry_root)
     staging = registry.staging_dir(USE_CASE)
     popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
     try:
-        _timed(
-            timings,
+        step(
             "save_artifacts",
             lambda: save_recommendation_artifacts(
                 staging,
@@ -233,11 +230,10 @@ def _bootstrap_world(
     except BaseException:
         registry.discard(staging)
         raise
+    stats = None
     if redis_url:
-        stats = _timed(timings, "materialize", lambda: _materialize(world, snap, emb, redis_url, world_dir))
-        timings["materialized"] = stats  # type: ignore[assignment]
-    timings["total"] = round(time.perf_counter() - t_all, 2)
-    return version
+        stats = step("materialize", lambda: _materialize(world, snap, emb, redis_url, world_dir))
+    return version, stats
 
 
 def _materialize(
