@@ -127,23 +127,9 @@ def _activate(directory: Path | None) -> projects.Project:
 
 
 def _server(argv: list[str]) -> int:
-    """serve / config / health, with ``--project`` mapped to the server's settings."""
+    """serve / config / health: the server's own command line (it takes ``--project`` too)."""
     from decision_service.server import cli as server_cli
 
-    if "--project" in argv or any(a.startswith("--project=") for a in argv):
-        ap = argparse.ArgumentParser(add_help=False)
-        ap.add_argument("--project", type=Path)
-        known, rest = ap.parse_known_args(argv[1:])
-        argv = [argv[0], *rest]
-        path = known.project
-    else:
-        path = None
-    if argv[0] != "health" and path is not None:
-        try:
-            _activate(path)
-        except projects.ProjectError as exc:
-            print(f"decision-service: {exc}", file=sys.stderr)
-            return 2
     return server_cli.main(argv)
 
 

@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(yaml.safe_dump(describe(config), sort_keys=False), end="")
         return 0
+    try:  # the project's declarations and the use cases it serves, checked before any worker starts
+        import decision_service.use_cases  # noqa: F401
+    except (projects.ProjectError, ImportError) as exc:
+        print(f"decision-service: cannot start: {exc}", file=sys.stderr)
+        return 2
     from decision_service.server.workers import configure_logging, serve_workers, worker_count
 
     workers = worker_count(config)
