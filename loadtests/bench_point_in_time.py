@@ -1,5 +1,6 @@
 """Times point-in-time features at every transaction's own time (the fraud training rows): the
-hand-written numpy profiles (offline/features/fraud_features.py, FraudHistory) against the
+hand-written numpy profiles (tests/offline/fraud_reference.py, the oracle the declared groups
+replaced in offline/features/fraud_features.py) against the
 declared FRAUD_USER, MERCHANT and DEVICE groups through the compiler
 (offline/features/compiler.py), and checks they are equal (rtol / atol 1e-5); optionally
 also a snapshot of the shop's USER and ITEM groups at world now.
@@ -25,8 +26,8 @@ import numpy as np
 def _fraud(world_dir: Path, preset: str, strategy: str, groups: list[str]) -> bool:
     from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT
     from offline.features import compiler
-    from offline.features.fraud_features import FraudHistory
     from offline.simulation.fraud_world import FraudWorld, fraud_preset, generate_fraud_world
+    from tests.offline.fraud_reference import HandWrittenProfiles
 
     if not (world_dir / "transactions.parquet").exists():
         t0 = time.perf_counter()
@@ -34,7 +35,7 @@ def _fraud(world_dir: Path, preset: str, strategy: str, groups: list[str]) -> bo
         print(f"generated payments world {preset!r} in {time.perf_counter() - t0:.1f} s -> {world_dir}")
     world = FraudWorld.load(world_dir)
     t0 = time.perf_counter()
-    history = FraudHistory(world)
+    history = HandWrittenProfiles(world)
     build_s = time.perf_counter() - t0
     t = world.occurred_ms
     parties = {
@@ -42,7 +43,7 @@ def _fraud(world_dir: Path, preset: str, strategy: str, groups: list[str]) -> bo
         MERCHANT.name: (MERCHANT, world.merchant, world.merchant_ids, history.merchant),
         DEVICE.name: (DEVICE, world.device, world.device_ids, history.device),
     }
-    print(f"{world.n:,} transactions; FraudHistory built in {build_s:.2f} s")
+    print(f"{world.n:,} transactions; hand-written profiles built in {build_s:.2f} s")
     print(f"{'group':<12} {'entities':>9} {'max rows/entity':>16} {'numpy s':>8} {'compiler s':>11}  equal")
     ok = True
     for name in groups:
