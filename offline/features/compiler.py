@@ -159,14 +159,15 @@ def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
         return f"epoch_ms(CAST({c} AS TIMESTAMPTZ))"
     # a naive timestamp is wall time in ``tz``; an aware one is kept (ICU's timezone()), and so
     # is text that carries its own offset or Z ('2026-01-01T05:00:00+05:00')
-    aware_text = f"(typeof({c}) = 'VARCHAR' AND regexp_matches(trim(CAST({c} AS VARCHAR)), {_lit(_OFFSET)}))"
+    offset = _lit(TEXT_OFFSET)
+    aware_text = f"(typeof({c}) = 'VARCHAR' AND regexp_matches(trim(CAST({c} AS VARCHAR)), {offset}))"
     return (
         f"epoch_ms(CASE WHEN typeof({c}) = 'TIMESTAMP WITH TIME ZONE' OR {aware_text} "
         f"THEN CAST({c} AS TIMESTAMPTZ) ELSE timezone({_lit(tz)}, CAST({c} AS TIMESTAMP)) END)"
     )
 
 
-_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+TEXT_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
 """Text timestamps ending in an explicit UTC offset or Z (ISO 8601)."""
 
 

@@ -88,7 +88,15 @@ from decision_service.features.declarative import (
     TimeSinceAttribute,
 )
 from decision_service.features.registry import FeatureGroup
-from offline.features.compiler import SourceError, connect, derive, events_relation, resolve, scan_sql
+from offline.features.compiler import (
+    TEXT_OFFSET,
+    SourceError,
+    connect,
+    derive,
+    events_relation,
+    resolve,
+    scan_sql,
+)
 
 __all__ = [
     "Problem",
@@ -953,8 +961,12 @@ class _Checker:
                 nbad, xbad = q.add(f"count(*) FILTER (WHERE {bad})"), q.add(self.first(bad, c))
                 if tz == "UTC":
                     ms = f"epoch_ms(TRY_CAST({col} AS TIMESTAMPTZ))"
-                else:
-                    ms = f"epoch_ms(timezone({_lit(tz)}, TRY_CAST({col} AS TIMESTAMP)))"
+                else:  # text with its own offset or Z keeps it (as the compiler reads it)
+                    ms = (
+                        f"epoch_ms(CASE WHEN regexp_matches(trim({col}), {_lit(TEXT_OFFSET)}) "
+                        f"THEN TRY_CAST({col} AS TIMESTAMPTZ) "
+                        f"ELSE timezone({_lit(tz)}, TRY_CAST({col} AS TIMESTAMP)) END)"
+                    )
             elif _timestamp(typ):
                 nbad = xbad = -1
                 if tz == "UTC" or typ == "TIMESTAMP WITH TIME ZONE":

@@ -596,3 +596,16 @@ def test_kind_row_of_another_file_a_duplicate_across_parts_names_both_files(tmp_
     report = validate_sources(_groups(_events(), items=items), tmp_path, NOW)
     p = _error(report, "part-0.parquet", "item_id", "duplicate ids")
     assert "'i2' appears 2 times (also row 1 of items/part-1.parquet)" in p.message, p.message
+
+
+def test_kind_offset_dropped_validation_reads_text_offsets_as_the_compiler_does(tmp_path: Path) -> None:
+    """Text with its own offset under a declared non-UTC timezone: validation used to read it as
+    wall time in that timezone (5 h late here) and called a past row "in the future"."""
+    _parquet(tmp_path / "e.parquet", user_id=["u1"], ts=["2026-01-02T04:00:00+05:00"])  # 23:00Z
+    ev = Events("e", "e.parquet", Time("ts", "timestamp", timezone="America/New_York"), keys={"user_id": "user_id"})
+    group = FeatureGroup(
+        name="g", entity="user_id", max_age_s=1.0, description="",
+        features=(Feature("n", "", compute=Count()),), source=GroupSource(events=ev),
+    )
+    report = validate_sources([group], tmp_path, now_ms=1_767_312_000_000)  # 2026-01-02T00:00Z
+    assert report.ok and not report.problems, report.summary()
