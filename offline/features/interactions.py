@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from decision_service.features.declarative import Time
 from decision_service.features.interactions import Interactions
@@ -91,15 +93,17 @@ def load_interactions(
         raise SourceError(f"{resolve(ev.path, base_dir)}: no events")
     user_ids = np.asarray(u["id"], dtype=object)
     item_ids = np.asarray(it["id"], dtype=object)
-    user_row = {k: r for r, k in enumerate(user_ids)}
-    extra = [k for k in dict.fromkeys(e["u"].tolist()) if k not in user_row]
-    for k in extra:
-        user_row[k] = len(user_row)
-    user_ids = np.concatenate([user_ids, np.asarray(extra, dtype=object)])
-    item_row = {k: r for r, k in enumerate(item_ids)}
-    ev_item = np.fromiter((item_row.get(k, -1) for k in e["i"].tolist()), np.int64, len(e["i"]))
+    # ids -> rows, vectorised (a 10M-event source must not loop in Python)
+    ev_users, ev_items = pa.array(e["u"], pa.string()), pa.array(e["i"], pa.string())
+    seen = pc.unique(ev_users)
+    extra = seen.filter(pc.invert(pc.is_in(seen, value_set=pa.array(user_ids, pa.string()))))
+    extra = np.asarray(extra.to_pylist(), dtype=object)
+    user_ids = np.concatenate([user_ids, extra])
+    ev_user = pc.index_in(ev_users, value_set=pa.array(user_ids, pa.string())).to_numpy(zero_copy_only=False)
+    ev_item = pc.fill_null(pc.index_in(ev_items, value_set=pa.array(item_ids, pa.string())), -1).to_numpy()
+    ev_item = np.asarray(ev_item, np.int64)
     known = ev_item >= 0
-    ev_user = np.fromiter((user_row[k] for k in e["u"].tolist()), np.int64, len(e["u"]))[known]
+    ev_user = np.asarray(ev_user, np.int64)[known]
     ev_item, ev_ms, ev_pos = ev_item[known], np.asarray(e["ts"], np.int64)[known], np.asarray(e["pos"])[known]
 
     first_ms, last_ms = int(ev_ms[0]), int(ev_ms[-1])
