@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from decision_service.features.currencies import CURRENCIES, amount_eur  # noqa: F401 (re-exported)
 from decision_service.features.definitions import (
     DEVICE,
     FRAUD_NEIGHBOUR_COLUMNS,
@@ -19,44 +20,10 @@ from decision_service.features.definitions import (
     VELOCITY_WINDOWS,
 )
 
-CURRENCIES: dict[str, tuple[int, float]] = {
-    # ISO 4217 code: (minor unit exponent, reference EUR per unit)
-    "EUR": (2, 1.0),
-    "USD": (2, 0.92),
-    "GBP": (2, 1.17),
-    "CHF": (2, 1.04),
-    "SEK": (2, 0.088),
-    "NOK": (2, 0.086),
-    "DKK": (2, 0.134),
-    "PLN": (2, 0.23),
-    "CZK": (2, 0.04),
-    "HUF": (2, 0.0025),
-    "RON": (2, 0.2),
-    "TRY": (2, 0.028),
-    "CAD": (2, 0.68),
-    "AUD": (2, 0.61),
-    "NZD": (2, 0.56),
-    "JPY": (0, 0.0062),
-    "KRW": (0, 0.00068),
-    "CNY": (2, 0.13),
-    "HKD": (2, 0.118),
-    "SGD": (2, 0.69),
-    "INR": (2, 0.011),
-    "BRL": (2, 0.17),
-    "MXN": (2, 0.054),
-    "ZAR": (2, 0.05),
-    "NGN": (2, 0.0006),
-    "AED": (2, 0.25),
-    "SAR": (2, 0.245),
-    "KWD": (3, 3.0),
-    "BHD": (3, 2.44),
-    "RUB": (2, 0.01),
-}
-"""Known currencies. The reference rates only normalise amounts for features (a deployment
-would refresh them daily); decisions never depend on their exactness."""
-
 FRAUD_INPUT_GROUPS: tuple[tuple[str, list[str]], ...] = tuple(
-    (g.name, g.columns) for g in (FRAUD_USER, MERCHANT, DEVICE, VELOCITY, FRAUD_REQUEST, FRAUD_NEIGHBOURS)
+    (g.name, g.columns)
+    for g in (FRAUD_USER, MERCHANT, DEVICE, VELOCITY, FRAUD_REQUEST, FRAUD_NEIGHBOURS)
+    if g is not None  # DEVICE: None when the payments table has no device column
 )
 """The groups a fraud model's columns come from (RowAssembler inputs), online and offline."""
 
@@ -66,9 +33,11 @@ _COUNTRY_UNKNOWN = -1.0
 
 _FU_MEAN = FRAUD_USER.slot("fu_amount_mean_log")
 _FU_STD = FRAUD_USER.slot("fu_amount_std_log")
-_FU_HOME = FRAUD_USER.slot("fu_home_country")
+_FU_HOME = FRAUD_USER.slot("fu_home_country") if "fu_home_country" in FRAUD_USER.columns else None
 _M_MEAN = MERCHANT.slot("m_amount_mean_log")
 _REQ = {c: i for i, c in enumerate(FRAUD_REQUEST.columns)}
+VELOCITY_PARTIES: tuple[str, ...] = ("user", "device") if DEVICE is not None else ("user",)
+"""The parties with velocity windows, in VELOCITY's column order."""
 
 
 def country_code(country: str) -> float:
@@ -77,14 +46,6 @@ def country_code(country: str) -> float:
         return _COUNTRY_UNKNOWN
     a, b = country.upper()
     return float((ord(a) - 65) * 26 + (ord(b) - 65))
-
-
-def amount_eur(amount_minor: int | np.ndarray, currency: str | np.ndarray) -> np.ndarray:
-    """Amount in EUR major units. Contract: every currency is a key of CURRENCIES."""
-    cur = np.atleast_1d(np.asarray(currency))
-    exp = np.array([CURRENCIES[c][0] for c in cur.tolist()], dtype=np.float64)
-    rate = np.array([CURRENCIES[c][1] for c in cur.tolist()], dtype=np.float64)
-    return np.asarray(amount_minor, dtype=np.float64) / 10.0**exp * rate
 
 
 def request_features(
@@ -110,12 +71,16 @@ def request_features(
     out[:, _REQ["r_amount_log"]] = log_amount
     out[:, _REQ["r_amount_z_user"]] = (log_amount - user[:, _FU_MEAN]) / np.maximum(user[:, _FU_STD], 0.25)
     out[:, _REQ["r_amount_vs_merchant"]] = log_amount - merchant[:, _M_MEAN]
-    out[:, _REQ["r_new_device"]] = np.asarray(new_device, np.float32)
-    home = user[:, _FU_HOME]
-    country = np.broadcast_to(np.asarray(country, np.float64), (n,))
-    out[:, _REQ["r_foreign_country"]] = (home >= 0) & (country >= 0) & (country != home)
     out[:, _REQ["r_hour_of_day"]] = (np.asarray(occurred_ms, np.int64) % _DAY_MS) // _HOUR_MS
-    out[:, _REQ["r_channel"]] = np.asarray(channel, np.float32)
+    # left out when the project's payments table cannot feed them (features/payments.py)
+    if "r_new_device" in _REQ:
+        out[:, _REQ["r_new_device"]] = np.asarray(new_device, np.float32)
+    if "r_foreign_country" in _REQ and _FU_HOME is not None:
+        home = user[:, _FU_HOME]
+        country = np.broadcast_to(np.asarray(country, np.float64), (n,))
+        out[:, _REQ["r_foreign_country"]] = (home >= 0) & (country >= 0) & (country != home)
+    if "r_channel" in _REQ:
+        out[:, _REQ["r_channel"]] = np.asarray(channel, np.float32)
     return out
 
 
@@ -125,11 +90,12 @@ def velocity_from_events(
     """VELOCITY columns of one transaction from its parties' earlier (time ms, amount EUR) events.
 
     Contract: events at or before ``at_ms`` within each window count; the transaction itself
-    must not be among the events (the store drops it), so a retry never counts twice.
+    must not be among the events (the store drops it), so a retry never counts twice. The
+    device's windows only when the project has devices (VELOCITY_PARTIES).
     """
     out = np.empty(len(VELOCITY.columns), np.float32)
     i = 0
-    for times, amounts in (user_events, device_events):
+    for times, amounts in (user_events, device_events)[: len(VELOCITY_PARTIES)]:
         for _, seconds in VELOCITY_WINDOWS:
             inside = (times >= at_ms - seconds * 1000) & (times <= at_ms)
             out[i] = np.count_nonzero(inside)

@@ -58,9 +58,10 @@ USER_DEVICES_TTL_MS = 400 * 86_400_000
 BLOCK_KINDS = ("device", "ip", "instrument")
 
 @functools.cache
-def _payment_groups() -> tuple[FeatureGroup, FeatureGroup, FeatureGroup]:
+def _payment_groups() -> tuple[FeatureGroup, FeatureGroup, FeatureGroup | None]:
     """The project's (FRAUD_USER, MERCHANT, DEVICE): imported on first use, so a project that
-    does not serve fraud need not declare them."""
+    does not serve fraud need not declare them. DEVICE is None when its payments have no
+    device column (features/payments.py)."""
     from decision_service.features.definitions import DEVICE, FRAUD_USER, MERCHANT
 
     return FRAUD_USER, MERCHANT, DEVICE
@@ -184,11 +185,9 @@ class RedisFeatureReads:
         payment's once-record), in one pipeline; velocity events within MAX_WINDOW_MS up to
         ``at_ms`` (the server's receive time of the request)."""
         user_g, merchant_g, device_g = _payment_groups()
-        keys = (
-            feature_keys(user_g, [user_id])
-            + feature_keys(merchant_g, [merchant_id])
-            + feature_keys(device_g, [device_id or "-"])
-        )
+        keys = feature_keys(user_g, [user_id]) + feature_keys(merchant_g, [merchant_id])
+        if device_g is not None:
+            keys += feature_keys(device_g, [device_id or "-"])
         since = at_ms - MAX_WINDOW_MS
         # Newest first: when a party has more events than we read, the oldest are dropped,
         # never the recent ones the short-window limits depend on.
@@ -223,7 +222,7 @@ class RedisFeatureReads:
         return StoredContext(
             user=packed.decode(user_g, profiles[0:1], at),
             merchant=packed.decode(merchant_g, profiles[1:2], at),
-            device=packed.decode(device_g, profiles[2:3], at),
+            device=packed.decode(device_g, profiles[2:3], at) if device_g is not None else None,
             user_events=user_events,
             device_events=device_events,
             device_known=device_known,

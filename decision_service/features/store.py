@@ -45,7 +45,7 @@ class StoredContext:
 
     user: GroupValues
     merchant: GroupValues
-    device: GroupValues
+    device: GroupValues | None  # None: the project has no device profiles
     user_events: tuple[np.ndarray, np.ndarray]  # (times ms int64, amounts EUR float64)
     device_events: tuple[np.ndarray, np.ndarray]
     device_known: bool  # the user paid from this device before

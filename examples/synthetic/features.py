@@ -26,7 +26,6 @@ from decision_service.features.declarative import (
     Entropy,
     Events,
     Expr,
-    FirstSeenCount,
     GroupSource,
     Lookup,
     Mean,
@@ -37,12 +36,12 @@ from decision_service.features.declarative import (
     Table,
     Time,
     TimeSinceAttribute,
-    TimeSinceFirst,
     TimeSinceLast,
     TopShare,
 )
 from decision_service.features.interactions import Interactions
-from decision_service.features.registry import Feature, FeatureGroup, FeatureRegistry, OnDemandGroup, Reason
+from decision_service.features.payments import Payments, fraud_features
+from decision_service.features.registry import Feature, FeatureGroup, FeatureRegistry, OnDemandGroup
 
 EMBEDDING_DIM = 64
 """Width of user and item embeddings (FAISS index dimension)."""
@@ -255,354 +254,47 @@ USER_ITEM = OnDemandGroup(
 )
 
 # ------------------------------------------------------------------------------- fraud
-# Profiles are point-in-time aggregates over a party's past transactions (offline/features/fraud_features.py
-# computes them for training rows and for materialization with the same code; the declared
-# ``compute``s below reproduce them through offline/features/compiler.py, checked by
-# tests/offline/test_fraud_feature_parity.py). Velocity is read fresh from Redis per request;
-# request and neighbour features are computed at request time (features/fraud.py). Each
-# feature names the reason code it maps to in explanations.
-
-# The payments world's sources (a world directory of offline/simulation/fraud_world.py; paths
-# are relative to it). Windows are [t - w, t): ``closed="left"``, an event exactly w old still
-# counts, as in the hand-written profiles (and the velocity counters).
-ISO_ALPHA2: tuple[str, ...] = tuple(chr(65 + i // 26) + chr(65 + i % 26) for i in range(26 * 26))
-"""Every two-letter code "AA".."ZZ" in order: a country's index here is features.fraud.country_code."""
-
-PAY_USERS = Table("users", "users.parquet", key="user_id", derived={"home_alpha2": "upper(home)"})
-PAY_MERCHANTS = Table("merchants", "merchants.parquet", key="merchant_id")
-PAY_DEVICES = Table("devices", "devices.parquet", key="device_id")
-PAY_CURRENCIES = Table("currencies", "currencies.parquet", key="currency")  # features.fraud.CURRENCIES
-PAY_TRANSACTIONS = Events(
-    "transactions",
-    "transactions.parquet",
-    Time("occurred_ms", "ms"),
-    keys={"user_id": "user_id", "merchant_id": "merchant_id", "device_id": "device_id"},
-    lookups=(
-        Lookup(PAY_CURRENCIES, on="currency", columns=("exponent", "eur_rate")),
-        Lookup(PAY_USERS, on="user_id", columns=("home",)),  # the cardholder's home country
+# The payments world's table (offline/simulation/fraud_world.py; paths are relative to the
+# world directory) declared as the fraud contract (decision_service/features/payments.py),
+# which builds the standard fraud groups from it: party profiles as point-in-time aggregates
+# (compiled by offline/features/compiler.py for training rows and for materialization alike;
+# tests/offline/test_fraud_feature_parity.py checks them against a hand-written oracle),
+# velocity read fresh from Redis per request, request and neighbour features at request time
+# (features/fraud.py). This world has every optional column, so nothing is left out.
+PAY_USERS = Table("users", "users.parquet", key="user_id")
+PAYMENTS = Payments(
+    Events(
+        "transactions",
+        "transactions.parquet",
+        Time("occurred_ms", "ms"),
+        keys={"user_id": "user_id", "merchant_id": "merchant_id", "device_id": "device_id"},
+        derived={"charged_back": "chargeback_ms >= 0"},  # -1: no chargeback (yet)
     ),
-    derived={
-        "amount_eur": "amount_minor / pow(10, exponent) * eur_rate",  # features.fraud.amount_eur
-        "log_amount_eur": "ln(1 + amount_eur)",
-        "abroad": "CAST(country <> home AS DOUBLE)",
-        "chargeback_at": "CASE WHEN chargeback_ms >= 0 THEN chargeback_ms END",  # -1: none (yet)
-    },
+    transaction_id="txn_id",
+    amount="amount_minor",
+    amount_unit="minor",
+    currency="currency",
+    label="charged_back",
+    label_time=Time("chargeback_ms", "ms"),  # labels count by their arrival, not the payment
+    country="country",
+    channel="channel",
+    users=PAY_USERS,
+    signup=Time("signup_ms", "ms"),
+    home_country="home",
+    merchants=Table("merchants", "merchants.parquet", key="merchant_id"),
+    devices=Table("devices", "devices.parquet", key="device_id"),
 )
-CHARGEBACKS_90D = Count("90d", time="chargeback_at", closed="left")  # by arrival, not payment
-M_CHARGEBACK_PRIOR = 0.01
-
-VELOCITY_WINDOWS: tuple[tuple[str, int], ...] = (("10m", 600), ("1h", 3_600), ("24h", 86_400))
-"""Velocity windows (label, seconds) of the per-user and per-device counters."""
-
-_ACCOUNT = Reason(
-    "ACCOUNT_AGE", "account age is unusual for legitimate buyers", "ACCOUNT_NEW", "the account is new"
-)
-_USER_HISTORY = Reason(
-    "USER_HISTORY_UNUSUAL",
-    "unusual purchase history",
-    "USER_LITTLE_HISTORY",
-    "the user has little purchase history",
-)
-_MERCHANT = Reason("MERCHANT_HIGH_RISK", "the merchant has a high chargeback rate")
-_MERCHANT_PROFILE = Reason(
-    "MERCHANT_PROFILE", "merchant profile typical of fraud", "MERCHANT_NEW", "the merchant has little history"
-)
-_DEVICE_NEW = Reason(
-    "DEVICE_AGE", "device age typical of fraud", "DEVICE_NEW", "the device was first seen recently"
-)
-_USER_VELOCITY = Reason("USER_VELOCITY_HIGH", "many recent transactions by this user")
-_DEVICE_VELOCITY = Reason("DEVICE_VELOCITY_HIGH", "many recent transactions from this device")
-
-FRAUD_USER = FeatureGroup(
-    name="fraud_user",
-    entity="user_id",
-    max_age_s=2 * DAY_S,
-    description="Payment profile of a user: account age, usual amounts, home country, chargebacks.",
-    features=(
-        Feature(
-            "fu_account_age_days",
-            "days since sign-up",
-            default=0.0,
-            reason=_ACCOUNT,
-            compute=TimeSinceAttribute("signup_ms"),
-        ),
-        Feature(
-            "fu_txn_count_30d",
-            "transactions in the last 30 days",
-            reason=_USER_HISTORY,
-            compute=Count("30d", closed="left"),
-        ),
-        Feature(
-            "fu_txn_count_total",
-            "transactions ever",
-            reason=_USER_HISTORY,
-            compute=Count(),
-        ),
-        Feature(
-            "fu_amount_mean_log",
-            "mean log1p(amount EUR) of past transactions",
-            default=3.4,
-            compute=Mean(of="log_amount_eur"),
-            reason=Reason("USER_AMOUNT_PROFILE", "the user's usual amounts are typical of fraud"),
-        ),
-        Feature(
-            "fu_amount_std_log",
-            "std of log1p(amount EUR) of past transactions",
-            default=0.6,
-            compute=Std(of="log_amount_eur", min_count=2),  # one transaction: the default
-            reason=Reason("USER_AMOUNT_PROFILE", "the user's usual amounts are typical of fraud"),
-        ),
-        Feature(
-            "fu_home_country",
-            "home country (features.fraud.country_code)",
-            default=-1.0,
-            categorical=True,
-            compute=Attribute("home_alpha2", vocabulary=ISO_ALPHA2),
-        ),
-        Feature(
-            "fu_foreign_share",
-            "share of past transactions outside the home country",
-            compute=Mean(of="abroad"),
-            reason=Reason(
-                "USER_TRAVEL_PROFILE",
-                "the user's travel pattern is unusual",
-                "USER_RARELY_ABROAD",
-                "the user rarely pays abroad",
-            ),
-        ),
-        Feature(
-            "fu_new_devices_30d",
-            "devices first used by the user in the last 30 days",
-            compute=FirstSeenCount("30d", of="device_id", closed="left"),
-            reason=Reason("USER_MANY_NEW_DEVICES", "the user switched devices often recently"),
-        ),
-        Feature(
-            "fu_chargebacks_90d",
-            "chargebacks received in the last 90 days",
-            compute=CHARGEBACKS_90D,
-            reason=Reason("USER_PRIOR_CHARGEBACKS", "the user had recent chargebacks"),
-        ),
-        Feature(
-            "fu_days_since_last_txn",
-            "days since the previous transaction",
-            default=365.0,
-            compute=TimeSinceLast(),
-            reason=Reason(
-                "USER_DORMANT",
-                "first transaction after a long pause",
-                "USER_RAPID_REPEAT",
-                "transactions in quick succession",
-            ),
-        ),
-    ),
-    source=GroupSource(PAY_TRANSACTIONS, PAY_USERS),
-)
-
-MERCHANT = FeatureGroup(
-    name="merchant",
-    entity="merchant_id",
-    max_age_s=2 * DAY_S,
-    description="Risk profile of a merchant.",
-    features=(
-        Feature(
-            "m_txn_count_30d",
-            "transactions in the last 30 days",
-            reason=_MERCHANT_PROFILE,
-            compute=Count("30d", closed="left"),
-        ),
-        Feature(
-            "m_chargeback_rate_90d",
-            "chargebacks / transactions over 90 days (smoothed)",
-            default=M_CHARGEBACK_PRIOR,
-            reason=_MERCHANT,
-            # (chargebacks + 20 * prior) / (transactions + 20): 20 pseudo-transactions at the prior
-            compute=Ratio(
-                CHARGEBACKS_90D, Count("90d", closed="left"), prior=M_CHARGEBACK_PRIOR, prior_weight=20
-            ),
-        ),
-        Feature(
-            "m_amount_mean_log",
-            "mean log1p(amount EUR) at the merchant",
-            default=3.4,
-            reason=_MERCHANT_PROFILE,
-            compute=Mean(of="log_amount_eur"),
-        ),
-        Feature(
-            "m_age_days",
-            "days since the merchant's first transaction",
-            reason=_MERCHANT_PROFILE,
-            compute=TimeSinceFirst(),
-        ),
-    ),
-    source=GroupSource(PAY_TRANSACTIONS, PAY_MERCHANTS),
-)
-
-DEVICE = FeatureGroup(
-    name="device",
-    entity="device_id",
-    max_age_s=2 * DAY_S,
-    description="History of a device across all users.",
-    features=(
-        Feature(
-            "d_age_days",
-            "days since the device was first seen (0 = never seen)",
-            reason=_DEVICE_NEW,
-            compute=TimeSinceFirst(),
-        ),
-        Feature(
-            "d_txn_count_30d",
-            "transactions in the last 30 days",
-            reason=_DEVICE_VELOCITY,
-            compute=Count("30d", closed="left"),
-        ),
-        Feature(
-            "d_new_users_30d",
-            "users who first used the device in the last 30 days",
-            reason=Reason("DEVICE_SHARED", "the device is used by several accounts"),
-            compute=FirstSeenCount("30d", of="user_id", closed="left"),
-        ),
-        Feature(
-            "d_chargebacks_90d",
-            "chargebacks on the device's transactions over 90 days",
-            reason=Reason("DEVICE_PRIOR_CHARGEBACKS", "the device is linked to chargebacks"),
-            compute=CHARGEBACKS_90D,
-        ),
-    ),
-    source=GroupSource(PAY_TRANSACTIONS, PAY_DEVICES),
-)
-
-
-def _velocity_features(entity: str, reason: Reason) -> tuple[Feature, ...]:
-    out = []
-    for label, _ in VELOCITY_WINDOWS:
-        out.append(
-            Feature(
-                f"v_{entity}_count_{label}", f"{entity}'s transactions in the last {label}", reason=reason
-            )
-        )
-        out.append(
-            Feature(f"v_{entity}_sum_{label}", f"{entity}'s amount (EUR) in the last {label}", reason=reason)
-        )
-    return tuple(out)
-
-
-VELOCITY = OnDemandGroup(
-    name="velocity",
-    inputs=("txn_events:user", "txn_events:device"),
-    description="Counts and sums of a user's and a device's earlier transactions per window; "
-    "read fresh per request from Redis event sets (features/redis_store.py).",
-    features=_velocity_features("user", _USER_VELOCITY) + _velocity_features("device", _DEVICE_VELOCITY),
-)
-
-FRAUD_REQUEST = OnDemandGroup(
-    name="fraud_request",
-    inputs=("request", "fraud_user", "merchant", "user_devices"),
-    description="Features of the transaction itself, relative to the user and merchant profiles.",
-    features=(
-        Feature(
-            "r_amount_log",
-            "log1p(amount in EUR)",
-            reason=Reason(
-                "AMOUNT_HIGH",
-                "large amount",
-                "AMOUNT_VERY_SMALL",
-                "very small amount, typical of card testing",
-            ),
-        ),
-        Feature(
-            "r_amount_z_user",
-            "(log amount - user's mean) / user's std",
-            reason=Reason(
-                "AMOUNT_HIGH_FOR_USER",
-                "amount far above the user's usual",
-                "AMOUNT_LOW_FOR_USER",
-                "amount far below the user's usual",
-            ),
-        ),
-        Feature(
-            "r_amount_vs_merchant",
-            "log amount - merchant's mean log amount",
-            reason=Reason(
-                "AMOUNT_HIGH_FOR_MERCHANT",
-                "amount unusual for this merchant",
-                "AMOUNT_LOW_FOR_MERCHANT",
-                "amount unusually low for this merchant",
-            ),
-        ),
-        Feature(
-            "r_new_device",
-            "1 if the user never used this device before",
-            reason=Reason("NEW_DEVICE", "first transaction of this user on this device"),
-        ),
-        Feature(
-            "r_foreign_country",
-            "1 if the country differs from the user's home country",
-            reason=Reason("FOREIGN_COUNTRY", "transaction country differs from the home country"),
-        ),
-        Feature(
-            "r_hour_of_day",
-            "hour of day (UTC) of occurred_at",
-            reason=Reason("UNUSUAL_HOUR", "time of day typical of fraud"),
-        ),
-        Feature(
-            "r_channel",
-            "channel (decision.v1.Channel number)",
-            categorical=True,
-            reason=Reason("CHANNEL_RISK", "channel typical of fraud"),
-        ),
-    ),
-)
-
-FRAUD_NEIGHBOURS = OnDemandGroup(
-    name="fraud_neighbours",
-    inputs=("fraud model matrix", "neighbour index"),
-    description="FAISS k nearest labelled past transactions (matured labels) of this transaction.",
-    features=(
-        Feature(
-            "nn_fraud_rate",
-            "chargeback rate among the k most similar labelled transactions",
-            default=0.02,
-            reason=Reason("SIMILAR_TO_FRAUD", "similar past transactions were fraud"),
-        ),
-        Feature(
-            "nn_mean_distance",
-            "mean distance to those neighbours (standardized units)",
-            default=1.0,
-            reason=Reason("UNUSUAL_PATTERN", "unlike most past transactions"),
-        ),
-    ),
-)
-
-FRAUD_NEIGHBOUR_COLUMNS: tuple[str, ...] = (
-    "r_amount_log",
-    "r_amount_z_user",
-    "r_new_device",
-    "r_foreign_country",
-    "v_user_count_1h",
-    "v_device_count_24h",
-    "m_chargeback_rate_90d",
-    "fu_account_age_days",
-    "d_new_users_30d",
-    "d_chargebacks_90d",
-)
-"""The space neighbours are searched in (standardized; log1p on counts)."""
+FRAUD = fraud_features(PAYMENTS)
+"""FRAUD_USER, MERCHANT, DEVICE, VELOCITY, FRAUD_REQUEST, FRAUD_NEIGHBOURS, FRAUD_MODEL_FEATURES
+(exported under those names by decision_service.features.definitions)."""
+FRAUD_USER, MERCHANT, DEVICE = FRAUD.user, FRAUD.merchant, FRAUD.device
 
 REGISTRY = FeatureRegistry(
-    groups=(USER, USER_EMBEDDING, ITEM, FRAUD_USER, MERCHANT, DEVICE),
-    on_demand=(USER_ITEM, VELOCITY, FRAUD_REQUEST, FRAUD_NEIGHBOURS),
+    groups=(USER, USER_EMBEDDING, ITEM) + FRAUD.groups,
+    on_demand=(USER_ITEM,) + FRAUD.on_demand,
 )
 
 RECOMMENDATION_MODEL_FEATURES: tuple[str, ...] = tuple(
     [c for c in USER.columns if not c.startswith("u_category_share_")] + ITEM.columns + USER_ITEM.columns
 )
 """Default feature order of the ranking model: user scalars, item features, cross features."""
-
-FRAUD_MODEL_FEATURES: tuple[str, ...] = tuple(
-    [c for c in FRAUD_USER.columns if c != "fu_home_country"]
-    + MERCHANT.columns
-    + DEVICE.columns
-    + VELOCITY.columns
-    + FRAUD_REQUEST.columns
-    + FRAUD_NEIGHBOURS.columns
-)
-"""Default feature order of the fraud model."""

@@ -25,7 +25,13 @@ from decision_service.features.definitions import (
     VELOCITY,
     VELOCITY_WINDOWS,
 )
-from decision_service.features.fraud import FRAUD_INPUT_GROUPS, amount_eur, country_code, request_features
+from decision_service.features.fraud import (
+    FRAUD_INPUT_GROUPS,
+    VELOCITY_PARTIES,
+    amount_eur,
+    country_code,
+    request_features,
+)
 from decision_service.features.registry import FeatureGroup
 from offline.features import compiler
 from offline.simulation.fraud_world import FraudWorld
@@ -79,16 +85,18 @@ class FraudHistory:
         self.world = world
         base = int(min(world.start_ms, int(world.user_signup_ms.min()))) - 400 * DAY_MS
         self.base = base
-        self.eur = amount_eur(world.amount_minor, world.currency)
+        self.eur = world.eur if world.eur is not None else amount_eur(world.amount_minor, world.currency)
         t = world.occurred_ms
         u, d = world.user.astype(np.int64), world.device.astype(np.int64)
         self.user_amount = PartyHistory.build(u, t, self.eur, base)
-        self.device_amount = PartyHistory.build(d, t, self.eur, base)
-        # first use of each (user, device) pair: the request's "new device" flag
-        pair = u * np.int64(len(world.device_ids)) + d
-        _, first = np.unique(pair, return_index=True)
         self.first_pair = np.zeros(world.n, bool)
-        self.first_pair[first] = True  # time-sorted, so the first index is the first use
+        self.device_amount: PartyHistory | None = None
+        if world.has_devices:  # a payments table without devices: no device velocity, no "new device"
+            self.device_amount = PartyHistory.build(d, t, self.eur, base)
+            # first use of each (user, device) pair: the request's "new device" flag
+            pair = u * np.int64(len(world.device_ids)) + d
+            _, first = np.unique(pair, return_index=True)
+            self.first_pair[first] = True  # time-sorted, so the first index is the first use
 
     # ------------------------------------------------------------------ profiles
 
@@ -115,7 +123,8 @@ class FraudHistory:
         t = w.occurred_ms[rows]
         out = np.empty((len(rows), len(VELOCITY.columns)), np.float32)
         i = 0
-        for history, keys in ((self.user_amount, w.user[rows]), (self.device_amount, w.device[rows])):
+        parties = {"user": (self.user_amount, w.user[rows]), "device": (self.device_amount, w.device[rows])}
+        for history, keys in (parties[p] for p in VELOCITY_PARTIES):
             for _, seconds in VELOCITY_WINDOWS:
                 count, total, _, _ = history.window(keys, t + 1, seconds * 1000 + 1)
                 out[:, i] = count
@@ -136,7 +145,7 @@ class FraudHistory:
         t = w.occurred_ms[rows]
         user = self.fraud_user(w.user[rows], t)
         merchant = self.merchant(w.merchant[rows], t)
-        device = self.device(w.device[rows], t)
+        device = self.device(w.device[rows], t) if DEVICE is not None else None
         countries = np.array([country_code(c) for c in w.country[rows].tolist()])
         request = request_features(
             self.eur[rows],
@@ -151,7 +160,7 @@ class FraudHistory:
         blocks = {
             FRAUD_USER.name: user,
             MERCHANT.name: merchant,
-            DEVICE.name: device,
+            **({DEVICE.name: device} if DEVICE is not None else {}),
             VELOCITY.name: self.velocity(rows),
             FRAUD_REQUEST.name: request,
             FRAUD_NEIGHBOURS.name: np.tile(

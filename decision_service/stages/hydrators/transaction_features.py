@@ -32,12 +32,14 @@ class TransactionFeatures:
         counted_at = state.request.counted_at_ms
         ctx = state.context
         if ctx is not None:
-            user, merchant, device = ctx.user.values[0], ctx.merchant.values[0], ctx.device.values[0]
+            user, merchant = ctx.user.values[0], ctx.merchant.values[0]
+            device = ctx.device.values[0] if ctx.device is not None else None
             velocity = velocity_from_events(ctx.user_events, ctx.device_events, counted_at)
             new_device = float(bool(t.device_id) and not ctx.device_known)
         else:
             # Store unavailable: declared defaults; "new device" unknown -> 0 (not evidence).
-            user, merchant, device = FRAUD_USER.defaults, MERCHANT.defaults, DEVICE.defaults
+            user, merchant = FRAUD_USER.defaults, MERCHANT.defaults
+            device = DEVICE.defaults if DEVICE is not None else None
             velocity = velocity_from_events(_NO_EVENTS, _NO_EVENTS, counted_at)
             new_device = 0.0
         request = request_features(
@@ -52,7 +54,7 @@ class TransactionFeatures:
         blocks = {
             FRAUD_USER.name: user,
             MERCHANT.name: merchant,
-            DEVICE.name: device,
+            **({DEVICE.name: device} if DEVICE is not None else {}),  # None: no devices
             VELOCITY.name: velocity,
             FRAUD_REQUEST.name: request,
             FRAUD_NEIGHBOURS.name: _NN_DEFAULTS,

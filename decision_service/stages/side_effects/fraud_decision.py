@@ -25,7 +25,11 @@ class LogFraudDecision:
     def apply(self, state: FraudState, decision: FraudDecision) -> None:
         context = state.context
         status = (
-            tuple(int(g.status[0]) for g in (context.user, context.merchant, context.device))
+            # a project without device profiles logs the device's as MISSING (never stored)
+            tuple(
+                int(g.status[0]) if g is not None else int(FeatureStatus.MISSING)
+                for g in (context.user, context.merchant, context.device)
+            )
             if context is not None
             else _UNAVAILABLE
         )

@@ -36,7 +36,7 @@ def mark_confirmed_fraud(outcome: Outcome, ref: DecisionRef, once_ttl_ms: int) -
     device = entities.get("device_id") or ""
     instrument = entities.get("payment_instrument_id") or ""
     writes: list[Write] = [IncrementFeature(FRAUD_USER, ref.user_id, "fu_chargebacks_90d")]
-    if device:
+    if device and DEVICE is not None:  # None: the project's payments have no devices
         writes.append(IncrementFeature(DEVICE, device, "d_chargebacks_90d"))
     if instrument:
         writes.append(AddToBlockList("instrument", instrument))

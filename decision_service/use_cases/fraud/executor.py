@@ -136,7 +136,7 @@ class FraudExecutor:
         if state.context is None:
             return
         for values in (state.context.user, state.context.merchant, state.context.device):
-            if int(values.status[0]) == FeatureStatus.INVALID:
+            if values is not None and int(values.status[0]) == FeatureStatus.INVALID:
                 self._book.degrade(state.degraded, "features", f"{values.group}_invalid")
 
     async def _replay(
