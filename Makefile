@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PROJECT ?= examples/synthetic
 export DS_PROJECT := $(abspath $(PROJECT))
 
-PHONY_EXAMPLES := fetch-movielens example-movielens
+PHONY_EXAMPLES := fetch-movielens example-movielens example-payments
 .PHONY: $(PHONY_EXAMPLES) all demo flywheel test test-slow proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
 
 all: test
@@ -64,6 +64,8 @@ ifeq ($(abspath $(PROJECT)),$(abspath examples/synthetic))
 	$(PY) -m offline.runs.demo
 else
 	$(if $(filter $(abspath $(PROJECT)),$(abspath examples/movielens)),$(PY) examples/movielens/fetch.py)
+	$(if $(filter $(abspath $(PROJECT)),$(abspath examples/payments)),\
+	  $(if $(wildcard examples/payments/data/payments.csv),,$(PY) examples/payments/make_data.py))
 	$(PY) -m offline.runs.project_demo --project $(PROJECT)
 endif
 
@@ -74,6 +76,11 @@ fetch-movielens: venv
 
 example-movielens: venv proto
 	$(MAKE) demo PROJECT=examples/movielens
+
+# A minimal payments table (id, time, customer, terminal, amount, fraud label with its report
+# time) end to end: features that need other columns are left out, the model vs rules-only.
+example-payments: venv proto
+	$(MAKE) demo PROJECT=examples/payments
 
 # Turns of the loop on a synthetic world: decide, collect, train, publish, hot-reload.
 FLYWHEEL_ARGS ?=

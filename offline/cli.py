@@ -3,10 +3,12 @@
 The project commands follow Feast's init / apply / materialize habits; serve, config and
 health are the server's (decision_service/server/cli.py).
 
-  decision-service init DIR                      a commented example project with sample data
+  decision-service init DIR [--template payments] a commented example project with sample data
   decision-service validate   --project DIR      the sources against their declarations
-  decision-service bootstrap  --project DIR      validate, embeddings, features, index, ranker,
-                                                 publish; --redis-url also materializes
+  decision-service bootstrap  --project DIR      validate, then per use case (recommendation:
+                                                 embeddings, features, index, ranker; fraud:
+                                                 profiles, neighbours, model), publish;
+                                                 --redis-url also materializes
   decision-service materialize --project DIR --redis-url URL
   decision-service training-set --project DIR    decision logs + outcomes -> a training set
   decision-service retrain    --project DIR      train on it, gate, publish
@@ -44,9 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="scaffold a commented example project with sample data")
     init.add_argument("directory", type=Path)
+    init.add_argument(
+        "--template",
+        choices=("shop", "payments"),
+        default="shop",
+        help="shop: recommendations over users, items and events; "
+        "payments: fraud verdicts over a payments table",
+    )
     for name, text in (
         ("validate", "check the project's sources against their declarations"),
-        ("bootstrap", "validate, then train, index and publish the recommendation model"),
+        ("bootstrap", "validate, then train and publish the recommendation and fraud models"),
         ("materialize", "write the bootstrapped serving state into the online store"),
         ("training-set", "join the decision logs with outcomes into a training set"),
         ("retrain", "retrain on a training set, gate against CURRENT, publish"),
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from offline.scaffold import scaffold
 
         try:
-            written = scaffold(args.directory)
+            written = scaffold(args.directory, args.template)
         except FileExistsError as exc:
             print(f"decision-service init: {exc}", file=sys.stderr)
             return 2
@@ -168,6 +177,11 @@ def _validate(project: projects.Project):  # -> offline.features.validate.Valida
         extra_tables = [interactions.users, interactions.items]
         extra_events = [interactions.events]
     report = validate_sources(groups, project.data_dir, tables=extra_tables, events=extra_events)
+    fraud = _declared("FRAUD") if project.serves("fraud") else None
+    if fraud is not None:  # the payments contract's own checks: ids, amounts, labels, currencies
+        from offline.features.validate_payments import validate_payments
+
+        report.problems.extend(validate_payments(fraud, project.data_dir))
     for group in groups:
         for f in group.features:
             if isinstance(f.compute, Share) and f.size > SHARE_SLOTS_WARNING:
@@ -197,36 +211,58 @@ def _validate(project: projects.Project):  # -> offline.features.validate.Valida
     return report
 
 
+BOOTSTRAPPED = ("recommendation", "fraud")
+"""The use cases ``bootstrap`` trains from a project's own data (INTERACTIONS, PAYMENTS)."""
+
+
 def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
-    if not project.serves("recommendation"):
+    use_cases = [u for u in BOOTSTRAPPED if project.serves(u)]
+    if not use_cases:
         print(
-            f"bootstrap: project {project.name} does not serve recommendations; "
-            "its use cases bootstrap with their own jobs (offline/runs/)",
+            f"bootstrap: project {project.name} serves {', '.join(project.use_cases)}; bootstrap trains "
+            f"{' and '.join(BOOTSTRAPPED)} from a project's data (the others with offline/runs/)",
             file=sys.stderr,
         )
         return 1
     t0 = time.perf_counter()
-    print(f"[1/3] validating the sources of {project.name} ...", flush=True)
+    print(f"validating the sources of {project.name} ...", flush=True)
     report = _validate(project)
     if report.errors:
         print(report.summary(), file=sys.stderr)
         print("bootstrap: the sources fail validation; nothing was written", file=sys.stderr)
         return 1
-    from decision_service.features import definitions
-    from offline.features.interactions import load_interactions
-    from offline.runs.bootstrap import bootstrap_world
-
-    if _declared("INTERACTIONS") is None:
-        raise projects.ProjectError(
-            f"{project.features_file}: a recommendation project declares INTERACTIONS = Interactions(...) "
-            "(decision_service/features/interactions.py): which events, users and items the jobs train on"
-        )
     redis_url = args.redis_url or project.online_store
     if redis_url:
         _check_redis(redis_url)  # before anything is trained or published
+    if "recommendation" in use_cases:
+        _bootstrap_recommendation(project, args, redis_url)
+    if "fraud" in use_cases:
+        _bootstrap_fraud(project, args, redis_url)
+    print(f"bootstrap of {project.name} finished in {time.perf_counter() - t0:.0f} s")
+    return 0
 
-    print("[2/3] loading interactions ...", flush=True)
-    world, loaded = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
+
+def _required(name: str, what: str, project: projects.Project) -> object:
+    value = _declared(name)
+    if value is None:
+        raise projects.ProjectError(f"{project.features_file}: a {what}")
+    return value
+
+
+def _bootstrap_recommendation(
+    project: projects.Project, args: argparse.Namespace, redis_url: str | None
+) -> None:
+    from offline.features.interactions import load_interactions
+    from offline.runs.bootstrap import bootstrap_world
+
+    interactions = _required(
+        "INTERACTIONS",
+        "recommendation project declares INTERACTIONS = Interactions(...) "
+        "(decision_service/features/interactions.py): which events, users and items the jobs train on",
+        project,
+    )
+    print("[recommendation] loading interactions ...", flush=True)
+    world, loaded = load_interactions(interactions, project.data_dir, project.name)
     print(
         f"      {loaded.users:,} users (+{loaded.users_from_events} only in events), {loaded.items:,} items, "
         f"{loaded.events:,} events ({loaded.positives:,} positive), "
@@ -236,7 +272,7 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
     if loaded.users_from_events:
         print(
             f"      warning: {loaded.users_from_events:,} user ids of the events are not in "
-            f"{definitions.INTERACTIONS.users.path}: check that both id columns are written alike "
+            f"{interactions.users.path}: check that both id columns are written alike "
             "(e.g. 24 vs '00024'); their attributes take the declared defaults"
         )
     uncategorised = int((world.item_category < 0).sum())
@@ -246,7 +282,7 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
             f"it was learned: delete {project.state_dir / 'vocabularies'} and bootstrap again to "
             "learn new ones); they are served, never through a category allow-list"
         )
-    print("[3/3] features, embeddings, index, ranker, publish ...", flush=True)
+    print("[recommendation] features, embeddings, index, ranker, publish ...", flush=True)
     cfg = ranker_config(project, world, args.threads)
     bootstrap_world(
         world,
@@ -258,8 +294,66 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
         verbose=True,
         project=project.name,
     )
-    print(f"bootstrap of {project.name} finished in {time.perf_counter() - t0:.0f} s")
-    return 0
+
+
+def _bootstrap_fraud(project: projects.Project, args: argparse.Namespace, redis_url: str | None) -> None:
+    from decision_service.features.payments import FraudFeatures
+    from offline.features.payments import load_payments
+    from offline.runs.bootstrap_fraud import bootstrap_fraud
+
+    fraud = _required(
+        "FRAUD",
+        "fraud project declares PAYMENTS = Payments(...) and FRAUD = fraud_features(PAYMENTS) "
+        "(decision_service/features/payments.py): its payments table and the standard fraud features",
+        project,
+    )
+    assert isinstance(fraud, FraudFeatures)
+    print("[fraud] loading payments ...", flush=True)
+    world, loaded = load_payments(fraud, project.data_dir, project.name)
+    print(f"      {loaded.summary()}", flush=True)
+    note = fraud.note()
+    if note:
+        print("      " + note.replace("\n", "\n      "))
+    cfg = fraud_config(project, world, args.threads)
+    print(
+        f"[fraud] profiles, velocity, neighbours, model, publish (train from day {cfg.train_start_day:g}, "
+        f"evaluate the last {cfg.eval_days:g} days, labels mature after {cfg.maturity_days:g} days) ...",
+        flush=True,
+    )
+    bootstrap_fraud(world, project.registry_dir, redis_url, cfg, verbose=True)
+
+
+def fraud_config(project: projects.Project, world, threads: int = 2):  # -> FraudTrainConfig
+    """The fraud model's time split from project.yaml ``settings.fraud``: ``train_start_day``
+    (days after the first payment's day; earlier payments only build history), ``eval_days``
+    (the held-out last days), ``maturity_days`` (how long a label takes to arrive: training
+    rows are at least that old at the split). ProjectError naming the settings when the
+    payments span too few days for them."""
+    from offline.training.train_fraud import FraudTrainConfig
+
+    s = lambda key, default: project.setting("fraud", key, default)  # noqa: E731
+    d = FraudTrainConfig()
+    try:
+        cfg = FraudTrainConfig(
+            train_start_day=float(s("train_start_day", d.train_start_day)),
+            eval_days=float(s("eval_days", d.eval_days)),
+            maturity_days=float(s("maturity_days", d.maturity_days)),
+            k_neighbours=int(s("k_neighbours", d.k_neighbours)),
+            threads=threads,
+        )
+    except (TypeError, ValueError) as exc:
+        raise projects.ProjectError(
+            f"{project.directory / projects.PROJECT_FILE}: settings.fraud: {exc}"
+        ) from None
+    days = (world.now_ms - world.start_ms) / 86_400_000
+    need = cfg.train_start_day + cfg.maturity_days + cfg.eval_days
+    if need >= days:
+        raise projects.ProjectError(
+            f"{project.directory / projects.PROJECT_FILE}: the payments span {days:.1f} days, fewer than "
+            f"settings.fraud train_start_day + maturity_days + eval_days = {cfg.train_start_day:g} + "
+            f"{cfg.maturity_days:g} + {cfg.eval_days:g}: lower them (or bring more history)"
+        )
+    return cfg
 
 
 def ranker_config(project: projects.Project, world=None, threads: int = 2):  # -> RankerConfig
@@ -320,22 +414,36 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
     from offline.features.feature_history import HISTORY_DIR
 
     _check_redis(redis_url)
-    from offline.features.interactions import load_interactions
-    from offline.features.materialize import load_serving_state, materialize_snapshot
+    stats: dict[str, int] = {}
+    if project.serves("recommendation") and _declared("INTERACTIONS") is not None:
+        from offline.features.interactions import load_interactions
+        from offline.features.materialize import load_serving_state, materialize_snapshot
 
-    try:
-        snapshot, emb = load_serving_state(project.state_dir)
-    except FileNotFoundError:
-        print(f"materialize: {project.state_dir}/serving is missing: run bootstrap first", file=sys.stderr)
+        try:
+            snapshot, emb = load_serving_state(project.state_dir)
+        except FileNotFoundError:
+            print(
+                f"materialize: {project.state_dir}/serving is missing: run bootstrap first", file=sys.stderr
+            )
+            return 1
+        world, _ = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            stats |= materialize_snapshot(
+                client, world, snapshot, emb, history_root=project.state_dir / HISTORY_DIR
+            )
+        finally:
+            client.close()
+    if project.serves("fraud") and _declared("FRAUD") is not None:
+        from offline.features.fraud_features import FraudHistory
+        from offline.features.payments import load_payments
+        from offline.runs.bootstrap_fraud import materialize_fraud
+
+        payments, _ = load_payments(definitions.FRAUD, project.data_dir, project.name)
+        stats |= materialize_fraud(FraudHistory(payments), redis_url)
+    if not stats:
+        print(f"materialize: project {project.name} declares neither INTERACTIONS nor FRAUD", file=sys.stderr)
         return 1
-    world, _ = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        stats = materialize_snapshot(
-            client, world, snapshot, emb, history_root=project.state_dir / HISTORY_DIR
-        )
-    finally:
-        client.close()
     print("materialized " + ", ".join(f"{k}={v}" for k, v in stats.items()))
     return 0
 

@@ -1,9 +1,14 @@
-"""``decision-service init DIR``: a commented example project that validates and bootstraps as is.
+"""``decision-service init DIR [--template shop|payments]``: a commented example project that
+validates and bootstraps as is.
 
-It writes project.yaml, features.py (sources, feature groups, the recommendation contract),
-and a small generated sample shop under data/ (CSV: users, items with free-form category
-names, click / purchase events over 60 days), so a newcomer can run validate and bootstrap
-at once, then point the sources at their own files.
+shop (recommendations): project.yaml, features.py (sources, feature groups, the
+recommendation contract), and a small generated sample shop under data/ (CSV: users, items
+with free-form category names, click / purchase events over 60 days).
+payments (fraud verdicts): project.yaml, features.py (the payments contract over a minimal
+table, its optional columns commented) and data/payments.csv (a generated payments world's
+minimal export: ~43k payments of 1,500 customers over 60 days).
+
+A newcomer can run validate and bootstrap at once, then point the sources at their own files.
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ def _sample(data: Path, seed: int = 7) -> None:
             {
                 "item_id": [f"sku-{i:04d}" for i in range(n_items)],
                 # three items have no category (served, but never through a category allow-list)
-        "category": [_CATEGORY_NAMES[c] if i >= 3 else None for i, c in enumerate(cat)],
+                "category": [_CATEGORY_NAMES[c] if i >= 3 else None for i, c in enumerate(cat)],
                 "price": price,
                 "stock": stock,
             }
@@ -202,21 +207,105 @@ def _sample(data: Path, seed: int = 7) -> None:
     )
 
 
-def scaffold(directory: str | Path) -> list[Path]:
-    """Writes the example project into ``directory``; returns the files written.
+PAYMENTS_YAML = """\
+# A decision-service project (README "Bring your own data", "The payments contract").
+name: {name}
+description: fraud verdicts from a payments table; point features.py at your own file
+use_cases: [fraud]
+# where the sources' relative paths (features.py) start
+data: data
+# model registry and decision logs (defaults: .ds/registry, .ds/logs in this folder)
+# online_store: redis://<host>:<port>/0   # the store `serve` and `materialize` use (or --redis-url)
+engine: duckdb
+settings:
+  fraud:
+    # days after the first payment's day that only build history (profiles need a past)
+    train_start_day: 20
+    # the last days are held out: the model is judged on them against the rules-only baseline
+    eval_days: 14
+    # how long a fraud label takes to be reported: training payments are that old at the split
+    maturity_days: 10
+"""
 
-    On failure: FileExistsError when ``directory`` already holds a project.yaml."""
+PAYMENTS_FEATURES_PY = '''\
+"""The payments table and the standard fraud features over it: edit the columns to match yours.
+
+data/payments.csv, one row per payment: tx_id, tx_datetime (UTC timestamp), customer_id,
+terminal_id, tx_amount (EUR, major units), tx_fraud (1 = fraud), fraud_reported_at (when the
+fraud was reported; empty when not fraud). That is the minimal table; every optional column
+below brings its features back (bootstrap prints which are left out, and why).
+"""
+
+from __future__ import annotations
+
+from decision_service.features.declarative import Events, Time
+from decision_service.features.payments import Payments, fraud_features
+from decision_service.features.registry import FeatureRegistry
+
+PAYMENTS = Payments(
+    Events(
+        "payments",
+        "payments.csv",  # a file, a folder or a glob; Parquet by default, or format="csv"
+        Time("tx_datetime", "timestamp"),  # or Time("ts", "s" | "ms" | "us"); timezone="UTC"
+        format="csv",
+        keys={
+            "user_id": "customer_id",  # the cardholder / customer
+            "merchant_id": "terminal_id",  # the merchant or terminal
+            # "device_id": "device_id",  # device profiles, device velocity, "new device"
+        },
+    ),
+    transaction_id="tx_id",
+    amount="tx_amount",
+    amount_unit="major",  # "minor" for cents
+    label="tx_fraud",  # true / 1 = fraud
+    label_time=Time("fraud_reported_at", "timestamp"),  # or leave out: label_delay="7d"
+    # currency="currency",  # ISO 4217 per payment (else default_currency="EUR")
+    # country="country",  # with users + home_country: "abroad" features
+    # channel="channel",  # WEB / APP / POS / PHONE or 1..4
+    # users=Table("customers", "customers.csv", key="customer_id", format="csv"),
+    # signup=Time("signed_up_at", "timestamp"),  # a column of users: account age
+    # home_country="home_country",  # a column of users
+)
+FRAUD = fraud_features(PAYMENTS)
+REGISTRY = FeatureRegistry(groups=FRAUD.groups, on_demand=FRAUD.on_demand)
+'''
+
+TEMPLATES = ("shop", "payments")
+
+
+def _payments_sample(data: Path) -> Path:
+    """A tiny generated payments world (offline/simulation/fraud_world.py), minimal export."""
+    import tempfile
+
+    from offline.simulation.fraud_world import export_minimal, fraud_preset, generate_fraud_world
+
+    with tempfile.TemporaryDirectory() as tmp:
+        world = generate_fraud_world(fraud_preset("tiny"), tmp)
+    export_minimal(world, data / "payments.csv")
+    return data / "payments.csv"
+
+
+def scaffold(directory: str | Path, template: str = "shop") -> list[Path]:
+    """Writes the example project ``template`` (TEMPLATES) into ``directory``; returns the
+    files written.
+
+    On failure: FileExistsError when ``directory`` already holds a project.yaml; ValueError
+    naming the templates for an unknown one."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
     root = Path(directory)
     if (root / "project.yaml").exists():
         raise FileExistsError(f"{root / 'project.yaml'} exists: init writes a new project only")
     (root / "data").mkdir(parents=True, exist_ok=True)
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in root.resolve().name) or "my-project"
     files = {
-        root / "project.yaml": PROJECT_YAML.format(name=name),
-        root / "features.py": FEATURES_PY,
+        root / "project.yaml": (PROJECT_YAML if template == "shop" else PAYMENTS_YAML).format(name=name),
+        root / "features.py": FEATURES_PY if template == "shop" else PAYMENTS_FEATURES_PY,
         root / ".gitignore": GITIGNORE,
     }
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
+    if template == "payments":
+        return [*files, _payments_sample(root / "data")]
     _sample(root / "data")
     return [*files, root / "data" / "users.csv", root / "data" / "items.csv", root / "data" / "events.csv"]

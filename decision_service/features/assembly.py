@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from decision_service.features.definitions import ITEM, REGISTRY, USER, USER_ITEM
+from decision_service.features.definitions import REGISTRY
 
 
 class UnservableFeatures(ValueError):
@@ -26,6 +26,9 @@ class FeatureAssembler:
             raise UnservableFeatures(
                 f"model needs features the registry {REGISTRY.version} cannot serve: " + ", ".join(missing)
             )
+        # the recommendation groups, imported here: a project serving only fraud declares none
+        from decision_service.features.definitions import ITEM, USER, USER_ITEM
+
         self.columns = list(columns)
         self._parts: list[tuple[str, np.ndarray, np.ndarray]] = []
         for name, group_columns in (

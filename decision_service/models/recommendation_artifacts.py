@@ -21,8 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# the project's names are read on use (a fraud-only project declares no CATEGORIES)
+from decision_service.features import definitions as _project_features
 from decision_service.features.assembly import FeatureAssembler
-from decision_service.features.definitions import CATEGORIES, EMBEDDING_DIM, REGISTRY
+from decision_service.features.definitions import REGISTRY
 from decision_service.models.registry import ModelVersion, RegistryError
 from decision_service.models.tree_predictor import TreePredictor
 
@@ -117,7 +119,7 @@ class ItemCatalog:
     def category_counts(self) -> np.ndarray:
         """int64 [len(CATEGORIES)]: items per category (what share an allow-list keeps)."""
         known = self.categories[self.categories >= 0].astype(np.int64)
-        return np.bincount(known, minlength=len(CATEGORIES))
+        return np.bincount(known, minlength=len(_project_features.CATEGORIES))
 
     @cached_property
     def _row_lookup(self) -> _RowLookup:
@@ -207,7 +209,11 @@ class RecommendationArtifacts:
             popularity=items.column("popularity").to_numpy().astype(np.float32),
         )
         n = len(catalog)
-        if index.ntotal > n or embeddings.shape != (n, EMBEDDING_DIM) or index.d != EMBEDDING_DIM:
+        if (
+            index.ntotal > n
+            or embeddings.shape != (n, _project_features.EMBEDDING_DIM)
+            or index.d != _project_features.EMBEDDING_DIM
+        ):
             raise RegistryError(
                 f"{where}: inconsistent artifacts: {n} items, index of {index.ntotal} x {index.d}, "
                 f"embeddings {embeddings.shape}"
@@ -215,14 +221,16 @@ class RecommendationArtifacts:
         if not _ids_are_catalog_rows(index, n):
             raise RegistryError(f"{where}: the index holds ids outside the catalog's {n} rows")
         lowest, highest = catalog.categories.min(initial=0), catalog.categories.max(initial=0)
-        if lowest < NO_CATEGORY or highest >= len(CATEGORIES):
+        if lowest < NO_CATEGORY or highest >= len(_project_features.CATEGORIES):
             raise RegistryError(f"{where}: item categories outside the registry taxonomy")
         trained_vocabulary = version.manifest.get("vocabularies", {}).get("category")
-        if trained_vocabulary is not None and tuple(trained_vocabulary) != tuple(CATEGORIES):
+        if trained_vocabulary is not None and tuple(trained_vocabulary) != tuple(
+            _project_features.CATEGORIES
+        ):
             # an index would name another category: allow-lists and caps would be wrong
             raise RegistryError(
                 f"{where}: trained on another category vocabulary ({len(trained_vocabulary)} values) than "
-                f"the project's ({len(CATEGORIES)}): bootstrap again"
+                f"the project's ({len(_project_features.CATEGORIES)}): bootstrap again"
             )
         if not np.isfinite(embeddings).all() or not np.isfinite(catalog.popularity).all():
             # a NaN item vector poisons its cross features; a NaN popularity, the popular order

@@ -47,11 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from decision_service.features.definitions import (
-    ITEM,
-    RECOMMENDATION_MODEL_FEATURES,
-    REGISTRY,
-)
+from decision_service.features.definitions import REGISTRY
 from decision_service.models.recommendation_artifacts import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -81,9 +77,16 @@ RETRAIN_LGBM = LightGbmSettings(
 )
 
 
+def _recommendation_model_features() -> tuple[str, ...]:
+    """The project's ranking feature order (imported on use: a fraud-only project lacks it)."""
+    from decision_service.features.definitions import RECOMMENDATION_MODEL_FEATURES
+
+    return RECOMMENDATION_MODEL_FEATURES
+
+
 @dataclass(frozen=True)
 class RetrainConfig:
-    columns: tuple[str, ...] = RECOMMENDATION_MODEL_FEATURES
+    columns: tuple[str, ...] = field(default_factory=_recommendation_model_features)
     target: str = "click"  # binary training label
     gain_labels: tuple[str, ...] = ("click", "purchase")  # relevance = sum (evaluation)
     min_positives: int = 5
@@ -230,7 +233,7 @@ def evaluate(
 def retrain(
     training_set: str | Path | pa.Table,
     registry_root: str | Path,
-    cfg: RetrainConfig = RetrainConfig(),
+    cfg: RetrainConfig | None = None,
     force: bool = False,
     world_dir: str | Path | None = None,
     redis_url: str | None = None,
@@ -244,6 +247,7 @@ def retrain(
     fewer than ``cfg.min_positives`` positive labels on either side of the split;
     the registry is untouched unless a version is published.
     """
+    cfg = cfg or RetrainConfig()
     table = training_set if isinstance(training_set, pa.Table) else pq.read_table(training_set)
     table = table.filter(pc.is_valid(table.column(cfg.target)))
     if table.num_rows == 0:
@@ -351,6 +355,7 @@ def rebuild_index(
     """
     import faiss
 
+    from decision_service.features.definitions import ITEM
     from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
     from offline.features.build_index import IndexConfig, build_index, sample_queries
     from offline.features.materialize import load_serving_state

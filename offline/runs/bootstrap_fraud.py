@@ -30,7 +30,7 @@ from offline.training.train_fraud import FraudTrainConfig, train_fraud
 
 
 def bootstrap_fraud(
-    world_dir: str | Path,
+    world_dir: str | Path | FraudWorld,
     registry_root: str | Path,
     redis_url: str | None = None,
     config: FraudTrainConfig | None = None,
@@ -38,16 +38,18 @@ def bootstrap_fraud(
 ) -> ModelVersion:
     """Trains, publishes (as CURRENT) and optionally materializes; returns the new version.
 
-    Contract: the version loads with ``FraudArtifacts.load``; its manifest has
-    feature_registry_version, model_features, metrics (model vs rules AUC), training,
-    neighbours, feature_medians, world and timings.
+    ``world_dir``: a generated world's folder, or a loaded FraudWorld (a project's payments:
+    offline/features/payments.py). Contract: the version loads with ``FraudArtifacts.load``;
+    its manifest has feature_registry_version, model_features, left_out (feature -> why the
+    project's payments cannot feed it), metrics (model vs rules AUC), training, neighbours,
+    feature_medians, world and timings.
     """
     t_all = time.perf_counter()
     config = config or FraudTrainConfig()
     faiss.omp_set_num_threads(config.threads)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    world = FraudWorld.load(world_dir)
+    world = world_dir if isinstance(world_dir, FraudWorld) else FraudWorld.load(world_dir)
     history = FraudHistory(world)
     timings["load_and_history"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
@@ -61,13 +63,14 @@ def bootstrap_fraud(
         manifest: dict[str, Any] = {
             "feature_registry_version": REGISTRY.version,
             "model_features": list(FRAUD_MODEL_FEATURES),
+            "left_out": dict(_left_out()),
             "metrics": trained.metrics,
             "training": trained.training,
             "neighbours": neighbours,
             "feature_medians": trained.feature_medians,
             "feature_minima": trained.feature_minima,
             "world": {
-                "dir": str(Path(world_dir).resolve()),
+                "dir": str(Path(world.directory or world_dir).resolve()),  # type: ignore[arg-type]
                 "preset": world.config.preset,
                 "seed": world.config.seed,
                 "transactions": world.n,
@@ -92,6 +95,14 @@ def bootstrap_fraud(
     if verbose:
         print(summary(version, timings))
     return version
+
+
+def _left_out() -> tuple[tuple[str, str], ...]:
+    """(feature, why) the project's payments cannot feed (features/payments.py); () when
+    the project declares its fraud groups by hand."""
+    from decision_service.features import definitions
+
+    return tuple(vars(definitions).get("FRAUD_LEFT_OUT", ()))
 
 
 def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
@@ -119,19 +130,22 @@ def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
                 history.merchant(merchants, np.repeat(at, len(merchants))),
                 wall_now,
             ),
-            "device": bulk.write_group(
+        }
+        if DEVICE is not None:
+            stats["device"] = bulk.write_group(
                 DEVICE,
                 list(w.device_ids[seen_devices]),
                 history.device(seen_devices, np.repeat(at, len(seen_devices))),
                 wall_now,
-            ),
-        }
+            )
         recent = np.flatnonzero(w.occurred_ms >= w.now_ms - MAX_WINDOW_MS)
         ts = w.occurred_ms[recent] + shift
         txns = list(w.txn_ids[recent])
         stats["velocity_user"] = bulk.write_velocity_events(
             "user", list(w.user_ids[w.user[recent]]), txns, history.eur[recent], ts
         )
+        if not w.has_devices:
+            return stats
         stats["velocity_device"] = bulk.write_velocity_events(
             "device", list(w.device_ids[w.device[recent]]), txns, history.eur[recent], ts
         )

@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-from offline.runs.bootstrap import bootstrap
 from offline.simulation.world import generate_world, preset
 from offline.use_cases.base import Workspace
 
@@ -28,6 +27,8 @@ def new_workspace(
 ) -> Workspace:
     """Empties ``data_dir``, generates the world there and bootstraps it (features into
     ``redis_url``, overwriting its keys of the same ids)."""
+    from offline.runs.bootstrap import bootstrap  # the shop's: imported on use (a project may not serve it)
+
     started = time.perf_counter()
     shutil.rmtree(data_dir, ignore_errors=True)
     ws = Workspace(data_dir, data_dir / "registry", redis_url, data_dir / "world", preset_name, threads, seed)

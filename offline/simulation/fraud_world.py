@@ -16,7 +16,7 @@ Labels arrive late: most fraud (and a little "friendly fraud") gets a chargeback
 days after the payment (``chargeback_ms``, -1 = none). Files: transactions.parquet (time
 order; the parties as row indices ``user`` / ``merchant`` / ``device`` and as ids
 ``user_id`` / ``merchant_id`` / ``device_id``), users.parquet, merchants.parquet,
-devices.parquet, currencies.parquet (the reference EUR rates of features.fraud.CURRENCIES),
+devices.parquet, currencies.parquet (the reference EUR rates of features.currencies.CURRENCIES),
 fraud_world.json.
 """
 
@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from decision_service.features.currencies import CURRENCIES, amount_eur
 from offline.simulation.world import DAY_MS, WORLD_START_MS
 
 HOUR_MS = 3_600_000
@@ -142,6 +144,9 @@ class FraudWorld:
     device_ids: np.ndarray
     device_ip: np.ndarray  # object str
     directory: Path | None = None  # where it was saved / loaded from (declared features read it)
+    # a project's payments (offline/features/payments.py): their own span and EUR amounts
+    span_ms: tuple[int, int] | None = None  # (start, now); None: the config's
+    eur: np.ndarray | None = None  # float64 amount in EUR; None: from amount_minor and currency
 
     @property
     def n(self) -> int:
@@ -149,11 +154,16 @@ class FraudWorld:
 
     @property
     def start_ms(self) -> int:
-        return self.config.start_ms
+        return self.config.start_ms if self.span_ms is None else self.span_ms[0]
 
     @property
     def now_ms(self) -> int:
-        return self.config.end_ms
+        return self.config.end_ms if self.span_ms is None else self.span_ms[1]
+
+    @property
+    def has_devices(self) -> bool:
+        """False for a payments table without a device column (``device`` is then all -1)."""
+        return len(self.device_ids) > 0
 
     def day_ms(self, day: float) -> int:
         return self.start_ms + int(day * DAY_MS)
@@ -189,8 +199,6 @@ class FraudWorld:
             ),
             out / "transactions.parquet",
         )
-        from decision_service.features.fraud import CURRENCIES
-
         # the reference rates the amounts were drawn with (amount EUR = minor / 10^exponent * rate)
         pq.write_table(
             pa.table(
@@ -277,6 +285,47 @@ class FraudWorld:
             col(d, "ip"),
             path,
         )
+
+
+MINIMAL_COLUMNS = (
+    "tx_id",
+    "tx_datetime",
+    "customer_id",
+    "terminal_id",
+    "tx_amount",
+    "tx_fraud",
+    "fraud_reported_at",
+)
+"""The columns of ``export_minimal``'s table (examples/payments declares them)."""
+
+
+def export_minimal(world: FraudWorld, path: str | Path) -> int:
+    """Writes ``world`` as a payments team's minimal CSV (MINIMAL_COLUMNS): id, time (UTC
+    timestamp), customer, terminal, amount in EUR (major units, 2 decimals), the label (the
+    chargeback: what a team knows) and when it was reported. Written whole or not at all
+    (a temporary file renamed). Returns the number of labelled payments."""
+    path = Path(path)
+    reported = world.chargeback_ms >= 0
+    eur = amount_eur(world.amount_minor, world.currency)
+    table = pa.table(
+        {
+            "tx_id": world.txn_ids.astype(str),
+            "tx_datetime": pa.array(world.occurred_ms, pa.timestamp("ms", tz="UTC")),
+            "customer_id": world.user_ids[world.user].astype(str),
+            "terminal_id": world.merchant_ids[world.merchant].astype(str),
+            "tx_amount": pa.array(eur.round(2)),
+            "tx_fraud": pa.array(reported.astype(np.int8)),
+            "fraud_reported_at": pa.array(
+                np.where(reported, world.chargeback_ms, 0), pa.timestamp("ms", tz="UTC"), mask=~reported
+            ),
+        }
+    )
+    assert tuple(table.column_names) == MINIMAL_COLUMNS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    pacsv.write_csv(table, partial)
+    partial.replace(path)
+    return int(reported.sum())
 
 
 def _ip(rng: np.random.Generator, n: int, first: tuple[int, ...]) -> np.ndarray:
@@ -412,8 +461,6 @@ def generate_fraud_world(cfg: FraudWorldConfig, out: str | Path | None = None) -
     user, occurred, merchant, device = user[sel], occurred[sel], merchant[sel], device[sel]
     eur, country, channel, pattern = eur[sel], country[sel], channel[sel], pattern[sel]
     cur = currency[user]
-    from decision_service.features.fraud import CURRENCIES
-
     exp = np.array([CURRENCIES[c][0] for c in cur.tolist()])
     eur_rate = np.array([CURRENCIES[c][1] for c in cur.tolist()])
     amount_minor = np.maximum(1, np.round(eur / eur_rate * 10.0**exp)).astype(np.int64)

@@ -139,7 +139,7 @@ def show_fraud_checks(stub: pb_grpc.DecisionServiceStub, world_dir: Path, redis_
             print(f"    reason {reason.code:<26} {reason.feature} ({reason.contribution:+.2f})")
 
     payment("an everyday payment from the user's own device, at home", legit_user)
-    ato = int(np.flatnonzero(world.pattern == 1)[-1])   # the world's latest account takeover
+    ato = int(np.flatnonzero(world.pattern == 1)[-1])  # the world's latest account takeover
     payment(
         "an account takeover from the synthetic world: new device, abroad, far above the usual amount",
         int(world.user[ato]),
@@ -155,7 +155,11 @@ def show_fraud_checks(stub: pb_grpc.DecisionServiceStub, world_dir: Path, redis_
     )
     payment(
         "a device shared by many fraud victims, abroad, far above the usual amount",
-        legit_user + 1, device_id=ring_device, country="NG", amount_minor=90_000, currency="EUR",
+        legit_user + 1,
+        device_id=ring_device,
+        country="NG",
+        amount_minor=90_000,
+        currency="EUR",
         merchant_category="5732",
     )
     add_to_block_list(redis.Redis.from_url(redis_url), "device", "d-stolen-demo")
@@ -224,9 +228,11 @@ def publish_amount_only_model(
 
 
 def payment_request(w: FraudWorld, i: int, transaction_id: str, card: str) -> pb.GetDecisionRequest:
-    """Payment ``i`` of the world as a fraud check occurring now."""
+    """Payment ``i`` of the world as a fraud check occurring now (a project's payments without
+    devices: no device id or IP address)."""
     now = Timestamp()
     now.GetCurrentTime()
+    d = int(w.device[i])
     return pb.GetDecisionRequest(
         fraud_check=pb.FraudCheckRequest(
             transaction_id=transaction_id,
@@ -237,8 +243,8 @@ def payment_request(w: FraudWorld, i: int, transaction_id: str, card: str) -> pb
             country=str(w.country[i]),
             occurred_at=now,
             merchant_category=str(w.merchant_mcc[w.merchant[i]]),
-            device_id=str(w.device_ids[w.device[i]]),
-            ip_address=str(w.device_ip[w.device[i]]),
+            device_id=str(w.device_ids[d]) if d >= 0 else "",
+            ip_address=str(w.device_ip[d]) if d >= 0 else "",
             channel=int(w.channel[i]),
             payment_instrument_id=card,
         )
@@ -297,8 +303,13 @@ class FraudStream:
 
 
 def setup_fraud(
-    data_dir: Path, registry_dir: Path, redis_url: str, preset: str = "tiny", days_per_turn: float = 1.5,
-    turns: int = 4, threads: int = 2,
+    data_dir: Path,
+    registry_dir: Path,
+    redis_url: str,
+    preset: str = "tiny",
+    days_per_turn: float = 1.5,
+    turns: int = 4,
+    threads: int = 2,
 ) -> tuple[FraudStream, ModelVersion]:
     """Generates the world, materializes its past, publishes the weak model; returns the stream."""
     boost = {

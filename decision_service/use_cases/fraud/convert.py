@@ -29,6 +29,19 @@ _MCC = re.compile(r"^[0-9]{4}$")
 _P = "fraud_check"
 
 
+def _country_required() -> bool:
+    """A payment's country is required when the project's payments table has one (its model
+    then uses it); a project without it (features/payments.py: left out) accepts an empty
+    country as unknown. A project that declares its fraud groups by hand: required."""
+    from decision_service.features import definitions
+
+    payments = vars(definitions).get("PAYMENTS")
+    return payments is None or payments.country is not None
+
+
+COUNTRY_REQUIRED = _country_required()
+
+
 @dataclass(frozen=True)
 class FraudLimits:
     max_id_length: int
@@ -83,7 +96,7 @@ def fraud_request_from_proto(
             f"not a 4-digit merchant category code: {ascii(f.merchant_category[:16])}",
         )
     try:
-        country = canonical_country(f.country)
+        country = canonical_country(f.country) if f.country or COUNTRY_REQUIRED else ""
     except IdentifierError as exc:
         raise InvalidArgument(f"{_P}.country", str(exc)) from None
     try:
