@@ -57,11 +57,14 @@ test: venv proto ensure-redis
 test-slow: venv proto ensure-redis
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-# The synthetic example runs every use case on generated worlds; any other project runs
-# validate -> bootstrap -> serve -> gRPC calls -> offline metrics (offline/runs/project_demo.py).
+# The synthetic example runs every use case on generated worlds, then the payments example (a
+# minimal table); any other project runs validate -> bootstrap -> serve -> gRPC calls ->
+# offline metrics (offline/runs/project_demo.py).
 demo: venv proto $(if $(REDIS_URL),,ensure-redis)
 ifeq ($(abspath $(PROJECT)),$(abspath examples/synthetic))
 	$(PY) -m offline.runs.demo
+	@echo "--- and a payments team's own, minimal table (examples/payments) ---"
+	$(MAKE) demo PROJECT=examples/payments
 else
 	$(if $(filter $(abspath $(PROJECT)),$(abspath examples/movielens)),$(PY) examples/movielens/fetch.py)
 	$(if $(filter $(abspath $(PROJECT)),$(abspath examples/payments)),\

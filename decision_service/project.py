@@ -46,6 +46,39 @@ _KEYS: dict[str, str] = {
 }
 
 
+SETTINGS: dict[str, dict[str, str]] = {
+    "recommendation": {
+        "train_from_share": "the split's start: the point by which this share of the events happened",
+        "test_from_share": "the split's test start, as a share of the events",
+        "train_from_day": "the split's start in days after the first event's day",
+        "test_from_day": "the split's test start in days",
+        "eval_at": "k of NDCG@k / recall@k",
+        "max_train_users": "users sampled for training",
+        "max_eval_users": "users sampled for evaluation",
+        "target": "the labelled outcome retrain learns",
+        "train_relevance": "all (graded events) or positive (the goal events only)",
+        "extra_train_windows": "earlier training windows of the same length",
+        "train_candidates": "augmented (retrieval + missed positives + negatives) or served",
+        "k_random": "sampled negatives per user",
+        "seed": "the training seed",
+        "num_leaves": "LightGBM num_leaves",
+        "min_data_in_leaf": "LightGBM min_data_in_leaf",
+        "learning_rate": "LightGBM learning_rate",
+        "feature_fraction": "LightGBM feature_fraction",
+        "num_boost_round": "LightGBM boosting rounds",
+        "early_stopping_rounds": "LightGBM early stopping patience",
+    },
+    "fraud": {
+        "train_start_day": "days of history before the first training payment",
+        "eval_days": "the last days, held out for evaluation",
+        "maturity_days": "how long a fraud label takes to arrive",
+        "k_neighbours": "labelled neighbours per payment",
+    },
+    "conversion": {},
+}
+"""Every ``settings.<use case>.<key>`` a project may set (offline/cli.py reads them)."""
+
+
 class ProjectError(ValueError):
     """A project that cannot be used: names the file, the key and what was expected."""
 
@@ -93,8 +126,10 @@ def load(directory: str | Path) -> Project:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ProjectError(f"{path}: missing (a project folder holds project.yaml and features.py; "
-                           "`decision-service init DIR` writes both)") from None
+        raise ProjectError(
+            f"{path}: missing (a project folder holds project.yaml and features.py; "
+            "`decision-service init DIR` writes both)"
+        ) from None
     except yaml.YAMLError as exc:
         raise ProjectError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
@@ -136,6 +171,13 @@ def load(directory: str | Path) -> Project:
         k in use_cases and isinstance(v, dict) for k, v in settings.items()
     ):
         raise ProjectError(f"{path}: settings must map a served use case to its settings, got {settings!r}")
+    for uc, values in settings.items():
+        for key in values:
+            if key not in SETTINGS[uc]:
+                close = difflib.get_close_matches(str(key), SETTINGS[uc], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(SETTINGS[uc]) or "none"
+                raise ProjectError(f"{path}: settings.{uc}: unknown key {key!r}{hint}; known keys: {known}")
 
     def local(key: str, default: str) -> Path:
         value = text(key, default)

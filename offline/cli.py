@@ -22,6 +22,7 @@ Exit codes: 0 done, 1 the command failed (the message says why), 2 bad usage or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -151,6 +152,12 @@ def validate(project: projects.Project, args: argparse.Namespace) -> int:
     if report.errors:
         print(f"{len(report.errors)} error(s): fix the sources or the declarations", file=sys.stderr)
         return 1
+    if project.serves("fraud") and _declared("FRAUD") is not None:
+        # the payments against settings.fraud (span, label delay), as bootstrap checks them first
+        from offline.features.payments import load_payments
+
+        world, _ = load_payments(_declared("FRAUD"), project.data_dir, project.name)  # type: ignore[arg-type]
+        fraud_config(project, world)
     print(f"ok: {project.name} ({project.directory})")
     return 0
 
@@ -234,10 +241,15 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
     redis_url = args.redis_url or project.online_store
     if redis_url:
         _check_redis(redis_url)  # before anything is trained or published
+    if report.warnings:
+        print(report.summary())  # said once, before the long steps
+    # every use case's data and settings are read and checked before anything is written:
+    # a bad fraud setting never leaves a recommendation version published behind it
+    fraud_run = _prepare_fraud(project, args) if "fraud" in use_cases else None
     if "recommendation" in use_cases:
         _bootstrap_recommendation(project, args, redis_url)
-    if "fraud" in use_cases:
-        _bootstrap_fraud(project, args, redis_url)
+    if fraud_run is not None:
+        fraud_run(redis_url)
     print(f"bootstrap of {project.name} finished in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -296,7 +308,9 @@ def _bootstrap_recommendation(
     )
 
 
-def _bootstrap_fraud(project: projects.Project, args: argparse.Namespace, redis_url: str | None) -> None:
+def _prepare_fraud(project: projects.Project, args: argparse.Namespace):  # -> Callable[[str | None], None]
+    """Loads the payments and checks settings.fraud against them (nothing written); returns
+    the step that trains, publishes and materializes."""
     from decision_service.features.payments import FraudFeatures
     from offline.features.payments import load_payments
     from offline.runs.bootstrap_fraud import bootstrap_fraud
@@ -315,12 +329,17 @@ def _bootstrap_fraud(project: projects.Project, args: argparse.Namespace, redis_
     if note:
         print("      " + note.replace("\n", "\n      "))
     cfg = fraud_config(project, world, args.threads)
-    print(
-        f"[fraud] profiles, velocity, neighbours, model, publish (train from day {cfg.train_start_day:g}, "
-        f"evaluate the last {cfg.eval_days:g} days, labels mature after {cfg.maturity_days:g} days) ...",
-        flush=True,
-    )
-    bootstrap_fraud(world, project.registry_dir, redis_url, cfg, verbose=True)
+
+    def run(redis_url: str | None) -> None:
+        print(
+            "[fraud] profiles, velocity, neighbours, model, publish "
+            f"(train from day {cfg.train_start_day:g}, evaluate the last {cfg.eval_days:g} days, "
+            f"labels mature after {cfg.maturity_days:g} days) ...",
+            flush=True,
+        )
+        bootstrap_fraud(world, project.registry_dir, redis_url, cfg, verbose=True)
+
+    return run
 
 
 def fraud_config(project: projects.Project, world, threads: int = 2):  # -> FraudTrainConfig
@@ -329,10 +348,13 @@ def fraud_config(project: projects.Project, world, threads: int = 2):  # -> Frau
     (the held-out last days), ``maturity_days`` (how long a label takes to arrive: training
     rows are at least that old at the split). ProjectError naming the settings when the
     payments span too few days for them."""
+    from decision_service.features import definitions
+    from decision_service.features.declarative import seconds
     from offline.training.train_fraud import FraudTrainConfig
 
     s = lambda key, default: project.setting("fraud", key, default)  # noqa: E731
     d = FraudTrainConfig()
+    where = f"{project.directory / projects.PROJECT_FILE}: settings.fraud"
     try:
         cfg = FraudTrainConfig(
             train_start_day=float(s("train_start_day", d.train_start_day)),
@@ -342,9 +364,22 @@ def fraud_config(project: projects.Project, world, threads: int = 2):  # -> Frau
             threads=threads,
         )
     except (TypeError, ValueError) as exc:
+        raise projects.ProjectError(f"{where}: {exc}") from None
+    for key, value, low in (
+        ("train_start_day", cfg.train_start_day, 0.0),
+        ("maturity_days", cfg.maturity_days, 0.0),
+        ("eval_days", cfg.eval_days, 1.0),
+        ("k_neighbours", cfg.k_neighbours, 1),
+    ):
+        if not value >= low:
+            raise projects.ProjectError(f"{where}: {key} must be >= {low:g}, got {value:g}")
+    payments = definitions.PAYMENTS
+    if payments.label_time is None and seconds(payments.label_delay) > cfg.maturity_days * 86_400:
         raise projects.ProjectError(
-            f"{project.directory / projects.PROJECT_FILE}: settings.fraud: {exc}"
-        ) from None
+            f"{where}: maturity_days {cfg.maturity_days:g} is shorter than the payments' label_delay "
+            f"{payments.label_delay!r}: no training label would have arrived by the split; "
+            "raise maturity_days"
+        )
     days = (world.now_ms - world.start_ms) / 86_400_000
     need = cfg.train_start_day + cfg.maturity_days + cfg.eval_days
     if need >= days:
@@ -356,13 +391,28 @@ def fraud_config(project: projects.Project, world, threads: int = 2):  # -> Frau
     return cfg
 
 
+LIGHTGBM_SETTINGS = (
+    "num_leaves",
+    "min_data_in_leaf",
+    "learning_rate",
+    "feature_fraction",
+    "num_boost_round",
+    "early_stopping_rounds",
+)
+"""LightGBM knobs settings.recommendation may set (offline/training/lightgbm_params.py)."""
+
+
 def ranker_config(project: projects.Project, world=None, threads: int = 2):  # -> RankerConfig
     """The ranker's time-ordered split and sizes from project.yaml ``settings.recommendation``:
     ``train_from_share`` / ``test_from_share`` (the points by which that share of the events
     has happened: the split follows the data, however unevenly it is spread over time; needs
     ``world``), else ``train_from_day`` / ``test_from_day`` (days after the first event's day).
     Features and embeddings are taken at train_from; the ranker learns from the positives of
-    [train_from, test_from) and is evaluated on those after test_from.
+    [train_from, test_from) and is evaluated on those after test_from. Training options:
+    ``train_relevance`` (``all`` events graded, or ``positive`` only), ``extra_train_windows``
+    (earlier windows of the same length, each with its own state: RankerConfig), the
+    LightGBM knobs of LIGHTGBM_SETTINGS, ``k_random`` sampled negatives, ``train_candidates``
+    (``augmented``: retrieval + missed positives + sampled negatives, or ``served`` only), ``seed``.
 
     On failure: ProjectError naming the setting."""
     import numpy as np
@@ -388,7 +438,34 @@ def ranker_config(project: projects.Project, world=None, threads: int = 2):  # -
             )
         assert world is not None, "a split by event share needs the loaded events"
         t1, t2 = ((float(np.quantile(world.event_ms, q)) - world.start_ms) / 86_400_000 for q in (a, b))
+    where = f"{project.directory / projects.PROJECT_FILE}: settings.recommendation"
+    lgbm = d.lgbm
+    try:
+        knobs = {k: type(getattr(lgbm, k))(s(k, None)) for k in LIGHTGBM_SETTINGS if s(k, None) is not None}
+        extra_windows, k_random, seed = (
+            int(s("extra_train_windows", d.extra_train_windows)),
+            int(s("k_random", d.k_random)),
+            int(s("seed", d.seed)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise projects.ProjectError(f"{where}: {exc}") from None
+    choices = {"train_relevance": ("all", "positive"), "train_candidates": ("augmented", "served")}
+    for key, allowed in choices.items():
+        if str(s(key, allowed[0])) not in allowed:
+            raise projects.ProjectError(
+                f"{where}: {key} must be one of {', '.join(allowed)}, got {s(key, None)!r}"
+            )
+    if extra_windows < 0 or k_random < 0 or any(v <= 0 for v in knobs.values()):
+        raise projects.ProjectError(
+            f"{where}: extra_train_windows, k_random and the LightGBM knobs must be > 0"
+        )
     return RankerConfig(
+        train_served_only=str(s("train_candidates", "augmented")) == "served",
+        train_positive_only=str(s("train_relevance", "all")) == "positive",
+        k_random=k_random,
+        seed=seed,
+        extra_train_windows=extra_windows,
+        lgbm=dataclasses.replace(lgbm, **knobs),
         t1_day=round(t1, 3),
         t2_day=round(t2, 3),
         eval_at=int(s("eval_at", d.eval_at)),

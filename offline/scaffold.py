@@ -238,7 +238,7 @@ below brings its features back (bootstrap prints which are left out, and why).
 
 from __future__ import annotations
 
-from decision_service.features.declarative import Events, Time
+from decision_service.features.declarative import Events, Table, Time  # noqa: F401 (Table: users=)
 from decision_service.features.payments import Payments, fraud_features
 from decision_service.features.registry import FeatureRegistry
 

@@ -85,6 +85,37 @@ class Time:
             raise ValueError(f"time unit {self.unit!r}: expected s, ms, us or timestamp")
 
 
+TEXT_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+"""Text timestamps ending in an explicit UTC offset or Z (ISO 8601)."""
+
+
+def time_sql(column: str, time: Time | str, alias: str | None = "e") -> str:
+    """DuckDB SQL: epoch milliseconds (BIGINT) of a time column (``alias.column``; a bare
+    column with ``alias=None``, e.g. in a derived column). Read by the compiler's session,
+    which runs in UTC."""
+    unit = time.unit if isinstance(time, Time) else time
+    quoted = '"' + column.replace('"', '""') + '"'
+    c = quoted if alias is None else f"{alias}.{quoted}"
+    if unit == "ms":
+        return f"CAST({c} AS BIGINT)"
+    if unit == "s":
+        return f"CAST(round({c} * 1000) AS BIGINT)"
+    if unit == "us":
+        return f"CAST(floor({c} / 1000) AS BIGINT)"
+    tz = time.timezone if isinstance(time, Time) else "UTC"
+    if tz == "UTC":  # the session runs in UTC: a naive timestamp is read as UTC
+        return f"epoch_ms(CAST({c} AS TIMESTAMPTZ))"
+    # a naive timestamp is wall time in ``tz``; an aware one is kept (ICU's timezone()), and so
+    # is text that carries its own offset or Z ('2026-01-01T05:00:00+05:00')
+    offset = "'" + TEXT_OFFSET + "'"
+    zone = "'" + tz.replace("'", "''") + "'"
+    aware_text = f"(typeof({c}) = 'VARCHAR' AND regexp_matches(trim(CAST({c} AS VARCHAR)), {offset}))"
+    return (
+        f"epoch_ms(CASE WHEN typeof({c}) = 'TIMESTAMP WITH TIME ZONE' OR {aware_text} "
+        f"THEN CAST({c} AS TIMESTAMPTZ) ELSE timezone({zone}, CAST({c} AS TIMESTAMP)) END)"
+    )
+
+
 @dataclass(frozen=True)
 class Table:
     """One row per entity: a catalog, a user table. ``path``: a file, a folder or a glob

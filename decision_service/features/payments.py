@@ -57,6 +57,7 @@ from decision_service.features.declarative import (
     TimeSinceLast,
     identifier,
     seconds,
+    time_sql,
 )
 from decision_service.features.registry import Feature, FeatureGroup, OnDemandGroup, Reason
 
@@ -236,14 +237,6 @@ _NO_COUNTRY = "no payment country: declare Payments(country=...)"
 _NO_CHANNEL = "no channel column: declare Payments(channel=...)"
 
 
-def _time_plus(t: Time, delay_s: float) -> str:
-    """SQL: the time column ``t`` moved ``delay_s`` later, in its own unit."""
-    if t.unit == "timestamp":
-        return f"{t.column} + to_microseconds(CAST({round(delay_s * 1e6)} AS BIGINT))"
-    per_s = {"s": 1, "ms": 1_000, "us": 1_000_000}[t.unit]
-    return f"{t.column} + {round(delay_s * per_s)}"
-
-
 def _amount_eur_sql(p: Payments) -> str:
     """SQL: the amount in EUR major units (features.fraud.amount_eur's formula, per row)."""
     from decision_service.features.currencies import CURRENCIES
@@ -279,16 +272,16 @@ def fraud_features(p: Payments) -> FraudFeatures:
         if p.country is not None:
             lookups.append(Lookup(users, on=ev.keys["user_id"], columns=("home_alpha2",)))
             derived["abroad"] = f"CAST(upper(trim({p.country})) <> home_alpha2 AS DOUBLE)"
-    label_time = p.label_time or ev.time
-    delay = 0.0 if p.label_time is not None else seconds(p.label_delay)
-    arrival = label_time.column if delay == 0.0 else _time_plus(label_time, delay)
+    # when the label became known, in epoch ms: its own time, else label_delay after the payment
+    if p.label_time is not None:
+        arrival = time_sql(p.label_time.column, p.label_time, alias=None)
+    else:
+        arrival = f"{time_sql(ev.time.column, ev.time, alias=None)} + {round(seconds(p.label_delay) * 1000)}"
     # TRY_CAST: a label or amount that is not one is validate_payments' error (naming the row),
     # not a failed query
     derived["chargeback_at"] = f"CASE WHEN coalesce(TRY_CAST({p.label} AS BOOLEAN), false) THEN {arrival} END"
     source = dataclasses.replace(ev, derived=derived, lookups=tuple(lookups))
-    chargebacks_90d = Count(
-        "90d", time=Time("chargeback_at", label_time.unit, label_time.timezone), closed="left"
-    )
+    chargebacks_90d = Count("90d", time=Time("chargeback_at", "ms"), closed="left")
 
     # ------------------------------------------------------------------ FRAUD_USER
     user_features: list[Feature] = []
@@ -360,7 +353,7 @@ def fraud_features(p: Payments) -> FraudFeatures:
             Feature(
                 "fu_new_devices_30d",
                 "devices first used by the user in the last 30 days",
-                compute=FirstSeenCount("30d", of="device_id", closed="left"),
+                compute=FirstSeenCount("30d", of=ev.keys["device_id"], closed="left"),
                 reason=Reason("USER_MANY_NEW_DEVICES", "the user switched devices often recently"),
             )
         )
@@ -464,7 +457,7 @@ def fraud_features(p: Payments) -> FraudFeatures:
                     "d_new_users_30d",
                     "users who first used the device in the last 30 days",
                     reason=Reason("DEVICE_SHARED", "the device is used by several accounts"),
-                    compute=FirstSeenCount("30d", of="user_id", closed="left"),
+                    compute=FirstSeenCount("30d", of=ev.keys["user_id"], closed="left"),
                 ),
                 Feature(
                     "d_chargebacks_90d",

@@ -57,6 +57,7 @@ VELOCITY_TTL_MS = MAX_WINDOW_MS + 3_600_000
 USER_DEVICES_TTL_MS = 400 * 86_400_000
 BLOCK_KINDS = ("device", "ip", "instrument")
 
+
 @functools.cache
 def _payment_groups() -> tuple[FeatureGroup, FeatureGroup, FeatureGroup | None]:
     """The project's (FRAUD_USER, MERCHANT, DEVICE): imported on first use, so a project that
@@ -164,10 +165,12 @@ class RedisFeatureReads:
         self, embedding_group: FeatureGroup, user_id: str
     ) -> tuple[GroupValues, list[bytes]]:
         """The user's embedding and recently seen item ids (newest first), in one round trip."""
-        emb_raw, seen = await self._redis.pipeline([
-            ("GET", feature_key(embedding_group, user_id)),
-            ("ZREVRANGE", seen_key(user_id), 0, self._max_seen - 1),
-        ])
+        emb_raw, seen = await self._redis.pipeline(
+            [
+                ("GET", feature_key(embedding_group, user_id)),
+                ("ZREVRANGE", seen_key(user_id), 0, self._max_seen - 1),
+            ]
+        )
         return packed.decode(embedding_group, [emb_raw]), seen
 
     async def read_payment_context(
@@ -196,7 +199,8 @@ class RedisFeatureReads:
             ("MGET", *keys),
             ("ZREVRANGEBYSCORE", velocity_key("user", user_id), *window),
         ]
-        if device_id:
+        track_device = bool(device_id) and device_g is not None  # None: no device features
+        if track_device:
             commands.append(("ZREVRANGEBYSCORE", velocity_key("device", device_id), *window))
             commands.append(("ZSCORE", user_devices_key(user_id), device_id))
         checks = [
@@ -212,7 +216,7 @@ class RedisFeatureReads:
         i = 2
         device_events = (np.empty(0, np.int64), np.empty(0, np.float64))
         device_known = False
-        if device_id:
+        if track_device:
             device_events = _events(replies[2], own, at_ms)
             device_known = replies[3] is not None
             i = 4

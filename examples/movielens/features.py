@@ -199,6 +199,7 @@ ITEM = FeatureGroup(
         Feature("i_events_30d", "ratings in the last 30 days", compute=Count("30d")),
         Feature("i_events_total", "ratings ever", compute=Count()),
         Feature("i_likes_30d", "ratings of 4+ in the last 30 days", compute=Count("30d", LIKE)),
+        Feature("i_likes_7d", "ratings of 4+ in the last 7 days", compute=Count("7d", LIKE)),
         Feature(
             "i_like_rate", "ratings of 4+ / ratings", default=0.55, compute=Ratio(Count(where=LIKE), Count())
         ),
@@ -238,6 +239,16 @@ ITEM = FeatureGroup(
             "i_recent_likes_pct",
             "percentile of likes in the last 30 days over the catalog (1 = top)",
             compute=PercentileInGroup("i_likes_30d"),
+        ),
+        Feature(
+            "i_week_popularity_pct",
+            "percentile of ratings in the last 7 days over the catalog (1 = top)",
+            compute=PercentileInGroup("i_events_7d"),
+        ),
+        Feature(
+            "i_week_likes_pct",
+            "percentile of likes in the last 7 days over the catalog (1 = top)",
+            compute=PercentileInGroup("i_likes_7d"),
         ),
     ),
     source=GroupSource(events=RATINGS, table=MOVIES),
@@ -279,7 +290,7 @@ REGISTRY = FeatureRegistry(groups=(USER, USER_EMBEDDING, ITEM), on_demand=(USER_
 
 _DRIFTING = {
     "u_events_7d", "u_events_30d", "u_events_total", "u_likes_30d", "u_days_since_last_event",
-    "u_days_since_first_event", "i_events_7d", "i_events_30d", "i_events_total", "i_likes_30d",
+    "u_days_since_first_event", "i_events_7d", "i_events_30d", "i_events_total", "i_likes_30d", "i_likes_7d",
     "i_distinct_users_30d", "i_days_since_last_event", "i_days_since_first_event",
 }  # fmt: skip
 RECOMMENDATION_MODEL_FEATURES: tuple[str, ...] = tuple(

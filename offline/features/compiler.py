@@ -54,7 +54,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from decision_service.features.declarative import (
+from decision_service.features.declarative import (  # noqa: F401 (used and re-exported)
+    TEXT_OFFSET,
     Aggregation,
     Attribute,
     Count,
@@ -79,6 +80,7 @@ from decision_service.features.declarative import (
     TimeSinceLast,
     TopShare,
     seconds,
+    time_sql,
 )
 from decision_service.features.registry import Feature, FeatureGroup
 
@@ -144,31 +146,10 @@ def derive(scan: str, name: str, sql: str) -> str:
     return f"(SELECT *, ({sql}) AS {_q(name)} FROM {scan})"
 
 
-def time_sql(column: str, time: Time | str, alias: str = "e") -> str:
-    """Epoch milliseconds (BIGINT) of a time column."""
-    unit = time.unit if isinstance(time, Time) else time
-    c = f"{alias}.{_q(column)}"
-    if unit == "ms":
-        return f"CAST({c} AS BIGINT)"
-    if unit == "s":
-        return f"CAST(round({c} * 1000) AS BIGINT)"
-    if unit == "us":
-        return f"CAST(floor({c} / 1000) AS BIGINT)"
-    tz = time.timezone if isinstance(time, Time) else "UTC"
-    if tz == "UTC":  # the compiler's session runs in UTC: a naive timestamp is read as UTC
-        return f"epoch_ms(CAST({c} AS TIMESTAMPTZ))"
-    # a naive timestamp is wall time in ``tz``; an aware one is kept (ICU's timezone()), and so
-    # is text that carries its own offset or Z ('2026-01-01T05:00:00+05:00')
-    offset = _lit(TEXT_OFFSET)
-    aware_text = f"(typeof({c}) = 'VARCHAR' AND regexp_matches(trim(CAST({c} AS VARCHAR)), {offset}))"
-    return (
-        f"epoch_ms(CASE WHEN typeof({c}) = 'TIMESTAMP WITH TIME ZONE' OR {aware_text} "
-        f"THEN CAST({c} AS TIMESTAMPTZ) ELSE timezone({_lit(tz)}, CAST({c} AS TIMESTAMP)) END)"
-    )
-
-
-TEXT_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
-"""Text timestamps ending in an explicit UTC offset or Z (ISO 8601)."""
+def floats(values: np.ndarray) -> np.ndarray:
+    """float64 of a DuckDB ``fetchnumpy`` column with NULL as NaN: a NULL comes back masked,
+    and ``np.asarray`` of a masked array keeps its hidden filler (0, i.e. 1970 for a time)."""
+    return np.ma.filled(np.ma.asarray(values).astype(np.float64), np.nan)
 
 
 @dataclass(frozen=True)
@@ -924,7 +905,7 @@ def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | 
         con.unregister("queries")
     out = np.empty((n, compiled.group.width), dtype=np.float32)
     for j, col in enumerate(compiled.group.columns):
-        out[:, j] = result[col]
+        out[:, j] = floats(result[col])  # never NULL (defaults in the SQL); NaN if it were
     return out
 
 

@@ -25,6 +25,7 @@ from offline.features.compiler import (
     _q,
     connect,
     events_relation,
+    floats,
     resolve,
     scan_sql,
     time_sql,
@@ -113,10 +114,10 @@ def load_interactions(
     np.minimum.at(first_event_of_user, ev_user, ev_ms)
     first_event_of_item = np.full(len(item_ids), now_ms, np.int64)
     np.minimum.at(first_event_of_item, ev_item, ev_ms)
-    signup = np.asarray(u["signup"], dtype=np.float64) if decl.signup else np.full(len(u["id"]), np.nan)
+    signup = floats(u["signup"]) if decl.signup else np.full(len(u["id"]), np.nan)  # NULL: NaN
     signup = np.concatenate([signup, np.full(len(extra), np.nan)])
     signup = np.where(np.isnan(signup), first_event_of_user, signup).astype(np.int64)
-    listed = np.asarray(it["listed"], dtype=np.float64) if decl.listed else np.full(len(item_ids), np.nan)
+    listed = floats(it["listed"]) if decl.listed else np.full(len(item_ids), np.nan)
     listed = np.where(np.isnan(listed), np.minimum(first_event_of_item, start_ms), listed).astype(np.int64)
     days = max(1, int(np.ceil((now_ms - start_ms) / DAY_MS)))
     world = World(

@@ -23,7 +23,16 @@ import pyarrow.compute as pc
 
 from decision_service.features.currencies import CURRENCIES
 from decision_service.features.payments import CHANNELS, FraudFeatures
-from offline.features.compiler import SourceError, _q, connect, events_relation, resolve, scan_sql, time_sql
+from offline.features.compiler import (
+    SourceError,
+    _q,
+    connect,
+    events_relation,
+    floats,
+    resolve,
+    scan_sql,
+    time_sql,
+)
 from offline.simulation.fraud_world import FraudWorld, FraudWorldConfig
 from offline.simulation.world import DAY_MS
 
@@ -82,7 +91,6 @@ def load_payments(
         return f"coalesce(trim(CAST(e.{_q(column)} AS VARCHAR)), '')" if column else repr(default)
 
     rel, _ = events_relation(ev, base_dir, con)
-    label_time = p.label_time or ev.time
     channel = "0"
     if p.channel:
         c = f"trim(CAST(e.{_q(p.channel)} AS VARCHAR))"
@@ -104,7 +112,7 @@ def load_payments(
         f"upper({text(p.currency, p.default_currency)}) AS currency, {text(p.country)} AS country, "
         f"{channel} AS channel, {text(p.mcc)} AS mcc, {text(p.ip)} AS ip, "
         f"coalesce(CAST(e.{_q(p.label)} AS BOOLEAN), false) AS label, "
-        f"{time_sql('chargeback_at', label_time)} AS label_at "
+        f"CAST(e.chargeback_at AS BIGINT) AS label_at "  # epoch ms (features/payments.py)
         f"FROM {rel} e ORDER BY ts, txn",
         ev.path,
         "payments",
@@ -159,7 +167,7 @@ def load_payments(
     np.minimum.at(first_of_user, user, ts)
     signup_ms = np.full(len(user_ids), np.nan)
     if signup is not None:
-        signup_ms[:n_declared_users] = np.asarray(signup, np.float64)
+        signup_ms[:n_declared_users] = floats(signup)  # NULL: the first payment
     signup_ms = np.where(np.isnan(signup_ms), first_of_user, signup_ms).astype(np.int64)
     user_home = np.full(len(user_ids), "", dtype=object)
     if home is not None:
@@ -183,7 +191,7 @@ def load_payments(
     amount_ = np.asarray(t["amount"], np.float64)
     minor = amount_ if p.amount_unit == "minor" else amount_ * 10.0**exponent
     label = np.asarray(t["label"], bool)
-    label_at = np.asarray(t["label_at"], np.float64)  # NaN where not fraud
+    label_at = floats(t["label_at"])  # NaN where not fraud (or a fraud without a label time)
     chargeback_ms = np.where(label & ~np.isnan(label_at), label_at, -1).astype(np.int64)
     days = max(1, int(np.ceil((now_ms - start_ms) / DAY_MS)))
     world = FraudWorld(
@@ -210,7 +218,7 @@ def load_payments(
         device_ip=ip,
         directory=Path(base_dir),
         span_ms=(start_ms, now_ms),
-        eur=np.nan_to_num(np.asarray(t["eur"], np.float64)),
+        eur=np.nan_to_num(floats(t["eur"])),
     )
     report = PaymentsReport(
         payments=n,

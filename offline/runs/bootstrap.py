@@ -172,10 +172,25 @@ def _train_publish_materialize(
             step, world, world.day_ms(ranker.t2_day), "t2", "candidate_index_t2", 100, index_config
         )
         eval_state = (snap_t2, emb_t2, index_t2)
+    extra_train = []
+    t1_ms, t2_ms = world.day_ms(ranker.t1_day), world.day_ms(ranker.t2_day)
+    for k in range(1, ranker.extra_train_windows + 1):
+        ta = t1_ms - k * (t2_ms - t1_ms) // 2
+        if ta <= world.start_ms + 7 * 86_400_000:  # too little history before it
+            break
+        s_k, e_k, i_k, _ = _state_at(step, world, ta, f"t1-{k}", f"candidate_index_t1-{k}", 100, index_config)
+        extra_train.append((s_k, e_k, i_k, (ta, ta + (t2_ms - t1_ms))))
     trained = step(
         "train_and_eval",
         lambda: train_ranker(
-            world, snap_t1, emb_t1, cand_index, ranker, RECOMMENDATION_MODEL_FEATURES, eval_state
+            world,
+            snap_t1,
+            emb_t1,
+            cand_index,
+            ranker,
+            RECOMMENDATION_MODEL_FEATURES,
+            eval_state,
+            tuple(extra_train),
         ),
     )
     snap, emb, index, info = _state_at(

@@ -242,6 +242,7 @@ class FraudDemo:
     def show_requests(self, stub) -> None:
         """The latest labelled fraud and the latest payment without a label, replayed now."""
         from decision_service._generated.decision.v1 import decision_service_pb2 as pb
+        from decision_service.features.currencies import CURRENCIES
 
         w = self.world
         examples = [
@@ -255,9 +256,8 @@ class FraudDemo:
             degraded = ", ".join(f"{d.stage}:{d.reason}" for d in reply.degraded) or "none"
             action = pb.FraudAction.Name(f.action).removeprefix("FRAUD_ACTION_")
             t = request.fraud_check
-            print(
-                f"\n## {title}: {t.user_id} pays {t.amount_minor / 100:.2f} {t.currency} at {t.merchant_id}"
-            )
+            amount = t.amount_minor / 10 ** CURRENCIES[t.currency][0]
+            print(f"\n## {title}: {t.user_id} pays {amount:,.2f} {t.currency} at {t.merchant_id}")
             p_fraud = f"p(fraud) {f.fraud_probability:.3f}"
             print(f"  {action}  risk {f.risk_score}/99  {p_fraud}  degraded: {degraded}")
             for reason in f.reasons:

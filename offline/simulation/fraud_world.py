@@ -305,7 +305,8 @@ def export_minimal(world: FraudWorld, path: str | Path) -> int:
     chargeback: what a team knows) and when it was reported. Written whole or not at all
     (a temporary file renamed). Returns the number of labelled payments."""
     path = Path(path)
-    reported = world.chargeback_ms >= 0
+    # a label reported after the last payment is not known yet to the team exporting the table
+    reported = (world.chargeback_ms >= 0) & (world.chargeback_ms <= world.occurred_ms.max())
     eur = amount_eur(world.amount_minor, world.currency)
     table = pa.table(
         {

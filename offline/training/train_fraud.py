@@ -37,6 +37,12 @@ FRAUD_TRAIN_LGBM = LightGbmSettings(
 )
 
 
+MIN_TRAIN_POSITIVES = 10
+"""Fraud labels a training window needs (arrived by the cut); fewer: ValueError, nothing published."""
+MIN_EVAL_POSITIVES = 5
+"""Fraud payments the held-out window needs for its metrics to mean anything."""
+
+
 @dataclass(frozen=True)
 class FraudTrainConfig:
     train_start_day: float = 20.0
@@ -138,6 +144,16 @@ def train_fraud(
     )
     eval_rows = np.flatnonzero(t >= cut)
     y_eval = world.chargeback_ms[eval_rows] >= 0
+    # a model of (almost) one class is no model: say so instead of publishing it
+    if int(y_train.sum()) < MIN_TRAIN_POSITIVES or int(y_eval.sum()) < MIN_EVAL_POSITIVES:
+        raise ValueError(
+            f"too few fraud labels for the split: {int(y_train.sum())} arrived by the cut among the "
+            f"{len(train_rows):,} training payments (at least {MIN_TRAIN_POSITIVES}), "
+            f"{int(y_eval.sum())} among the {len(eval_rows):,} held-out ones "
+            f"(at least {MIN_EVAL_POSITIVES}); "
+            "check the label column and label times, or move the split (settings.fraud: "
+            "train_start_day, eval_days, maturity_days)"
+        )
     x_eval = with_neighbours(
         history.model_matrix(eval_rows, columns), build_neighbour_index(history, cut, cfg, columns), columns
     )

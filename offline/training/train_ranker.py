@@ -65,6 +65,15 @@ class RankerConfig:
     at T1 meets when served at T2; ``train_ranker(eval_state=...)``), not as of T1."""
     eval_positive_only: bool = False
     """Evaluate against the positive events only (a purchase, a like), not every event."""
+    train_served_only: bool = False
+    """Train on the candidates serving retrieves (ANN + popular) only: no added window
+    positives, no sampled negatives, i.e. learn to order what is served."""
+    train_positive_only: bool = False
+    """Train against the positive events only (like/purchase = 1, every other event 0)."""
+    extra_train_windows: int = 0
+    """Also train on this many earlier windows of the same length, the k-th with its state
+    (snapshot, embeddings, index) at T1 - k * (T2 - T1) / 2 and labels over the following
+    T2 - T1 (all before T2); more users to learn from, each as served at its time."""
     lgbm: LightGbmSettings = field(default_factory=lambda: RANKER_LGBM)
     threads: int = 2
     seed: int = 7
@@ -239,6 +248,7 @@ def train_ranker(
     cfg: RankerConfig = RankerConfig(),
     columns: tuple[str, ...] = RECOMMENDATION_MODEL_FEATURES,
     eval_state: tuple[Snapshot, Embeddings, faiss.Index] | None = None,
+    extra_train: tuple[tuple[Snapshot, Embeddings, faiss.Index, tuple[int, int]], ...] = (),
 ) -> TrainResult:
     """Trains on [T1, T2) with the snapshot/embeddings/index at T1 and evaluates on [T2, T3)
     with ``eval_state`` (snapshot, embeddings, index as of T2: ``cfg.eval_as_of_t2``), else
@@ -250,11 +260,27 @@ def train_ranker(
         raise ValueError("snapshot and embeddings must be taken at T1")
     rng = np.random.default_rng(cfg.seed)
 
-    active = np.unique(window_labels(world, t1, t2)[0] // world.n_items)
-    if len(active) > cfg.max_train_users:
-        active = np.sort(rng.choice(active, cfg.max_train_users, replace=False))
-    cands = build_candidates(world, snapshot, emb, index, (t1, t2), active, cfg)
-    x = assemble_features(cands, snapshot, emb, columns)
+    parts_c, parts_x = [], []
+    for w, (w_snap, w_emb, w_index, (wa, wb)) in enumerate(((snapshot, emb, index, (t1, t2)), *extra_train)):
+        active = np.unique(window_labels(world, wa, wb)[0] // world.n_items)
+        if len(active) > cfg.max_train_users:
+            active = np.sort(rng.choice(active, cfg.max_train_users, replace=False))
+        c = build_candidates(world, w_snap, w_emb, w_index, (wa, wb), active, cfg, not cfg.train_served_only)
+        if cfg.train_positive_only:
+            c = positives_only(c)
+        parts_x.append(assemble_features(c, w_snap, w_emb, columns))
+        # group key (window, user): the same user in two windows is two queries
+        parts_c.append(
+            CandidateSet(w * world.n_users + c.user, c.item, c.label, c.group_sizes, c.n_added_positives)
+        )
+    cands = CandidateSet(
+        np.concatenate([c.user for c in parts_c]),
+        np.concatenate([c.item for c in parts_c]),
+        np.concatenate([c.label for c in parts_c]),
+        np.concatenate([c.group_sizes for c in parts_c]),
+        sum(c.n_added_positives for c in parts_c),
+    )
+    x = np.concatenate(parts_x)
     tr_users, va_users = _split_users(np.unique(cands.user), cfg.valid_share, cfg.seed)
     tr_mask, va_mask = np.isin(cands.user, tr_users), np.isin(cands.user, va_users)
     tr, va = _subset(cands, tr_users), _subset(cands, va_users)
@@ -318,6 +344,11 @@ def train_ranker(
         "valid_users": int(len(va_users)),
         "best_iteration": int(model.best_iteration),
         "window_days": [cfg.t1_day, cfg.t2_day],
+        # every window learned from (the split's first, then the earlier ones), in days
+        "windows_days": [
+            [round((a - world.start_ms) / 86_400_000, 3), round((b - world.start_ms) / 86_400_000, 3)]
+            for a, b in [(t1, t2), *(w[3] for w in extra_train)]
+        ],
         "params": {k_: v for k_, v in params.items() if k_ not in ("metric", "verbosity")},
         "top_features_by_gain": [names[j] for j in top],
         "seconds": round(train_s, 2),

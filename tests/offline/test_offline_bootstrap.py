@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 
 from decision_service.devtools.local_redis import LocalRedis
@@ -128,3 +130,27 @@ def test_materialize_round_trips(tiny_bootstrap: Bootstrapped, redis_server: Loc
         assert seen[0][1] == float(mine.max())
     finally:
         client.close()
+
+
+def test_extra_training_windows_learn_from_earlier_states_and_never_past_the_split(
+    tiny_world_dir: Path, tmp_path: Path
+) -> None:
+    """extra_train_windows: each earlier window has its own state and its labels end before
+    T2 (the evaluation's start): more users to learn from, nothing from the evaluated future."""
+    from offline.runs.bootstrap import bootstrap_world
+    from offline.simulation.world import World
+    from offline.training.train_ranker import RankerConfig
+
+    world = World.load(tiny_world_dir)
+    base = RankerConfig(threads=1)
+    cfg = dataclasses.replace(base, extra_train_windows=2, train_positive_only=True)
+    version = bootstrap_world(world, tmp_path / "state", tmp_path / "registry", ranker=cfg, threads=1)
+    windows = version.manifest["training"]["windows_days"]
+    assert len(windows) == 3 and windows[0] == [base.t1_day, base.t2_day]
+    span = base.t2_day - base.t1_day
+    for k, (a, b) in enumerate(windows[1:], start=1):
+        assert a == pytest.approx(base.t1_day - k * span / 2, abs=1e-3) and b < base.t2_day
+    # more (window, user) queries than the split's window alone has users with a positive
+    t1, t2 = world.day_ms(base.t1_day), world.day_ms(base.t2_day)
+    inside = (world.event_ms >= t1) & (world.event_ms < t2) & world.event_purchase
+    assert version.manifest["training"]["users"] > len(np.unique(world.event_user[inside]))

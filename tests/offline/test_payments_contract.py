@@ -335,3 +335,161 @@ def test_init_payments_template_validates_and_needs_no_active_project(tmp_path: 
     assert "ok: my-payments" in out.stdout
     out = _cli("init", str(tmp_path / "other"), "--template", "bank", root=root)
     assert out.returncode == 2 and "invalid choice: 'bank'" in out.stderr
+
+
+def _write_csv(path: Path, header: str, rows: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *rows]) + "\n")
+
+
+_DAY = 86_400_000
+_T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def test_kind_entity_name_for_column_first_seen_counts_read_the_table_s_own_columns(tmp_path: Path) -> None:
+    """Customer and device columns named `cust` and `dev` (not user_id / device_id): the
+    "new devices of a customer" and "new customers of a device" counts read those columns
+    (they once read the entity names, and only worked for tables whose columns had them)."""
+    from offline.features import compiler
+
+    _write_csv(
+        tmp_path / "p.csv",
+        "id,ts,cust,shop,dev,amt,bad",
+        [
+            f"t1,{_T0 // 1000},c1,m1,d1,10,0",
+            f"t2,{_T0 // 1000 + 3600},c1,m1,d2,10,0",
+            f"t3,{_T0 // 1000 + 7200},c2,m1,d1,10,1",
+            f"t4,{_T0 // 1000 + 9000},c1,m1,d1,10,0",
+        ],
+    )
+    events = Events(
+        "p",
+        "p.csv",
+        Time("ts", "s"),
+        keys={"user_id": "cust", "merchant_id": "shop", "device_id": "dev"},
+        format="csv",
+    )
+    fraud = fraud_features(Payments(events, transaction_id="id", amount="amt", label="bad"))
+    at = np.full(2, _T0 + _DAY)
+    user = compiler.point_in_time(fraud.user, ["c1", "c2"], at, tmp_path)
+    device = compiler.point_in_time(fraud.device, ["d1", "d2"], at, tmp_path)  # type: ignore[arg-type]
+    assert user[:, fraud.user.slot("fu_new_devices_30d")].tolist() == [2.0, 1.0]
+    assert device[:, fraud.device.slot("d_new_users_30d")].tolist() == [2.0, 1.0]  # type: ignore[union-attr]
+
+
+def test_kind_null_read_as_zero_a_fraud_without_label_time_never_arrives(tmp_path: Path) -> None:
+    """A NULL label time (and a NULL sign-up) is missing, not 1970: DuckDB hands NULLs back
+    masked, and the mask was dropped (a fraud known since 1970 leaked into every profile)."""
+    from offline.features.payments import load_payments
+
+    _write_csv(
+        tmp_path / "p.csv",
+        "id,ts,cust,shop,amt,bad,reported",
+        [
+            f"t1,{_T0},c1,m1,10,1,{_T0 + _DAY}",
+            f"t2,{_T0 + 1000},c2,m1,10,1,",
+            f"t3,{_T0 + 2000},c1,m1,10,0,",
+        ],
+    )
+    _write_csv(tmp_path / "u.csv", "uid,signed_up", [f"c1,{_T0 - 10 * _DAY}", "c2,"])
+    events = Events(
+        "p", "p.csv", Time("ts", "ms"), keys={"user_id": "cust", "merchant_id": "shop"}, format="csv"
+    )
+    users = Table("u", "u.csv", key="uid", format="csv")
+    payments = Payments(
+        events,
+        transaction_id="id",
+        amount="amt",
+        label="bad",
+        label_time=Time("reported", "ms"),
+        users=users,
+        signup=Time("signed_up", "ms"),
+    )
+    world, report = load_payments(fraud_features(payments), tmp_path)
+    assert world.chargeback_ms.tolist() == [_T0 + _DAY, -1, -1]
+    assert report.labelled == 2 and report.label_arrivals == 1
+    assert world.user_signup_ms.tolist() == [_T0 - 10 * _DAY, _T0 + 1000]  # c2: its first payment
+
+
+def test_kind_label_delay_on_text_timestamps_is_added_in_milliseconds(tmp_path: Path) -> None:
+    """Without a label time, a label is known label_delay after the payment, whatever the
+    time column holds: ISO text here (it once failed: VARCHAR + INTERVAL)."""
+    from offline.features import compiler
+    from offline.features.payments import load_payments
+
+    _write_csv(
+        tmp_path / "p.csv",
+        "id,ts,cust,shop,amt,bad",
+        ["t1,2026-01-01T00:00:00Z,c1,m1,10,true", "t2,2026-01-01T06:00:00+02:00,c1,m1,10,false"],
+    )
+    events = Events(
+        "p", "p.csv", Time("ts", "timestamp"), keys={"user_id": "cust", "merchant_id": "shop"}, format="csv"
+    )
+    fraud = fraud_features(Payments(events, transaction_id="id", amount="amt", label="bad", label_delay="2d"))
+    world, _ = load_payments(fraud, tmp_path)
+    assert world.occurred_ms.tolist() == [_T0, _T0 + 4 * 3_600_000]
+    assert world.chargeback_ms.tolist() == [_T0 + 2 * _DAY, -1]
+    slot = fraud.user.slot("fu_chargebacks_90d")
+    before, after = compiler.point_in_time(
+        fraud.user, ["c1", "c1"], [_T0 + 2 * _DAY, _T0 + 2 * _DAY + 1], tmp_path
+    )
+    assert (before[slot], after[slot]) == (0.0, 1.0)  # counted from its arrival on, never before
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("eval_day: 7", "settings.fraud: unknown key 'eval_day' (did you mean 'eval_days'?)"),
+        ("eval_days: 0", "settings.fraud: eval_days must be >= 1, got 0"),
+        ("k_neighbours: 0", "settings.fraud: k_neighbours must be >= 1, got 0"),
+        ("train_start_day: 50", "the payments span 60.0 days, fewer than settings.fraud"),
+    ],
+)
+def test_kind_bad_fraud_settings_are_named_before_anything_is_written(
+    tmp_path: Path, tiny_fraud_bootstrap: tuple[Path, Path, ModelVersion], settings: str, message: str
+) -> None:
+    root = _project(tmp_path / "payments", FraudWorld.load(tiny_fraud_bootstrap[0]))
+    yaml = (root / "project.yaml").read_text()
+    (root / "project.yaml").write_text(
+        yaml.replace("    eval_days: 14\n", f"    eval_days: 14\n    {settings}\n")
+    )
+    if settings.startswith("eval_days"):
+        (root / "project.yaml").write_text(yaml.replace("    eval_days: 14\n", f"    {settings}\n"))
+    for command in ("validate", "bootstrap"):  # validate checks the settings against the data too
+        out = _cli(command, "--project", str(root), root=root)
+        assert out.returncode in (1, 2), out.stdout
+        assert message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (root / ".ds" / "registry").exists()
+
+
+def test_kind_label_delay_beyond_maturity_and_too_few_labels_publish_nothing(
+    tmp_path: Path, tiny_fraud_bootstrap: tuple[Path, Path, ModelVersion]
+) -> None:
+    """No label would have arrived by the split (label_delay > maturity_days), or almost no
+    fraud at all: an error naming the cause, never a one-class model published as CURRENT."""
+    root = _project(tmp_path / "payments", FraudWorld.load(tiny_fraud_bootstrap[0]))
+    features = (root / "features.py").read_text()
+    (root / "features.py").write_text(
+        features.replace(
+            '    label_time=Time("fraud_reported_at", "timestamp"),\n', '    label_delay="30d",\n'
+        )
+    )
+    out = _cli("bootstrap", "--project", str(root), root=root)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "maturity_days 10 is shorter than the payments' label_delay '30d'" in out.stderr
+    (root / "features.py").write_text(features)
+    path = root / "data" / "payments.csv"
+    lines = path.read_text().splitlines()
+    kept = [lines[0]]
+    frauds = 0
+    for line in lines[1:]:
+        fraud = line.split(",")[5] == "1"
+        frauds += fraud
+        if not fraud or frauds <= 25:  # 25 fraud labels, all in the first days
+            kept.append(line)
+    path.write_text("\n".join(kept) + "\n")
+    out = _cli("bootstrap", "--project", str(root), root=root)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "too few fraud labels for the split" in out.stderr, out.stderr
+    assert not list((root / ".ds" / "registry").glob("fraud/versions/v*"))

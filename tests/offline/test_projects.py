@@ -77,6 +77,10 @@ def test_a_project_yaml_is_read_with_defaults_relative_to_its_folder(tmp_path: P
             "name: shop\nuse_cases: [fraud]\nsettings: {recommendation: {}}\n",
             "settings must map a served use case",
         ),
+        (
+            "name: shop\nuse_cases: [recommendation]\nsettings: {recommendation: {test_from_shares: 0.8}}\n",
+            "settings.recommendation: unknown key 'test_from_shares' (did you mean 'test_from_share'?)",
+        ),
         ("- just\n- a list\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
     ],

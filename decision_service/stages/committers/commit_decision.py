@@ -7,6 +7,7 @@ import json
 
 from decision_service.domain.decision import Degradation
 from decision_service.domain.fraud import FiredRule, FraudAction, FraudDecision, Reason
+from decision_service.features.definitions import DEVICE
 from decision_service.features.store import PAYMENT_RECORD, Change, CountPayment, Once, StateWrites
 from decision_service.stages.fraud_base import FraudState
 
@@ -22,9 +23,9 @@ class CommitDecision:
         """None when this call recorded it, else the record the transaction id already had."""
         t = state.request.transaction
         # counted at the server's receive time: the same instant the windows were read at
-        payment = CountPayment(
-            t.transaction_id, t.user_id, t.device_id, t.amount_eur, state.request.counted_at_ms
-        )
+        # a project without device features keeps no device windows (features/payments.py)
+        device = t.device_id if DEVICE is not None else ""
+        payment = CountPayment(t.transaction_id, t.user_id, device, t.amount_eur, state.request.counted_at_ms)
         once = Once(PAYMENT_RECORD, t.transaction_id, self._record_ttl_ms, record)
         return await self._writes.write(Change((payment,), once))
 
