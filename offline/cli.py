@@ -373,7 +373,7 @@ def fraud_config(project: projects.Project, world, threads: int = 2):  # -> Frau
     ):
         if not value >= low:
             raise projects.ProjectError(f"{where}: {key} must be >= {low:g}, got {value:g}")
-    payments = definitions.PAYMENTS
+    payments = definitions.FRAUD.payments
     if payments.label_time is None and seconds(payments.label_delay) > cfg.maturity_days * 86_400:
         raise projects.ProjectError(
             f"{where}: maturity_days {cfg.maturity_days:g} is shorter than the payments' label_delay "
