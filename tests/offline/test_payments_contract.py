@@ -300,23 +300,29 @@ _SHARED = ["offline.cli", "offline.loop.retrain", "offline.loop.training_set", "
 
 
 @pytest.mark.parametrize(
-    ("project", "modules"),
+    ("template", "modules"),
     [
-        (EXAMPLE, ["offline.runs.bootstrap_fraud", "offline.use_cases.fraud", "offline.features.payments"]),
-        (REPO / "examples" / "movielens", ["offline.runs.bootstrap", "offline.use_cases.recommendation"]),
+        (
+            "payments",
+            ["offline.runs.bootstrap_fraud", "offline.use_cases.fraud", "offline.features.payments"],
+        ),
+        ("shop", ["offline.runs.bootstrap", "offline.use_cases.recommendation"]),
     ],
 )
 def test_kind_a_shared_module_imports_no_other_use_case_s_declarations(
-    project: Path, modules: list[str]
+    tmp_path: Path, template: str, modules: list[str]
 ) -> None:
-    """A fraud-only and a recommendation-only project import every module they run: a module
-    shared by use cases reads one use case's declarations on use, never at import (the
-    payments example once failed on recommendation_artifacts' CATEGORIES)."""
+    """A fraud-only and a recommendation-only project (init's two templates) import every
+    module they run: a module shared by use cases reads one use case's declarations on use,
+    never at import (the payments example once failed on recommendation_artifacts' CATEGORIES)."""
+    root = tmp_path / template
+    out = _cli("init", str(root), "--template", template, root=root)
+    assert out.returncode == 0, out.stderr
     out = subprocess.run(
         [sys.executable, "-c", _IMPORTS, *_SHARED, *modules],
         capture_output=True,
         text=True,
-        env=_env(project),
+        env=_env(root),
         cwd=REPO,
         timeout=120,
     )
