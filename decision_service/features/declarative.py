@@ -177,9 +177,13 @@ class Events:
     event_types: tuple[str, ...] = ()  # the project's vocabulary (empty: not checked)
     delimiter: str = ","  # CSV only
     derived: Mapping[str, str] = field(default_factory=dict)  # name -> DuckDB SQL over the row
+    optional_keys: tuple[str, ...] = ()  # entities a row may lack (NULL id: no such party)
 
     def __post_init__(self) -> None:
         identifier(self.name, "source name")
+        unknown = [k for k in self.optional_keys if k not in self.keys]
+        if unknown:
+            raise ValueError(f"source {self.name!r}: optional_keys {unknown} are not among its keys")
         for entity, column in self.keys.items():
             identifier(entity, "entity")
             identifier(column, f"id column of {entity!r}")

@@ -17,7 +17,8 @@ is taken to be known ``label_delay`` after the payment). Everything else is opti
 
   currency       ISO 4217 column (else every amount is in ``default_currency``)
   amount_unit    "major" (12.50) or "minor" (1250 cents, the request's unit)
-  device         ``keys["device_id"]``: device profiles, device velocity, "new device"
+  device         ``keys["device_id"]``: device profiles, device velocity, "new device"; a
+                 payment whose device is NULL has none (device features at their defaults)
   country        ISO 3166-1 alpha-2 of the payment
   users          a Table of customers with ``signup`` (account age) and ``home_country``
                  ("foreign country", the travel profile)
@@ -280,7 +281,9 @@ def fraud_features(p: Payments) -> FraudFeatures:
     # TRY_CAST: a label or amount that is not one is validate_payments' error (naming the row),
     # not a failed query
     derived["chargeback_at"] = f"CASE WHEN coalesce(TRY_CAST({p.label} AS BOOLEAN), false) THEN {arrival} END"
-    source = dataclasses.replace(ev, derived=derived, lookups=tuple(lookups))
+    # a payment without a device (card present, an old export): NULL device id, no device party
+    optional = tuple(dict.fromkeys(ev.optional_keys + (("device_id",) if p.has_device else ())))
+    source = dataclasses.replace(ev, derived=derived, lookups=tuple(lookups), optional_keys=optional)
     chargebacks_90d = Count("90d", time=Time("chargeback_at", "ms"), closed="left")
 
     # ------------------------------------------------------------------ FRAUD_USER

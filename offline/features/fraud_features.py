@@ -92,18 +92,23 @@ class FraudHistory:
         self.first_pair = np.zeros(world.n, bool)
         self.device_amount: PartyHistory | None = None
         if world.has_devices:  # a payments table without devices: no device velocity, no "new device"
-            self.device_amount = PartyHistory.build(d, t, self.eur, base)
+            # a payment without a device (device -1) is in no device's history, and is never a
+            # "new device" (as online: a request without a device id)
+            known = np.flatnonzero(d >= 0)
+            self.device_amount = PartyHistory.build(d[known], t[known], self.eur[known], base)
             # first use of each (user, device) pair: the request's "new device" flag
-            pair = u * np.int64(len(world.device_ids)) + d
+            pair = u[known] * np.int64(len(world.device_ids)) + d[known]
             _, first = np.unique(pair, return_index=True)
-            self.first_pair[first] = True  # time-sorted, so the first index is the first use
+            self.first_pair[known[first]] = True  # time-sorted, so the first index is the first use
 
     # ------------------------------------------------------------------ profiles
 
     def _profiles(self, group: FeatureGroup, ids: np.ndarray, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Row -1 (a payment without that party) is the empty id: no history, the defaults."""
         if self.world.directory is None:
             raise ValueError("the declared profiles read the world's files: save or load the world")
-        return compiler.point_in_time(group, ids[rows].astype(str).tolist(), t, self.world.directory)
+        names = np.where(rows >= 0, ids[np.maximum(rows, 0)].astype(str) if len(ids) else "", "")
+        return compiler.point_in_time(group, names.tolist(), t, self.world.directory)
 
     def fraud_user(self, users: np.ndarray, t: np.ndarray) -> np.ndarray:
         """FRAUD_USER rows float32 [n, width] of user rows ``users`` as of ``t`` (ms)."""

@@ -58,14 +58,14 @@ class PaymentsReport:
 
 
 def _ids(values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
-    """Row of each value in ``vocabulary`` (int32; every value is in it)."""
+    """Row of each value in ``vocabulary`` (int32; every non-NULL value is in it; NULL: -1)."""
     rows = pc.index_in(pa.array(values, pa.string()), value_set=pa.array(vocabulary, pa.string()))
-    return np.asarray(rows.to_numpy(zero_copy_only=False), np.int32)
+    return np.asarray(pc.fill_null(rows, -1).to_numpy(zero_copy_only=False), np.int32)  # NULL: -1
 
 
 def _union(first: np.ndarray, more: np.ndarray) -> np.ndarray:
     """``first`` then the values of ``more`` not in it, in first-seen order (object str)."""
-    seen = pc.unique(pa.array(more, pa.string()))
+    seen = pc.drop_null(pc.unique(pa.array(more, pa.string())))  # NULL: no such party
     extra = seen.filter(pc.invert(pc.is_in(seen, value_set=pa.array(first, pa.string()))))
     return np.concatenate([np.asarray(first, dtype=object), np.asarray(extra.to_pylist(), dtype=object)])
 
@@ -177,7 +177,8 @@ def load_payments(
     mcc[merchant[::-1]] = column("mcc")[::-1]  # each merchant's first payment's code
     ip = np.full(len(device_ids), "", dtype=object)
     if p.has_device:
-        ip[device] = column("ip")  # each device's latest address
+        with_device = device >= 0
+        ip[device[with_device]] = column("ip")[with_device]  # each device's latest address
 
     currency = column("currency")
     unknown = sorted(set(pc.unique(pa.array(currency, pa.string())).to_pylist()) - set(CURRENCIES))

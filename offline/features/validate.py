@@ -784,7 +784,9 @@ class _Checker:
                 continue
             if types[c] in ("FLOAT", "DOUBLE"):
                 self.warn(c, f"id column has type {types[c]}: ids read as text like '17.0'")
-            post.append(self._nulls(q, c, "error", "NULL ids"))
+            optional = isinstance(src, Events) and c in {src.keys[k] for k in src.optional_keys}
+            if not optional:  # an optional party (a payment without a device): NULL is "none"
+                post.append(self._nulls(q, c, "error", "NULL ids"))
             post.append(self._distinct(q, c))
         for c, needs in plan.needs.items():
             if c in types and c not in ids and {"value", "numeric", "attribute", "vocab"} & plan.kinds(c):

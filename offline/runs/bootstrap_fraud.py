@@ -116,7 +116,7 @@ def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
     try:
         users = np.arange(len(w.user_ids))
         merchants = np.arange(len(w.merchant_ids))
-        seen_devices = np.unique(w.device)
+        seen_devices = np.unique(w.device[w.device >= 0])  # -1: a payment without a device
         stats = {
             "fraud_user": bulk.write_group(
                 FRAUD_USER,
@@ -146,11 +146,19 @@ def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
         )
         if not w.has_devices:
             return stats
+        on_device = w.device[recent] >= 0
         stats["velocity_device"] = bulk.write_velocity_events(
-            "device", list(w.device_ids[w.device[recent]]), txns, history.eur[recent], ts
+            "device",
+            list(w.device_ids[w.device[recent][on_device]]),
+            [x for x, keep in zip(txns, on_device.tolist(), strict=True) if keep],
+            history.eur[recent][on_device],
+            ts[on_device],
         )
-        pair = w.user.astype(np.int64) * len(w.device_ids) + w.device
-        last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]  # last use of each pair
+        with_device = np.flatnonzero(w.device >= 0)
+        pair = w.user[with_device].astype(np.int64) * len(w.device_ids) + w.device[with_device]
+        last = with_device[
+            len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+        ]  # last use of each pair
         stats["user_devices"] = bulk.write_user_devices(
             list(w.user_ids[w.user[last]]),
             list(w.device_ids[w.device[last]]),

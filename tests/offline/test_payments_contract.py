@@ -499,3 +499,58 @@ def test_kind_label_delay_beyond_maturity_and_too_few_labels_publish_nothing(
     assert out.returncode == 1, out.stdout + out.stderr
     assert "too few fraud labels for the split" in out.stderr, out.stderr
     assert not list((root / ".ds" / "registry").glob("fraud/versions/v*"))
+
+
+_PARTLY_NULL_DEVICE = """
+import sys, numpy as np
+from decision_service.features import definitions as d
+from offline.features.payments import load_payments
+from offline.features.fraud_features import FraudHistory
+world, _ = load_payments(d.FRAUD, sys.argv[1], "pos")
+m = FraudHistory(world).model_matrix(np.arange(world.n))
+cols = list(d.FRAUD_MODEL_FEATURES)
+pick = lambda c: m[:, cols.index(c)].tolist()
+print(world.device.tolist())
+print(repr((pick("d_txn_count_30d"), pick("v_device_count_24h"), pick("r_new_device"), pick("fu_new_devices_30d"))))
+"""
+
+
+def test_kind_optional_party_a_payment_without_a_device_has_none(tmp_path: Path) -> None:
+    """Card-present payments have no device: a NULL device id validates, and such a payment
+    is in no device's history (device features at their defaults, no velocity, never a "new
+    device"), as a request without a device id is served; the others are unaffected."""
+    root = tmp_path / "pos"
+    out = _cli("init", str(root), "--template", "payments", root=root)
+    assert out.returncode == 0, out.stderr
+    _write_csv(
+        root / "data" / "payments.csv",
+        "tx_id,tx_datetime,customer_id,terminal_id,tx_amount,tx_fraud,fraud_reported_at,device",
+        [
+            "t1,2026-01-01T10:00:00Z,c1,m1,10,0,,d1",
+            "t2,2026-01-01T11:00:00Z,c1,m1,10,0,,",  # at a terminal: no device
+            "t3,2026-01-01T12:00:00Z,c1,m1,10,0,,d1",
+            "t4,2026-01-01T13:00:00Z,c2,m1,10,0,,",
+        ],
+    )
+    features = (root / "features.py").read_text()
+    (root / "features.py").write_text(
+        features.replace('# "device_id": "device_id",', '"device_id": "device",')
+    )
+    out = _cli("validate", "--project", str(root), root=root)
+    assert "NULL ids" not in out.stdout + out.stderr
+    out = subprocess.run(
+        [sys.executable, "-c", _PARTLY_NULL_DEVICE, str(root / "data")],
+        capture_output=True,
+        text=True,
+        env=_env(root),
+        cwd=REPO,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    devices, features_line = out.stdout.strip().splitlines()
+    assert devices == "[0, -1, 0, -1]"
+    d_count, v_count, new_device, new_devices = eval(features_line)  # noqa: S307 (our own output)
+    assert d_count == [0.0, 0.0, 1.0, 0.0]  # t3 sees t1 on d1; t2 / t4 have no device profile
+    assert v_count == [0.0, 0.0, 1.0, 0.0]
+    assert new_device == [1.0, 0.0, 0.0, 0.0]  # c1's first use of d1; no device is never "new"
+    assert new_devices == [0.0, 1.0, 1.0, 0.0]  # c1's devices first used in 30 days, NULL not one
