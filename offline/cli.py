@@ -560,18 +560,23 @@ def retrain(project: projects.Project, args: argparse.Namespace) -> int:
 
 
 def _check_redis(url: str) -> None:
-    """A PING within 3 s; ProjectError naming the URL (password masked) otherwise."""
+    """A PING within 3 s from a standalone Redis; ProjectError naming the URL (password
+    masked) otherwise, or when it is a Redis Cluster node (not supported yet)."""
     import redis
 
     from decision_service.config import _mask_url
+    from decision_service.features.redis_store import CLUSTER_UNSUPPORTED, is_cluster_node
 
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
+        cluster = is_cluster_node(client.info("cluster"))
     except redis.RedisError as exc:
         raise projects.ProjectError(f"the online store {_mask_url(url)} does not answer: {exc}") from None
     finally:
         client.close()
+    if cluster:  # materialization's pipelines would fail half-way through (CROSSSLOT)
+        raise projects.ProjectError(f"the online store {_mask_url(url)} {CLUSTER_UNSUPPORTED}")
 
 
 COMMANDS = {

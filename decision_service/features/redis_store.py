@@ -68,6 +68,22 @@ def _payment_groups() -> tuple[FeatureGroup, FeatureGroup, FeatureGroup | None]:
     return FRAUD_USER, MERCHANT, DEVICE
 
 
+CLUSTER_UNSUPPORTED = (
+    "is a Redis Cluster node (INFO cluster: cluster_enabled:1); this release's online store is one "
+    "standalone Redis (or a primary with replicas): its multi-key reads, scripts and pipelines "
+    "span hash slots, which a cluster refuses (CROSSSLOT / MOVED)"
+)
+"""Why a cluster node is refused as the online store (server readiness, offline jobs)."""
+
+
+def is_cluster_node(info_cluster: bytes | str | dict) -> bool:
+    """True when an ``INFO cluster`` reply (raw, or redis-py's parsed dict) says cluster_enabled:1."""
+    if isinstance(info_cluster, dict):
+        return int(info_cluster.get("cluster_enabled", 0) or 0) == 1
+    text = info_cluster.decode() if isinstance(info_cluster, bytes) else str(info_cluster)
+    return "cluster_enabled:1" in text
+
+
 # --- key layout ----------------------------------------------------------------------------
 
 

@@ -21,7 +21,12 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.config import ServiceConfig
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.features.redis_store import RedisFeatureReads, RedisStateWrites
+from decision_service.features.redis_store import (
+    CLUSTER_UNSUPPORTED,
+    RedisFeatureReads,
+    RedisStateWrites,
+    is_cluster_node,
+)
 from decision_service.features.store import FeatureReads, StateWrites
 from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.reload import ModelReloader
@@ -244,6 +249,10 @@ async def _become_ready(reads: MultiplexedRedis, health_servicer: health.aio.Hea
                 log.warning("waiting for Redis before reporting SERVING: %s", exc)
                 warned = True
             await asyncio.sleep(_REDIS_RETRY_S)
+    if is_cluster_node(await reads.execute("INFO", "cluster")):
+        # never SERVING on a store that would turn every read into a silent degradation
+        log.error("not ready, health stays NOT_SERVING: the online store %s", CLUSTER_UNSUPPORTED)
+        return
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("ready: health SERVING")
