@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "bootstrap":
             cmd.add_argument("--threads", type=int, default=2, help="CPU threads for training and FAISS")
         if name in ("training-set", "retrain"):
-            cmd.add_argument("--use-case", default="recommendation", help="a use case the project serves")
+            cmd.add_argument(
+                "--use-case",
+                default=None,
+                help="a use case the project serves (default: its only one, else recommendation)",
+            )
             cmd.add_argument(
                 "--out", default=None, help="training set path (default: <project>/.ds/training/)"
             )
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             written = scaffold(args.directory, args.template)
-        except FileExistsError as exc:
+        except OSError as exc:  # an existing project, a path through a file, no permission
             print(f"decision-service init: {exc}", file=sys.stderr)
             return 2
         print(f"wrote {len(written)} files into {args.directory}:")
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         SourceError,
         CompileError,
         ValueError,
+        OSError,  # a missing training set, an unwritable --out
         duckdb.Error,
         redis.RedisError,
         lightgbm.basic.LightGBMError,
@@ -152,7 +157,13 @@ def validate(project: projects.Project, args: argparse.Namespace) -> int:
     if report.errors:
         print(f"{len(report.errors)} error(s): fix the sources or the declarations", file=sys.stderr)
         return 1
-    if project.serves("fraud") and _declared("FRAUD") is not None:
+    if project.serves("fraud"):
+        _required(
+            "FRAUD",
+            "fraud project declares PAYMENTS = Payments(...) and FRAUD = fraud_features(PAYMENTS) "
+            "(decision_service/features/payments.py): without them its payments are not checked or trained",
+            project,
+        )
         # the payments against settings.fraud (span, label delay), as bootstrap checks them first
         from offline.features.payments import load_payments
 
@@ -238,14 +249,17 @@ def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
         print(report.summary(), file=sys.stderr)
         print("bootstrap: the sources fail validation; nothing was written", file=sys.stderr)
         return 1
+    if report.warnings:
+        print(report.summary())  # said once, before the long steps
     redis_url = args.redis_url or project.online_store
     if redis_url:
         _check_redis(redis_url)  # before anything is trained or published
-    if report.warnings:
-        print(report.summary())  # said once, before the long steps
+    from offline.features.vocabulary import persist_learned
+
     # every use case's data and settings are read and checked before anything is written:
     # a bad fraud setting never leaves a recommendation version published behind it
     fraud_run = _prepare_fraud(project, args) if "fraud" in use_cases else None
+    persist_learned()  # the vocabularies the declarations learned: only from valid sources
     if "recommendation" in use_cases:
         _bootstrap_recommendation(project, args, redis_url)
     if fraud_run is not None:
@@ -337,7 +351,17 @@ def _prepare_fraud(project: projects.Project, args: argparse.Namespace):  # -> C
             f"labels mature after {cfg.maturity_days:g} days) ...",
             flush=True,
         )
-        bootstrap_fraud(world, project.registry_dir, redis_url, cfg, verbose=True)
+        version = bootstrap_fraud(world, project.registry_dir, redis_url, cfg, verbose=True)
+        m = version.manifest["metrics"]
+        if not (
+            m["model_auc"] > m["rules_auc"] and m["model_average_precision"] > m["rules_average_precision"]
+        ):
+            print(
+                f"      warning: the model does not beat the rules-only baseline on the held-out days "
+                f"(ROC AUC {m['model_auc']} vs {m['rules_auc']}, average precision "
+                f"{m['model_average_precision']} vs {m['rules_average_precision']}): check the labels "
+                "(are they fraud?) and their times before serving it"
+            )
 
     return run
 
@@ -350,21 +374,26 @@ def fraud_config(project: projects.Project, world, threads: int = 2):  # -> Frau
     payments span too few days for them."""
     from decision_service.features import definitions
     from decision_service.features.declarative import seconds
-    from offline.training.train_fraud import FraudTrainConfig
+    from offline.training.train_fraud import FraudTrainConfig, fraud_split
 
     s = lambda key, default: project.setting("fraud", key, default)  # noqa: E731
     d = FraudTrainConfig()
     where = f"{project.directory / projects.PROJECT_FILE}: settings.fraud"
-    try:
-        cfg = FraudTrainConfig(
-            train_start_day=float(s("train_start_day", d.train_start_day)),
-            eval_days=float(s("eval_days", d.eval_days)),
-            maturity_days=float(s("maturity_days", d.maturity_days)),
-            k_neighbours=int(s("k_neighbours", d.k_neighbours)),
-            threads=threads,
-        )
-    except (TypeError, ValueError) as exc:
-        raise projects.ProjectError(f"{where}: {exc}") from None
+
+    def number(key: str, default: float, cast: type = float):  # -> float | int
+        value = s(key, default)
+        try:
+            return cast(value)
+        except (TypeError, ValueError):
+            raise projects.ProjectError(f"{where}: {key} must be a number, got {value!r}") from None
+
+    cfg = FraudTrainConfig(
+        train_start_day=number("train_start_day", d.train_start_day),
+        eval_days=number("eval_days", d.eval_days),
+        maturity_days=number("maturity_days", d.maturity_days),
+        k_neighbours=number("k_neighbours", d.k_neighbours, int),
+        threads=threads,
+    )
     for key, value, low in (
         ("train_start_day", cfg.train_start_day, 0.0),
         ("maturity_days", cfg.maturity_days, 0.0),
@@ -388,6 +417,10 @@ def fraud_config(project: projects.Project, world, threads: int = 2):  # -> Frau
             f"settings.fraud train_start_day + maturity_days + eval_days = {cfg.train_start_day:g} + "
             f"{cfg.maturity_days:g} + {cfg.eval_days:g}: lower them (or bring more history)"
         )
+    try:
+        fraud_split(world, cfg)  # enough labels on both sides, enough neighbours: before any write
+    except ValueError as exc:
+        raise projects.ProjectError(f"{project.directory / projects.PROJECT_FILE}: {exc}") from None
     return cfg
 
 
@@ -525,13 +558,28 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_case(project: projects.Project, args: argparse.Namespace) -> str:
+    """``--use-case``, else the project's only use case, else recommendation when served."""
+    if args.use_case is None:
+        if len(project.use_cases) == 1:
+            args.use_case = project.use_cases[0]
+        elif project.serves("recommendation"):
+            args.use_case = "recommendation"
+        else:
+            raise projects.ProjectError(
+                f"project {project.name!r} serves {', '.join(project.use_cases)}: pass --use-case"
+            )
+    _served(project, args.use_case)
+    return args.use_case
+
+
 def _served(project: projects.Project, use_case: str) -> None:
     if not project.serves(use_case):
         raise ImportError(f"project {project.name!r} serves {', '.join(project.use_cases)}, not {use_case!r}")
 
 
 def training_set(project: projects.Project, args: argparse.Namespace) -> int:
-    _served(project, args.use_case)
+    _use_case(project, args)
     from offline.loop import training_set as ts
 
     out = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
@@ -540,7 +588,7 @@ def training_set(project: projects.Project, args: argparse.Namespace) -> int:
 
 
 def retrain(project: projects.Project, args: argparse.Namespace) -> int:
-    _served(project, args.use_case)
+    _use_case(project, args)
     from offline.loop import retrain as rt
 
     path = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")

@@ -356,6 +356,10 @@ class _Plans:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+MAX_ID_LENGTH = 256
+"""The service's id length limit (config.max_string_length's default)."""
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -788,6 +792,7 @@ class _Checker:
             if not optional:  # an optional party (a payment without a device): NULL is "none"
                 post.append(self._nulls(q, c, "error", "NULL ids"))
             post.append(self._distinct(q, c))
+            post.append(self._unservable_ids(q, c))
         for c, needs in plan.needs.items():
             if c in types and c not in ids and {"value", "numeric", "attribute", "vocab"} & plan.kinds(c):
                 post.append(self._nulls(q, c, "warning", "NULL values"))
@@ -870,6 +875,31 @@ class _Checker:
         def read(row: _Row) -> None:
             if row[n]:
                 self.problem(severity, c, f"{_n(row[n])} {what} (of {_n(row[0])} rows)", row[x])
+
+        return read
+
+    def _unservable_ids(self, q: _Query, c: str) -> Callable[[_Row], None]:
+        """Ids a request could never name: the edge canonicalises ids (domain/identifiers.py
+        canonical_text: no control characters, no blanks around, NFC, at most
+        MAX_ID_LENGTH characters), so a stored id that is not in that form is never found."""
+        v = f"CAST(e.{_q(c)} AS VARCHAR)"
+        bad = (
+            f"{v} IS NOT NULL AND (length({v}) > {MAX_ID_LENGTH} OR {v} <> trim({v}) "
+            f"OR regexp_matches({v}, '[\\x00-\\x1f\\x7f]') OR {v} <> nfc_normalize({v}))"
+        )
+        n = q.add(f"count(*) FILTER (WHERE {bad})")
+        x = q.add(self.first(bad, c))
+
+        def read(row: _Row) -> None:
+            if row[n]:
+                self.problem(
+                    "error",
+                    c,
+                    f"{_n(row[n])} ids a request can never name (blanks around them, control "
+                    f"characters, not NFC, or longer than {MAX_ID_LENGTH}): the service "
+                    "canonicalises the ids it is asked for",
+                    row[x],
+                )
 
         return read
 

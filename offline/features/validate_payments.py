@@ -60,6 +60,7 @@ from typing import Any, Literal
 
 import duckdb
 
+from decision_service.domain.identifiers import ISO_3166_ALPHA2
 from decision_service.features.currencies import CURRENCIES
 from decision_service.features.declarative import Events, Table, Time
 from decision_service.features.payments import CHANNELS, FraudFeatures
@@ -87,7 +88,8 @@ MIN_USERS_FOUND = 0.5
 _ROW, _FILE = "__row", "__file"  # helper columns of the example rows (as in validate.py)
 _UNIT_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3}
 _NOT_ALPHA2 = (
-    "the service takes ISO 3166-1 alpha-2 codes (two letters: DE, US); these never match a request's country"
+    "the service takes assigned ISO 3166-1 alpha-2 codes (DE, GB, US; not UK, EU or ZZ); these "
+    "never match a request's country"
 )
 
 
@@ -321,6 +323,18 @@ class _Check:
             )
         if country:
             conds["country"] = _not_alpha2(country)
+        # ids a fraud check must be able to name (domain/identifiers.py canonical_party_id)
+        parties = {"transaction_id": p.transaction_id, "customer": ev.keys["user_id"],
+                   "merchant": ev.keys["merchant_id"], "device": ev.keys.get("device_id"),
+                   "instrument": p.instrument}  # fmt: skip
+        party_cols: dict[str, str] = {}
+        for what, name in parties.items():
+            if name and name in self.pay.types:
+                c = f"e.{_q(name)}"
+                party_cols[what] = name
+                conds[f"party_{what}"] = (
+                    f"{c} IS NOT NULL AND NOT regexp_full_match(CAST({c} AS VARCHAR), {_PARTY})"
+                )
         if label_time and fraud and p.label_time is not None:
             at = self.ms(label_time, p.label_time)
             conds["label_time_null"] = f"{fraud} AND {label_time} IS NULL"
@@ -414,7 +428,7 @@ class _Check:
             listed = self.top(f"CAST({country} AS VARCHAR)", conds["country"])
             self.warn(
                 p.country,
-                f"{_n(n['country'])} country values are not two letters: {listed}; {_NOT_ALPHA2}",
+                f"{_n(n['country'])} country values are not assigned alpha-2 codes: {listed}; {_NOT_ALPHA2}",
                 conds["country"],
             )
         if label_time and p.label_time is not None:
@@ -445,6 +459,17 @@ class _Check:
                     conds["label_time_early"],
                     ev.time.column,
                     p.label,
+                )
+        for what, name in party_cols.items():
+            if n.get(f"party_{what}"):
+                cond = conds[f"party_{what}"]
+                listed = self.top(f"CAST(e.{_q(name)} AS VARCHAR)", cond)
+                self.error(
+                    name,
+                    f"{_n(n[f'party_{what}'])} {what} ids a fraud check can never name: {listed}; the "
+                    "service takes ASCII letters, digits and . _ : - only, starting with a letter or "
+                    "digit (map them in a derived column, e.g. md5 or regexp_replace)",
+                    cond,
                 )
         if n.get("channel"):
             listed = self.top(f"CAST({channel} AS VARCHAR)", conds["channel"])
@@ -530,7 +555,7 @@ class _Check:
             listed = self.top(f"CAST({home} AS VARCHAR)", cond, users)
             self.warn(
                 self.p.home_country,
-                f"{_n(bad)} home countries are not two letters: {listed}; {_NOT_ALPHA2}",
+                f"{_n(bad)} home countries are not assigned alpha-2 codes: {listed}; {_NOT_ALPHA2}",
                 cond,
                 src=users,
             )
@@ -568,7 +593,13 @@ class _Check:
         self.problems.append(Problem("error", file, self.p.transaction_id, message, example, row, src.name))
 
 
+_PARTY = "'[A-Za-z0-9][A-Za-z0-9._:\\-]*'"
+"""domain/identifiers.py _PARTY_ID as a DuckDB regex literal."""
+_ASSIGNED = ", ".join(f"'{c}'" for c in sorted(ISO_3166_ALPHA2))
+
+
 def _not_alpha2(c: str) -> str:
-    """Rows whose country ``c`` is set and not two ASCII letters after upper(trim())."""
+    """Rows whose country ``c`` is set and not an assigned ISO 3166-1 alpha-2 code after
+    upper(trim()) (the codes the service accepts: 'UK', 'EU', 'ZZ' are not)."""
     s = f"upper(trim(CAST({c} AS VARCHAR)))"
-    return f"{c} IS NOT NULL AND {s} <> '' AND NOT regexp_full_match({s}, '[A-Z]{{2}}')"
+    return f"{c} IS NOT NULL AND {s} <> '' AND {s} NOT IN ({_ASSIGNED})"

@@ -2,9 +2,10 @@
 
 ``learned("genre", MOVIES, "split_part(genres, '|', 1)")`` returns the column's distinct
 values (any strings, unicode, thousands of them), most frequent first (ties by value). The
-first call learns them from the source and stores them in the project's state folder
-(``<project>/.ds/vocabularies/<name>.json``); later calls (the server, every job) read the
-stored list, so a category's index never moves under a trained model. Bootstrap records the
+first call learns them from the source; ``persist_learned()`` (bootstrap, once the sources
+pass validation: a run that fails validation writes nothing) stores them in the project's
+state folder (``<project>/.ds/vocabularies/<name>.json``); later calls (the server, every
+job) read the stored list, so a category's index never moves under a trained model. Bootstrap records the
 vocabularies in the model version's manifest; a server refuses a version whose vocabulary
 differs from the project's. Delete the file to learn it again (and retrain).
 
@@ -60,24 +61,32 @@ def learned(
             f"{resolve(source.path, proj.data_dir)}: vocabulary {name!r} ({expression}) has no value"
         )
     values = [r[0] for r in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "name": name,
-                "source": source.name,
-                "expression": expression,
-                "counts": [r[1] for r in rows],
-                "values": values,
-            },
-            ensure_ascii=False,
-            indent=1,
-        ),
-        encoding="utf-8",
-    )
-    os.replace(tmp, path)
+    _PENDING[path] = {
+        "name": name,
+        "source": source.name,
+        "expression": expression,
+        "counts": [r[1] for r in rows],
+        "values": values,
+    }
     return tuple(values)
+
+
+_PENDING: dict[Path, dict] = {}
+"""Vocabularies this process learned and has not stored yet (path -> its file's content)."""
+
+
+def persist_learned() -> list[Path]:
+    """Stores every vocabulary this process learned (atomically, one file each); returns the
+    paths written. Bootstrap calls it once the sources pass validation."""
+    written = []
+    for path, content in list(_PENDING.items()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+        del _PENDING[path]
+    return written
 
 
 def index_sql(expression: str, vocabulary: tuple[str, ...]) -> str:

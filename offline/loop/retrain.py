@@ -421,6 +421,8 @@ class FraudRetrainConfig:
     recall_tolerance: float = 0.0  # ... and recall >= current recall - tolerance
     k_neighbours: int = 50
     max_index_rows: int = 50_000
+    min_positives: int = 10
+    """Fraud labels the training verdicts need (and 1 among the held-out ones); fewer: ValueError."""
     lgbm: LightGbmSettings = field(default_factory=lambda: FRAUD_RETRAIN_LGBM)
     threads: int = 2
     seed: int = 7
@@ -489,6 +491,16 @@ def retrain_fraud(
     y = pc.fill_null(train.column(cfg.target), False).to_numpy(zero_copy_only=False).astype(np.float32)
     if y.min() == y.max():
         raise ValueError(f"the fraud training rows have one class only ({int(y.sum())} positives)")
+    held_positives = int(
+        pc.sum(pc.fill_null(holdout.column(cfg.target), False).cast(pa.int64())).as_py() or 0
+    )
+    if int(y.sum()) < cfg.min_positives or held_positives < 1:
+        # not even --force publishes a model that was learned or judged on (almost) nothing
+        raise ValueError(
+            f"only {int(y.sum())} fraud labels in the {train.num_rows} training verdicts (at least "
+            f"{cfg.min_positives}) and {held_positives} in the {holdout.num_rows} held-out ones "
+            "(at least 1): wait for more outcomes"
+        )
     rate = cfg.review_rate
     if rate is None:
         flagged = pc.not_equal(holdout.column("action"), "APPROVE")
@@ -530,6 +542,7 @@ def retrain_fraud(
         "metrics": {"candidate": candidate, "current": current},
         "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
         "parent_version": name,
+        "left_out": _fraud_left_out(),  # what the project's payments cannot feed, as at bootstrap
     }
     version = publish_fraud(registry, model, neighbours, medians, manifest)
     return FraudRetrainResult(True, reason, version.name, name, candidate, current, training)
@@ -547,8 +560,17 @@ def _train_fraud_candidate(
     return model, info
 
 
+def _fraud_left_out() -> dict[str, str]:
+    """The project's left-out fraud features (features/payments.py) and why; {} when it
+    declares its fraud groups by hand."""
+    from decision_service.features import definitions
+
+    return dict(vars(definitions).get("FRAUD_LEFT_OUT", ()))
+
+
 def _fraud_neighbours(table: pa.Table, base: Any, cfg: FraudRetrainConfig) -> Any:
-    """The base version's labelled payments plus the newly labelled logged ones (newest kept)."""
+    """The base version's labelled payments plus the newly labelled logged ones (newest kept),
+    searched with the base version's k (else ``cfg.k_neighbours``)."""
     from decision_service.features.fraud import neighbour_space
     from decision_service.retrieval.neighbours import NeighbourIndex
 
@@ -559,7 +581,9 @@ def _fraud_neighbours(table: pa.Table, base: Any, cfg: FraudRetrainConfig) -> An
         old = nn.index.reconstruct_n(0, nn.index.ntotal) * nn.std + nn.mean
         space, labels = np.vstack([old, space]), np.r_[nn.labels, labels]
     space, labels = space[-cfg.max_index_rows :], labels[-cfg.max_index_rows :]
-    return NeighbourIndex.build(space.astype(np.float32), labels, min(cfg.k_neighbours, len(space)))
+    # the parent's k: the logged nn_* features the candidate learned from were computed with it
+    k = base.neighbours.k if base is not None else cfg.k_neighbours
+    return NeighbourIndex.build(space.astype(np.float32), labels, min(k, len(space)))
 
 
 def publish_fraud(

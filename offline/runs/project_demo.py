@@ -98,6 +98,9 @@ def run(project: projects.Project, timing_requests: int = 200, threads: int = 2)
     if report.errors:
         print("validation failed: nothing was bootstrapped", file=sys.stderr)
         return 1
+    from offline.features.vocabulary import persist_learned
+
+    persist_learned()  # the server process reads the stored vocabularies
     local = None if os.environ.get("REDIS_URL") else LocalRedis().start()
     redis_url = os.environ.get("REDIS_URL") or local.url  # type: ignore[union-attr]
     server = None

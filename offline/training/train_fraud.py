@@ -120,28 +120,30 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(precision[hits].mean())
 
 
-def train_fraud(
-    world: FraudWorld,
-    cfg: FraudTrainConfig = FraudTrainConfig(),
-    columns: tuple[str, ...] = FRAUD_MODEL_FEATURES,
-    history: FraudHistory | None = None,
-) -> FraudTrainResult:
-    t0 = time.perf_counter()
-    history = history or FraudHistory(world)
+@dataclass(frozen=True)
+class FraudSplit:
+    """The training and held-out payments of a world under a config (see the module docstring)."""
+
+    start: int  # ms: the first training payment's earliest time
+    cut: int  # ms: the held-out window's start; training labels are the ones arrived by then
+    train_rows: np.ndarray
+    y_train: np.ndarray
+    eval_rows: np.ndarray
+    y_eval: np.ndarray
+
+
+def fraud_split(world: FraudWorld, cfg: FraudTrainConfig) -> FraudSplit:
+    """The split, checked before anything is trained: ValueError (naming the settings) when
+    the world is too short, when either side has too few fraud labels to learn or judge
+    from, or when the neighbour index at the training start has fewer than k labelled rows."""
     start = world.day_ms(cfg.train_start_day)
     cut = world.now_ms - int(cfg.eval_days * DAY_MS)
     mature_before = cut - int(cfg.maturity_days * DAY_MS)
     if mature_before <= start:
         raise ValueError("world too short for the split: train_start + maturity + eval_days >= days")
     t = world.occurred_ms
-
     train_rows = np.flatnonzero((t >= start) & (t < mature_before))
     y_train = (world.chargeback_ms[train_rows] >= 0) & (world.chargeback_ms[train_rows] <= cut)
-    x_train = with_neighbours(
-        history.model_matrix(train_rows, columns),
-        build_neighbour_index(history, start, cfg, columns),
-        columns,
-    )
     eval_rows = np.flatnonzero(t >= cut)
     y_eval = world.chargeback_ms[eval_rows] >= 0
     # a model of (almost) one class is no model: say so instead of publishing it
@@ -154,6 +156,33 @@ def train_fraud(
             "check the label column and label times, or move the split (settings.fraud: "
             "train_start_day, eval_days, maturity_days)"
         )
+    indexed = int((t < start - int(cfg.maturity_days * DAY_MS)).sum())
+    if indexed < cfg.k_neighbours:
+        raise ValueError(
+            f"settings.fraud k_neighbours {cfg.k_neighbours} is more than the {indexed:,} payments the "
+            "neighbour index has at the training start (older than train_start_day - maturity_days): "
+            "lower k_neighbours or raise train_start_day"
+        )
+    return FraudSplit(start, cut, train_rows, y_train, eval_rows, y_eval)
+
+
+def train_fraud(
+    world: FraudWorld,
+    cfg: FraudTrainConfig = FraudTrainConfig(),
+    columns: tuple[str, ...] = FRAUD_MODEL_FEATURES,
+    history: FraudHistory | None = None,
+) -> FraudTrainResult:
+    t0 = time.perf_counter()
+    split = fraud_split(world, cfg)
+    history = history or FraudHistory(world)
+    start, cut = split.start, split.cut
+    mature_before = cut - int(cfg.maturity_days * DAY_MS)
+    train_rows, y_train, eval_rows, y_eval = split.train_rows, split.y_train, split.eval_rows, split.y_eval
+    x_train = with_neighbours(
+        history.model_matrix(train_rows, columns),
+        build_neighbour_index(history, start, cfg, columns),
+        columns,
+    )
     x_eval = with_neighbours(
         history.model_matrix(eval_rows, columns), build_neighbour_index(history, cut, cfg, columns), columns
     )

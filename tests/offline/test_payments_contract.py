@@ -554,3 +554,38 @@ def test_kind_optional_party_a_payment_without_a_device_has_none(tmp_path: Path)
     assert v_count == [0.0, 0.0, 1.0, 0.0]
     assert new_device == [1.0, 0.0, 0.0, 0.0]  # c1's first use of d1; no device is never "new"
     assert new_devices == [0.0, 1.0, 1.0, 0.0]  # c1's devices first used in 30 days, NULL not one
+
+
+def test_kind_ids_a_request_can_never_name_fail_validation(tmp_path: Path) -> None:
+    """Customer, merchant and device ids the edge refuses (e-mail addresses, blanks) and
+    countries it does not accept ('UK') are named by validate, not discovered when every
+    fraud check for those customers answers INVALID_ARGUMENT."""
+    root = tmp_path / "ids"
+    assert _cli("init", str(root), "--template", "payments", root=root).returncode == 0
+    path = root / "data" / "payments.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(lines[3].split(",")[2], '"ann@mail.example"', 1)  # row 3: customer
+    lines[5] = lines[5].replace(lines[5].split(",")[3], '"Shop 0001"', 1)  # row 5: terminal
+    path.write_text("\n".join(lines) + "\n")
+    out = _cli("validate", "--project", str(root), root=root)
+    assert out.returncode == 1, out.stdout
+    assert (
+        "column 'customer_id': 1 customer ids a fraud check can never name: 'ann@mail.example' (1)"
+        in out.stdout
+    )
+    assert "e.g. row 3" in out.stdout
+    assert "column 'terminal_id': 1 merchant ids a fraud check can never name: 'Shop 0001' (1)" in out.stdout
+    assert "e.g. row 5" in out.stdout
+
+
+def test_kind_traceback_retrain_before_a_training_set_is_one_line(tmp_path: Path) -> None:
+    """`retrain` before `training-set` (a missing file) and `init` through a file: one line,
+    no traceback; a fraud-only project's training-set / retrain default to --use-case fraud."""
+    root = tmp_path / "pay"
+    assert _cli("init", str(root), "--template", "payments", root=root).returncode == 0
+    out = _cli("retrain", "--project", str(root), root=root)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "fraud.parquet" in out.stderr  # the fraud use case, by default
+    (tmp_path / "a-file").write_text("x")
+    out = _cli("init", str(tmp_path / "a-file" / "sub"), root=root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

@@ -229,6 +229,9 @@ def test_kind_a_run_that_fails_validation_writes_nothing(tmp_path: Path) -> None
     assert "nothing was written" in out.stderr
     assert not (root / ".ds" / "registry").exists()
     assert not (root / ".ds" / "serving").exists()
+    assert not (root / ".ds" / "vocabularies").exists()  # learned, but not stored from bad sources
+    out = _cli("validate", "--project", str(root))
+    assert out.returncode == 1 and not (root / ".ds").exists()  # validate never writes
 
 
 # --- MovieLens, in its own file format ------------------------------------------------------
@@ -387,7 +390,7 @@ def test_kind_vocabulary_without_its_source_says_what_to_copy(tmp_path: Path) ->
     read; when it is missing too, the error names the file to copy (not a bare 'no csv')."""
     from decision_service.features.declarative import Table
     from offline.features.compiler import SourceError
-    from offline.features.vocabulary import learned, vocabulary_path
+    from offline.features.vocabulary import learned, persist_learned, vocabulary_path
 
     root = _write(tmp_path / "p", "name: p\nuse_cases: [recommendation]\n")
     proj = projects.load(root)
@@ -396,6 +399,8 @@ def test_kind_vocabulary_without_its_source_says_what_to_copy(tmp_path: Path) ->
         learned("category", items, "category", proj)
     (root / "items.csv").write_text("item_id,category\na,Bücher\nb,toys\nc,Bücher\nd,\n")
     assert learned("category", items, "category", proj) == ("Bücher", "toys")  # by frequency
+    assert not vocabulary_path("category", proj).exists()  # learned: stored only by bootstrap
+    assert persist_learned() == [vocabulary_path("category", proj)]
     (root / "items.csv").unlink()
     assert vocabulary_path("category", proj).is_file()
     assert learned("category", items, "category", proj) == ("Bücher", "toys")  # stored, source gone

@@ -69,6 +69,10 @@ def test_fraud_publish_refuses_a_worse_model_unless_forced(tiny_fraud_bootstrap,
     assert served.neighbours.index.ntotal == 6000 and served.neighbours.labels[-good.training["rows"]:].any()
     assert good.training["rows"] < 4000  # declined verdicts left out
     assert version.manifest["parent_version"] == base.name
+    # kind: a retrain changing what nn_* means: the index keeps the parent's k (the logged
+    # neighbour features the candidate learned from were computed with it), not CFG's 10
+    assert served.neighbours.k == base.manifest["neighbours"]["k"] == 50
+    assert version.manifest["left_out"] == {}  # the synthetic payments feed every feature
 
     bad = logged_verdicts(4000, inverted_until=3000, seed=1)
     worse = retrain_fraud(bad, root, CFG)
@@ -84,3 +88,6 @@ def test_fraud_publish_refuses_a_worse_model_unless_forced(tiny_fraud_bootstrap,
     assert logged_rate.candidate["review_rate"] == 0.0  # holdout: only APPROVE rows remain
     with pytest.raises(ValueError, match="no labelled"):
         retrain_fraud(logged_verdicts(10).slice(0, 0), root, CFG)
+    few = logged_verdicts(100, seed=4)  # 5 fraud labels on the training side: fewer than min_positives
+    with pytest.raises(ValueError, match="wait for more outcomes"):
+        retrain_fraud(few, root, CFG, force=True)  # not even forced

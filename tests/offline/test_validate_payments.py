@@ -445,7 +445,7 @@ def test_kind_home_country_not_alpha2(tmp_path: Path) -> None:
         "warning",
         "users.csv",
         "home",
-        "2 home countries are not two letters: 'Deutschland' (1), 'FRA' (1)",
+        "2 home countries are not assigned alpha-2 codes: 'Deutschland' (1), 'FRA' (1)",
         2,
         "users",
     )

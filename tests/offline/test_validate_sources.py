@@ -349,6 +349,22 @@ def test_kind_lookup_misses_are_a_warning(tmp_path: Path) -> None:
     assert w.row == 2 and w.example["item_id"] == "i9"
 
 
+def test_kind_ids_a_request_can_never_name(tmp_path: Path) -> None:
+    """The edge canonicalises the ids it is asked for (trimmed, NFC, no control characters,
+    at most 256 characters): a stored id in another form is never found, so it is an error."""
+    decomposed = "e\u0301"  # é as e + combining accent: NFC makes it one character
+    _world(
+        tmp_path,
+        events={"user_id": ["u1", "u1 ", "u3", "u3", decomposed, "u2"]},
+        items={"item_id": ["i1", "i2", "i3", "x" * 300]},
+    )
+    report = validate_sources(_groups(_events()), tmp_path, NOW)
+    p = _error(report, "events.parquet", "user_id", "ids a request can never name")
+    assert p.message.startswith("2 ids") and p.row == 2 and p.example["user_id"] == "u1 "
+    q = _error(report, "items.parquet", "item_id", "ids a request can never name")
+    assert q.message.startswith("1 ids") and q.row == 4
+
+
 def test_kind_time_column_of_the_wrong_type(tmp_path: Path) -> None:
     _world(tmp_path, events={"ts_ms": [str(T0), "x", str(T0), str(T0), str(T0), str(T0)]})
     report = validate_sources(_groups(_events()), tmp_path, NOW)
