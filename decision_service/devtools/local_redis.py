@@ -147,14 +147,15 @@ class LocalRedisCluster:
                     f"redis-cli --cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}"
                 )
             deadline = time.monotonic() + timeout_s
-            client = redis.Redis(port=self.nodes[0].port, socket_connect_timeout=0.5)
-            try:
-                while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                    if time.monotonic() > deadline:
-                        raise RedisUnavailable("the local cluster did not reach cluster_state:ok")
-                    time.sleep(0.05)
-            finally:
-                client.close()
+            for node in self.nodes:  # every node, not one: each must see the slots covered
+                client = redis.Redis(port=node.port, socket_connect_timeout=0.5)
+                try:
+                    while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                        if time.monotonic() > deadline:
+                            raise RedisUnavailable(f"cluster node {node.port} did not reach cluster_state:ok")
+                        time.sleep(0.05)
+                finally:
+                    client.close()
         except BaseException:
             self.stop()
             raise

@@ -102,6 +102,11 @@ class MultiplexedRedis:
                 raise reply
         return replies
 
+    async def replies(self, commands: Sequence[Command]) -> list[Any]:
+        """Replies in order, error replies in place as ResponseError objects (not raised): a
+        caller that follows redirections (features/redis_cluster.py) reads them one by one."""
+        return await self._send(commands)
+
     async def aclose(self) -> None:
         self._reset(redis.exceptions.ConnectionError("connection closed by the client"))
 
