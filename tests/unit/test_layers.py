@@ -97,11 +97,13 @@ def _backend_imports(path: Path) -> list[str]:
 
 def test_kind_backend_leak_only_adapters_and_the_composition_root_know_redis():
     """Stages, use cases, the engine, the recorder and the models reach the online store
-    through features/store.py (its read and write halves); only the backend modules, the
+    through features/store.py (its read and write halves); only the backend modules (the
+    store, the multiplexed client and its cluster twin), the
     decision index (its own small adapter), errors.py (the store's exception types) and the
     composition root (server/app.py, server/collect.py) import redis or the Redis backend."""
     allowed = {
-        "features/redis_store.py", "features/redis_mux.py", "outcomes/decision_index.py", "errors.py",
+        "features/redis_store.py", "features/redis_mux.py", "features/redis_cluster.py",
+        "outcomes/decision_index.py", "errors.py",
         "server/app.py", "server/collect.py",
     }
     leaks = []
