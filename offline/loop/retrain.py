@@ -56,6 +56,7 @@ from decision_service.models.recommendation_artifacts import (
     RecommendationArtifacts,
 )
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+from offline.features.payments import project_left_out
 from offline.loop.publish_gate import (
     GateMetric,
     binary_rows,
@@ -542,7 +543,7 @@ def retrain_fraud(
         "metrics": {"candidate": candidate, "current": current},
         "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
         "parent_version": name,
-        "left_out": _fraud_left_out(),  # what the project's payments cannot feed, as at bootstrap
+        "left_out": project_left_out(),  # what the project's payments cannot feed, as at bootstrap
     }
     version = publish_fraud(registry, model, neighbours, medians, manifest)
     return FraudRetrainResult(True, reason, version.name, name, candidate, current, training)
@@ -558,14 +559,6 @@ def _train_fraud_candidate(
 ) -> tuple[lgb.Booster, dict[str, Any]]:
     model, info, _ = train_binary(train, y, cfg.columns, cfg.lgbm, cfg.threads, cfg.seed, cfg.valid_share)
     return model, info
-
-
-def _fraud_left_out() -> dict[str, str]:
-    """The project's left-out fraud features (features/payments.py) and why; {} when it
-    declares its fraud groups by hand."""
-    from decision_service.features import definitions
-
-    return dict(vars(definitions).get("FRAUD_LEFT_OUT", ()))
 
 
 def _fraud_neighbours(table: pa.Table, base: Any, cfg: FraudRetrainConfig) -> Any:

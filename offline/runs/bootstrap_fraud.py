@@ -25,6 +25,7 @@ from decision_service.features.redis_store import MAX_WINDOW_MS, RedisBulkWrites
 from decision_service.models.fraud_artifacts import FRAUD, save_fraud_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
+from offline.features.payments import project_left_out
 from offline.simulation.fraud_world import FraudWorld
 from offline.training.train_fraud import FraudTrainConfig, train_fraud
 
@@ -63,7 +64,7 @@ def bootstrap_fraud(
         manifest: dict[str, Any] = {
             "feature_registry_version": REGISTRY.version,
             "model_features": list(FRAUD_MODEL_FEATURES),
-            "left_out": dict(_left_out()),
+            "left_out": project_left_out(),
             "metrics": trained.metrics,
             "training": trained.training,
             "neighbours": neighbours,
@@ -95,14 +96,6 @@ def bootstrap_fraud(
     if verbose:
         print(summary(version, timings))
     return version
-
-
-def _left_out() -> tuple[tuple[str, str], ...]:
-    """(feature, why) the project's payments cannot feed (features/payments.py); () when
-    the project declares its fraud groups by hand."""
-    from decision_service.features import definitions
-
-    return tuple(vars(definitions).get("FRAUD_LEFT_OUT", ()))
 
 
 def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
