@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from decision_service.config import ConfigError, ServiceConfig
@@ -47,13 +49,38 @@ LOG_FORMAT = "%(asctime)s %(levelname)s {tag} %(name)s: %(message)s"
 
 
 def worker_count(config: ServiceConfig) -> int:
-    """``config.workers``, or one per CPU core available to this process when it is 0."""
+    """``config.workers``, or one per CPU available to this process when it is 0."""
     if config.workers > 0:
         return config.workers
+    return available_cpus()
+
+
+def available_cpus(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: its affinity, capped by the container's CPU quota (a
+    Kubernetes ``limits.cpu`` is a CFS quota, not fewer visible cores): cgroup v2
+    ``cpu.max`` ("200000 100000" = 2 CPUs, "max" = none), else cgroup v1
+    ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1 = none); a fraction rounds up."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    root = Path(cgroup_root)
+    quota: float | None = None
+    try:
+        first = (root / "cpu.max").read_text().split()
+        if first and first[0] != "max":
+            quota = int(first[0]) / int(first[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            if q > 0 and period > 0:
+                quota = q / period
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
 
 
 def worker_id() -> int:
