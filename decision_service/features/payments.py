@@ -642,3 +642,11 @@ def fraud_features(p: Payments) -> FraudFeatures:
         model_features=model_features,
         left_out=tuple(left_out),
     )
+
+
+def project_left_out() -> dict[str, str]:
+    """The active project's left-out fraud features and why (feature -> reason: what a model
+    version records in its manifest); {} when it declares its fraud groups by hand."""
+    from decision_service.features import definitions  # the active project's (imports this module)
+
+    return dict(vars(definitions).get("FRAUD_LEFT_OUT", ()))

@@ -232,11 +232,3 @@ def load_payments(
         now_ms=now_ms,
     )
     return world, report
-
-
-def project_left_out() -> dict[str, str]:
-    """The active project's left-out fraud features and why (feature -> reason: what a model
-    version records in its manifest); {} when it declares its fraud groups by hand."""
-    from decision_service.features import definitions
-
-    return dict(vars(definitions).get("FRAUD_LEFT_OUT", ()))

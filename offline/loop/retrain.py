@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from decision_service.features.definitions import REGISTRY
+from decision_service.features.payments import project_left_out
 from decision_service.models.recommendation_artifacts import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -56,7 +57,6 @@ from decision_service.models.recommendation_artifacts import (
     RecommendationArtifacts,
 )
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
-from offline.features.payments import project_left_out
 from offline.loop.publish_gate import (
     GateMetric,
     binary_rows,

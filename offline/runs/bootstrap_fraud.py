@@ -21,11 +21,11 @@ import redis
 
 from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import DEVICE, FRAUD_MODEL_FEATURES, FRAUD_USER, MERCHANT, REGISTRY
+from decision_service.features.payments import project_left_out
 from decision_service.features.redis_store import MAX_WINDOW_MS, RedisBulkWrites
 from decision_service.models.fraud_artifacts import FRAUD, save_fraud_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
-from offline.features.payments import project_left_out
 from offline.simulation.fraud_world import FraudWorld
 from offline.training.train_fraud import FraudTrainConfig, train_fraud
 
