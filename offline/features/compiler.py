@@ -146,6 +146,17 @@ def derive(scan: str, name: str, sql: str) -> str:
     return f"(SELECT *, ({sql}) AS {_q(name)} FROM {scan})"
 
 
+def fetch(
+    con: duckdb.DuckDBPyConnection, sql: str, path: str, base_dir: str | Path, what: str
+) -> dict[str, np.ndarray]:
+    """``sql``'s columns as numpy (``fetchnumpy``); SourceError naming the source's file and
+    ``what`` was being read when DuckDB refuses (a missing column, a bad cast)."""
+    try:
+        return con.execute(sql).fetchnumpy()
+    except Exception as exc:  # duckdb.Error
+        raise SourceError(f"{resolve(path, base_dir)}: cannot read the {what}: {exc}") from exc
+
+
 def floats(values: np.ndarray) -> np.ndarray:
     """float64 of a DuckDB ``fetchnumpy`` column with NULL as NaN: a NULL comes back masked,
     and ``np.asarray`` of a masked array keeps its hidden filler (0, i.e. 1970 for a time)."""

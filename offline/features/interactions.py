@@ -25,6 +25,7 @@ from offline.features.compiler import (
     _q,
     connect,
     events_relation,
+    fetch,
     floats,
     resolve,
     scan_sql,
@@ -56,10 +57,7 @@ def load_interactions(
     ev, users_t, items_t = decl.events, decl.users, decl.items
 
     def run(sql: str, path: str, what: str) -> dict[str, np.ndarray]:
-        try:
-            return con.execute(sql).fetchnumpy()
-        except Exception as exc:  # duckdb.Error: a missing column, a bad cast
-            raise SourceError(f"{resolve(path, base_dir)}: cannot read the {what}: {exc}") from exc
+        return fetch(con, sql, path, base_dir, what)
 
     def opt_time(t: Time | None, alias: str) -> str:
         return "NULL" if t is None else time_sql(t.column, t, alias)

@@ -28,6 +28,7 @@ from offline.features.compiler import (
     _q,
     connect,
     events_relation,
+    fetch,
     floats,
     resolve,
     scan_sql,
@@ -82,10 +83,7 @@ def load_payments(
     con = connect()
 
     def run(sql: str, path: str, what: str) -> dict[str, np.ndarray]:
-        try:
-            return con.execute(sql).fetchnumpy()
-        except Exception as exc:  # duckdb.Error: a missing column, a bad cast
-            raise SourceError(f"{resolve(path, base_dir)}: cannot read the {what}: {exc}") from exc
+        return fetch(con, sql, path, base_dir, what)
 
     def text(column: str | None, default: str = "") -> str:
         return f"coalesce(trim(CAST(e.{_q(column)} AS VARCHAR)), '')" if column else repr(default)
