@@ -13,7 +13,7 @@ PROJECT ?= examples/synthetic
 export DS_PROJECT := $(abspath $(PROJECT))
 
 PHONY_EXAMPLES := fetch-movielens example-movielens example-payments
-.PHONY: $(PHONY_EXAMPLES) all demo flywheel test test-slow proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
+.PHONY: $(PHONY_EXAMPLES) all demo flywheel test test-slow test-scale proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
 
 all: test
 
@@ -56,6 +56,13 @@ test: venv proto ensure-redis
 
 test-slow: venv proto ensure-redis
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# The "beyond one machine" suites: Spark vs DuckDB differential tests (PySpark local mode, Java 17),
+# the Redis Cluster suite under load with a primary killed. Installs the `scale` extra first.
+test-scale: venv proto ensure-redis
+	@command -v java >/dev/null 2>&1 || { echo "test-scale needs Java 17 for Spark (Debian: apt-get install -y openjdk-17-jre-headless)" >&2; exit 1; }
+	$(PY) -m pip install --quiet -e '.[dev,scale]'
+	DS_SCALE=1 $(PY) -m pytest -m "scale or spark" $(PYTEST_ARGS)
 
 # The synthetic example runs every use case on generated worlds, then the payments example (a
 # minimal table); any other project runs validate -> bootstrap -> serve -> gRPC calls ->

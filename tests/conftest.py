@@ -19,6 +19,21 @@ os.environ.setdefault("DS_SCORER", "lightgbm")
 # has): set before anything imports decision_service.features.definitions.
 os.environ["DS_PROJECT"] = str(Path(__file__).resolve().parents[1] / "examples" / "synthetic")
 
+SCALE_SKIP_REASON = (
+    "the scale suite (Spark engine, Redis Cluster under load) runs in `make test-scale`, which "
+    "installs PySpark and needs Java 17; set DS_SCALE=1 to run it here"
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`scale` / `spark` tests are skipped, with the reason, unless DS_SCALE=1 (make test-scale)."""
+    if os.environ.get("DS_SCALE") == "1":
+        return
+    skip = pytest.mark.skip(reason=SCALE_SKIP_REASON)
+    for item in items:
+        if "scale" in item.keywords or "spark" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def tiny_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
