@@ -45,7 +45,11 @@ class ServiceConfig:
     auth_tokens: str = ""  # comma-separated bearer tokens; empty = no token check
     # --- storage
     data_dir: Path = Path("data")
-    registry_dir: Path | None = None  # default: <data_dir>/registry
+    registry_dir: Path | str | None = None  # default: <data_dir>/registry; or s3://bucket/prefix
+    # an s3:// registry: where verified local copies of its versions are kept
+    # (default $DS_STORAGE_CACHE_DIR/registry, else <tmp>/decision-service-cache/registry)
+    registry_cache_dir: Path | None = None
+    registry_cache_versions: int = 3  # ... the most recently used copies kept per use case; 0 = all
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_ms: int = 50
     redis_connect_timeout_ms: int = 100
@@ -108,7 +112,8 @@ class ServiceConfig:
     log_level: str = "INFO"
 
     @property
-    def registry_root(self) -> Path:
+    def registry_root(self) -> Path | str:
+        """A local directory, or an object-store URI (``s3://bucket/prefix``)."""
         return self.registry_dir or self.data_dir / "registry"
 
     @property
@@ -173,6 +178,7 @@ class ServiceConfig:
             "popular_candidates",
             "hnsw_ef_search",
             "ivf_nprobe",
+            "registry_cache_versions",
         ]:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -220,6 +226,8 @@ def _parse(var: str, raw: str, type_: object) -> object:
     t = str(type_)
     try:
         if "Path" in t:
+            if "str" in t and "://" in raw:  # a location that may be a URI: s3://bucket/prefix
+                return raw
             return Path(raw) if raw else None
         if t in ("int", "<class 'int'>"):
             return int(raw)

@@ -38,7 +38,7 @@ _KEYS: dict[str, str] = {
     "description": "one line on what it serves",
     "use_cases": f"the use cases it serves: a list of {', '.join(KNOWN_USE_CASES)}",
     "data": "the folder its sources' relative paths start from (default: the project folder)",
-    "registry": "model registry root (default: <project>/.ds/registry)",
+    "registry": "model registry root (default: <project>/.ds/registry; or s3://bucket/prefix)",
     "logs": "decision log root, a folder or s3:// URL (default: <project>/.ds/logs)",
     "online_store": "online store URL, e.g. redis://127.0.0.1:6379/0 (default: none; serve needs one)",
     "engine": f"offline engine: {', '.join(ENGINES)}",
@@ -91,7 +91,7 @@ class Project:
     name: str
     use_cases: tuple[str, ...]
     data_dir: Path
-    registry_dir: Path
+    registry_dir: Path | str  # a directory, or an object-store URI (s3://bucket/prefix)
     log_root: str
     online_store: str | None
     engine: str = "duckdb"
@@ -188,12 +188,13 @@ def load(directory: str | Path) -> Project:
     logs = text("logs", ".ds/logs")
     assert logs is not None
     log_root = logs if "://" in logs else str(local("logs", ".ds/logs"))
+    registry = text("registry", ".ds/registry") or ""
     return Project(
         directory=root,
         name=name,
         use_cases=tuple(dict.fromkeys(use_cases)),
         data_dir=local("data", "."),
-        registry_dir=local("registry", ".ds/registry"),
+        registry_dir=registry if "://" in registry else local("registry", ".ds/registry"),
         log_root=log_root,
         online_store=text("online_store", None),
         engine=engine,

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from decision_service.devtools.local_redis import LocalRedis
+from decision_service.devtools.local_s3 import LocalS3
 from decision_service.models.registry import ModelVersion
 
 # Compiling trees (DS_SCORER=auto with lleaves installed) takes seconds per new model version:
@@ -96,3 +97,24 @@ def tiny_fraud_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     registry_root = tmp_path_factory.mktemp("fraud_registry")
     version = bootstrap_fraud(world_dir, registry_root, config=FraudTrainConfig(threads=1))
     return world_dir, registry_root, version
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[LocalS3]:
+    """moto's S3-compatible server, in this process on a free loopback port (stopped at the end)."""
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """``s3://<a fresh bucket>`` on the session's server; the AWS variables point pyarrow and
+    boto3 at it and $DS_STORAGE_CACHE_DIR at a fresh directory for this test."""
+    import uuid
+
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DS_STORAGE_CACHE_DIR", str(tmp_path / "storage-cache"))
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return f"s3://{name}"

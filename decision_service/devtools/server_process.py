@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import IO, Any
 
 import grpc
@@ -48,7 +47,7 @@ class ServerProcess:
         self.port = port or free_port()
         self._command = [
             sys.executable, "-m", "decision_service.server", "serve", "--port", str(self.port),
-            "--registry-dir", str(Path(registry_dir)), "--redis-url", redis_url, *args,
+            "--registry-dir", os.fspath(registry_dir), "--redis-url", redis_url, *args,
         ]
         self._env = {**os.environ, **(env or {})}
         self._stderr = stderr

@@ -52,7 +52,7 @@ class PublishedModels(Generic[A]):
 
     def load_current(self) -> A | None:
         """CURRENT, or None when no version is published. On failure: RegistryError."""
-        if not (self._registry.root / self._use_case / "CURRENT").is_file():
+        if not self._registry.has_current(self._use_case):
             log.info("no %s model published under %s: it is not served", self._use_case, self._registry.root)
             return None
         return self.install(self.prepare(self._registry.current_name(self._use_case)))

@@ -1,41 +1,52 @@
-"""A model registry on a filesystem: immutable version directories and an atomic pointer.
+"""A model registry: immutable versions and a CURRENT pointer, locally or on an object store.
 
-Layout::
+Layout (under the root, a local directory or ``s3://bucket/prefix``)::
 
     <root>/<use case>/versions/<version>/manifest.json   + the version's artifact files
     <root>/<use case>/CURRENT                            name of the serving version
 
-Publishing writes a complete version directory under a temporary name, renames it into
-``versions/`` and then replaces ``CURRENT`` with ``os.replace``: a reader sees the old
-version or the new one, never a half-written one.
+Publishing writes a complete version under the next free name, the manifest (sizes and
+sha256 of every file) last, then moves CURRENT with one conditional write: it moves only if
+CURRENT is still what this registry object last read or wrote for the use case (or, if it
+never read it, what it was when ``publish`` began). Two publishers racing cannot both win:
+the loser gets CurrentMovedError naming the version that won; its version stays published,
+not current. Version names never collide either (see models/version_store.py). A reader sees
+the old version or the new one, never a half-written one.
+
+On an object store each loaded version is a local, checksum-verified copy (ModelVersion.path
+is local either way), so the loaders read local files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "manifest.json"
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
+from decision_service.models.version_store import (
+    MANIFEST,
+    CurrentMovedError,
+    LocalVersionStore,
+    ObjectVersionStore,
+    Pointer,
+    RegistryError,
+    VersionStore,
+    sha256,
+)
+from decision_service.storage.location import is_remote
 
-
-class RegistryError(RuntimeError):
-    """The registry or one of its versions is missing, incomplete or corrupt."""
+__all__ = ["MANIFEST", "CurrentMovedError", "ModelRegistry", "ModelVersion", "Pointer", "RegistryError"]
 
 
 @dataclass(frozen=True)
 class ModelVersion:
     use_case: str
     name: str
-    path: Path
+    path: Path  # a local directory (on an object store: the verified local copy)
     manifest: dict[str, Any]
 
     def file(self, name: str) -> Path:
@@ -49,19 +60,35 @@ class ModelVersion:
                 raise RegistryError(f"{self.use_case}/{self.name}: missing file {name}")
             if path.stat().st_size != meta["bytes"]:
                 raise RegistryError(f"{self.use_case}/{self.name}: {name} has the wrong size")
-            if _sha256(path) != meta["sha256"]:
+            if sha256(path) != meta["sha256"]:
                 raise RegistryError(f"{self.use_case}/{self.name}: {name} fails its checksum")
 
 
 class ModelRegistry:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_versions: int = 3,
+    ) -> None:
+        """``root``: a local directory, or ``s3://bucket/prefix`` (endpoint and credentials
+        from the AWS environment variables; needs the ``s3`` extra). ``cache_dir``: where an
+        object-store registry keeps verified local copies of versions (default
+        $DS_STORAGE_CACHE_DIR/registry or ``<tmp>/decision-service-cache/registry``), the
+        ``cache_versions`` most recently used per use case (0: all)."""
+        text = os.fspath(root)
+        self._store: VersionStore
+        if is_remote(text):
+            self.root: Path | str = text.rstrip("/")
+            self._store = ObjectVersionStore(text, cache_dir, cache_versions)
+        else:
+            self.root = Path(root)
+            self._store = LocalVersionStore(self.root)
+        self._seen: dict[str, Pointer | None] = {}
 
     def staging_dir(self, use_case: str) -> Path:
-        """A fresh directory to write a candidate version into before ``publish``."""
-        base = self.root / use_case
-        base.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+        """A fresh local directory to write a candidate version into before ``publish``."""
+        return self._store.staging_dir(use_case)
 
     def publish(
         self,
@@ -71,83 +98,93 @@ class ModelRegistry:
         make_current: bool = True,
     ) -> ModelVersion:
         """Seals ``staging`` as the next version (manifest + checksums) and, by default,
-        points CURRENT at it."""
-        versions = self.root / use_case / "versions"
-        versions.mkdir(parents=True, exist_ok=True)
-        name = self._next_name(versions)
+        points CURRENT at it (conditionally: see the module docstring).
+
+        On failure: CurrentMovedError when another publisher moved CURRENT first (the
+        version is published, not current); RegistryError / OSError otherwise."""
+        expected = self._seen[use_case] if use_case in self._seen else self._read(use_case)
         files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
             for p in sorted(staging.iterdir())
             if p.is_file() and p.name != MANIFEST
         }
-        full = {
-            **manifest,
-            "use_case": use_case,
-            "version": name,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": files,
-        }
-        _write_atomic(staging / MANIFEST, json.dumps(full, indent=2, sort_keys=True))
-        os.rename(staging, versions / name)
+        created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+        def manifest_for(name: str) -> bytes:
+            full = {
+                **manifest,
+                "use_case": use_case,
+                "version": name,
+                "created_at": created_at,
+                "files": files,
+            }
+            return json.dumps(full, indent=2, sort_keys=True).encode()
+
+        name, path = self._store.seal(use_case, staging, manifest_for)
+        version = ModelVersion(use_case, name, path, json.loads(manifest_for(name)))
         if make_current:
-            self.set_current(use_case, name)
-        return ModelVersion(use_case, name, versions / name, full)
+            self._swap(use_case, name, expected)
+        return version
 
     def set_current(self, use_case: str, name: str) -> None:
-        if not (self.root / use_case / "versions" / name / MANIFEST).is_file():
+        """Points CURRENT at a published version with one conditional write.
+
+        On failure: RegistryError for an unknown or incomplete version; CurrentMovedError
+        when CURRENT changed since this registry last read it."""
+        if not self._store.has_manifest(use_case, name):
             raise RegistryError(f"{use_case}: no published version {name!r}")
-        _write_atomic(self.root / use_case / "CURRENT", name + "\n")
+        expected = self._seen[use_case] if use_case in self._seen else self._read(use_case)
+        self._swap(use_case, name, expected)
+
+    def _read(self, use_case: str) -> Pointer | None:
+        pointer = self._store.read_pointer(use_case)
+        self._seen[use_case] = pointer
+        return pointer
+
+    def _swap(self, use_case: str, name: str, expected: Pointer | None) -> None:
+        new = self._store.swap_pointer(use_case, name, expected)
+        if new is not None:
+            self._seen[use_case] = new
+            return
+        now = self._read(use_case)
+        if now is not None and now.name == name:  # our own write, retried after a lost reply
+            return
+        winner = now.name if now else None
+        raise CurrentMovedError(
+            f"{use_case}: CURRENT moved to {winner or 'nothing'} (expected "
+            f"{expected.name if expected else 'no version'}) while publishing {name}: another "
+            f"publisher won; {name} is published but not current (compare it with {winner} and "
+            "set_current to retry)",
+            winner,
+            name,
+        )
+
+    def has_current(self, use_case: str) -> bool:
+        """True when a version of ``use_case`` was ever made current. On failure: OSError."""
+        return self._read(use_case) is not None
 
     def current_name(self, use_case: str) -> str:
-        pointer = self.root / use_case / "CURRENT"
-        try:
-            return pointer.read_text().strip()
-        except FileNotFoundError:
-            raise RegistryError(
-                f"no {use_case} model published under {self.root} (run the bootstrap job)"
-            ) from None
+        pointer = self._read(use_case)
+        if pointer is None:
+            raise RegistryError(f"no {use_case} model published under {self.root} (run the bootstrap job)")
+        return pointer.name
 
     def current(self, use_case: str) -> ModelVersion:
         return self.get(use_case, self.current_name(use_case))
 
     def get(self, use_case: str, name: str) -> ModelVersion:
-        path = self.root / use_case / "versions" / name
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise RegistryError(f"{use_case}/{name}: no manifest at {path}") from None
-        except json.JSONDecodeError as exc:
-            raise RegistryError(f"{use_case}/{name}: corrupt manifest ({exc})") from None
+        """Version ``name`` as a local directory and its manifest (on an object store:
+        downloaded once and verified against the manifest before it is returned).
+
+        On failure: RegistryError (no manifest: missing or incomplete; corrupt manifest;
+        a downloaded file that fails its size or checksum); StorageError (an OSError) when
+        the object store cannot be read (transient: hot reload retries)."""
+        path, manifest = self._store.open(use_case, name)
         return ModelVersion(use_case, name, path, manifest)
 
     def versions(self, use_case: str) -> list[str]:
-        versions = self.root / use_case / "versions"
-        if not versions.is_dir():
-            return []
-        return sorted(p.name for p in versions.iterdir() if _VERSION_RE.match(p.name))
+        """The complete versions of ``use_case``, oldest first."""
+        return self._store.names(use_case)
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
-
-    @staticmethod
-    def _next_name(versions: Path) -> str:
-        numbers = [int(m.group(1)) for p in versions.iterdir() if (m := _VERSION_RE.match(p.name))]
-        return f"v{max(numbers, default=0) + 1:04d}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:  # disk full, interrupted: leave no partial temp behind
-        tmp.unlink(missing_ok=True)
-        raise

@@ -9,6 +9,8 @@ and none is dropped or failed by a swap.
 
 A version that fails its checks is refused with one ERROR line naming it and the reason;
 the old version keeps serving, and the refused one is not retried until CURRENT changes.
+An object store that cannot be read (StorageError: unreachable, a download cut short) is
+not the version's fault: one WARNING, and the next poll tries again.
 
 Every use case the server serves (decision_service/use_cases) is watched the same way, each
 with its own CURRENT pointer and refusal memory.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from decision_service.models.registry import ModelRegistry, RegistryError
+from decision_service.storage.location import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,9 @@ class ModelReloader:
             return False
         try:
             artifacts = await asyncio.to_thread(models.prepare, name)
+        except StorageError as exc:  # the object store is unreachable or a download broke: not the version
+            log.warning("model reload: cannot fetch %s model %s (%s); will retry", use_case, name, exc)
+            return False
         except (RegistryError, OSError, ValueError) as exc:
             self._refused[use_case] = name
             self.stats.refused.append(f"{name}: {exc}")

@@ -191,7 +191,7 @@ def _serve_use_cases(
 
     On failure: RegistryError when a use case's published version cannot be loaded (or a
     use case that requires one has none), or when no use case has a version at all."""
-    registry = ModelRegistry(config.registry_root)
+    registry = ModelRegistry(config.registry_root, config.registry_cache_dir, config.registry_cache_versions)
     limits = RequestLimits.from_config(config)
     served: dict[str, Served] = {}
     for use_case in use_cases:

@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (DS_HOST)")
     serve.add_argument("--port", type=int, help="listen port, 0 = any free port (DS_PORT)")
     serve.add_argument("--data-dir", type=Path, help="data directory (DS_DATA_DIR)")
-    serve.add_argument("--registry-dir", type=Path, help="model registry (DS_REGISTRY_DIR)")
+    serve.add_argument(
+        "--registry-dir",
+        type=lambda v: v if "://" in v else Path(v),
+        help="model registry: a directory or s3://bucket/prefix (DS_REGISTRY_DIR)",
+    )
     serve.add_argument("--redis-url", help="Redis URL (DS_REDIS_URL or REDIS_URL)")
     serve.add_argument(
         "--workers", type=int, help="server processes on one port (DS_WORKERS); 0 = one per CPU core"

@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 
 from decision_service.features.definitions import REGISTRY
 from decision_service.features.registry import Feature
+from decision_service.storage import is_remote, list_files, mirror_files
 from offline.features import feature_history
 
 USE_CASE = "recommendation"
@@ -163,11 +164,25 @@ class TrainingSetReport:
 
 
 def decision_files(log_root: str | Path, use_case: str = USE_CASE) -> list[Path]:
-    return sorted((Path(log_root) / "decisions" / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
+    """The decision log's Parquet files of ``use_case``, sorted: local paths, also for an
+    object-store root (see ``_log_files``). On failure: StorageError naming the file."""
+    return _log_files(log_root, "decisions", use_case)
 
 
 def outcome_files(log_root: str | Path, use_case: str = USE_CASE) -> list[Path]:
-    return sorted((Path(log_root) / "outcomes" / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
+    """The outcome log's Parquet files of ``use_case``, sorted, like ``decision_files``."""
+    return _log_files(log_root, "outcomes", use_case)
+
+
+def _log_files(log_root: str | Path, log: str, use_case: str) -> list[Path]:
+    """``<log_root>/<log>/use_case=<use_case>/date=*/hour=*/*.parquet``. An object-store root
+    (``s3://bucket/prefix``) is listed through pyarrow and its files mirrored once to local
+    disk ($DS_STORAGE_CACHE_DIR; a copy is reused while its size matches): DuckDB then reads
+    local files (it has no S3 reader here), each once per query instead of over the network."""
+    if not is_remote(log_root):
+        return sorted((Path(log_root) / log / f"use_case={use_case}").glob("date=*/hour=*/*.parquet"))
+    entries = list_files(log_root, f"{log}/use_case={use_case}/date=*/hour=*/*.parquet")
+    return mirror_files(log_root, entries)
 
 
 def _layout(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from decision_service.features.definitions import USER
-from decision_service.models import registry as registry_module
+from decision_service.models import version_store
 from offline.features import feature_history
 from offline.loop import training_set
 
@@ -49,12 +49,12 @@ def test_kind_failed_offline_write_leaves_no_temp_file_feature_history(tmp_path,
 
 
 def test_kind_failed_offline_write_leaves_no_temp_file_registry_pointer(tmp_path, monkeypatch):
-    def write_text(self, text, *args, **kwargs):
-        with open(self, "w") as f:
-            f.write(text[:1])  # part of it reached the disk
+    def write_bytes(self, data, *args, **kwargs):
+        with open(self, "wb") as f:
+            f.write(data[:1])  # part of it reached the disk
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
     with pytest.raises(OSError):
-        registry_module._write_atomic(tmp_path / "CURRENT", "v0002\n")
+        version_store.write_atomic(tmp_path / "CURRENT", b"v0002\n")
     assert leftovers(tmp_path) == []

@@ -9,7 +9,7 @@ import decision_service
 
 ROOT = Path(decision_service.__file__).parent
 PARTS = ("stages", "decision_log", "outcomes", "models", "retrieval", "features")
-BASE = ("domain", "errors", "telemetry", "rate_limited_log")
+BASE = ("domain", "errors", "telemetry", "rate_limited_log", "storage")
 
 
 def _layer(module: str) -> int:

@@ -201,7 +201,10 @@ def build_fraud_executor(
 
     On failure: RegistryError when a fraud version is published but cannot be loaded.
     """
-    models = FraudModels(registry or ModelRegistry(config.registry_root))
+    models = FraudModels(
+        registry
+        or ModelRegistry(config.registry_root, config.registry_cache_dir, config.registry_cache_versions)
+    )
     if models.load_current() is None:
         return None
     pipeline = fraud_pipeline(reads, writes, policy_config(config), config.fraud_record_ttl_s)
