@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -218,8 +218,18 @@ class ServiceConfig:
             raise ConfigError(
                 f"telemetry_exporter must be none, console or otlp, got {self.telemetry_exporter!r}"
             )
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+            raise ConfigError(
+                "redis_url must be a redis://, rediss://, unix:// or "
+                "redis+cluster://host:port[,host:port...] (a Redis Cluster) URL"
+            )
+        if self.redis_url.startswith("redis+cluster://"):
+            from decision_service.features.redis_cluster import cluster_seeds
+
+            try:
+                cluster_seeds(self.redis_url)
+            except ValueError as exc:
+                raise ConfigError(f"redis_url: {exc}") from None
 
 
 def _parse(var: str, raw: str, type_: object) -> object:
@@ -302,11 +312,17 @@ def describe(config: ServiceConfig) -> dict[str, object]:
     return out
 
 
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=f"{user}****@{host}{port}").geturl()
+def mask_url(url: str) -> str:
+    """``url`` with its password as ****: the userinfo is everything up to the last ``@``
+    before the hosts (a password may hold ``/`` or ``@``), also in a redis+cluster:// node
+    list; a ``password=`` query parameter too."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, hosts = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:****@{hosts}" if colon else rest
+    masked = f"{scheme}{sep}{rest}" if sep else url
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1****", masked)
+
+
+_mask_url = mask_url

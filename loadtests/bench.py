@@ -12,6 +12,9 @@ ranker cache and a payments world with its fraud model. Then, on a private redis
               divided by the sum of the stage floors
   logging     max rps with the decision log on and off (alternating servers, medians), and
               records dropped at 80 % of the saturation rate (the writers' own counters)
+  cluster     the online store on a private 3-primary Redis Cluster (redis+cluster://):
+              client CPU per 251-key feature read vs one Redis (loadtests/bench_cluster_read),
+              and rec max rps vs one Redis (alternating servers, medians of --cluster-rounds)
 
 Prints a table and, last, ONE JSON line. The load generator runs in its own process on
 the same cores as the server, so compare ratios and medians, and note what else ran.
@@ -49,6 +52,8 @@ TARGETS = {
     "efficiency": ("<=", 1.3),
     "log_overhead_pct": ("<=", 10.0),
     "log_drops": ("<=", 0),
+    "cluster_read_cpu_x": ("<=", 2.5),
+    "cluster_rec_rps_pct": (">=", 80.0),
 }
 PY = sys.executable
 
@@ -236,6 +241,66 @@ def stage_floors(data_dir: Path, redis_url: str) -> dict[str, dict[str, float]]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def cluster_phase(
+    args: argparse.Namespace, world: Path, registry: Path, standalone_url: str, workers: int, work: Path,
+    rec_data: Path,
+) -> dict[str, float]:
+    """The Redis Cluster rows (module docstring); {} with --cluster-rounds 0."""
+    if args.cluster_rounds <= 0:
+        return {}
+    from decision_service.devtools.local_redis import LocalRedisCluster
+    from offline.features.materialize import materialize
+
+    say("cluster: client CPU per 251-key read, one Redis vs a 3-primary cluster")
+    out = Path(tempfile.mktemp(suffix=".json"))
+    subprocess.run([PY, "-m", "loadtests.bench_cluster_read", "--json", str(out)], check=True)
+    read = json.loads(out.read_text())
+    out.unlink()
+    rps: dict[str, list[float]] = {"standalone": [], "cluster": []}
+    with LocalRedisCluster(3) as cluster:
+        say("cluster: materializing the world into a private 3-primary cluster")
+        materialize(world, cluster.url, history_root=work / "feature_history_cluster")
+        for r in range(args.cluster_rounds):
+            for name, url in (("standalone", standalone_url), ("cluster", cluster.url)):
+                s = Server(registry, url, workers, work)
+                try:
+                    load(s.target, rec_data, 3, concurrency=args.concurrency)
+                    phase = load(s.target, rec_data, args.seconds, concurrency=args.concurrency)
+                    rps[name].append(phase["rps"])
+                finally:
+                    s.stop()
+                say(f"cluster round {r + 1}: {name} rec max {rps[name][-1]:.0f} rps")
+    one, many = statistics.median(rps["standalone"]), statistics.median(rps["cluster"])
+    return {
+        "cluster_read_cpu_x": round(read["ratio"], 2),
+        "cluster_rec_rps_pct": round(100.0 * many / one, 1),
+        "cluster_read_cpu_ms": round(read["ms"]["cluster"], 3),
+        "standalone_read_cpu_ms": round(read["ms"]["standalone"], 3),
+        "cluster_rec_max_rps": round(many, 1),
+        "standalone_rec_max_rps_alternated": round(one, 1),
+        "cluster_key_buckets": read["buckets"],
+    }
+
+
+def only_cluster(
+    args: argparse.Namespace, world: Path, fraud_world: Path, registry: Path, work: Path, workers: int
+) -> int:
+    """``--only-cluster``: the cluster rows alone (same world, same servers, same load)."""
+    from offline.features.materialize import materialize
+
+    with LocalRedis() as redis_server:
+        materialize(world, redis_server.url, history_root=work / "feature_history")
+        rec_data, _ = write_requests(world, fraud_world, args.data_dir / "requests", 20_000, ())
+        results = cluster_phase(args, world, registry, redis_server.url, workers, work, rec_data)
+    for key in ("cluster_read_cpu_x", "cluster_rec_rps_pct"):
+        op, target = TARGETS[key]
+        ok = results[key] >= target if op == ">=" else results[key] <= target
+        verdict = "meets" if ok else "MISSES"
+        print(f"{key:<24}{results[key]:>12}  {op + ' ' + format(target, 'g'):<12} {verdict}")
+    print(json.dumps(results))
+    return 0
+
+
 def dropped(server_log: str) -> int:
     """Sum of the decision/outcome writers' drop counters from their close lines."""
     return sum(int(n) for n in re.findall(r"log closed: \d+ written in \d+ files, (\d+) dropped", server_log))
@@ -256,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each load phase")
     ap.add_argument("--concurrency", type=int, default=32, help="closed-loop saturation phases")
     ap.add_argument("--log-rounds", type=int, default=2)
+    ap.add_argument("--cluster-rounds", type=int, default=3, help="0 skips the Redis Cluster phase")
+    ap.add_argument("--only-cluster", action="store_true", help="run the Redis Cluster phase alone")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     data_dir = args.data_dir
@@ -267,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, float] = {}
     rows: list[tuple[str, str]] = []
 
+    if args.only_cluster:
+        return only_cluster(args, world, fraud_world, registry, work, workers)
     with LocalRedis() as redis_server:
         from offline.features.fraud_features import FraudHistory
         from offline.features.materialize import materialize
@@ -325,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                     s.stop()
         on_rps, off_rps = statistics.median(rps[True]), statistics.median(rps[False])
         overhead = 100.0 * (off_rps - on_rps) / off_rps
+        cluster = cluster_phase(args, world, registry, redis_server.url, workers, work, rec_data)
 
     results = {
         "rec_max_rps": round(rec_max["rps"], 1),
@@ -347,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "rec_rps_log_off": round(off_rps, 1),
         "rec_rps_at_80pct": round(at80["rps"], 1),
         "rec_p99_ms_at_80pct": round(at80["p99_ms"], 2),
+        **cluster,
         "workers": workers,
         "cores": cores,
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
@@ -355,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'metric':<24}{'value':>12}  {'target':<12} verdict")
     for key, (op, target) in TARGETS.items():
+        if key not in results:
+            print(f"{key:<24}{'-':>12}  {op + ' ' + format(target, 'g'):<12} not run")
+            continue
         value = results[key]
         ok = value >= target if op == ">=" else value <= target
         print(f"{key:<24}{value:>12}  {op + ' ' + format(target, 'g'):<12} {'meets' if ok else 'MISSES'}")

@@ -22,9 +22,10 @@ import faiss
 import numpy as np
 
 from decision_service.config import ServiceConfig
-from decision_service.devtools.local_redis import LocalRedis
+from decision_service.devtools.local_redis import LocalRedis, LocalRedisCluster
+from decision_service.features.redis_cluster import ClusterMultiplexedRedis
 from decision_service.features.redis_mux import MultiplexedRedis
-from decision_service.features.redis_store import RedisFeatureReads
+from decision_service.features.redis_store import LAYOUT_KEY, STANDALONE, KeyLayout, RedisFeatureReads
 from decision_service.models.registry import ModelRegistry
 from decision_service.models.serving import RecommendationModels
 from decision_service.use_cases.recommendation.convert import (
@@ -45,8 +46,12 @@ async def stage_timings(
     faiss.omp_set_num_threads(1)
     models = RecommendationModels(ModelRegistry(config.registry_root), config)
     models.load_current()
-    client = MultiplexedRedis(config.redis_url)
-    store = RedisFeatureReads(client, config.max_seen_items, config.fraud_max_velocity_events)
+    if config.redis_url.startswith("redis+cluster://"):  # the cluster store, as the server builds it
+        client = ClusterMultiplexedRedis.from_url(config.redis_url, timeout_s=1.0)
+        layout = KeyLayout.parse(await client.execute("GET", LAYOUT_KEY))
+    else:
+        client, layout = MultiplexedRedis(config.redis_url), STANDALONE
+    store = RedisFeatureReads(client, config.max_seen_items, config.fraud_max_velocity_events, layout)
     executor = RecommendationExecutor(recommendation_pipeline(config, store), models.get)
     limits = RecommendationLimits.from_config(config)
     domain = [recommendation_request_from_proto(r, limits) for r in requests]
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--data-dir", type=Path, default=Path("data/bench-small"), help="world/ + registry/")
     ap.add_argument("--redis-url", default=None, help="an already materialized Redis (else a private one)")
+    ap.add_argument("--cluster", action="store_true", help="a private 3-primary Redis Cluster instead")
     ap.add_argument("--rounds", type=int, default=2_000)
     ap.add_argument("--scorer", default="lightgbm", choices=["auto", "lightgbm", "compiled"])
     ap.add_argument("--profile", action="store_true", help="print a pyinstrument call tree")
@@ -107,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.redis_url:
         timings, text = run(args.redis_url)
+    elif args.cluster:
+        with LocalRedisCluster(3) as cluster:
+            materialize(world_dir, cluster.url, history_root=Path("/tmp") / "ds-profile-history")
+            timings, text = run(cluster.url)
     else:
         with LocalRedis() as server:
             materialize(world_dir, server.url, history_root=Path("/tmp") / "ds-profile-history")

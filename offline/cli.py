@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         OSError,  # a missing training set, an unwritable --out
         duckdb.Error,
         redis.RedisError,
+        redis.exceptions.RedisClusterException,  # a redis+cluster:// URL naming no cluster
         lightgbm.basic.LightGBMError,
     ) as exc:
         # ValueError: a job's documented refusal (e.g. no labelled rows yet), said in one line
@@ -518,7 +519,6 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    import redis
 
     from decision_service.features import definitions
     from offline.features.feature_history import HISTORY_DIR
@@ -526,6 +526,7 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
     _check_redis(redis_url)
     stats: dict[str, int] = {}
     if project.serves("recommendation") and _declared("INTERACTIONS") is not None:
+        from decision_service.features import redis_store
         from offline.features.interactions import load_interactions
         from offline.features.materialize import load_serving_state, materialize_snapshot
 
@@ -537,7 +538,7 @@ def materialize(project: projects.Project, args: argparse.Namespace) -> int:
             )
             return 1
         world, _ = load_interactions(definitions.INTERACTIONS, project.data_dir, project.name)
-        client = redis.Redis.from_url(redis_url)
+        client = redis_store.connect(redis_url)
         try:
             stats |= materialize_snapshot(
                 client, world, snapshot, emb, history_root=project.state_dir / HISTORY_DIR
@@ -608,23 +609,39 @@ def retrain(project: projects.Project, args: argparse.Namespace) -> int:
 
 
 def _check_redis(url: str) -> None:
-    """A PING within 3 s from a standalone Redis; ProjectError naming the URL (password
-    masked) otherwise, or when it is a Redis Cluster node (not supported yet)."""
+    """A PING within 3 s from the online store (every primary of a ``redis+cluster://`` one);
+    ProjectError naming the URL (password masked) otherwise, or when a plain redis:// URL
+    names a Redis Cluster node (redis_store.CLUSTER_UNSUPPORTED)."""
     import redis
 
     from decision_service.config import _mask_url
-    from decision_service.features.redis_store import CLUSTER_UNSUPPORTED, is_cluster_node
+    from decision_service.features import redis_store
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    cluster_url = url.startswith("redis+cluster://")
     try:
-        client.ping()
-        cluster = is_cluster_node(client.info("cluster"))
-    except redis.RedisError as exc:
+        client = redis_store.connect(url, socket_connect_timeout=3, socket_timeout=3)
+    except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError) as exc:
+        raise projects.ProjectError(f"the online store {_mask_url(url)} does not answer: {exc}") from None
+    try:
+        if cluster_url:
+            answers = client.ping(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+            if answers is not True and not all(dict(answers).values()):
+                raise redis.ConnectionError(f"primaries not answering PING: {answers}")
+            redis_store.layout_of(client)  # a recorded layout this release cannot read is refused
+            cluster = False
+        else:
+            client.ping()
+            cluster = redis_store.is_cluster_node(client.info("cluster"))
+    except redis_store.LayoutError as exc:
+        if "no key layout" not in str(exc):  # none yet: materialization records it
+            raise projects.ProjectError(f"the online store {_mask_url(url)}: {exc}") from None
+        cluster = False
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise projects.ProjectError(f"the online store {_mask_url(url)} does not answer: {exc}") from None
     finally:
         client.close()
     if cluster:  # materialization's pipelines would fail half-way through (CROSSSLOT)
-        raise projects.ProjectError(f"the online store {_mask_url(url)} {CLUSTER_UNSUPPORTED}")
+        raise projects.ProjectError(f"the online store {_mask_url(url)} {redis_store.CLUSTER_UNSUPPORTED}")
 
 
 COMMANDS = {

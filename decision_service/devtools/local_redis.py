@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import redis
+import redis.cluster
 
 INSTALL_HINT = (
     "redis-server is not installed. Debian/Ubuntu: sudo apt-get install -y redis-server; "
@@ -34,15 +35,19 @@ def free_port() -> int:
 class LocalRedis:
     """A redis-server child process. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, port: int | None = None, maxmemory: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, maxmemory: str | None = None, password: str | None = None
+    ) -> None:
         self.port = port or free_port()
         self._maxmemory = maxmemory
+        self.password = password
         self._dir: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> LocalRedis:
         binary = shutil.which("redis-server")
@@ -68,10 +73,12 @@ class LocalRedis:
         ]
         if self._maxmemory:
             args += ["--maxmemory", self._maxmemory]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         args += getattr(self, "_extra", [])
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password)
         try:
             while True:
                 if self._proc.poll() is not None:
@@ -105,6 +112,16 @@ class LocalRedis:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL (a crash); the temp dir stays until stop()."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
     def __enter__(self) -> LocalRedis:
         return self.start()
 
@@ -113,20 +130,94 @@ class LocalRedis:
 
 
 class LocalRedisCluster:
-    """A private Redis Cluster: ``n`` primaries (``redis-server --cluster-enabled yes``) on free
-    loopback ports, joined by ``redis-cli --cluster create`` (16384 slots spread over them).
-    Use as a context manager or call start()/stop(). ``urls``: one ``redis://`` URL per node."""
+    """A private Redis Cluster: ``n`` primaries (``redis-server --cluster-enabled yes``), each
+    with ``replicas`` replicas, on free loopback ports, joined by ``redis-cli --cluster create``
+    (16384 slots spread over the primaries). Use as a context manager or call start()/stop().
+    ``urls``: one ``redis://`` URL per node; ``url``: the ``redis+cluster://`` URL of them all.
+    ``node_timeout_ms``: how long a silent primary takes to be failed over (cluster-node-timeout)."""
 
-    def __init__(self, n: int = 3) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int = 2000,
+        password: str | None = None,
+        full_coverage: bool = True,
+    ) -> None:
+        """``password``: every node requires it (requirepass, masterauth); ``url`` carries it.
+        ``full_coverage=False``: the other primaries keep answering while a slot has no owner
+        (cluster-require-full-coverage no); by default the whole cluster refuses (CLUSTERDOWN)."""
         if n < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 primaries")
-        self.nodes = [_ClusterNode() for _ in range(n)]
+        self.replicas = replicas
+        self.password = password
+        count = n * (1 + replicas)
+        self.nodes = [_ClusterNode(node_timeout_ms, password, full_coverage) for _ in range(count)]
 
     @property
     def urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
-    def start(self, timeout_s: float = 20.0) -> LocalRedisCluster:
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes) + "/0"
+
+    def client(self) -> redis.cluster.RedisCluster:
+        nodes = [redis.cluster.ClusterNode("127.0.0.1", node.port) for node in self.nodes if node.running]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, password=self.password)
+
+    def _node_client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_connect_timeout=0.5, password=self.password)
+
+    def primary_ports(self) -> list[int]:
+        """Ports of the nodes that are primaries now (a failover changes them)."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            client = self._node_client(node.port)
+            try:
+                lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            return sorted(
+                int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+                for line in lines
+                if "master" in line.split()[2] and "fail" not in line.split()[2]
+            )
+        raise RedisUnavailable("no cluster node answers CLUSTER NODES")
+
+    def kill(self, port: int) -> None:
+        """Stops the node on ``port`` at once (SIGKILL: a crash, not a shutdown)."""
+        for node in self.nodes:
+            if node.port == port:
+                node.kill()
+                return
+        raise ValueError(f"no node of this cluster listens on {port}")
+
+    def wait_ok(self, timeout_s: float = 20.0) -> None:
+        """Until every running node reports cluster_state:ok (RedisUnavailable after timeout_s)."""
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:  # every node, not one: each must see the slots covered
+            if not node.running:
+                continue
+            client = self._node_client(node.port)
+            try:
+                while True:
+                    try:
+                        if b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"):
+                            break
+                    except redis.RedisError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RedisUnavailable(f"cluster node {node.port} did not reach cluster_state:ok")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+
+    def start(self, timeout_s: float = 30.0) -> LocalRedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RedisUnavailable(
@@ -137,29 +228,47 @@ class LocalRedisCluster:
                 node.start(timeout_s)
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             out = subprocess.run(
-                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+                 "--cluster-yes", *(["-a", self.password, "--no-auth-warning"] if self.password else [])],
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
-            )
+            )  # fmt: skip
             if out.returncode != 0:
                 raise RedisUnavailable(
                     f"redis-cli --cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}"
                 )
-            deadline = time.monotonic() + timeout_s
-            for node in self.nodes:  # every node, not one: each must see the slots covered
-                client = redis.Redis(port=node.port, socket_connect_timeout=0.5)
-                try:
-                    while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                        if time.monotonic() > deadline:
-                            raise RedisUnavailable(f"cluster node {node.port} did not reach cluster_state:ok")
-                        time.sleep(0.05)
-                finally:
-                    client.close()
+            self.wait_ok(timeout_s)
+            if self.replicas:  # replicas attach asynchronously: wait until each primary has its own
+                deadline = time.monotonic() + timeout_s
+                while not self._replicas_attached():
+                    if time.monotonic() > deadline:
+                        raise RedisUnavailable("cluster replicas did not attach to their primaries")
+                    time.sleep(0.1)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _replicas_attached(self) -> bool:
+        client = self._node_client(self.nodes[0].port)
+        try:
+            lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+        finally:
+            client.close()
+        replicas = [line for line in lines if "slave" in line.split()[2] and line.split()[3] != "-"]
+        if len(replicas) < self.replicas * (len(self.nodes) // (1 + self.replicas)):
+            return False
+        for node in self.nodes:
+            info = self._node_client(node.port)
+            try:
+                text = info.execute_command("INFO", "replication")
+                text = text if isinstance(text, dict) else {}
+                if text.get("role") == "slave" and text.get("master_link_status") != "up":
+                    return False
+            finally:
+                info.close()
+        return True
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -173,12 +282,18 @@ class LocalRedisCluster:
 
 
 def free_cluster_port(attempts: int = 50) -> int:
-    """A free loopback port p <= 55535 whose cluster bus port p + 10000 is free too (the OS
-    picks ephemeral ports above that range, so these are drawn at random and tried)."""
+    """A free loopback port p whose cluster bus port p + 10000 is free too, both below the
+    kernel's ephemeral range (net.ipv4.ip_local_port_range, e.g. 32768-60999), where no
+    outgoing connection can take them between picking and binding; drawn at random, tried."""
     import random
 
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(low - 1 - 10_000, 12_000)
     for _ in range(attempts):
-        port = random.randint(20_000, 55_535)
+        port = random.randint(10_000, top)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -193,9 +308,15 @@ class _ClusterNode(LocalRedis):
     """A LocalRedis started with cluster mode on (its nodes.conf in its own temp dir); a port
     lost to a race between picking and binding is picked again."""
 
-    def __init__(self) -> None:
-        super().__init__(port=free_cluster_port())
-        self._extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    def __init__(
+        self, node_timeout_ms: int = 2000, password: str | None = None, full_coverage: bool = True
+    ) -> None:
+        super().__init__(port=free_cluster_port(), password=password)
+        self._extra = [
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--cluster-require-full-coverage", "yes" if full_coverage else "no",
+        ]  # fmt: skip
 
     def start(self, timeout_s: float = 10.0) -> LocalRedis:
         for attempt in range(3):

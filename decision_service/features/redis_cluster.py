@@ -1,9 +1,9 @@
 """The multiplexed Redis client over a Redis Cluster: one MultiplexedRedis per primary.
 
 Same interface as ``features/redis_mux.MultiplexedRedis`` (``execute``, ``pipeline``,
-``aclose``, ``pending``), so the store's halves can run on either. A building block of the
-cluster online store (issue "Beyond one machine"); the server does not use it yet (a cluster
-node given as the online store is refused: ``redis_store.CLUSTER_UNSUPPORTED``).
+``aclose``, ``pending``), so the store's halves run on either; the server uses it when the
+online store's URL is ``redis+cluster://host:port[,host:port...]`` (``from_url``), with the
+cluster key layout (``redis_store.KeyLayout``).
 
 Routing: the slot table comes from ``CLUSTER SHARDS`` (primaries that are online). A
 command goes to the primary of its key's slot (its first key: GET, ZADD, EVALSHA's first key,
@@ -22,6 +22,7 @@ raise ResponseError (CROSSSLOT: a multi-key command other than MGET across slots
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,9 +31,54 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
+from decision_service.config import mask_url
 from decision_service.features.redis_mux import Command, MultiplexedRedis
 
 SLOTS = 16384
+SCHEME = "redis+cluster://"
+REFRESH_INTERVAL_S = 0.5
+
+
+def cluster_seeds(url: str) -> list[tuple[str, int]]:
+    """(host, port) of each node listed in ``redis+cluster://[user:password@]host:port[,host:port...][/0]``.
+
+    On failure: ValueError naming what is wrong (another scheme, no node, a port that is not a
+    number, a database other than 0: a cluster has only database 0)."""
+    if not url.startswith(SCHEME):
+        raise ValueError(f"not a {SCHEME} URL: {url.split('@')[-1]!r}")
+    rest = url[len(SCHEME) :]
+    rest = rest.rpartition("@")[2]
+    hosts, _, db = rest.partition("/")
+    if db not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0, not /{db}")
+    seeds = []
+    for part in filter(None, hosts.split(",")):
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit() or not host or not 0 < int(port) < 65536:
+            raise ValueError(f"cluster node {part!r} is not host:port (port 1-65535; IPv6 as [addr]:port)")
+        seeds.append((host.strip("[]"), int(port)))
+    if not seeds:
+        raise ValueError(f"{SCHEME} URL names no node (host:port[,host:port...])")
+    return seeds
+
+
+def node_url(host: str, port: int, credentials: str = "") -> str:
+    """``redis://[credentials]host:port/0``; an IPv6 host in brackets."""
+    return f"redis://{credentials}{f'[{host}]' if ':' in host else host}:{port}/0"
+
+
+def cluster_credentials(url: str) -> tuple[str, str]:
+    """(user, password) of a cluster URL, still percent-encoded; empty when absent."""
+    userinfo = _credentials(url)[:-1]
+    user, _, password = userinfo.partition(":")
+    return user, password
+
+
+def _credentials(url: str) -> str:
+    """``user:password@`` of a cluster URL (or empty)."""
+    rest = url[len(SCHEME) :]
+    head, at, _ = rest.rpartition("@")
+    return head + at
 
 
 def _as_dict(reply: Any) -> dict[bytes, Any]:
@@ -87,15 +133,35 @@ class ClusterMultiplexedRedis:
     table). Contract: replies in command order, as MultiplexedRedis; errors as it raises them.
     """
 
-    def __init__(self, seeds: Sequence[str], timeout_s: float = 0.05, connect_timeout_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        timeout_s: float = 0.05,
+        connect_timeout_s: float = 0.5,
+        credentials: str = "",
+    ) -> None:
         if not seeds:
             raise ValueError("a cluster needs at least one seed node URL")
         self._seeds = list(seeds)
+        self._credentials = credentials  # "user:password@" for every node
         self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
         self._nodes: dict[tuple[str, int], MultiplexedRedis] = {}
         self._slots: list[tuple[str, int] | None] = [None] * SLOTS
         self._refreshing: asyncio.Task[None] | None = None
         self.refreshes = 0  # slot-table loads so far (a counter for operators and tests)
+        self._loaded = False
+        self.node_errors: dict[str, int] = defaultdict(int)  # "host:port" -> failed sends
+        self._last_refresh_at = float("-inf")
+        self._background: asyncio.Future[None] | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, timeout_s: float = 0.05, connect_timeout_s: float = 0.5
+    ) -> ClusterMultiplexedRedis:
+        """The client of ``redis+cluster://[user:password@]host:port[,host:port...]`` (cluster_seeds)."""
+        creds = _credentials(url)
+        seeds = [node_url(h, p, creds) for h, p in cluster_seeds(url)]
+        return cls(seeds, timeout_s, connect_timeout_s, credentials=creds)
 
     # ------------------------------------------------------------------ public API
 
@@ -112,9 +178,23 @@ class ClusterMultiplexedRedis:
                 raise reply
         return replies
 
+    async def pipeline_in_slots(self, commands: Sequence[Command], slots: Sequence[int]) -> list[Any]:
+        """``pipeline`` for commands whose keys the caller knows to lie in ``slots[i]`` (its key
+        layout's hash tags): no key is hashed here. Errors as ``pipeline``."""
+        if not self._loaded:
+            await self.refresh()
+        got = await self._send_parts(
+            [(i, 0, c, s) for i, (c, s) in enumerate(zip(commands, slots, strict=True))]
+        )
+        replies = [got[(i, 0)] for i in range(len(commands))]
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
+
     async def replies(self, commands: Sequence[Command]) -> list[Any]:
         """Replies in order, error replies in place (redirections already followed)."""
-        if self._slots[0] is None:
+        if not self._loaded:
             await self.refresh()
         # (command index, part, the part's command, its slot): an MGET across slots is parts
         parts: list[tuple[int, int, Command, int | None]] = []
@@ -157,17 +237,21 @@ class ClusterMultiplexedRedis:
     async def refresh(self) -> None:
         """Loads the slot table from the first node that answers (one load at a time)."""
         if self._refreshing is None:
-            self._refreshing = asyncio.ensure_future(self._load_slots())
-        task = self._refreshing
-        try:
-            await asyncio.shield(task)
-        finally:
-            if self._refreshing is task and task.done():
-                self._refreshing = None
+            task = asyncio.ensure_future(self._load_slots())
+            self._refreshing = task
+
+            def done(t: asyncio.Future[None]) -> None:  # cleared even when every waiter was cancelled
+                if self._refreshing is t:
+                    self._refreshing = None
+                if not t.cancelled():
+                    t.exception()  # retrieved: the waiters (if any) raise it
+
+            task.add_done_callback(done)
+        await asyncio.shield(self._refreshing)
 
     async def ping_all(self) -> dict[str, bool]:
         """Every primary's PING ("host:port" -> answered PONG): readiness checks them all."""
-        if self._slots[0] is None:
+        if not self._loaded:
             await self.refresh()
 
         async def one(node: MultiplexedRedis) -> bool:
@@ -181,6 +265,8 @@ class ClusterMultiplexedRedis:
         return {f"{h}:{p}": ok for (h, p), ok in zip(addresses, answers, strict=True)}
 
     async def aclose(self) -> None:
+        if self._background is not None and not self._background.done():
+            self._background.cancel()
         for node in self._nodes.values():
             await node.aclose()
 
@@ -194,7 +280,7 @@ class ClusterMultiplexedRedis:
         node = self._nodes.get(address)
         if node is None:
             node = MultiplexedRedis(
-                f"redis://{address[0]}:{address[1]}/0",
+                node_url(address[0], address[1], self._credentials),
                 timeout_s=self._timeout_s,
                 connect_timeout_s=self._connect_timeout_s,
             )
@@ -204,7 +290,7 @@ class ClusterMultiplexedRedis:
     async def _load_slots(self) -> None:
         errors = []
         candidates = [
-            f"redis://{h}:{p}/0" for h, p in {a for a in self._slots if a is not None}
+            node_url(h, p, self._credentials) for h, p in {a for a in self._slots if a is not None}
         ] + self._seeds
         for url in candidates:
             probe = MultiplexedRedis(
@@ -213,7 +299,7 @@ class ClusterMultiplexedRedis:
             try:
                 shards = await probe.execute("CLUSTER", "SHARDS")
             except redis.exceptions.RedisError as exc:
-                errors.append(f"{url}: {exc}")
+                errors.append(f"{mask_url(url)}: {exc}")
                 continue
             finally:
                 await probe.aclose()
@@ -223,6 +309,7 @@ class ClusterMultiplexedRedis:
                     for slot in range(first, last + 1):
                         table[slot] = (host, port)
             self._slots = table
+            self._loaded = True
             self.refreshes += 1
             return
         raise redis.exceptions.ConnectionError(
@@ -236,17 +323,33 @@ class ClusterMultiplexedRedis:
         first = next((a for a in self._slots if a is not None), None)
         for i, j, command, slot in parts:
             address = self._slots[slot] if slot is not None else first
-            if address is None:
+            if address is None:  # its primary failed and no replica was promoted (yet)
+                self._refresh_soon()
                 raise redis.exceptions.ConnectionError(f"slot {slot} has no online primary")
             by_node[address].append((i, j, command))
         got: dict[tuple[int, int], Any] = {}
-
-        async def run(address: tuple[str, int], batch: list[tuple[int, int, Command]]) -> None:
-            replies = await self._node(address).replies([c for _, _, c in batch])
+        # every primary's batch goes out in the same loop turn (one write per connection), no
+        # task per node: the futures are awaited after all were queued
+        for address in by_node:
+            node = self._node(address)
+            try:
+                await node.connected()
+            except redis.exceptions.ConnectionError as exc:
+                self._node_failed(address, exc)
+                raise
+        sent = [(a, b, self._nodes[a].submit([c for _, _, c in b])) for a, b in by_node.items()]
+        error: BaseException | None = None
+        for address, batch, future in sent:
+            try:
+                replies = await future
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                self._node_failed(address, exc)
+                error = error or exc
+                continue
             for (i, j, _), reply in zip(batch, replies, strict=True):
                 got[(i, j)] = reply
-
-        await asyncio.gather(*(run(a, b) for a, b in by_node.items()))
+        if error is not None:
+            raise error
         # redirections: each followed once
         moved = [(i, j, c) for i, j, c, _ in parts if _redirect(got[(i, j)]) == "MOVED"]
         if moved:
@@ -259,6 +362,9 @@ class ClusterMultiplexedRedis:
                 host, port = _target(got[(i, j)])
                 asked = await self._node((host, port)).replies([("ASKING",), command])
                 got[(i, j)] = asked[1]
+            elif kind == "CLUSTERDOWN":
+                down = redis.exceptions.ConnectionError(str(got[(i, j)]))
+                self._node_failed(self._slots[_keys_slot(command)] or ("?", 0), down)
             elif kind == "TRYAGAIN":
                 raise redis.exceptions.TimeoutError(f"slot migration in progress: {got[(i, j)]}")
         return got
@@ -271,22 +377,53 @@ class ClusterMultiplexedRedis:
         for i, j, command, slot in parts:
             address = self._slots[slot] if slot is not None else None
             if address is None:
+                self._refresh_soon()
                 raise redis.exceptions.ConnectionError(f"slot {slot} has no online primary")
             by_node[address].append((i, j, command))
         got: dict[tuple[int, int], Any] = {}
         for address, batch in by_node.items():
-            replies = await self._node(address).replies([c for _, _, c in batch])
+            try:
+                replies = await self._node(address).replies([c for _, _, c in batch])
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                self._node_failed(address, exc)
+                raise
             for (i, j, _), reply in zip(batch, replies, strict=True):
                 got[(i, j)] = reply
         return got
+
+    def _node_failed(self, address: tuple[str, int], exc: Exception) -> None:
+        """Counts a primary that did not answer; a lost connection may be a failover (a replica
+        promoted in its place): the slot table is reloaded in the background, at most every
+        REFRESH_INTERVAL_S, so the next calls go to the new primary."""
+        self.node_errors[f"{address[0]}:{address[1]}"] += 1
+        if isinstance(exc, redis.exceptions.ConnectionError):
+            self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        """Reloads the slot table in the background (at most every REFRESH_INTERVAL_S)."""
+        now = asyncio.get_running_loop().time()
+        if self._refreshing is not None or now - self._last_refresh_at < REFRESH_INTERVAL_S:
+            return
+        self._last_refresh_at = now
+
+        async def background() -> None:
+            with contextlib.suppress(redis.exceptions.RedisError):  # the next failure tries again
+                await self.refresh()
+
+        self._background = asyncio.ensure_future(background())
 
 
 def _redirect(reply: Any) -> str | None:
     if isinstance(reply, redis.exceptions.ResponseError):
         head = str(reply).split(" ", 1)[0]
-        if head in ("MOVED", "ASK", "TRYAGAIN"):
+        if head in ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"):
             return head
     return None
+
+
+def _keys_slot(command: Command) -> int:
+    keys = _keys(command)
+    return _slot(keys[0]) if keys else 0
 
 
 def _slot_of(reply: Any) -> int:

@@ -117,9 +117,16 @@ class MultiplexedRedis:
 
     # ------------------------------------------------------------------ internals
 
-    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+    async def connected(self) -> None:
+        """Opens the connection if it is not open (ConnectionError when it cannot be)."""
         if self._transport is None or self._transport.is_closing():
             await self._connect()
+
+    def submit(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        """Queues ``commands`` for this loop turn's write and returns the future of their
+        replies (error replies in place), without a coroutine of its own: a caller sending to
+        several connections at once (features/redis_cluster.py) awaits the futures. Call after
+        ``connected()``; a connection lost meanwhile fails the future with ConnectionError."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         for command in commands:
@@ -130,7 +137,12 @@ class MultiplexedRedis:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if self._transport is None or self._transport.is_closing():
+            await self._connect()
+        return await self.submit(commands)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

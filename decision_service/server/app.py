@@ -19,10 +19,16 @@ from grpc_reflection.v1alpha import reflection
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
-from decision_service.config import ServiceConfig
+from decision_service.config import ServiceConfig, mask_url
+from decision_service.features.redis_cluster import SCHEME as CLUSTER_SCHEME
+from decision_service.features.redis_cluster import ClusterMultiplexedRedis
 from decision_service.features.redis_mux import MultiplexedRedis
 from decision_service.features.redis_store import (
     CLUSTER_UNSUPPORTED,
+    LAYOUT_KEY,
+    STANDALONE,
+    KeyLayout,
+    LayoutError,
     RedisFeatureReads,
     RedisStateWrites,
     is_cluster_node,
@@ -53,9 +59,9 @@ class RunningServer:
     server: aio.Server
     port: int
     health: health.aio.HealthServicer
-    redis: aioredis.Redis
-    redis_reads: MultiplexedRedis
-    redis_outcomes: MultiplexedRedis
+    redis: aioredis.Redis | _MuxLookups
+    redis_reads: MultiplexedRedis | ClusterMultiplexedRedis
+    redis_outcomes: MultiplexedRedis | ClusterMultiplexedRedis
     served: dict[str, Served]  # use case name -> what serves it (published use cases only)
     collect: Collect
     _readiness: asyncio.Task[None] | None = None
@@ -103,30 +109,38 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     degrades answers instead of taking the replica out of rotation.
     """
     faiss.omp_set_num_threads(1)  # one thread per query is as fast as two (ARCHITECTURE.md)
-    client = aioredis.Redis.from_url(
-        config.redis_url,
-        socket_timeout=config.redis_timeout_ms / 1000.0,
-        socket_connect_timeout=config.redis_connect_timeout_ms / 1000.0,
-        max_connections=config.redis_max_connections,
-        decode_responses=False,
-    )
+    timeout_s = config.redis_timeout_ms / 1000.0
+    connect_timeout_s = config.redis_connect_timeout_ms / 1000.0
+    cluster = config.redis_url.startswith(CLUSTER_SCHEME)
     # a decision's reads, its commit and its decision-index write go through one multiplexed
-    # connection; outcome effects through their own (a batch of up to max_outcomes_per_request
-    # scripts must not queue ahead of decisions); the decision-index lookups use redis-py
-    reads = MultiplexedRedis(
-        config.redis_url,
-        timeout_s=config.redis_timeout_ms / 1000.0,
-        connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
-    )
-    # the online store's halves (features/store.py), on the Redis backend
-    store_reads = RedisFeatureReads(reads, config.max_seen_items, config.fraud_max_velocity_events)
-    store_writes = RedisStateWrites(reads, config.max_seen_items)
-    outcomes_conn = MultiplexedRedis(
-        config.redis_url,
-        timeout_s=config.redis_timeout_ms / 1000.0,
-        connect_timeout_s=config.redis_connect_timeout_ms / 1000.0,
-    )
-    outcome_writes = RedisStateWrites(outcomes_conn, config.max_seen_items)
+    # connection (in a cluster: one per primary); outcome effects through their own (a batch
+    # of up to max_outcomes_per_request scripts must not queue ahead of decisions); the
+    # decision-index lookups use redis-py (in a cluster: the outcomes' connections)
+    reads: MultiplexedRedis | ClusterMultiplexedRedis
+    outcomes_conn: MultiplexedRedis | ClusterMultiplexedRedis
+    client: aioredis.Redis | _MuxLookups
+    if cluster:
+        reads = ClusterMultiplexedRedis.from_url(config.redis_url, timeout_s, connect_timeout_s)
+        outcomes_conn = ClusterMultiplexedRedis.from_url(config.redis_url, timeout_s, connect_timeout_s)
+        client = _MuxLookups(outcomes_conn)
+    else:
+        reads = MultiplexedRedis(config.redis_url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+        outcomes_conn = MultiplexedRedis(
+            config.redis_url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s
+        )
+        client = aioredis.Redis.from_url(
+            config.redis_url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            max_connections=config.redis_max_connections,
+            decode_responses=False,
+        )
+    # the online store's halves (features/store.py), on the Redis backend; a cluster's key
+    # layout is read from the cluster before the server reports SERVING (_become_ready)
+    layout = None if cluster else STANDALONE
+    store_reads = RedisFeatureReads(reads, config.max_seen_items, config.fraud_max_velocity_events, layout)
+    store_writes = RedisStateWrites(reads, config.max_seen_items, layout)
+    outcome_writes = RedisStateWrites(outcomes_conn, config.max_seen_items, layout)
     # the decision index write each answer awaits goes over `reads`
     collect = Collect.build(config, client, USE_CASES, reads, outcome_writes)
     telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
@@ -166,10 +180,23 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     running = RunningServer(
-        server, port, health_servicer, client, reads, outcomes_conn, served, collect,
-        telemetry=telemetry, gate=gate,
+        server,
+        port,
+        health_servicer,
+        client,
+        reads,
+        outcomes_conn,
+        served,
+        collect,
+        telemetry=telemetry,
+        gate=gate,
     )
-    running._readiness = asyncio.create_task(_become_ready(reads, health_servicer))
+    if isinstance(reads, ClusterMultiplexedRedis):
+        running._readiness = asyncio.create_task(
+            _become_ready_cluster(reads, (store_reads, store_writes, outcome_writes), health_servicer)
+        )
+    else:
+        running._readiness = asyncio.create_task(_become_ready(reads, health_servicer))
     if config.model_reload_interval_s > 0:
         running.reloader = ModelReloader(
             {name: s.models for name, s in served.items()}, config.model_reload_interval_s
@@ -196,7 +223,13 @@ def _serve_use_cases(
     served: dict[str, Served] = {}
     for use_case in use_cases:
         env = ServingEnv(
-            config, registry, reads, writes, telemetry, collect.index, limits,
+            config,
+            registry,
+            reads,
+            writes,
+            telemetry,
+            collect.index,
+            limits,
             collect.decision_logs.get(use_case.name),
         )
         one = use_case.serve(env)
@@ -213,7 +246,7 @@ def _register_gauges(
     telemetry: Telemetry,
     collect: Collect,
     served: dict[str, Served],
-    reads: MultiplexedRedis,
+    reads: MultiplexedRedis | ClusterMultiplexedRedis,
 ) -> None:
     if not telemetry.enabled:
         return
@@ -234,6 +267,11 @@ def _register_gauges(
 
     telemetry.add_gauge("decision.log.queue_depth", queue_depth)
     telemetry.add_gauge("decision.redis.pending_commands", lambda: [(reads.pending, {})])
+    if isinstance(reads, ClusterMultiplexedRedis):  # a primary that fails sends, by address
+        telemetry.add_gauge(
+            "decision.redis.node_errors",
+            lambda: [(float(n), {"node": node}) for node, n in sorted(reads.node_errors.items())],
+        )
     telemetry.add_gauge("decision.log.dropped", dropped)
     telemetry.add_gauge("decision.model.version", versions)
 
@@ -256,6 +294,58 @@ async def _become_ready(reads: MultiplexedRedis, health_servicer: health.aio.Hea
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("ready: health SERVING")
+
+
+async def _become_ready_cluster(
+    reads: ClusterMultiplexedRedis,
+    halves: tuple[RedisFeatureReads | RedisStateWrites, ...],
+    health_servicer: health.aio.HealthServicer,
+) -> None:
+    """SERVING once every primary answers PING and the cluster's key layout is loaded into the
+    store's halves (until then they fail as an unavailable store). Each cause is logged once."""
+    said: set[str] = set()
+
+    def wait(cause: str) -> None:
+        if cause not in said:
+            log.warning("waiting for the Redis Cluster before reporting SERVING: %s", cause)
+            said.add(cause)
+
+    while True:
+        try:
+            answers = await reads.ping_all()
+            down = sorted(node for node, ok in answers.items() if not ok)
+            if down:
+                wait(f"primaries not answering: {', '.join(down)}")
+            else:
+                layout = KeyLayout.parse(await reads.execute("GET", LAYOUT_KEY))
+                break
+        except LayoutError as exc:
+            wait(str(exc))
+        except Exception as exc:  # noqa: BLE001 - keep trying until the cluster answers
+            wait(f"{type(exc).__name__}: {mask_url(str(exc))}")
+        await asyncio.sleep(_REDIS_RETRY_S)
+    for half in halves:
+        half.use_layout(layout)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("ready: health SERVING (Redis Cluster: %d primaries, %d buckets)", len(answers), layout.buckets)
+
+
+class _MuxLookups:
+    """The two redis-py calls the decision index makes (``mget``, ``execute_command``) on a
+    cluster's multiplexed connections (the MGET is split by slot)."""
+
+    def __init__(self, mux: ClusterMultiplexedRedis) -> None:
+        self._mux = mux
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        return await self._mux.execute("MGET", *keys)
+
+    async def execute_command(self, *args: object) -> object:
+        return await self._mux.execute(*args)
+
+    async def aclose(self) -> None:
+        """The connections belong to the server (closed with it)."""
 
 
 async def serve(config: ServiceConfig, on_ready: Callable[[int], None] | None = None) -> None:

@@ -23,7 +23,7 @@ import redis
 from decision_service.config import ServiceConfig
 from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import ITEM, USER, USER_EMBEDDING
-from decision_service.features.redis_store import RedisBulkWrites
+from decision_service.features.redis_store import RedisBulkWrites, connect
 from offline.features import feature_history
 from offline.features.embeddings import Embeddings
 from offline.features.feature_history import HISTORY_DIR
@@ -149,7 +149,7 @@ def materialize(
 
         world = World.load(world_dir)
     snapshot, emb = load_serving_state(world_dir)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         history = Path(world_dir) / HISTORY_DIR if history_root is None else history_root
         return materialize_snapshot(client, world, snapshot, emb, max_seen_items,

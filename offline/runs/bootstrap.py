@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 import faiss
 import numpy as np
-import redis
 from tqdm import tqdm
 
 from decision_service.features.definitions import CATEGORIES, ITEM, RECOMMENDATION_MODEL_FEATURES, REGISTRY
+from decision_service.features.redis_store import connect
 from decision_service.models.recommendation_artifacts import save_recommendation_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.build_index import IndexConfig, build_index, sample_queries
@@ -254,7 +254,7 @@ def _train_publish_materialize(
 def _materialize(
     world: World, snap: Snapshot, emb: Embeddings, redis_url: str, state_dir: str | Path
 ) -> dict[str, float]:
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         return materialize_snapshot(client, world, snap, emb, history_root=Path(state_dir) / HISTORY_DIR)
     finally:

@@ -17,12 +17,11 @@ from typing import Any
 
 import faiss
 import numpy as np
-import redis
 
 from decision_service.domain.decision import now_ms
 from decision_service.features.definitions import DEVICE, FRAUD_MODEL_FEATURES, FRAUD_USER, MERCHANT, REGISTRY
 from decision_service.features.payments import project_left_out
-from decision_service.features.redis_store import MAX_WINDOW_MS, RedisBulkWrites
+from decision_service.features.redis_store import MAX_WINDOW_MS, RedisBulkWrites, connect
 from decision_service.models.fraud_artifacts import FRAUD, save_fraud_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
@@ -104,7 +103,7 @@ def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:
     wall_now = now_ms()
     shift = wall_now - w.now_ms
     at = np.full(1, w.now_ms, np.int64)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     bulk = RedisBulkWrites(client)
     try:
         users = np.arange(len(w.user_ids))

@@ -35,13 +35,12 @@ from typing import Any
 import grpc
 import lightgbm as lgb
 import numpy as np
-import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.features.definitions import FRAUD_MODEL_FEATURES
-from decision_service.features.redis_store import add_to_block_list
+from decision_service.features.redis_store import add_to_block_list, connect
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
 from offline.loop.retrain import (
@@ -162,7 +161,7 @@ def show_fraud_checks(stub: pb_grpc.DecisionServiceStub, world_dir: Path, redis_
         currency="EUR",
         merchant_category="5732",
     )
-    add_to_block_list(redis.Redis.from_url(redis_url), "device", "d-stolen-demo")
+    add_to_block_list(connect(redis_url), "device", "d-stolen-demo")
     payment("a block-listed device", legit_user + 2, device_id="d-stolen-demo")
     payment("over the hard amount limit", legit_user + 3, amount_minor=2_500_000, currency="EUR")
     payment("bad input: malformed IP address", legit_user, ip_address="999.1.1")

@@ -257,9 +257,7 @@ def test_kind_client_clock_does_not_move_the_seen_set(served_world, logged_serve
     """A click stamped at the epoch must still filter the item (it was trimmed at once when
     the seen set was scored by the client's occurred_at), and its score lies within
     [decision time, now] however the client clock is set."""
-    import redis
-
-    from decision_service.features.redis_store import seen_key
+    from decision_service.features.redis_store import layout_of
 
     running, stub, _ = logged_server
     user = active_users(served_world.world, 1, skip=41)[0]
@@ -277,6 +275,7 @@ def test_kind_client_clock_does_not_move_the_seen_set(served_world, logged_serve
         ),
         timeout=5,
     )
-    score = redis.Redis.from_url(served_world.redis.url).zscore(seen_key(user), clicked)
+    client = served_world.redis.client()
+    score = client.zscore(layout_of(client).seen_key(user), clicked)
     assert score is not None and before_ms - 1000 <= score <= time.time() * 1000
     assert clicked not in {i.item_id for i in recommend(stub, user).recommendation.items}

@@ -17,7 +17,7 @@ from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
 from decision_service.devtools.local_redis import LocalRedis, free_port
 from decision_service.features.definitions import REGISTRY
-from decision_service.features.redis_store import add_to_block_list
+from decision_service.features.redis_store import add_to_block_list, layout_of
 from offline.features.fraud_features import FraudHistory
 from offline.runs.bootstrap_fraud import materialize_fraud
 from offline.simulation.fraud_world import FraudWorld
@@ -140,12 +140,14 @@ def test_velocity_rises_across_calls_and_a_retry_is_not_counted_twice(fraud_serv
         decide(stub, request)
         retry = decide(stub, request)  # same id + payload: the same decision, not counted again
         seen.append(retry.decision_id)
-    counts = fraud_served.redis.client().zcard(b"vel:user:" + str(w.user_ids[user]).encode())
+    client = fraud_served.redis.client()
+    key = layout_of(client).velocity_key("user", str(w.user_ids[user]))  # standalone or cluster names
+    counts = client.zcard(key)
     recent = int(counts)
     # four distinct payments were added to the user's 24 h set (plus its materialized history)
     again = decide(stub, first)
     assert again.decision_id == seen[0]
-    assert fraud_served.redis.client().zcard(b"vel:user:" + str(w.user_ids[user]).encode()) == recent
+    assert client.zcard(key) == recent
     assert len(set(seen)) == 4
     # a card-testing burst: tiny amounts in quick succession end in a decline by the velocity limit
     last = None
@@ -171,7 +173,7 @@ def test_same_id_different_payload_is_already_exists(fraud_served):
 def test_concurrent_duplicates_get_one_decision_and_count_once(fraud_served):
     w, stub = fraud_served.world, fraud_served.stub
     request = txn(w, 10, device_id="d-concurrent")
-    key = b"vel:device:d-concurrent"
+    key = layout_of(fraud_served.redis.client()).velocity_key("device", "d-concurrent")
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: decide(stub, request), range(8)))
     assert len({r.decision_id for r in replies}) == 1

@@ -74,9 +74,11 @@ def test_a_chargeback_marks_user_device_and_card_for_the_next_check(fraud_logged
     first = txn(world, 21, device_id="d-cb-1", payment_instrument_id="card-cb-1")
     decision = decide(stub, first)
 
+    layout = redis_store.layout_of(client)  # standalone, or the cluster's hash-tagged names
+
     def chargebacks() -> tuple[float, float]:
-        user = packed.decode(FRAUD_USER, [client.get(redis_store.feature_key(FRAUD_USER, first.user_id))])
-        device = packed.decode(DEVICE, [client.get(redis_store.feature_key(DEVICE, "d-cb-1"))])
+        user = packed.decode(FRAUD_USER, [client.get(layout.feature_key(FRAUD_USER, first.user_id))])
+        device = packed.decode(DEVICE, [client.get(layout.feature_key(DEVICE, "d-cb-1"))])
         return (
             float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")]),
             float(device.values[0, DEVICE.slot("d_chargebacks_90d")]),
@@ -97,8 +99,9 @@ def test_a_chargeback_marks_user_device_and_card_for_the_next_check(fraud_logged
 
 
 def _chargeback_counts(client, user_id: str, device_id: str) -> tuple[float, float]:
-    user = packed.decode(FRAUD_USER, [client.get(redis_store.feature_key(FRAUD_USER, user_id))])
-    device = packed.decode(DEVICE, [client.get(redis_store.feature_key(DEVICE, device_id))])
+    layout = redis_store.layout_of(client)  # standalone, or the cluster's hash-tagged names
+    user = packed.decode(FRAUD_USER, [client.get(layout.feature_key(FRAUD_USER, user_id))])
+    device = packed.decode(DEVICE, [client.get(layout.feature_key(DEVICE, device_id))])
     return (
         float(user.values[0, FRAUD_USER.slot("fu_chargebacks_90d")]),
         float(device.values[0, DEVICE.slot("d_chargebacks_90d")]),

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
 from decision_service.features.definitions import CATEGORIES
-from decision_service.features.redis_store import seen_key
+from decision_service.features.redis_store import layout_of
 from decision_service.server.servicer import DEBUG_TIMINGS_HEADER, TIMINGS_TRAILER
 
 
@@ -61,6 +61,7 @@ def test_known_user_gets_a_ranked_personalised_list(stub, served_world):
 def test_answers_never_contain_seen_or_out_of_stock_items(stub, served_world):
     world = served_world.world
     client = served_world.redis.client()
+    seen_key = layout_of(client).seen_key  # standalone or the cluster's hash-tagged names
     out_of_stock = {str(world.item_ids[i]) for i in np.flatnonzero(world.item_stock <= 0)}
     assert out_of_stock, "the tiny world should have out-of-stock items"
     for user in active_users(world, 25):

@@ -57,3 +57,24 @@ def test_describe_masks_secrets():
     shown = describe(ServiceConfig(redis_url="redis://app:s3cret@db.internal:6380/1"))
     assert shown["redis_url"] == "redis://app:****@db.internal:6380/1"
     assert "s3cret" not in str(shown)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret@127.0.0.1:6379/0",
+        "redis://user:s3cret@127.0.0.1/0",
+        "rediss://user:s3cret@host:6380",
+        "redis+cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7000/0",
+        "redis+cluster://:top/s3cret@127.0.0.1:7000/0",  # a '/' in the password
+        "redis://:a@s3cret@127.0.0.1:6379",  # a raw '@' in the password
+        "redis://127.0.0.1:6379/0?password=s3cret&socket_timeout=1",
+        "unix:///run/redis.sock?db=0&Password=s3cret",
+    ],
+)
+def test_kind_a_password_never_shows_in_a_masked_url(url):
+    from decision_service.config import mask_url
+
+    masked = mask_url(url)
+    assert "s3cret" not in masked and "****" in masked
+    assert masked.split("://")[0] == url.split("://")[0]

@@ -137,7 +137,7 @@ def test_kind_double_count_a_non_idempotent_write_needs_a_once_key():
     with pytest.raises(ValueError):
         IncrementFeature(FRAUD_USER, "u1", "no_such_column")
     with pytest.raises(ValueError, match="unknown block list"):
-        RedisStateWrites(None, 1)._command("EVAL", "", Change((AddToBlockList("email", "x"),)))  # type: ignore[arg-type]
+        RedisStateWrites(None, 1)._command(Change((AddToBlockList("email", "x"),)))  # type: ignore[arg-type]
 
 
 def test_a_malformed_value_is_replaced_by_defaults_before_the_increment(redis_client, redis_server):
