@@ -82,6 +82,16 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument(
                 "--as-of-ms", type=int, default=None, help="label as of this time (ms; default: now)"
             )
+            cmd.add_argument(
+                "--engine",
+                choices=("duckdb", "spark"),
+                default="duckdb",
+                help="offline engine: duckdb (embedded, default) or spark (local[2] unless "
+                "SPARK_MASTER / spark-defaults / --conf spark.master=... name a cluster)",
+            )
+            cmd.add_argument(
+                "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting; repeatable"
+            )
         if name == "retrain":
             cmd.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
     sub.add_parser("serve", help="run the gRPC server (see `decision-service serve --help`)")
@@ -110,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import lightgbm
     import redis
 
+    from offline.engines import EngineUnavailable
     from offline.features.compiler import CompileError, SourceError
 
     try:
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
         OSError,  # a missing training set, an unwritable --out
         duckdb.Error,
+        EngineUnavailable,  # --engine spark without PySpark / Java: says how to install them
         redis.RedisError,
         redis.exceptions.RedisClusterException,  # a redis+cluster:// URL naming no cluster
         lightgbm.basic.LightGBMError,
@@ -585,7 +597,8 @@ def training_set(project: projects.Project, args: argparse.Namespace) -> int:
 
     out = args.out or str(project.state_dir / "training" / f"{args.use_case}.parquet")
     as_of = ["--as-of-ms", str(args.as_of_ms)] if args.as_of_ms is not None else []
-    return ts.main(["--logs", project.log_root, "--use-case", args.use_case, "--out", out, *as_of])
+    engine = ["--engine", args.engine, *(x for c in args.conf for x in ("--conf", c))]
+    return ts.main(["--logs", project.log_root, "--use-case", args.use_case, "--out", out, *as_of, *engine])
 
 
 def retrain(project: projects.Project, args: argparse.Namespace) -> int:

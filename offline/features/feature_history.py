@@ -15,7 +15,8 @@ column in newer files, and readers union files by name (older files give NULL). 
 written under a hidden name and renamed, so readers never see a partial file.
 
 ``asof_values`` reads it back point-in-time correctly: for each (entity, time) it returns
-the latest value with ``event_time <= time`` (DuckDB ASOF JOIN), never a later one.
+the latest value with ``event_time <= time`` (DuckDB ASOF JOIN, or a forward-fill on Spark:
+offline/engines/), never a later one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from decision_service.features.registry import FeatureGroup
+from offline.engines.base import Engine
+from offline.engines.duckdb_engine import DuckDBEngine
 
 HISTORY_DIR = "feature_history"
 
@@ -88,12 +91,17 @@ def asof_values(
     at_ms: np.ndarray,
     columns: Sequence[str],
     con: duckdb.DuckDBPyConnection | None = None,
+    engine: Engine | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Point-in-time lookup: per (entity, time), each column's latest value at or before it.
 
     Returns (float32 [n, len(columns)] with NaN where no value existed yet,
     bool [n, len(columns)] found). Each column is joined on its own, so a snapshot that
-    predates a column (NULL there) never hides an older snapshot that has it.
+    predates a column (NULL there) never hides an older snapshot that has it. Snapshots of
+    one entity stamped with the same ``event_time`` (two writers in the same millisecond)
+    resolve to the greatest value, so every engine and every run gives the same answer.
+    ``engine``: the offline engine to run on (offline/engines/: DuckDB's ASOF JOIN or Spark's
+    sort + forward-fill); default a DuckDB engine on ``con`` (or on a new connection).
     """
     n = len(entity_ids)
     out = np.full((n, len(columns)), np.nan, dtype=np.float32)
@@ -101,7 +109,8 @@ def asof_values(
     files = history_files(root, group_name)
     if not files or n == 0:
         return out, found
-    con = con or duckdb.connect()
+    own = engine is None
+    eng: Engine = DuckDBEngine(con) if engine is None else engine
     keys = pa.table(
         {
             "row_id": pa.array(np.arange(n, dtype=np.int64)),
@@ -109,34 +118,26 @@ def asof_values(
             "at": pa.array(np.asarray(at_ms, "datetime64[ms]"), pa.timestamp("ms", tz="UTC")),
         }
     )
-    con.register("asof_keys", keys)
-    file_list = "[" + ", ".join(f"'{f}'" for f in files) + "]"
-    available = {
-        r[0]
-        for r in con.execute(
-            f"describe select * from read_parquet({file_list}, union_by_name = true)"
-        ).fetchall()
-    }
     try:
-        for j, col in enumerate(columns):
-            if col not in available:
-                continue
-            rows = con.sql(
-                f"""
-                select k.row_id, h.value
-                from asof_keys k
-                asof join (
-                    select entity_id, event_time, "{col}" as value
-                    from read_parquet({file_list}, union_by_name = true, hive_partitioning = false)
+        with eng.scope():  # the keys and history views go when the lookup ends
+            keys_view = eng.register_arrow("asof_keys", keys)
+            history = eng.register_parquet("feature_history", files)
+            available = set(eng.columns(history))
+            for j, col in enumerate(columns):
+                if col not in available:
+                    continue
+                snapshots = f"""(
+                    select entity_id, event_time, max("{col}") as value
+                    from {history}
                     where "{col}" is not null
-                ) h
-                on k.entity_id = h.entity_id and k.at >= h.event_time
-                """
-            ).to_arrow_table()
-            if rows.num_rows:
-                idx = rows.column("row_id").to_numpy()
-                out[idx, j] = rows.column("value").to_numpy(zero_copy_only=False).astype(np.float32)
-                found[idx, j] = True
+                    group by entity_id, event_time
+                )"""
+                rows = eng.sql(eng.point_in_time(keys_view, snapshots))
+                if rows.num_rows:
+                    idx = rows.column("row_id").to_numpy()
+                    out[idx, j] = rows.column("value").to_numpy(zero_copy_only=False).astype(np.float32)
+                    found[idx, j] = True
     finally:
-        con.unregister("asof_keys")
+        if own:
+            eng.close()
     return out, found

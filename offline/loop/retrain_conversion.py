@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow as pa
 from decision_service.features.conversion import FEATURES
 from decision_service.models.conversion_artifacts import ConversionArtifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion, RegistryError
+from offline.engines import ENGINES, Engine, parse_conf
 from offline.loop.publish_gate import GateMetric, binary_rows, compare, labels_of, table_time_split
 from offline.loop.training_set import LabelWindow, TrainingSetReport, build_labelled_rows
 from offline.training.train_conversion import (
@@ -85,8 +87,11 @@ def build_conversion_training_set(
     out: str | Path | None = None,
     label: LabelWindow = CONVERSION_LABEL,
     as_of_ms: int | None = None,
+    engine: str | Engine | None = None,
+    engine_conf: Mapping[str, str] | None = None,
 ) -> tuple[pa.Table, TrainingSetReport]:
-    """The conversion training set (see the module doc); writes ``out`` atomically if given."""
+    """The conversion training set (see the module doc); writes ``out`` atomically if given.
+    ``engine``: "duckdb" (default) or "spark" (``engine_conf``: Spark settings), same rows."""
     return build_labelled_rows(
         log_root,
         USE_CASE,
@@ -97,6 +102,8 @@ def build_conversion_training_set(
         keep=KEEP,
         features=FEATURES,
         empty_columns=ConversionTrainConfig().columns,
+        engine=engine,
+        engine_conf=engine_conf,
     )
 
 
@@ -170,11 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", default="7d", help="label window, e.g. 7d, 36h")
     ap.add_argument("--tolerance", type=float, default=0.0, help="AUC / log-loss slack of the gate")
     ap.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
+    ap.add_argument("--engine", choices=ENGINES, default="duckdb", help="offline engine for the training set")
+    ap.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting; repeatable"
+    )
     args = ap.parse_args(argv)
     from offline.loop.training_set import parse_duration_s
 
     label = LabelWindow("converted", ("converted",), parse_duration_s(args.window))
-    table, report = build_conversion_training_set(args.logs, args.out, label)
+    table, report = build_conversion_training_set(
+        args.logs, args.out, label, engine=args.engine, engine_conf=parse_conf(args.conf)
+    )
     print(report.summary())
     cfg = ConversionRetrainConfig(auc_tolerance=args.tolerance, log_loss_tolerance=args.tolerance)
     try:

@@ -28,22 +28,23 @@ confirmed_fraud / confirmed_legit.
 
 CLI: ``python -m offline.loop.training_set --logs data/logs --out train.parquet
 --label click=30m --label purchase=24h [--as-of ...] [--feature-history DIR]``;
-``--use-case fraud [--label fraud:chargeback,confirmed_fraud=60d]`` for fraud.
+``--use-case fraud [--label fraud:chargeback,confirmed_fraud=60d]`` for fraud;
+``--engine spark [--conf spark.master=...]`` runs the same queries on Spark (offline/engines/).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,6 +53,7 @@ import pyarrow.parquet as pq
 from decision_service.features.definitions import REGISTRY
 from decision_service.features.registry import Feature
 from decision_service.storage import is_remote, list_files, mirror_files
+from offline.engines import ENGINES, Engine, open_engine, parse_conf
 from offline.features import feature_history
 
 USE_CASE = "recommendation"
@@ -203,6 +205,8 @@ def build_training_set(
     as_of_ms: int | None = None,
     columns: Sequence[str] | None = None,
     history_root: str | Path | None = None,
+    engine: str | Engine | None = None,
+    engine_conf: Mapping[str, str] | None = None,
 ) -> tuple[pa.Table, TrainingSetReport]:
     """Joins the recommendation decision log with the outcome log; writes ``out`` if given.
 
@@ -210,8 +214,39 @@ def build_training_set(
     (default: every logged user, item and cross column). A column missing from a file's
     logged layout is backfilled from ``history_root`` (as-of join); without a history it gets
     the declared default.
-    On failure: ValueError for an unknown column or a label without outcome types.
+    ``engine``: "duckdb" (default), "spark" (``engine_conf``: Spark settings) or an open
+    Engine (left open); every engine gives the same rows in the same declared schema
+    (``_empty``: decided_at timestamp[us, UTC], rank int16, one float32 per column, ...).
+    On failure: ValueError for an unknown column or a label without outcome types;
+    EngineUnavailable when Spark is asked for and cannot start (no PySpark or Java).
     """
+    with _opened(engine, engine_conf) as eng:
+        return _build_training_set(eng, log_root, out, labels, as_of_ms, columns, history_root)
+
+
+@contextlib.contextmanager
+def _opened(engine: str | Engine | None, conf: Mapping[str, str] | None) -> Iterator[Engine]:
+    """The engine to run on: a given Engine (left open), else one opened here and closed after."""
+    if isinstance(engine, Engine):
+        with engine.scope():  # what the job registers goes when it ends; the engine stays open
+            yield engine
+        return
+    eng = open_engine(engine, conf)
+    try:
+        yield eng
+    finally:
+        eng.close()
+
+
+def _build_training_set(
+    eng: Engine,
+    log_root: str | Path,
+    out: str | Path | None,
+    labels: Sequence[LabelWindow] | None,
+    as_of_ms: int | None,
+    columns: Sequence[str] | None,
+    history_root: str | Path | None,
+) -> tuple[pa.Table, TrainingSetReport]:
     t0 = time.perf_counter()
     labels = recommendation_labels() if labels is None else labels
     if not labels:
@@ -233,8 +268,6 @@ def build_training_set(
     if unknown:
         raise ValueError("columns not declared in the feature registry: " + ", ".join(unknown))
 
-    con = duckdb.connect()
-    con.execute("set threads to 2")
     o_files = outcome_files(log_root)
     causal = _causal(o_files)
     label_aggs = ",\n".join(
@@ -244,29 +277,29 @@ def build_training_set(
         for lw in labels
     )
     if o_files:
-        con.execute(
-            f"""create temp table o as
-            select decision_id, item_id, {label_aggs}
-            from read_parquet({_sql_list(o_files)}, hive_partitioning = false, union_by_name = true)
+        o = eng.materialize(
+            "o",
+            f"""select decision_id, item_id, {label_aggs}
+            from {eng.register_parquet("outcomes", o_files)}
             where epoch_ms(received_at) <= {as_of_ms}
-            group by decision_id, item_id"""
+            group by decision_id, item_id""",
         )
     else:
         nulls = ", ".join(f'null::timestamptz as "{lw.name}_at"' for lw in labels)
-        con.execute(
-            "create temp table o as select null::varchar as decision_id, null::varchar as item_id, "
-            f"{nulls} limit 0"
+        o = eng.materialize(
+            "o", f"select null::varchar as decision_id, null::varchar as item_id, {nulls} limit 0"
         )
 
     primary = labels[0]
     parts: list[pa.Table] = []
     for (user_cols, item_cols, cross_cols), paths in by_layout.items():
-        src = f"read_parquet({_sql_list(paths)}, hive_partitioning = false, union_by_name = true)"
-        n_read, n_mature = con.execute(
-            f"""select count(distinct decision_id), count(distinct decision_id) filter (
-                    where epoch_ms(decided_at) + {primary.window_ms} <= {as_of_ms})
+        src = eng.register_parquet("decisions", paths)
+        counts = eng.sql(
+            f"""select count(distinct decision_id) as n_read, count(distinct decision_id) filter (
+                    where epoch_ms(decided_at) + {primary.window_ms} <= {as_of_ms}) as n_mature
                 from {src}"""
-        ).fetchall()[0]
+        ).to_pylist()[0]
+        n_read, n_mature = counts["n_read"], counts["n_mature"]
         report.decisions_read += int(n_read)
         report.decisions_labelled += int(n_mature)
         label_sql = ",\n".join(
@@ -278,7 +311,7 @@ def build_training_set(
                     as "_late_{lw.name}" """
             for lw in labels
         )
-        table = con.sql(
+        table = eng.sql(
             f"""
             with d as (
                 select decision_id, decided_at, user_id, model_version, user_features, user_feature_status,
@@ -294,11 +327,11 @@ def build_training_set(
                    s.propensity, s.logged_score, s.source, s.user_feature_status, s.item_feature_status,
                    {label_sql},
                    s.user_features, s.item_vec, s.cross_vec
-            from s left join o on o.decision_id = s.decision_id and o.item_id = s.item_id
+            from s left join {o} o on o.decision_id = s.decision_id and o.item_id = s.item_id
             order by s.decided_at, s.decision_id, s.rank
             """
-        ).to_arrow_table()
-        parts.append(_expand(table, columns, user_cols, item_cols, cross_cols, history_root, report, con))
+        )
+        parts.append(_expand(table, columns, user_cols, item_cols, cross_cols, history_root, report, eng))
     report.decisions_immature = report.decisions_read - report.decisions_labelled
 
     schema_table = parts[0] if parts else None
@@ -319,6 +352,8 @@ def build_training_set(
         report.positives[lw.name] = int(pc.sum(pc.fill_null(labelled, False)).as_py() or 0)
         report.immature_labels[lw.name] = int(labelled.null_count)
         result = result.drop_columns([f"_late_{lw.name}"])
+    declared = _empty(columns, labels).schema
+    result = result.cast(pa.schema([f for f in declared if not f.name.startswith("_late_")]))
     report.rows = result.num_rows
     result = result.replace_schema_metadata(
         {
@@ -363,7 +398,7 @@ def _expand(
     cross_cols: Sequence[str],
     history_root: str | Path | None,
     report: TrainingSetReport,
-    con: duckdb.DuckDBPyConnection,
+    eng: Engine,
 ) -> pa.Table:
     """Replaces the logged vectors by one float32 column per wanted registry column."""
     blocks = {
@@ -378,7 +413,7 @@ def _expand(
     out = table.drop_columns(["user_features", "item_vec", "cross_vec"])
     n = out.num_rows
     missing = [c for c in columns if c not in where]
-    filled = _backfill(table, missing, history_root, report, con) if missing else {}
+    filled = _backfill(table, missing, history_root, report, eng) if missing else {}
     for name in columns:
         if name in where:
             block, j = where[name]
@@ -396,7 +431,7 @@ def _backfill(
     missing: Sequence[str],
     history_root: str | Path | None,
     report: TrainingSetReport,
-    con: duckdb.DuckDBPyConnection,
+    eng: Engine,
 ) -> dict[str, np.ndarray]:
     """Point-in-time values of columns the log lacks, from the feature history."""
     n = table.num_rows
@@ -423,7 +458,7 @@ def _backfill(
         found = np.zeros((n, len(cols)), bool)
         if history_root is not None and n:
             ids = table.column(entity_col).to_pylist()
-            hist, found = feature_history.asof_values(history_root, group_name, ids, at_ms, cols, con)
+            hist, found = feature_history.asof_values(history_root, group_name, ids, at_ms, cols, engine=eng)
             values = np.where(found, hist, values)
         for j, c in enumerate(cols):
             out[c] = values[:, j]
@@ -488,6 +523,8 @@ def build_fraud_training_set(
     label: LabelWindow = FRAUD_LABEL,
     as_of_ms: int | None = None,
     verdicts: dict[str, bool] | None = None,
+    engine: str | Engine | None = None,
+    engine_conf: Mapping[str, str] | None = None,
 ) -> tuple[pa.Table, TrainingSetReport]:
     """Joins the fraud decision log with the fraud outcome log; writes ``out`` if given.
 
@@ -498,6 +535,7 @@ def build_fraud_training_set(
     outcome of ``label.outcome_types``) occurred within the window, 0 once the window has
     closed without one; immature decisions wait. ``action`` is kept: a declined payment never
     settles, so its 0 means "unobserved", not "legitimate" (retrain leaves those out).
+    ``engine`` / ``engine_conf``: as build_labelled_rows ("duckdb" default, "spark").
     On failure: ValueError for a label without outcome types.
     """
     from decision_service.features.definitions import FRAUD_MODEL_FEATURES as _fraud_columns
@@ -513,6 +551,8 @@ def build_fraud_training_set(
         verdicts=verdicts,
         keep=_FRAUD_KEEP,
         empty_columns=_fraud_columns,
+        engine=engine,
+        engine_conf=engine_conf,
     )
     meta = result.schema.metadata
     features = json.loads(meta[b"feature_columns"])
@@ -546,6 +586,8 @@ def build_labelled_rows(
     keep: Mapping[str, str] | None = None,
     features: Mapping[str, Feature] | None = None,
     empty_columns: Sequence[str] = (),
+    engine: str | Engine | None = None,
+    engine_conf: Mapping[str, str] | None = None,
 ) -> tuple[pa.Table, TrainingSetReport]:
     """One labelled training row per logged decision of ``use_case`` with a model row.
 
@@ -557,7 +599,9 @@ def build_labelled_rows(
 
     Label ``label.name`` (bool):
       * the latest *received* outcome whose type is in ``verdicts`` (type -> label): final
-        labels whenever they arrive, even inside the window (``{}``/None: none);
+        labels whenever they arrive, even inside the window (``{}``/None: none); of two
+        received in the same millisecond, the type that sorts last (deterministic on every
+        engine);
       * else True when an outcome of ``label.outcome_types`` *occurred* within the window,
         False once the window has closed without one (a later one is a late outcome);
       * else the decision is immature and left out (it waits for a later run).
@@ -577,7 +621,28 @@ def build_labelled_rows(
     column (names the file), a ``keep`` expression the log cannot evaluate (names the
     column), a logged row whose features and names differ in length (names the decision and
     file), or a logged feature name ``features`` does not declare.
+
+    ``engine``: "duckdb" (default), "spark" (``engine_conf``: Spark settings) or an open Engine
+    (left open); the ``keep`` expressions are DuckDB SQL on every engine (offline/engines/).
     """
+    with _opened(engine, engine_conf) as eng:
+        return _build_labelled_rows(
+            eng, log_root, use_case, label, out, as_of_ms, verdicts, keep, features, empty_columns
+        )
+
+
+def _build_labelled_rows(
+    eng: Engine,
+    log_root: str | Path,
+    use_case: str,
+    label: LabelWindow,
+    out: str | Path | None,
+    as_of_ms: int | None,
+    verdicts: Mapping[str, bool] | None,
+    keep: Mapping[str, str] | None,
+    features: Mapping[str, Feature] | None,
+    empty_columns: Sequence[str],
+) -> tuple[pa.Table, TrainingSetReport]:
     t0 = time.perf_counter()
     if not label.outcome_types:
         raise ValueError(f"the {use_case} label {label.name!r} needs at least one outcome type")
@@ -594,53 +659,52 @@ def build_labelled_rows(
         names = set(pq.read_schema(f).names)
         if lacking := [c for c in _REQUIRED_LOG_COLUMNS if c not in names]:
             raise ValueError(f"{f}: the {use_case} decision log lacks column(s) {', '.join(lacking)}")
-    con = duckdb.connect()
-    con.execute("set threads to 2")
     types = ", ".join(repr(t) for t in label.outcome_types)
     verdict_types = ", ".join(repr(t) for t in verdicts) or "null"
     positive_verdicts = ", ".join(repr(t) for t, v in verdicts.items() if v) or "null"
     o_files = outcome_files(log_root, use_case)
     if o_files:
-        con.execute(
-            f"""create temp table o as
-            select decision_id,
+        o = eng.materialize(
+            "o",
+            f"""select decision_id,
                    min(occurred_at) filter (where type in ({types}) and {_causal(o_files)}) as positive_at,
-                   arg_max(type, received_at) filter (where type in ({verdict_types})) as verdict
-            from read_parquet({_sql_list(o_files)}, hive_partitioning = false, union_by_name = true)
+                   arg_max(type, struct_pack(r := received_at, t := type))
+                       filter (where type in ({verdict_types})) as verdict
+            from {eng.register_parquet("outcomes", o_files)}
             where epoch_ms(received_at) <= {as_of_ms}
-            group by decision_id"""
+            group by decision_id""",
         )
     else:
-        con.execute(
-            "create temp table o as select null::varchar as decision_id, "
-            "null::timestamptz as positive_at, null::varchar as verdict limit 0"
+        o = eng.materialize(
+            "o",
+            "select null::varchar as decision_id, null::timestamptz as positive_at, "
+            "null::varchar as verdict limit 0",
         )
     if not files:
         result = _labelled_empty(label, keep, empty_columns)
     else:
-        src = (
-            f"read_parquet({_sql_list(files)}, hive_partitioning = false, union_by_name = true, "
-            "filename = true)"
-        )
-        bad = con.execute(
-            f"""select decision_id, filename, len(features), len(feature_names) from {src}
-            where features is not null and len(features) != coalesce(len(feature_names), 0) limit 1"""
-        ).fetchall()
+        src = eng.register_parquet("decisions", files, with_filename=True)
+        bad = eng.sql(
+            f"""select decision_id, filename, array_length(features) as n_values,
+                   array_length(feature_names) as n_names from {src}
+            where features is not null and array_length(features) != coalesce(array_length(feature_names), 0)
+            limit 1"""
+        ).to_pylist()
         if bad:
-            d_id, fname, n_values, n_names = bad[0]
+            d_id, fname, n_values, n_names = bad[0].values()
             raise ValueError(
                 f"{fname}: decision {d_id!r} logged {n_values} feature values for {n_names} feature names"
             )
         for name, expr in keep.items():
             try:
-                con.execute(f"select {expr} from {src} limit 0")
-            except duckdb.Error as exc:
+                eng.sql(f"select {expr} from {src} limit 0")
+            except eng.errors as exc:
                 raise ValueError(
                     f"keep column {name!r}: the {use_case} decision log cannot evaluate {expr!r}: {exc}"
                 ) from None
         keep_sql = "".join(f'({expr}) as "{name}",\n' for name, expr in keep.items())
         window_ms = label.window_ms
-        table = con.sql(
+        table = eng.sql(
             f"""
             with d as (
                 select * from {src}
@@ -650,10 +714,10 @@ def build_labelled_rows(
                        epoch_ms(d.decided_at) + {window_ms} <= {as_of_ms} as _window_closed,
                        coalesce(epoch_ms(o.positive_at) <= epoch_ms(d.decided_at) + {window_ms}, false)
                            as _positive_in_window
-                from d left join o on o.decision_id = d.decision_id
+                from d left join {o} o on o.decision_id = d.decision_id
             )
             select decision_id, decided_at, model_version,
-                   coalesce(len(degraded), 0) > 0 as degraded,
+                   coalesce(array_length(degraded), 0) > 0 as degraded,
                    case when _verdict is not null then _verdict in ({positive_verdicts})
                         when _window_closed then _positive_in_window end as "{label.name}",
                    _verdict as verdict,
@@ -666,7 +730,7 @@ def build_labelled_rows(
             from j
             order by decided_at, decision_id
             """
-        ).to_arrow_table()
+        )
         report.decisions_read = table.num_rows
         labelled = pc.is_valid(table.column(label.name))
         report.decisions_immature = int(pc.sum(pc.invert(labelled)).as_py() or 0)
@@ -797,13 +861,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--as-of-ms", type=int, default=None, help="label as of this time (default: now)")
     ap.add_argument("--feature-history", default=None, help="feature history root, for backfill")
     ap.add_argument("--columns", default=None, help="comma-separated feature columns (default: logged)")
+    ap.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="duckdb",
+        help="duckdb (embedded, default) or spark (local[2] unless SPARK_MASTER, spark-defaults or "
+        "--conf spark.master=... name a cluster)",
+    )
+    ap.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting; repeatable"
+    )
     args = ap.parse_args(argv)
     out = args.out or f"data/training/{args.use_case}.parquet"
+    engine = {"engine": args.engine, "engine_conf": parse_conf(args.conf)}
     if args.use_case == FRAUD_USE_CASE:
         if args.label and len(args.label) != 1:
             ap.error("the fraud training set takes one --label")
         _, report = build_fraud_training_set(
-            args.logs, out, args.label[0] if args.label else FRAUD_LABEL, args.as_of_ms
+            args.logs, out, args.label[0] if args.label else FRAUD_LABEL, args.as_of_ms, **engine
         )
         print(report.summary())
         print(f"-> {report.path} in {report.seconds:.2f} s")
@@ -815,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
         args.as_of_ms,
         args.columns.split(",") if args.columns else None,
         args.feature_history,
+        **engine,
     )
     print(report.summary())
     print(f"-> {report.path} in {report.seconds:.2f} s")
