@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build wheels (with the generated gRPC code) in a full image, run slim as non-root.
+# The s3 extra (boto3) is included: DS_REGISTRY_DIR / DS_LOG_DIR may be s3://bucket/prefix.
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip grpcio-tools setuptools wheel
@@ -12,7 +13,7 @@ RUN mkdir -p decision_service/_generated \
  && python -m grpc_tools.protoc -Idecision_service/_generated=protos --python_out=. --grpc_python_out=. \
       decision_service/_generated/decision/v1/decision_service.proto \
  && find decision_service/_generated -type d -exec touch {}/__init__.py \; \
- && pip wheel --no-cache-dir --wheel-dir /wheels .
+ && pip wheel --no-cache-dir --wheel-dir /wheels '.[s3]'
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /app app && mkdir -p /app /data && chown app /data

@@ -57,12 +57,18 @@ test: venv proto ensure-redis
 test-slow: venv proto ensure-redis
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-# The "beyond one machine" suites: Spark vs DuckDB differential tests (PySpark local mode, Java 17),
-# the Redis Cluster suite under load with a primary killed. Installs the `scale` extra first.
+# The "beyond one machine" suites: Spark vs DuckDB differential tests (PySpark local mode, Java 17;
+# skipped with their reason in `make test`), then the Redis Cluster suite (a local 3-primary
+# cluster, a primary killed under load) and the object-storage suite (moto's S3 server), which
+# `make test` runs too. Installs the `scale` extra first.
+CLUSTER_S3_SUITES := tests/integration/test_on_redis_cluster.py tests/integration/test_redis_cluster_client.py \
+	tests/integration/test_redis_cluster_refused.py tests/unit/test_object_registry.py \
+	tests/offline/test_training_set_s3.py tests/offline/test_retrain_s3.py tests/integration/test_hot_reload_s3.py
 test-scale: venv proto ensure-redis
 	@command -v java >/dev/null 2>&1 || { echo "test-scale needs Java 17 for Spark (Debian: apt-get install -y openjdk-17-jre-headless)" >&2; exit 1; }
 	$(PY) -m pip install --quiet -e '.[dev,scale]'
 	DS_SCALE=1 $(PY) -m pytest -m "scale or spark" $(PYTEST_ARGS)
+	$(PY) -m pytest $(CLUSTER_S3_SUITES) $(PYTEST_ARGS)
 
 # The synthetic example runs every use case on generated worlds, then the payments example (a
 # minimal table); any other project runs validate -> bootstrap -> serve -> gRPC calls ->
