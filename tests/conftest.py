@@ -21,8 +21,8 @@ os.environ.setdefault("DS_SCORER", "lightgbm")
 os.environ["DS_PROJECT"] = str(Path(__file__).resolve().parents[1] / "examples" / "synthetic")
 
 SCALE_SKIP_REASON = (
-    "the scale suite (Spark engine, Redis Cluster under load) runs in `make test-scale`, which "
-    "installs PySpark and needs Java 17; set DS_SCALE=1 to run it here"
+    "the scale suite (the Spark engine) runs in `make test-scale`, which installs PySpark and "
+    "needs Java 17; set DS_SCALE=1 to run it here"
 )
 
 
