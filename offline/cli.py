@@ -4,7 +4,9 @@ The project commands follow Feast's init / apply / materialize habits; serve, co
 health are the server's (decision_service/server/cli.py).
 
   decision-service init DIR [--template payments] a commented example project with sample data
-  decision-service validate   --project DIR      the sources against their declarations
+  decision-service validate   --project DIR      the sources against their declarations, and
+                                                 every feature group's query run on the
+                                                 offline engine (--engine duckdb|spark)
   decision-service bootstrap  --project DIR      validate, then per use case (recommendation:
                                                  embeddings, features, index, ranker; fraud:
                                                  profiles, neighbours, model), publish;
@@ -82,12 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument(
                 "--as-of-ms", type=int, default=None, help="label as of this time (ms; default: now)"
             )
+        if name in ("training-set", "validate", "bootstrap", "materialize"):
             cmd.add_argument(
                 "--engine",
                 choices=("duckdb", "spark"),
                 default="duckdb",
                 help="offline engine: duckdb (embedded, default) or spark (local[2] unless "
-                "SPARK_MASTER / spark-defaults / --conf spark.master=... name a cluster)",
+                "SPARK_MASTER / spark-defaults / --conf spark.master=... name a cluster); "
+                "validate, bootstrap, materialize: where the declared feature groups are computed",
             )
             cmd.add_argument(
                 "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting; repeatable"
@@ -195,7 +199,9 @@ def _declared(name: str) -> object | None:
 
 def _validate(project: projects.Project):  # -> offline.features.validate.ValidationReport
     """The sources against their declarations, then every group's compiled query (an Expr
-    naming an unknown feature, a cycle, bad SQL) against the sources' schemas."""
+    naming an unknown feature, a cycle, bad SQL) against the sources' schemas, run (over no
+    rows) on the engine of ``--engine`` (compiler.using; DuckDB by default): on Spark, a
+    construct the translation cannot carry is an error naming the group and the declaration."""
     from decision_service.features import definitions
     from decision_service.features.declarative import Share
     from offline.features import compiler
@@ -244,6 +250,25 @@ def _validate(project: projects.Project):  # -> offline.features.validate.Valida
 
 BOOTSTRAPPED = ("recommendation", "fraud")
 """The use cases ``bootstrap`` trains from a project's own data (INTERACTIONS, PAYMENTS)."""
+
+
+def _on_engine(command):  # (project, args) -> int, the same with the feature compiler on --engine
+    """Runs ``command`` with the declared feature groups computed on ``--engine`` (with
+    ``--conf``): the compiler's queries of every step inside it (offline/features/compiler.py
+    ``using``); reading the sources, training and publishing are the same either way."""
+    import functools
+
+    @functools.wraps(command)
+    def run(project: projects.Project, args: argparse.Namespace) -> int:
+        from offline.engines import open_engine, parse_conf
+        from offline.features import compiler
+
+        if args.engine == "duckdb":  # each query on its own connection, every core (as always)
+            return command(project, args)
+        with open_engine(args.engine, parse_conf(args.conf)) as engine, compiler.using(engine):
+            return command(project, args)
+
+    return run
 
 
 def bootstrap(project: projects.Project, args: argparse.Namespace) -> int:
@@ -658,9 +683,9 @@ def _check_redis(url: str) -> None:
 
 
 COMMANDS = {
-    "validate": validate,
-    "bootstrap": bootstrap,
-    "materialize": materialize,
+    "validate": _on_engine(validate),
+    "bootstrap": _on_engine(bootstrap),
+    "materialize": _on_engine(materialize),
     "training-set": training_set,
     "retrain": retrain,
 }

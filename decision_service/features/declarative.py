@@ -16,7 +16,9 @@ a column mapping) and, per stored feature, **how it is computed** (``Feature.com
 
 One compiler (offline/features/compiler.py) turns a group into DuckDB SQL for both a
 snapshot as of time T (materialization) and point-in-time values for (entity, time) rows
-(training sets, backfill): the same SQL, so the two cannot drift.
+(training sets, backfill): the same SQL, so the two cannot drift. It runs on DuckDB, or
+transpiled on Spark (``--engine spark``), where an expression without a faithful Spark form
+is refused by name.
 
 Semantics, for a value of entity ``k`` at time ``t`` (ms):
   * only events with ``event time < t`` count (strictly before: an event at ``t`` itself

@@ -52,6 +52,10 @@ class Engine(abc.ABC):
         self._registered.append(name)
         return name
 
+    def holds(self, name: str) -> bool:
+        """Whether ``name`` is a view this engine registered and has not dropped yet."""
+        return name in self._registered
+
     @contextlib.contextmanager
     def scope(self) -> Iterator[Engine]:
         """Drops, on exit, every view and cached result registered inside the block."""
@@ -102,6 +106,41 @@ class Engine(abc.ABC):
         the same entity and the latest ``event_time <= at``. Columns (row_id, value); keys
         without such a row are left out."""
 
+    def asof_left_join(
+        self,
+        left: tuple[str, str, str, str],
+        right: tuple[str, str, str, str],
+        op: str,
+    ) -> str:
+        """A join clause to append to ``FROM <left view>``: each left row gets the columns of
+        the ``right`` row with the same key and the nearest time that satisfies
+        ``left_time op right_time`` -- op ``>`` / ``>=``: the latest right time before / at
+        the left time; ``<`` / ``<=``: the earliest after / at it; none: NULLs (a LEFT JOIN).
+
+        ``left``: (view, its unique row id column, key expression, time expression), the
+        expressions over the view's columns qualified by the view's name (``q.t - 60000``).
+        ``right``: (view, alias in the query, key column, time column); at most one row per
+        (key, time), time not NULL. This default is portable SQL (a sort + fill per key, then an
+        equality join); DuckDB overrides it with ``ASOF LEFT JOIN``.
+        On failure: ValueError for another op.
+        """
+        if op not in _ASOF_ORDER:
+            raise ValueError(f"asof_left_join: op {op!r}, expected one of {', '.join(_ASOF_ORDER)}")
+        view, row_id, key, at = left
+        rview, alias, rkey, rtime = right
+        key_first, agg, frame = _ASOF_ORDER[op]
+        k_ord, r_ord = (0, 1) if key_first else (1, 0)
+        m = f"{alias}_m"
+        return (
+            f"LEFT JOIN (SELECT _id, _k, _m FROM (SELECT _id, _k, _r, {agg}(CASE WHEN _r = 1 THEN _t END) "
+            f"OVER (PARTITION BY _k ORDER BY _t, _o ROWS BETWEEN {frame}) AS _m FROM ("
+            f"SELECT {view}.{row_id} AS _id, {key} AS _k, {at} AS _t, {k_ord} AS _o, 0 AS _r FROM {view} "
+            f"UNION ALL SELECT NULL AS _id, {alias}.{rkey} AS _k, {alias}.{rtime} AS _t, {r_ord} AS _o, "
+            f"1 AS _r FROM {rview} AS {alias}) AS _u) AS _w WHERE _r = 0) AS {m} "
+            f"ON {m}._id = {view}.{row_id} "
+            f"LEFT JOIN {rview} AS {alias} ON {alias}.{rkey} = {m}._k AND {alias}.{rtime} = {m}._m"
+        )
+
     @abc.abstractmethod
     def close(self) -> None:
         """Drops what this engine registered (views, cached results; an owned connection)."""
@@ -111,6 +150,14 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_ASOF_ORDER = {  # op -> (a left row sorts before a right row at the same time, fill, frame)
+    ">": (True, "max", "UNBOUNDED PRECEDING AND CURRENT ROW"),  # latest right time < left time
+    ">=": (False, "max", "UNBOUNDED PRECEDING AND CURRENT ROW"),  # latest right time <= left time
+    "<": (False, "min", "CURRENT ROW AND UNBOUNDED FOLLOWING"),  # earliest right time > left time
+    "<=": (True, "min", "CURRENT ROW AND UNBOUNDED FOLLOWING"),  # earliest right time >= left time
+}
 
 
 def quote_paths(paths: Sequence[str | Path]) -> str:

@@ -15,7 +15,15 @@ what a plain transpile gets wrong or cannot express, so that Spark computes the 
 * ``timestamptz``: Spark's plain ``TIMESTAMP`` is naive when a cluster sets
   ``spark.sql.timestampType=TIMESTAMP_NTZ``; it becomes ``TIMESTAMP_LTZ`` (an instant).
 * ``ASOF JOIN`` has no Spark equivalent: refused here (point-in-time lookups go through the
-  engine's ``point_in_time`` primitive, a forward-fill on Spark).
+  engine's ``point_in_time`` / ``asof_left_join`` primitives, a sort + fill on Spark).
+* ``list_position(list, x)``: DuckDB gives NULL when ``x`` is absent, Spark's
+  ``array_position`` 0 (a silent -1 after the compiler's ``- 1``): it becomes
+  ``nullif(array_position(list, x), 0)``.
+* ``isfinite(x)`` (no Spark function): ``abs(x) < double('inf')``: NULL for NULL, false for
+  NaN and +-inf, as DuckDB's.
+* ``AS MATERIALIZED`` on a CTE: a DuckDB planning hint, dropped (Spark inlines the CTE).
+* ``typeof`` and ``timezone(zone, ts)`` are refused: DuckDB's type names and wall-time
+  conversion have no faithful Spark form (a time column with a non-UTC ``timezone``).
 
 Everything else (``filter (where ...)``, ``qualify``, ``::`` casts, ``arg_max``,
 ``list_transform`` lambdas, ``array_length``) is sqlglot's translation, checked by the
@@ -35,17 +43,37 @@ class DialectError(ValueError):
     """A construct the Spark translation does not support (names it)."""
 
 
+_REFUSED = frozenset({"typeof", "timezone"})
+"""DuckDB functions whose Spark namesakes compute something else (type names, time zones)."""
+
+
 @functools.lru_cache(maxsize=256)
 def to_spark(query: str) -> str:
     """The Spark SQL text of one DuckDB-dialect offline ``query`` (one statement).
 
-    On failure: DialectError for an ASOF JOIN or an ``unnest`` outside a SELECT list;
-    sqlglot.errors.ParseError for text DuckDB's grammar does not parse.
+    On failure: DialectError for an ASOF JOIN, ``typeof``, ``timezone`` or an ``unnest``
+    outside a SELECT list; sqlglot.errors.ParseError for text DuckDB's grammar does not parse.
     """
     tree = sqlglot.parse_one(query, read="duckdb")
     for join in tree.find_all(exp.Join):
         if "ASOF" in (join.text("kind").upper(), join.text("side").upper(), join.text("method").upper()):
             raise DialectError("ASOF JOIN has no Spark form: use the engine's point_in_time()")
+    for cte in tree.find_all(exp.CTE):
+        cte.set("materialized", None)
+    for node in reversed(list(tree.find_all(exp.Anonymous, exp.Func))):  # innermost first
+        name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+        if name in _REFUSED or isinstance(node, (exp.ConvertTimezone, exp.AtTimeZone)):
+            raise DialectError(f"{node.sql('duckdb')}: DuckDB's {name}() has no faithful Spark form")
+        if name == "isfinite":
+            inf = exp.cast(exp.Literal.string("Infinity"), exp.DataType.build("DOUBLE"))
+            node.replace(exp.paren(exp.LT(this=exp.Abs(this=node.expressions[0].copy()), expression=inf)))
+        elif name in ("list_position", "array_position", "list_indexof", "array_indexof"):
+            args = [
+                a.copy()
+                for a in (node.expressions if isinstance(node, exp.Anonymous) else node.args.values())
+            ]
+            found = exp.Anonymous(this="ARRAY_POSITION", expressions=args[:2])
+            node.replace(exp.Nullif(this=found, expression=exp.Literal.number(0)))
     for node in list(tree.find_all(exp.UnixToTime)):
         scale = node.args.get("scale")
         if isinstance(scale, exp.Literal) and scale.this == "3":  # epoch_ms(timestamp) -> ms

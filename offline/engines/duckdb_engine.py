@@ -64,6 +64,19 @@ class DuckDBEngine(Engine):
             on k.entity_id = h.entity_id and k.at >= h.event_time
         """
 
+    def asof_left_join(
+        self,
+        left: tuple[str, str, str, str],
+        right: tuple[str, str, str, str],
+        op: str,
+    ) -> str:
+        """DuckDB's own ``ASOF LEFT JOIN`` (see Engine.asof_left_join)."""
+        if op not in (">", ">=", "<", "<="):
+            raise ValueError(f"asof_left_join: op {op!r}, expected one of >, >=, <, <=")
+        _, _, key, at = left
+        rview, alias, rkey, rtime = right
+        return f"ASOF LEFT JOIN {rview} AS {alias} ON {key} = {alias}.{rkey} AND {at} {op} {alias}.{rtime}"
+
     def _drop(self, name: str) -> None:
         if name in self._arrow:
             self._arrow.discard(name)

@@ -157,12 +157,41 @@ class SparkEngine(Engine):
 
     def sql(self, query: str) -> pa.Table:
         """The result as Arrow, every top-level column nullable (as DuckDB returns them;
-        Spark marks what it proves non-NULL, which would make equal tables unequal)."""
+        Spark marks what it proves non-NULL, which would make equal tables unequal).
+
+        A top-level CTE marked ``AS MATERIALIZED`` is computed once (a cached view, dropped
+        when the query is done): Spark would otherwise recompute it at every reference."""
         try:
-            table = self._df(query).toArrow()
+            with self.scope():
+                table = self._df(self._materialize_ctes(query)).toArrow()
         except self._failures as exc:  # raised while running (a bad cast at run time)
             raise QueryError(f"spark: {str(exc).splitlines()[0]}") from exc
         return table.cast(pa.schema([f.with_nullable(True) for f in table.schema], table.schema.metadata))
+
+    def _materialize_ctes(self, query: str) -> str:
+        """``query`` with each top-level ``AS MATERIALIZED`` CTE read from a cached view of its
+        rows (the CTEs before it go with it); the text unchanged without one."""
+        if "materialized" not in query.lower():
+            return query
+        import sqlglot
+        from sqlglot import exp
+
+        tree = sqlglot.parse_one(query, read="duckdb")
+        key = "with_" if "with_" in tree.args else "with"
+        with_ = tree.args.get(key)
+        if not isinstance(with_, exp.With):
+            return query
+        ctes = list(with_.expressions)
+        for i, cte in enumerate(ctes):
+            if not cte.args.get("materialized"):
+                continue
+            body = cte.this.copy()
+            if i:
+                body.set(key, exp.With(expressions=[c.copy() for c in ctes[:i]]))
+            view = self.materialize(f"cte_{cte.alias_or_name}", body.sql(dialect="duckdb"))
+            cte.set("this", sqlglot.parse_one(f"SELECT * FROM {view}", read="duckdb"))
+            cte.set("materialized", None)
+        return tree.sql(dialect="duckdb")
 
     def columns(self, view: str) -> list[str]:
         return list(self.spark.table(view).columns)

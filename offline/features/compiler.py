@@ -37,17 +37,31 @@ Two ways to aggregate, the same values (tests/offline/test_compiler_scale.py):
   "auto" compiles both and ``run`` picks per call by the number of pairs: the join path for
   a snapshot (each entity once), the running path for a training set with heavy entities.
 
+Engines: the query runs on an offline ``Engine`` (offline/engines/; DuckDB by default, the
+text verbatim). It is written in forms both engines run (explicit column lists or
+``EXCLUDE``, Spark's ``* EXCEPT``; no ``REPLACE`` or ``UNION BY NAME``); the one
+engine-specific piece is the running path's lookup, ``Engine.asof_left_join`` (DuckDB's
+ASOF LEFT JOIN, a sort + fill elsewhere). On
+Spark the text is transpiled (offline/engines/dialect.py) and the source files are read by
+DuckDB (the files' own columns) and handed to Spark as Arrow tables; lookups, derived
+columns and every aggregate run on Spark. A user expression the translation cannot carry
+(DuckDB's ``typeof`` / ``timezone``, e.g. a time column with a non-UTC timezone) is refused
+by name (``CompileError``) before anything runs.
+
 Errors: ``CompileError`` (ValueError) naming the group, the feature and what is wrong;
 ``SourceError`` naming the file and the missing column.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -83,6 +97,7 @@ from decision_service.features.declarative import (  # noqa: F401 (used and re-e
     time_sql,
 )
 from decision_service.features.registry import Feature, FeatureGroup
+from offline.engines.base import Engine, QueryError
 
 
 class CompileError(ValueError):
@@ -140,6 +155,60 @@ def scan_sql(source: Table | Events, base_dir: str | Path, *, derived: bool = Tr
     return scan
 
 
+Connection = duckdb.DuckDBPyConnection | Engine
+"""Where the compiler's queries run: a DuckDB connection (wrapped as the DuckDB engine) or an
+offline Engine."""
+
+_SOURCE_VIEWS: dict[tuple[int, str], str] = {}  # (id(engine), DuckDB scan) -> its Arrow view
+
+
+def _engine(con: Connection | None) -> Engine:
+    """The Engine of ``con``: a new DuckDB engine for None, a connection wrapped (not owned)."""
+    from offline.engines.duckdb_engine import DuckDBEngine
+
+    if isinstance(con, Engine):
+        return con
+    return DuckDBEngine(con if con is not None else connect())
+
+
+def _on_duckdb(con: Connection) -> bool:
+    return not isinstance(con, Engine) or con.name == "duckdb"
+
+
+def source_relation(source: Table | Events, base_dir: str | Path, con: Connection) -> str:
+    """The relation of a declared file's own columns (no derived column) for queries on
+    ``con``: DuckDB's scan (``scan_sql(derived=False)``) on DuckDB; on another engine a view of
+    the rows DuckDB read, registered once per engine as an Arrow table (dropped with the
+    engine's ``scope``). On failure: SourceError naming the file."""
+    scan = scan_sql(source, base_dir, derived=False)
+    if _on_duckdb(con):
+        return scan
+    assert isinstance(con, Engine)
+    key = (id(con), scan)
+    view = _SOURCE_VIEWS.get(key)
+    if view is None or not con.holds(view):
+        reader = connect()
+        try:
+            table = reader.sql(f"SELECT * FROM {scan}").to_arrow_table()
+        except duckdb.Error as e:
+            raise SourceError(f"{resolve(source.path, base_dir)}: cannot read {source.name!r}: {e}") from e
+        finally:
+            reader.close()
+        for stale in [k for k, v in _SOURCE_VIEWS.items() if k[0] == key[0] and not con.holds(v)]:
+            del _SOURCE_VIEWS[stale]  # dropped with a scope that ended
+        view = con.register_arrow(f"src_{source.name}", table)
+        _SOURCE_VIEWS[key] = view
+    return view
+
+
+def table_relation(table: Table, base_dir: str | Path, con: Connection) -> str:
+    """A table's relation on ``con``: its file's columns, then its derived columns."""
+    rel = source_relation(table, base_dir, con)
+    for name, sql in table.derived.items():
+        rel = derive(rel, name, sql)
+    return rel
+
+
 def derive(scan: str, name: str, sql: str) -> str:
     """``scan`` with one derived column appended: derived columns are added in declaration
     order, so each may use the ones declared before it."""
@@ -178,20 +247,28 @@ class Compiled:
     base_dir: str
     join_sql: str = ""
     pairs_sql: str = ""
+    engine: str = "duckdb"  # the engine it was compiled for (``Engine.name``)
 
 
-def _describe(con: duckdb.DuckDBPyConnection, scan: str, what: str) -> list[str]:
+def _describe(con: Connection, scan: str, what: str) -> list[str]:
     """The column names of a relation; SourceError (naming ``what``) when it cannot be read."""
+    if _on_duckdb(con):
+        duck = con.con if isinstance(con, Engine) else con  # type: ignore[attr-defined]
+        try:
+            return [r[0] for r in duck.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        except duckdb.Error as e:  # an unreadable file, a derived column over a missing one
+            raise SourceError(f"{what}: cannot read {scan}: {e}") from e
+    assert isinstance(con, Engine)
     try:
-        return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
-    except duckdb.Error as e:  # an unreadable file, a derived column over a missing one
-        raise SourceError(f"{what}: cannot read {scan}: {e}") from e
+        return con.sql(f"SELECT * FROM {scan} LIMIT 0").column_names
+    except con.errors as e:  # a derived column over a missing one, an expression Spark refuses
+        raise SourceError(f"{what}: cannot read {scan}: {str(e).splitlines()[0]}") from e
 
 
 def events_relation(
     ev: Events,
     base_dir: str | Path,
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     lookups: Sequence[int] | None = None,
 ) -> tuple[str, list[str]]:
     """(SQL relation, its columns) of an event source: the file's columns, the looked-up
@@ -201,7 +278,7 @@ def events_relation(
     is joined as soon as its ``on`` column exists (a file column first, a derived one right
     after it is computed). On failure: SourceError naming the source and the column."""
     what = f"source {ev.name!r} ({resolve(ev.path, base_dir)})"
-    scan = scan_sql(ev, base_dir, derived=False)
+    scan = source_relation(ev, base_dir, con)
     columns = _describe(con, scan, what)
     rel = f"(SELECT * FROM {scan})"
     pending = [i for i in range(len(ev.lookups)) if lookups is None or i in lookups]
@@ -211,7 +288,7 @@ def events_relation(
         for i in [i for i in pending if ev.lookups[i].on in columns]:
             pending.remove(i)
             lk = ev.lookups[i]
-            lscan = scan_sql(lk.table, base_dir)
+            lscan = table_relation(lk.table, base_dir, con)
             have = _describe(con, lscan, f"table {lk.table.name!r}")
             missing = [c for c in (lk.table.key, *lk.columns) if c not in have]
             if missing:
@@ -221,18 +298,22 @@ def events_relation(
                 )
             sel = ", ".join([f"CAST({_q(lk.table.key)} AS VARCHAR) AS __k", *(_q(c) for c in lk.columns)])
             clash = [c for c in lk.columns if c in columns]  # a looked-up column replaces the event's
+            # r.* keeps what a caller's scan adds (the validators' row numbers); EXCLUDE is
+            # Spark's * EXCEPT (dialect.to_spark)
             keep = f"r.* EXCLUDE ({', '.join(_q(c) for c in clash)})" if clash else "r.*"
-            got = ", ".join(f"l.{_q(c)}" for c in lk.columns)
+            got = ", ".join([keep, *(f"l.{_q(c)}" for c in lk.columns)])
             rel = (
-                f"(SELECT {keep}, {got} FROM {rel} r LEFT JOIN (SELECT {sel} FROM {lscan}) l "
+                f"(SELECT {got} FROM {rel} r LEFT JOIN (SELECT {sel} FROM {lscan}) l "
                 f"ON l.__k = CAST(r.{_q(lk.on)} AS VARCHAR))"
             )
             columns[:] = [c for c in columns if c not in clash] + list(lk.columns)
 
     join_ready()
     for name, sql in ev.derived.items():
-        if name in columns:
-            rel = f"(SELECT * REPLACE (({sql}) AS {_q(name)}) FROM {rel})"
+        if name in columns:  # replaces the column (moved last: Spark has no * REPLACE)
+            rel = f"(SELECT * EXCLUDE ({_q(name)}), ({sql}) AS {_q(name)} FROM {rel})"
+            columns.remove(name)
+            columns.append(name)
         else:
             rel = f"(SELECT *, ({sql}) AS {_q(name)} FROM {rel})"
             columns.append(name)
@@ -251,7 +332,7 @@ class _Builder:
         self,
         group: FeatureGroup,
         base_dir: str | Path,
-        con: duckdb.DuckDBPyConnection,
+        con: Engine,
         strategy: str = "running",
     ) -> None:
         self.group = group
@@ -270,6 +351,7 @@ class _Builder:
         self.nested: list[tuple[str, str, str, int, str]] = []
         self.stream = _Stream()  # the running path
         self.ev_sql = ""  # the events relation (ev), once built
+        self.ev_columns: list[str] = []  # its columns (quoted), known once the features are read
         self.times: list[Time | None] = [None]  # 0: the source's time; then time= overrides
         self.table_columns: list[str] = self._columns_of_table() if self.table else []
 
@@ -290,13 +372,13 @@ class _Builder:
     def _columns_of_table(self) -> list[str]:
         t = self.table
         assert t is not None
-        scan = scan_sql(t, self.base_dir)
+        scan = table_relation(t, self.base_dir, self.con)
         return self._require(scan, t.path, [t.key], f"table {t.name!r}")
 
     def table_sql(self) -> str:
         t = self.table
         assert t is not None
-        scan = scan_sql(t, self.base_dir)
+        scan = table_relation(t, self.base_dir, self.con)
         rest = [c for c in self.table_columns if c != t.key]
         cols = "".join(f", {_q(c)}" for c in rest)
         return f"SELECT CAST({_q(t.key)} AS VARCHAR) AS k{cols} FROM {scan}"
@@ -480,16 +562,13 @@ class _Builder:
     def _join(self, ti: int) -> str:
         """The (query, event) pairs of time index ``ti``: events of the query's entity whose
         time (the source's, or the ``time=`` column) is strictly before the query's."""
-        extra = [f"_ts{i}" for i in range(1, len(self.times))]
+        extra = {f"_ts{i}" for i in range(1, len(self.times))}
         if ti == 0:
-            drop = ", ".join(["k", *extra])
-            return (
-                f"SELECT q.qid, q.t, ev.* EXCLUDE ({drop}) "
-                "FROM q JOIN ev ON ev.k = q.entity_id AND ev.ts < q.t"
-            )
-        drop = ", ".join(["k", "ts", *extra])
+            cols = ", ".join(f"ev.{c}" for c in self.ev_columns if c not in {"k", *extra})
+            return f"SELECT q.qid, q.t, {cols} FROM q JOIN ev ON ev.k = q.entity_id AND ev.ts < q.t"
+        cols = ", ".join(f"ev.{c}" for c in self.ev_columns if c not in {"k", "ts", *extra})
         return (
-            f"SELECT q.qid, q.t, ev.* EXCLUDE ({drop}), ev._ts{ti} AS ts "
+            f"SELECT q.qid, q.t, {cols}, ev._ts{ti} AS ts "
             f"FROM q JOIN ev ON ev.k = q.entity_id AND ev._ts{ti} < q.t"
         )
 
@@ -537,14 +616,16 @@ class _Builder:
             ti = key[-1]
             assert isinstance(ti, int)
             i = len(st.sources)
-            rows = "* FROM ev" if ti == 0 else f"* REPLACE (_ts{ti} AS ts) FROM ev"
+            # every sub-stream has ev's columns, in ev's order (the first-seen ones NULL but k, ts)
+            rows = ", ".join(f"_ts{ti} AS ts" if c == "ts" and ti else c for c in self.ev_columns)
             if key[0] == "ev":
-                st.sources[key] = f"SELECT {i} AS _src, {rows}"
+                st.sources[key] = f"SELECT {i} AS _src, {rows} FROM ev"
             else:
                 v = f"j.{_q(str(key[1]))}"
                 keep = " AND ".join(filter(None, (f"{v} IS NOT NULL", str(key[2]))))
+                nulls = "".join(f", NULL AS {c}" for c in self.ev_columns if c not in ("k", "ts"))
                 st.sources[key] = (
-                    f"SELECT {i} AS _src, j.k, min(j.ts) AS ts FROM (SELECT {rows}) AS j "
+                    f"SELECT {i} AS _src, j.k, min(j.ts) AS ts{nulls} FROM (SELECT {rows} FROM ev) AS j "
                     f"WHERE {keep} GROUP BY j.k, {v}"
                 )
         return f"j._src = {list(st.sources).index(key)}"
@@ -643,6 +724,8 @@ class _Builder:
                 raise CompileError(f"group {g.name!r}, feature {f.name!r}: size {f.size} needs a Share")
             else:
                 finals.append((f.name, self.scalar(c, f), f.default))
+        self.ev_columns = ["k", "ts", "etype", *(_q(c) for c in sorted(used))]
+        self.ev_columns += [f"_ts{i}" for i in range(1, len(self.times))]
         needs_events = bool(self.aggs) or bool(self.nested)
         if needs_events and self.events is None:
             raise CompileError(f"group {g.name!r}: aggregations need the source's events")
@@ -658,7 +741,7 @@ class _Builder:
                 joined.append((i, r.ti, self._join_raw(r)))
                 name = "agg" if r.ti == 0 else f"agg_{r.ti}"
                 raw_cols.append(f"{name}._a{i}")
-        ctes = ["q AS (SELECT qid, entity_id, t FROM queries)"]
+        ctes = [f"q AS (SELECT qid, entity_id, t FROM {QUERIES})"]
         time_indices = sorted({ti for _, ti, _ in joined} | {n[3] for n in self.nested})
         if needs_events:
             self.ev_sql = self.events_sql(used)
@@ -697,7 +780,7 @@ class _Builder:
                 ctes.append(f"d{i} AS (SELECT qid, {new} AS d{i}_new FROM c{i} GROUP BY qid)")
             joins.append(f"LEFT JOIN d{i} ON d{i}.qid = q.qid")
         if self.stream.sources:
-            ctes += self.stream.ctes()
+            ctes += self.stream.ctes(self.con)
             joins.append("LEFT JOIN l ON l.qid = q.qid")
         if self.table is not None:
             ctes.append(f"ent AS ({self.table_sql()})")
@@ -776,8 +859,8 @@ class _Stream:
         e = self.edges.setdefault(edge, len(self.edges))
         return f"l.{self.looks.setdefault((e, col), f'e{e}{col}')}"
 
-    def ctes(self) -> list[str]:
-        rows = " UNION ALL BY NAME ".join(f"({sql})" for sql in self.sources.values())
+    def ctes(self, engine: Engine) -> list[str]:
+        rows = " UNION ALL ".join(f"({sql})" for sql in self.sources.values())  # aligned columns
         parts = "".join(f", {sql} AS {p}" for sql, p in self.partials.items())
         out = [
             f"rg AS (SELECT j.k, j.ts{parts} FROM ({rows}) AS j "
@@ -804,7 +887,9 @@ class _Stream:
         out.append(f"rc AS MATERIALIZED (SELECT k, ts, {', '.join(cums)} FROM {src})")
         cols = ", ".join(f"e{e}.{c} AS {name}" for (e, c), name in self.looks.items())
         joins = " ".join(
-            f"ASOF LEFT JOIN rc AS e{e} ON q.entity_id = e{e}.k AND q.t{f' - {off}' * bool(off)} {op} e{e}.ts"
+            engine.asof_left_join(
+                ("q", "qid", "q.entity_id", f"q.t{f' - {off}' * bool(off)}"), ("rc", f"e{e}", "k", "ts"), op
+            )
             for (off, op), e in self.edges.items()
         )
         out.append(f"l AS (SELECT q.qid, {cols} FROM q {joins})")
@@ -842,6 +927,7 @@ def _aggregations(c: object) -> list[Aggregation]:
 
 
 def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection in UTC, as the compiler's queries expect."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
@@ -853,54 +939,128 @@ STRATEGIES = ("auto", "running", "join")
 # costs a few times a pair (a sort, a window per column, an ASOF join per window edge)
 PAIRS_PER_ROW = 16
 
+QUERIES = "queries"
+"""The name the compiled text reads its queries from (``run`` binds it to the registered view)."""
+
+
+def _bind(sql: str, view: str) -> str:
+    """``sql`` reading its queries from ``view`` instead of QUERIES."""
+    return sql if view == QUERIES else sql.replace(f"FROM {QUERIES}", f"FROM {view}")
+
 
 def compile_group(
     group: FeatureGroup,
     base_dir: str | Path,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Connection | None = None,
     strategy: str = "auto",
 ) -> Compiled:
     """The group's query (see the module docstring). Reads the sources' schemas (not their
     rows) to check the declared columns. On failure: CompileError, SourceError.
 
-    ``strategy``: "running" (running aggregates where they decompose, the join elsewhere),
-    "join" (every aggregate over the (query, event) pairs) or "auto" (either, per ``run``,
-    by the number of pairs); the same values every way."""
+    ``con``: a DuckDB connection or an offline Engine (None: a new DuckDB connection); run the
+    result with ``run`` on the same one (on an engine other than DuckDB the sources are views
+    it holds). ``strategy``: "running" (running aggregates where they decompose, the join
+    elsewhere), "join" (every aggregate over the (query, event) pairs) or "auto" (either, per
+    ``run``, by the number of pairs); the same values every way."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    con = con or connect()
-    builder = _Builder(group, base_dir, con, "join" if strategy == "join" else "running")
+    engine = _engine(con)
+    if engine.name != "duckdb":
+        check_translatable(group, engine.name)
+    builder = _Builder(group, base_dir, engine, "join" if strategy == "join" else "running")
     sql = builder.build()
     if strategy != "auto" or not builder.stream.sources:  # nothing runs: the join path already
-        return Compiled(group, sql, str(base_dir))
-    join_sql = _Builder(group, base_dir, con, "join").build()
+        return Compiled(group, sql, str(base_dir), engine=engine.name)
+    join_sql = _Builder(group, base_dir, engine, "join").build()
     pairs_sql = (
         f"WITH ev AS ({builder.ev_sql}), "
-        "qn AS (SELECT entity_id AS k, count(*) AS n FROM queries GROUP BY entity_id), "
+        f"qn AS (SELECT entity_id AS k, count(*) AS n FROM {QUERIES} GROUP BY entity_id), "
         "en AS (SELECT k, count(*) AS n FROM ev WHERE k IS NOT NULL GROUP BY k) "
-        "SELECT coalesce(sum(CAST(qn.n AS DOUBLE) * en.n), 0), coalesce(sum(en.n), 0) "
+        "SELECT coalesce(sum(CAST(qn.n AS DOUBLE) * en.n), 0) AS pairs, coalesce(sum(en.n), 0) AS events "
         "FROM qn JOIN en ON en.k = qn.k"
     )
-    return Compiled(group, sql, str(base_dir), join_sql, pairs_sql)
+    return Compiled(group, sql, str(base_dir), join_sql, pairs_sql, engine=engine.name)
 
 
-def _pick(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection) -> str:
-    """The query ``run`` executes for registered ``queries``: with strategy "auto", the join
-    path when the pairs are few (always when no entity is queried twice: a snapshot)."""
+def user_sql(group: FeatureGroup) -> list[tuple[str, str]]:
+    """(what, DuckDB SQL) of every expression a project wrote or declared for ``group``: its
+    sources' derived columns (a lookup's table included), time columns, Expr features and
+    PercentileInGroup ``among`` conditions; ``what`` names the declaration."""
+    out: list[tuple[str, str]] = []
+    src = group.source
+    tables = [] if src is None or src.table is None else [src.table]
+    ev = None if src is None else src.events
+    if ev is not None:
+        tables += [lk.table for lk in ev.lookups]
+        out += [(f"source {ev.name!r}, derived column {n!r}", sql) for n, sql in ev.derived.items()]
+        times = [ev.time]
+        for f in group.features:
+            for a in _aggregations(f.compute):
+                if isinstance(a.time, Time):
+                    times.append(a.time)
+                elif a.time is not None:
+                    times.append(Time(a.time, ev.time.unit, ev.time.timezone))
+        for t in dict.fromkeys(times):
+            out.append(
+                (
+                    f"source {ev.name!r}, time column {t.column!r} ({t.unit}, {t.timezone})",
+                    time_sql(t.column, t),
+                )
+            )
+    for t in [t for i, t in enumerate(tables) if t not in tables[:i]]:  # (unhashable: derived)
+        out += [(f"table {t.name!r}, derived column {n!r}", sql) for n, sql in t.derived.items()]
+    for f in group.features:
+        if isinstance(f.compute, Expr):
+            out.append((f"feature {f.name!r} (Expr)", f.compute.sql))
+        elif isinstance(f.compute, PercentileInGroup) and f.compute.among:
+            out.append((f"feature {f.name!r} (PercentileInGroup among)", f.compute.among))
+    return out
+
+
+def check_translatable(group: FeatureGroup, engine: str = "spark") -> None:
+    """Every expression of ``user_sql(group)`` has a faithful Spark translation.
+
+    On failure: CompileError naming the group, the declaration and the construct (e.g.
+    DuckDB's ``typeof`` of a non-UTC time column), before anything runs."""
+    from sqlglot.errors import SqlglotError
+
+    from offline.engines.dialect import DialectError, to_spark
+
+    for what, sql in user_sql(group):
+        try:
+            to_spark(f"SELECT ({sql}) AS x")
+        except (DialectError, SqlglotError) as exc:
+            raise CompileError(
+                f"group {group.name!r}, {what}: cannot run on {engine}: {str(exc).splitlines()[0]}"
+            ) from exc
+
+
+def _pick(compiled: Compiled, queries: pa.Table, con: Connection, view: str = QUERIES) -> str:
+    """The query ``run`` executes for ``queries`` (registered as ``view``): with strategy
+    "auto", the join path when the pairs are few (always when no entity is queried twice: a
+    snapshot). Returns the compiled text (still reading QUERIES)."""
     if not compiled.join_sql:
         return compiled.sql
     ids = queries.column("entity_id")
     if pc.count_distinct(ids).as_py() + ids.null_count >= queries.num_rows:
         return compiled.join_sql
-    (pairs, events), *_ = con.execute(compiled.pairs_sql).fetchall()  # one row
+    counts = _engine(con).sql(_bind(compiled.pairs_sql, view))  # one row
+    pairs, events = (counts.column(i)[0].as_py() for i in range(2))
     return compiled.join_sql if pairs <= PAIRS_PER_ROW * (events + queries.num_rows) else compiled.sql
 
 
-def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> np.ndarray:
+def run(compiled: Compiled, queries: pa.Table, con: Connection | None = None) -> np.ndarray:
     """float32 [len(queries), group.width]: the values of each query row, in row order.
 
-    ``queries``: entity_id (string) and t (int64 epoch ms) columns."""
-    con = con or connect()
+    ``queries``: entity_id (string) and t (int64 epoch ms) columns. ``con``: the connection or
+    engine ``compile_group`` used (None: a new DuckDB connection). On failure: ValueError when
+    ``con`` is not the engine the query was compiled for; CompileError naming the group when
+    an engine other than DuckDB refuses the query (QueryError); DuckDB's errors as they are."""
+    engine = _engine(con)
+    if engine.name != compiled.engine:
+        raise ValueError(
+            f"group {compiled.group.name!r} was compiled for {compiled.engine}, not {engine.name}"
+        )
     n = queries.num_rows
     table = pa.table(
         {
@@ -909,14 +1069,16 @@ def run(compiled: Compiled, queries: pa.Table, con: duckdb.DuckDBPyConnection | 
             "t": queries.column("t").cast(pa.int64()),
         }
     )
-    con.register("queries", table)
     try:
-        result = con.execute(_pick(compiled, table, con)).fetchnumpy()
-    finally:
-        con.unregister("queries")
+        with engine.scope():
+            view = engine.register_arrow("queries", table)
+            result = engine.sql(_bind(_pick(compiled, table, engine, view), view))
+    except QueryError as exc:
+        raise CompileError(f"group {compiled.group.name!r}: {exc}") from exc
     out = np.empty((n, compiled.group.width), dtype=np.float32)
     for j, col in enumerate(compiled.group.columns):
-        out[:, j] = floats(result[col])  # never NULL (defaults in the SQL); NaN if it were
+        # never NULL (defaults in the SQL); NaN if it were
+        out[:, j] = result.column(col).cast(pa.float64()).to_numpy(zero_copy_only=False)
     return out
 
 
@@ -926,18 +1088,22 @@ def point_in_time(
     times_ms: Sequence[int] | np.ndarray,
     base_dir: str | Path,
     strategy: str = "auto",
+    engine: str | Engine | None = None,
 ) -> np.ndarray:
     """float32 [n, group.width]: row i is ``entity_ids[i]``'s values as of ``times_ms[i]``,
-    computed only from events strictly before that time."""
-    con = connect()
-    compiled = compile_group(group, base_dir, con, strategy)
+    computed only from events strictly before that time.
+
+    ``engine``: an offline engine or its name (None: the one of an enclosing ``using`` block,
+    else DuckDB); what is registered on it is dropped when the call returns.
+    On failure: CompileError, SourceError (see run)."""
     queries = pa.table(
         {
             "entity_id": pa.array([str(e) for e in entity_ids], pa.string()),
             "t": pa.array(np.asarray(times_ms, dtype=np.int64)),
         }
     )
-    return run(compiled, queries, con)
+    with _opened(engine) as eng, eng.scope():
+        return run(compile_group(group, base_dir, eng, strategy), queries, eng)
 
 
 def snapshot(
@@ -946,32 +1112,87 @@ def snapshot(
     base_dir: str | Path,
     entity_ids: Sequence[str] | None = None,
     strategy: str = "auto",
+    engine: str | Engine | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(entity ids object [n], float32 [n, group.width]) as of ``as_of_ms``: the point-in-time
     query at one time for every entity: ``entity_ids``, else the group's table (file order),
-    else every entity of its events (sorted)."""
-    con = connect()
-    compiled = compile_group(group, base_dir, con, strategy)
+    else every entity of its events (sorted). ``engine``: as for ``point_in_time``."""
     src = group.source
     assert src is not None
-    if entity_ids is None:
-        if src.table is not None:
-            t = src.table
-            scan = scan_sql(t, base_dir)
-            ids = con.execute(f"SELECT CAST({_q(t.key)} AS VARCHAR) FROM {scan}").fetchnumpy()
+    with _opened(engine) as eng, eng.scope():
+        compiled = compile_group(group, base_dir, eng, strategy)
+        if entity_ids is None:
+            if src.table is not None:
+                t = src.table
+                # the file's order: read by DuckDB whatever the engine (Spark keeps no row order)
+                reader = connect()
+                try:
+                    ids = reader.execute(
+                        f"SELECT CAST({_q(t.key)} AS VARCHAR) FROM {table_relation(t, base_dir, reader)}"
+                    ).fetchnumpy()
+                finally:
+                    reader.close()
+                entity_ids = list(next(iter(ids.values())))
+            else:
+                ev = src.events
+                assert ev is not None
+                rel, _ = events_relation(ev, base_dir, eng)
+                key = _q(ev.keys[group.entity])
+                ids_table = eng.sql(
+                    f"SELECT DISTINCT CAST({key} AS VARCHAR) AS k FROM {rel} AS e "
+                    f"WHERE {key} IS NOT NULL ORDER BY k"
+                )
+                entity_ids = ids_table.column("k").to_pylist()
+        queries = pa.table(
+            {
+                "entity_id": pa.array([str(e) for e in entity_ids], pa.string()),
+                "t": pa.array(np.full(len(entity_ids), as_of_ms, dtype=np.int64)),
+            }
+        )
+        return np.asarray(entity_ids, dtype=object), run(compiled, queries, eng)
+
+
+_ENGINE: contextvars.ContextVar[Engine | None] = contextvars.ContextVar("compiler_engine", default=None)
+
+
+@contextlib.contextmanager
+def using(engine: Engine) -> Iterator[Engine]:
+    """Inside the block, ``point_in_time`` and ``snapshot`` called without ``engine`` run on
+    ``engine`` (the CLI's ``--engine`` for jobs that reach the compiler several calls deep:
+    bootstrap's snapshots and fraud profiles). The engine stays open; its caller closes it."""
+    token = _ENGINE.set(engine)
+    try:
+        yield engine
+    finally:
+        _ENGINE.reset(token)
+
+
+class _opened:
+    """``with _opened(engine) as eng``: an engine by name (opened, closed on exit) or as given;
+    None: the engine of an enclosing ``using`` block, else a new DuckDB connection."""
+
+    def __init__(self, engine: str | Engine | None) -> None:
+        if engine is None:
+            engine = _ENGINE.get()
+        self._given = engine if isinstance(engine, Engine) else None
+        self._name = None if isinstance(engine, Engine) else engine
+        self._engine: Engine | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def __enter__(self) -> Engine:
+        if self._given is not None:
+            return self._given
+        if self._name in (None, "duckdb"):
+            self._con = connect()  # the compiler's own settings (UTC, every core)
+            self._engine = _engine(self._con)
         else:
-            ev = src.events
-            assert ev is not None
-            rel, _ = events_relation(ev, base_dir, con)
-            ids = con.execute(
-                f"SELECT DISTINCT CAST({_q(ev.keys[group.entity])} AS VARCHAR) AS k FROM {rel} "
-                "WHERE k IS NOT NULL ORDER BY k"
-            ).fetchnumpy()
-        entity_ids = list(next(iter(ids.values())))
-    queries = pa.table(
-        {
-            "entity_id": pa.array([str(e) for e in entity_ids], pa.string()),
-            "t": pa.array(np.full(len(entity_ids), as_of_ms, dtype=np.int64)),
-        }
-    )
-    return np.asarray(entity_ids, dtype=object), run(compiled, queries, con)
+            from offline.engines import open_engine
+
+            self._engine = open_engine(self._name)
+        return self._engine
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        if self._con is not None:
+            self._con.close()
