@@ -62,13 +62,13 @@ def test_describe_masks_secrets():
 @pytest.mark.parametrize(
     "url",
     [
-        "redis://:s3cret@127.0.0.1:6379/0",
+        "redis://:s3cret@redis.internal:6390/0",
         "redis://user:s3cret@127.0.0.1/0",
         "rediss://user:s3cret@host:6380",
         "redis+cluster://:s3cret@10.0.0.1:7000,10.0.0.2:7000/0",
         "redis+cluster://:top/s3cret@127.0.0.1:7000/0",  # a '/' in the password
-        "redis://:a@s3cret@127.0.0.1:6379",  # a raw '@' in the password
-        "redis://127.0.0.1:6379/0?password=s3cret&socket_timeout=1",
+        "redis://:a@s3cret@redis.internal:6390",  # a raw '@' in the password
+        "redis://redis.internal:6390/0?password=s3cret&socket_timeout=1",
         "unix:///run/redis.sock?db=0&Password=s3cret",
     ],
 )
