@@ -308,27 +308,41 @@ def test_validate_with_engine_spark_runs_every_group_and_refuses_what_it_cannot_
 def test_bootstrap_with_engine_spark_trains_the_same_fraud_model(tmp_path: Path, spark: Engine) -> None:
     """`decision-service bootstrap --engine spark` on the payments example: every fraud
     profile (FRAUD_USER, MERCHANT) of the training rows computed on Spark; the published
-    model's held-out metrics equal those of the DuckDB bootstrap of the same data."""
+    model's held-out metrics equal those of the DuckDB bootstrap of the same data; and what it
+    materializes into the online store (each into its own private Redis) holds the same keys,
+    the same profile values and the same velocity members."""
     import json
     import shutil
     import subprocess
     import sys
 
+    from decision_service.devtools.local_redis import LocalRedis
     from offline.simulation.fraud_world import export_minimal, fraud_preset, generate_fraud_world
 
     world = generate_fraud_world(fraud_preset("tiny", n_users=300))
     metrics = {}
+    stores: dict[str, dict[bytes, object]] = {}
     for engine in ("duckdb", "spark"):
         root = tmp_path / engine
         shutil.copytree(REPO / "examples/payments", root, ignore=shutil.ignore_patterns("data", ".ds"))
         export_minimal(world, root / "data/payments.csv")
-        out = subprocess.run(
-            [sys.executable, "-m", "offline.cli", "bootstrap", "--project", str(root), "--engine", engine],
-            capture_output=True, text=True, timeout=900, cwd=REPO,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+        with LocalRedis() as store:
+            out = subprocess.run(
+                [sys.executable, "-m", "offline.cli", "bootstrap", "--project", str(root), "--engine", engine,
+                 "--redis-url", store.url],
+                capture_output=True, text=True, timeout=900, cwd=REPO,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+            stores[engine] = _online_state(store.client())
         manifest = root / ".ds/registry/fraud/versions/v0001/manifest.json"
         metrics[engine] = json.loads(manifest.read_text())["metrics"]
+    assert stores["duckdb"].keys() == stores["spark"].keys()
+    assert sum(k.startswith(b"fv:") for k in stores["duckdb"]) > 300  # profiles of users and merchants
+    for key, value in stores["duckdb"].items():
+        if isinstance(value, np.ndarray):  # a packed profile: values after the 8-byte header
+            np.testing.assert_allclose(stores["spark"][key], value, rtol=1e-5, atol=1e-6, err_msg=str(key))
+        else:
+            assert stores["spark"][key] == value, key
     assert metrics["duckdb"]["model_auc"] > 0.5
     assert metrics["spark"].keys() == metrics["duckdb"].keys()
     for key, value in metrics["duckdb"].items():
@@ -336,3 +350,20 @@ def test_bootstrap_with_engine_spark_trains_the_same_fraud_model(tmp_path: Path,
             assert metrics["spark"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
         else:
             assert metrics["spark"][key] == value, key
+
+
+def _online_state(client) -> dict[bytes, object]:  # type: ignore[no-untyped-def]
+    """Every key of a private Redis: a packed profile as its float32 values (the header holds
+    the write time), a sorted set as its members (scores are times shifted to the wall clock
+    of the run), anything else as its raw value."""
+    state: dict[bytes, object] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            raw = client.get(key)
+            state[key] = np.frombuffer(raw[8:], "<f4").copy() if key.startswith(b"fv:") else raw
+        elif kind == b"zset":
+            state[key] = sorted(client.zrange(key, 0, -1))
+        elif kind == b"set":
+            state[key] = sorted(client.smembers(key))
+    return state
