@@ -194,10 +194,6 @@ def _layout(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ..
     )  # type: ignore[return-value]
 
 
-def _sql_list(paths: Sequence[Path]) -> str:
-    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
-
-
 def build_training_set(
     log_root: str | Path,
     out: str | Path | None = None,
