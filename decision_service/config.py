@@ -78,6 +78,8 @@ class ServiceConfig:
     exploration_share: float = 0.0  # share of slots given to uniformly explored candidates (0 = off)
     # --- model hot reload
     model_reload_interval_s: float = 2.0  # how often CURRENT is checked; 0 = never reload
+    # --- rollout (models/rollout.py): shadow scoring off the answer path
+    shadow_max_queue: int = 128  # decisions waiting for the shadow; beyond: skipped, counted
     # --- decision and outcome logs (collect)
     log_dir: str | None = None  # default <data_dir>/logs; or s3://..., gs://...
     log_enabled: bool = True
@@ -109,12 +111,22 @@ class ServiceConfig:
     fraud_max_transaction_age_s: float = 86_400.0  # validation: occurred_at older than now - this
     # --- observability
     telemetry_exporter: str = "none"  # none | console | otlp (OTEL_EXPORTER_OTLP_ENDPOINT)
+    # Prometheus /metrics over HTTP (README "Metrics (Prometheus)"), beside any exporter:
+    # unset / empty = off; 0 = any free port (logged). With --workers N the supervisor serves
+    # it and merges its workers' series (label worker="<id>").
+    metrics_port: int | None = None
+    metrics_host: str = ""  # the /metrics listen address; "" = the server's host
     log_level: str = "INFO"
 
     @property
     def registry_root(self) -> Path | str:
         """A local directory, or an object-store URI (``s3://bucket/prefix``)."""
         return self.registry_dir or self.data_dir / "registry"
+
+    @property
+    def metrics_bind_host(self) -> str:
+        """Where /metrics listens: ``metrics_host``, or the gRPC ``host`` when it is empty."""
+        return self.metrics_host or self.host
 
     @property
     def log_root(self) -> str:
@@ -167,6 +179,7 @@ class ServiceConfig:
             "log_row_group_bytes",
             "max_outcomes_per_request",
             "decision_index_local_size",
+            "shadow_max_queue",
         ]
         for name in positive:
             if int(getattr(self, name)) <= 0 and not (name == "port" and self.port == 0):
@@ -218,6 +231,22 @@ class ServiceConfig:
             raise ConfigError(
                 f"telemetry_exporter must be none, console or otlp, got {self.telemetry_exporter!r}"
             )
+        if self.metrics_port is not None:
+            if not 0 <= self.metrics_port <= 65535:
+                raise ConfigError(
+                    "metrics_port (DS_METRICS_PORT) must be a TCP port 0..65535 (0 = any free port; "
+                    f"unset = no /metrics), got {self.metrics_port}"
+                )
+            same_host = self.metrics_bind_host == self.host
+            if self.metrics_port != 0 and self.metrics_port == self.port and same_host:
+                raise ConfigError(
+                    f"metrics_port (DS_METRICS_PORT) {self.metrics_port} is the gRPC port (DS_PORT): "
+                    "give /metrics a port of its own"
+                )
+        if self.metrics_host != self.metrics_host.strip() or any(c in self.metrics_host for c in "/ "):
+            raise ConfigError(
+                f"metrics_host (DS_METRICS_HOST) must be a bare address, got {self.metrics_host!r}"
+            )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
             raise ConfigError(
                 "redis_url must be a redis://, rediss://, unix:// or "
@@ -241,6 +270,8 @@ def _parse(var: str, raw: str, type_: object) -> object:
             return Path(raw) if raw else None
         if t in ("int", "<class 'int'>"):
             return int(raw)
+        if t == "int | None":  # empty = unset (DS_METRICS_PORT)
+            return int(raw) if raw.strip() else None
         if t in ("float", "<class 'float'>"):
             return float(raw)
         if t in ("bool", "<class 'bool'>"):

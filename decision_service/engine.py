@@ -276,9 +276,10 @@ class Run:
             self.book.degrade(self.degraded, step.flag, store_failure(exc), exc)
         return fallback
 
-    def envelope(self, model_version: str, dedupe: bool = True) -> dict[str, Any]:
+    def envelope(self, model_version: str, dedupe: bool = True, arm: str = "live") -> dict[str, Any]:
         """The fields every decision carries (``domain.decision.Decision``), stamped now.
 
+        ``arm``: the rollout arm that served (the artifacts' ``arm``).
         ``dedupe``: the degradations once each (a repeated stage may flag the same again), a
         copy; False: the run's own list, so flags raised after the decision is built (e.g. by
         a commit step) reach it."""
@@ -290,6 +291,7 @@ class Run:
             "decided_at_ms": at,
             "degraded": list(dict.fromkeys(self.degraded)) if dedupe else self.degraded,
             "stage_ms": self.stage_ms,  # the run's own: nothing is timed after the decision
+            "arm": arm,  # the rollout arm of the artifacts that decided (models/rollout.py)
         }
 
 
@@ -331,8 +333,10 @@ class Engine:
                 span.set_attribute(
                     "degraded", [f"{d.stage}:{d.reason}" for d in decision.degraded]  # type: ignore[attr-defined]
                 )
+                span.set_attribute("arm", decision.arm)  # type: ignore[attr-defined]
                 for key, value in (result_attributes(decision) if result_attributes else {}).items():
                     span.set_attribute(key, value)
+            self.telemetry.served(self.use_case, decision.model_version, decision.arm)  # type: ignore[attr-defined]
             return decision
 
     async def side_effects(self, run: Run, effects: Iterable[Any], state: Any, decision: Any) -> None:

@@ -27,6 +27,10 @@ CONTEXT = pa.struct(
     ]
 )
 REASON = pa.struct([("code", pa.string()), ("feature", pa.string()), ("contribution", pa.float32())])
+ARM = pa.string()
+"""Which rollout arm served the decision: "live" (CURRENT) or "canary" (models/rollout.py)."""
+STAGE_MS = pa.map_(pa.string(), pa.float32())
+"""Server-side time of each pipeline stage of the decision, ms (the decision's ``stage_ms``)."""
 
 
 def partition(use_case: str, decided_at_ms: int) -> tuple[tuple[str, str], ...]:
@@ -51,6 +55,14 @@ def contexts(rows: Iterable[RequestContext]) -> pa.Array:
             for c in rows
         ],
         CONTEXT,
+    )
+
+
+def stage_ms(rows: Iterable[Any]) -> pa.Array:
+    """Each decision's stage timings (a mapping or (name, ms) pairs) -> map<string, float32>."""
+    return pa.array(
+        [list(r.items()) if hasattr(r, "items") else list(r) for r in rows],
+        STAGE_MS,
     )
 
 

@@ -59,6 +59,8 @@ SCHEMA = pa.schema(
         pa.field("feature_names", pa.list_(pa.dictionary(pa.int16(), pa.string()))),
         pa.field("features", pa.list_(pa.float32())),
         pa.field("profile_status", pa.uint8()),
+        pa.field("arm", columns.ARM),
+        pa.field("stage_ms", columns.STAGE_MS),
     ],
     metadata={
         "registry_version": REGISTRY.version,
@@ -102,6 +104,8 @@ def to_batch(records: Sequence[ConversionLogRecord]) -> pa.RecordBatch:
                 pa.list_(pa.float32()),
             ),
             pa.array([r.profile_status for r in records], pa.uint8()),
+            pa.array([x.arm for x in d]),
+            columns.stage_ms(x.stage_ms for x in d),
         ],
         schema=SCHEMA,
     )

@@ -61,6 +61,8 @@ SCHEMA = pa.schema(
         pa.field("feature_names", pa.list_(pa.dictionary(pa.int16(), pa.string()))),
         pa.field("features", pa.list_(pa.float32())),
         pa.field("profile_status", pa.list_(pa.uint8(), 3)),
+        pa.field("arm", columns.ARM),
+        pa.field("stage_ms", columns.STAGE_MS),
     ],
     metadata={
         "registry_version": REGISTRY.version,
@@ -113,6 +115,8 @@ def to_batch(records: Sequence[FraudLogRecord]) -> pa.RecordBatch:
                 pa.list_(pa.float32()),
             ),
             pa.array([list(r.profile_status) for r in records], pa.list_(pa.uint8(), 3)),
+            pa.array([x.arm for x in d]),
+            columns.stage_ms(x.stage_ms for x in d),
         ],
         schema=SCHEMA,
     )

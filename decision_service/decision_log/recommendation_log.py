@@ -45,6 +45,8 @@ class RecommendationLogRecord:
     item_features: np.ndarray  # float32 [n, ITEM.width]
     item_status: np.ndarray  # uint8 [n]
     cross_features: np.ndarray  # float32 [n, USER_ITEM width]
+    arm: str = "live"  # the rollout arm that served it: "live" or "canary"
+    stage_ms: tuple[tuple[str, float], ...] = ()  # (stage, ms) of the decision
 
 
 def _vector_list(width: int) -> pa.DataType:
@@ -73,6 +75,8 @@ SCHEMA = pa.schema(
         pa.field("item_features", _vector_list(ITEM.width)),
         pa.field("item_feature_status", pa.list_(pa.uint8())),
         pa.field("cross_features", _vector_list(len(USER_ITEM.columns))),
+        pa.field("arm", columns.ARM),
+        pa.field("stage_ms", columns.STAGE_MS),
     ],
     metadata={
         "registry_version": REGISTRY.version,
@@ -123,5 +127,7 @@ def to_batch(records: Sequence[RecommendationLogRecord]) -> pa.RecordBatch:
         vectors([r.item_features for r in records], ITEM.width),
         lists(np.concatenate([r.item_status for r in records]).astype(np.uint8)),
         vectors([r.cross_features for r in records], len(USER_ITEM.columns)),
+        pa.array([r.arm for r in records]),
+        columns.stage_ms(r.stage_ms for r in records),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)

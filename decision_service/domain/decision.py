@@ -62,3 +62,4 @@ class Decision:
     decided_at_ms: int
     degraded: list[Degradation] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    arm: str = "live"  # the rollout arm that served it: "live" (CURRENT) or "canary"

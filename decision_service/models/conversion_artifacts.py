@@ -44,6 +44,7 @@ class ConversionArtifacts:
     base_rate: float
     manifest: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    arm: str = "live"  # the rollout arm they serve: "live", "canary" or "shadow" (models/rollout.py)
 
     @classmethod
     def load(cls, version: ModelVersion, verify: bool = True) -> ConversionArtifacts:

@@ -41,6 +41,7 @@ class FraudArtifacts:
     manifest: dict[str, Any]
     warnings: tuple[str, ...] = ()
     minima: np.ndarray | None = None  # float32 [n model columns], training minima (None: not recorded)
+    arm: str = "live"  # the rollout arm they serve: "live", "canary" or "shadow" (models/rollout.py)
 
     @classmethod
     def load(cls, version: ModelVersion, verify: bool = True) -> FraudArtifacts:

@@ -181,6 +181,7 @@ class RecommendationArtifacts:
     manifest: dict[str, Any]
     warnings: tuple[str, ...] = ()
     predictor: TreePredictor | None = None  # set by serving (DS_SCORER); None = model.predict
+    arm: str = "live"  # the rollout arm they serve: "live", "canary" or "shadow" (models/rollout.py)
 
     @classmethod
     def load(cls, version: ModelVersion, verify: bool = True) -> RecommendationArtifacts:

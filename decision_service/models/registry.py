@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from decision_service.models.rollout import ROLLOUT_POINTER, Rollout, RolloutError
 from decision_service.models.version_store import (
     MANIFEST,
     CurrentMovedError,
@@ -39,7 +40,16 @@ from decision_service.models.version_store import (
 )
 from decision_service.storage.location import is_remote
 
-__all__ = ["MANIFEST", "CurrentMovedError", "ModelRegistry", "ModelVersion", "Pointer", "RegistryError"]
+__all__ = [
+    "MANIFEST",
+    "CurrentMovedError",
+    "ModelRegistry",
+    "ModelVersion",
+    "Pointer",
+    "RegistryError",
+    "Rollout",
+    "RolloutError",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class ModelRegistry:
             self.root = Path(root)
             self._store = LocalVersionStore(self.root)
         self._seen: dict[str, Pointer | None] = {}
+        self._seen_rollout: dict[str, Pointer | None] = {}
 
     def staging_dir(self, use_case: str) -> Path:
         """A fresh local directory to write a candidate version into before ``publish``."""
@@ -158,6 +169,39 @@ class ModelRegistry:
             winner,
             name,
         )
+
+    def rollout(self, use_case: str) -> Rollout:
+        """The use case's ROLLOUT (models/rollout.py): its canary and shadow, or an empty one.
+
+        On failure: RolloutError for a corrupt ROLLOUT file (naming it); OSError."""
+        pointer = self._store.read_pointer(use_case, ROLLOUT_POINTER)
+        self._seen_rollout[use_case] = pointer
+        return Rollout.parse(pointer.name if pointer else None, f"{self.root}/{use_case}/{ROLLOUT_POINTER}")
+
+    def set_rollout(self, use_case: str, rollout: Rollout) -> None:
+        """Writes ROLLOUT with one conditional write (only if it is still what this registry
+        last read; read it first with ``rollout``). Every version it names must be published.
+
+        On failure: RegistryError for an unknown version (nothing written); CurrentMovedError
+        when another writer changed ROLLOUT since it was read; OSError."""
+        for name in (rollout.canary, rollout.shadow):
+            if name is not None and not self._store.has_manifest(use_case, name):
+                known = ", ".join(self.versions(use_case)[-5:]) or "none"
+                raise RegistryError(f"{use_case}: no published version {name!r} (latest: {known})")
+        if use_case not in self._seen_rollout:
+            self.rollout(use_case)
+        expected = self._seen_rollout[use_case]
+        new = self._store.swap_pointer(use_case, rollout.to_text(), expected, ROLLOUT_POINTER)
+        if new is None:
+            now = self._store.read_pointer(use_case, ROLLOUT_POINTER)
+            self._seen_rollout[use_case] = now
+            raise CurrentMovedError(
+                f"{use_case}: ROLLOUT changed while it was being written (now: "
+                f"{Rollout.parse(now.name if now else None).describe()}); read it again and retry",
+                None,
+                rollout.canary or rollout.shadow or "",
+            )
+        self._seen_rollout[use_case] = new
 
     def has_current(self, use_case: str) -> bool:
         """True when a version of ``use_case`` was ever made current. On failure: OSError."""

@@ -13,7 +13,11 @@ An object store that cannot be read (StorageError: unreachable, a download cut s
 not the version's fault: one WARNING, and the next poll tries again.
 
 Every use case the server serves (decision_service/use_cases) is watched the same way, each
-with its own CURRENT pointer and refusal memory.
+with its own CURRENT pointer and refusal memory. A holder with a rollout (models/rollout.py
+``RolloutModels``) has its ROLLOUT pointer watched too: the canary and shadow versions it names
+are loaded with the same checks, off the event loop, then installed in one swap; a version
+that fails them is refused (one ERROR line, counted in ``ReloadStats.refused``) and that arm
+stays off until ROLLOUT names another version; a corrupt ROLLOUT file changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from decision_service.models.registry import ModelRegistry, RegistryError
+from decision_service.models.rollout import RolloutError, RolloutModels
 from decision_service.storage.location import StorageError
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,8 @@ class ModelReloader:
         self._watched: dict[str, Reloadable] = dict(watched)
         self._interval_s = interval_s
         self._refused: dict[str, str | None] = dict.fromkeys(self._watched)
+        self._rollout_refused: dict[str, set[str]] = {name: set() for name in self._watched}
+        self._rollout_said: dict[str, str] = {}
         self.stats = ReloadStats()
 
     @property
@@ -81,7 +88,63 @@ class ModelReloader:
         swapped = False
         for use_case in self._watched:
             swapped = await self._check_one(use_case) or swapped
+            models = self._watched[use_case]
+            if isinstance(models, RolloutModels):
+                swapped = await self.check_rollout(use_case, models) or swapped
         return swapped
+
+    async def check_rollout(self, use_case: str, models: RolloutModels[Any]) -> bool:
+        """One poll of ``use_case``'s ROLLOUT: loads and installs the canary and shadow it
+        names when it changed. True when a new rollout is now served. Never raises for a bad
+        version or a corrupt ROLLOUT (logged, refused)."""
+        try:
+            rollout = await asyncio.to_thread(models.registry.rollout, use_case)
+        except RolloutError as exc:
+            self._say(use_case, logging.ERROR, f"model reload: {exc}; keeping {models.rollout.describe()}")
+            return False
+        except (RegistryError, OSError) as exc:
+            log.warning("model reload: cannot read the %s ROLLOUT pointer: %s", use_case, exc)
+            return False
+        if rollout == models.rollout:
+            return False
+        refused = self._rollout_refused[use_case]
+        named = {rollout.canary, rollout.shadow} - {None}
+        refused &= named  # a version no longer named may be tried again when named again
+        loaded: dict[str, Any] = {}
+        for arm, name, have in (
+            ("canary", rollout.canary, models.canary),
+            ("shadow", rollout.shadow, models.shadow),
+        ):
+            if name is None or name in loaded or name in refused:
+                continue
+            if have is not None and have.version == name:
+                loaded[name] = have
+                continue
+            try:
+                loaded[name] = await asyncio.to_thread(models.prepare, name)
+            except StorageError as exc:
+                log.warning(
+                    "model reload: cannot fetch %s %s model %s (%s); will retry", use_case, arm, name, exc
+                )
+                return False
+            except (RegistryError, OSError, ValueError) as exc:
+                refused.add(name)
+                self.stats.refused.append(f"{name}: {exc}")
+                self.stats.refused_by_use_case.setdefault(use_case, []).append(f"{name}: {exc}")
+                log.error(
+                    "model reload: REFUSED %s %s model %s (%s); that arm stays off", use_case, arm, name, exc
+                )
+        canary = loaded.get(rollout.canary) if rollout.canary else None
+        shadow = loaded.get(rollout.shadow) if rollout.shadow else None
+        models.install_rollout(rollout, canary, shadow)
+        self._rollout_said.pop(use_case, None)
+        return True
+
+    def _say(self, use_case: str, level: int, message: str) -> None:
+        """Logs ``message`` once until it changes (a corrupt file is polled every interval)."""
+        if self._rollout_said.get(use_case) != message:
+            self._rollout_said[use_case] = message
+            log.log(level, message)
 
     async def _check_one(self, use_case: str) -> bool:
         models = self._watched[use_case]

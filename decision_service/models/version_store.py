@@ -80,13 +80,16 @@ class VersionStore(Protocol):
         ``staging`` is consumed. On failure: RegistryError / OSError; no complete version."""
         ...
 
-    def read_pointer(self, use_case: str) -> Pointer | None:
-        """CURRENT, or None when nothing was ever made current. On failure: OSError."""
+    def read_pointer(self, use_case: str, pointer: str = "CURRENT") -> Pointer | None:
+        """CURRENT (or another pointer file of the use case, e.g. ROLLOUT: ``name`` is then its
+        text), or None when it was never written. On failure: OSError."""
         ...
 
-    def swap_pointer(self, use_case: str, name: str, expected: Pointer | None) -> Pointer | None:
-        """Points CURRENT at ``name`` in one conditional write, only if CURRENT is still
-        ``expected`` (None: still absent). Returns the new pointer, or None when the
+    def swap_pointer(
+        self, use_case: str, name: str, expected: Pointer | None, pointer: str = "CURRENT"
+    ) -> Pointer | None:
+        """Points CURRENT (or ``pointer``) at ``name`` in one conditional write, only if it is
+        still ``expected`` (None: still absent). Returns the new pointer, or None when the
         condition failed (another writer won). On failure: OSError."""
         ...
 
@@ -167,23 +170,26 @@ class LocalVersionStore:
             return name, versions / name
         raise RegistryError(f"{use_case}: no free version name after {_MAX_NAME_ATTEMPTS} attempts")
 
-    def read_pointer(self, use_case: str) -> Pointer | None:
+    def read_pointer(self, use_case: str, pointer: str = "CURRENT") -> Pointer | None:
         try:
-            with open(self.root / use_case / "CURRENT", "rb") as f:
+            with open(self.root / use_case / pointer, "rb") as f:
                 st = os.fstat(f.fileno())
                 return Pointer(f.read().decode().strip(), f"{st.st_ino}:{st.st_mtime_ns}")
         except FileNotFoundError:
             return None
 
-    def swap_pointer(self, use_case: str, name: str, expected: Pointer | None) -> Pointer | None:
+    def swap_pointer(
+        self, use_case: str, name: str, expected: Pointer | None, pointer: str = "CURRENT"
+    ) -> Pointer | None:
         base = self.root / use_case
-        with open(base / ".CURRENT.lock", "a") as lock:
+        base.mkdir(parents=True, exist_ok=True)
+        with open(base / f".{pointer}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-            now = self.read_pointer(use_case)
+            now = self.read_pointer(use_case, pointer)
             if (now.tag if now else None) != (expected.tag if expected else None):
                 return None
-            write_atomic(base / "CURRENT", (name + "\n").encode())
-            return self.read_pointer(use_case)
+            write_atomic(base / pointer, (name + "\n").encode())
+            return self.read_pointer(use_case, pointer)
 
     def names(self, use_case: str) -> list[str]:
         versions = self.root / use_case / "versions"
@@ -284,15 +290,17 @@ class ObjectVersionStore:
                 continue
             shutil.rmtree(aside, ignore_errors=True)
 
-    def read_pointer(self, use_case: str) -> Pointer | None:
-        got = self.objects.read_tagged(f"{use_case}/CURRENT")
+    def read_pointer(self, use_case: str, pointer: str = "CURRENT") -> Pointer | None:
+        got = self.objects.read_tagged(f"{use_case}/{pointer}")
         if got is None:
             return None
         return Pointer(got.data.decode().strip(), got.tag)
 
-    def swap_pointer(self, use_case: str, name: str, expected: Pointer | None) -> Pointer | None:
+    def swap_pointer(
+        self, use_case: str, name: str, expected: Pointer | None, pointer: str = "CURRENT"
+    ) -> Pointer | None:
         data = (name + "\n").encode()
-        key = f"{use_case}/CURRENT"
+        key = f"{use_case}/{pointer}"
         if expected is None:
             tag = self.objects.create(key, data)
         else:

@@ -36,13 +36,16 @@ from decision_service.features.redis_store import (
 from decision_service.features.store import FeatureReads, StateWrites
 from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.reload import ModelReloader
+from decision_service.models.rollout import RolloutModels
 from decision_service.server import drain, security
 from decision_service.server.collect import Collect
 from decision_service.server.drain import DrainGate
 from decision_service.server.errors import EdgeGuardInterceptor, ErrorMappingInterceptor
+from decision_service.server.metrics_http import MetricsEndpoint, start_for_server
 from decision_service.server.metrics_interceptor import RequestMetricsInterceptor
 from decision_service.server.reflection_pool import MethodAwarePool
 from decision_service.server.servicer import DecisionServicer
+from decision_service.stages.side_effects.shadow_score import ShadowRunner
 from decision_service.telemetry import Telemetry
 from decision_service.use_cases import USE_CASES
 from decision_service.use_cases.base import Served, ServingEnv, UseCase
@@ -69,6 +72,8 @@ class RunningServer:
     _reload_task: asyncio.Task[None] | None = None
     telemetry: Telemetry | None = None
     gate: DrainGate | None = None
+    metrics: MetricsEndpoint | None = None  # Prometheus /metrics (DS_METRICS_PORT), if on
+    shadow: ShadowRunner | None = None  # shadow scoring off the answer path (models/rollout.py)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting, lets in-flight calls finish within ``grace_s``, flushes the logs,
@@ -94,10 +99,14 @@ class RunningServer:
             drain.disconnect_clients(self.port)
             grace_s = max(0.0, deadline - time.monotonic())
         await self.server.stop(grace_s)
+        if self.shadow is not None:  # before the logs close: what it scored is flushed with them
+            await self.shadow.stop()
         await self.collect.stop()
         await self.redis.aclose()
         await self.redis_reads.aclose()
         await self.redis_outcomes.aclose()
+        if self.metrics is not None:  # scrapable while draining; closed before the providers
+            self.metrics.stop()
         if self.telemetry is not None:
             self.telemetry.shutdown()
 
@@ -143,11 +152,19 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
     outcome_writes = RedisStateWrites(outcomes_conn, config.max_seen_items, layout)
     # the decision index write each answer awaits goes over `reads`
     collect = Collect.build(config, client, USE_CASES, reads, outcome_writes)
-    telemetry = telemetry or Telemetry.from_exporter(config.telemetry_exporter)
-    served = _serve_use_cases(config, USE_CASES, store_reads, store_writes, collect, telemetry)
-    _register_gauges(telemetry, collect, served, reads)
-
+    telemetry = telemetry or Telemetry.from_exporter(
+        config.telemetry_exporter, prometheus=config.metrics_port is not None
+    )
     gate = DrainGate()
+    # shadow versions score served decisions only while no call runs (after the replies)
+    shadow = ShadowRunner(gate.idle, collect.shadow_log, telemetry, config.shadow_max_queue)
+    served = _serve_use_cases(config, USE_CASES, store_reads, store_writes, collect, telemetry, shadow)
+    _register_gauges(telemetry, collect, served, reads, shadow)
+    reloader = ModelReloader({name: s.models for name, s in served.items()}, config.model_reload_interval_s)
+    for name, s in served.items():  # the canary and shadow ROLLOUT names serve from the start
+        if isinstance(s.models, RolloutModels):
+            await reloader.check_rollout(name, s.models)
+
     server = aio.server(
         interceptors=[
             *([RequestMetricsInterceptor(telemetry)] if telemetry.enabled else []),
@@ -175,6 +192,7 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=MethodAwarePool()
     )
     port = security.bind(server, config)
+    metrics = start_for_server(config, telemetry)  # ListenError when its port is taken
     collect.start()
     await server.start()
     for name in ("", SERVICE_NAME):
@@ -190,6 +208,8 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         collect,
         telemetry=telemetry,
         gate=gate,
+        metrics=metrics,
+        shadow=shadow,
     )
     if isinstance(reads, ClusterMultiplexedRedis):
         running._readiness = asyncio.create_task(
@@ -197,11 +217,9 @@ async def start_server(config: ServiceConfig, telemetry: Telemetry | None = None
         )
     else:
         running._readiness = asyncio.create_task(_become_ready(reads, health_servicer))
+    running.reloader = reloader
     if config.model_reload_interval_s > 0:
-        running.reloader = ModelReloader(
-            {name: s.models for name, s in served.items()}, config.model_reload_interval_s
-        )
-        running._reload_task = asyncio.create_task(running.reloader.run())
+        running._reload_task = asyncio.create_task(reloader.run())
     log.info("decision service listening on %s:%d", config.host, port)
     return running
 
@@ -213,6 +231,7 @@ def _serve_use_cases(
     writes: StateWrites,
     collect: Collect,
     telemetry: Telemetry,
+    shadow: ShadowRunner | None = None,
 ) -> dict[str, Served]:
     """Builds every registered use case that has a published version.
 
@@ -231,6 +250,7 @@ def _serve_use_cases(
             collect.index,
             limits,
             collect.decision_logs.get(use_case.name),
+            shadow,
         )
         one = use_case.serve(env)
         if one is None:
@@ -247,6 +267,7 @@ def _register_gauges(
     collect: Collect,
     served: dict[str, Served],
     reads: MultiplexedRedis | ClusterMultiplexedRedis,
+    shadow: ShadowRunner | None = None,
 ) -> None:
     if not telemetry.enabled:
         return
@@ -274,6 +295,8 @@ def _register_gauges(
         )
     telemetry.add_gauge("decision.log.dropped", dropped)
     telemetry.add_gauge("decision.model.version", versions)
+    if shadow is not None:
+        telemetry.add_gauge("decision.shadow.queue_depth", lambda: [(float(shadow.queue_depth), {})])
 
 
 async def _become_ready(reads: MultiplexedRedis, health_servicer: health.aio.HealthServicer) -> None:
@@ -348,16 +371,17 @@ class _MuxLookups:
         """The connections belong to the server (closed with it)."""
 
 
-async def serve(config: ServiceConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully. ``on_ready(port)`` is called
-    once the server listens (the multi-worker supervisor waits for it, server/workers.py)."""
+async def serve(config: ServiceConfig, on_ready: Callable[[int, int | None], None] | None = None) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. ``on_ready(port, metrics_port)``
+    is called once the server listens (the multi-worker supervisor waits for it,
+    server/workers.py); ``metrics_port`` is None when /metrics is off."""
     running = await start_server(config)
     # What start-up loaded (artifacts, modules) lives as long as the process: move it out of
     # the collector's reach so collections only walk per-request objects (ARCHITECTURE.md).
     gc.collect()
     gc.freeze()
     if on_ready is not None:
-        on_ready(running.port)
+        on_ready(running.port, running.metrics.port if running.metrics is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,7 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from decision_service.config import ServiceConfig
-from decision_service.decision_log import outcome_log
+from decision_service.decision_log import outcome_log, shadow_log
 from decision_service.decision_log.outcome_log import OutcomeLogRecord
 from decision_service.decision_log.writer import LogWriterConfig, ParquetLogWriter
 from decision_service.features.redis_mux import MultiplexedRedis
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DECISIONS = "decisions"
 OUTCOMES = "outcomes"
+SHADOW = "shadow"
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Collect:
     outcome_log: ParquetLogWriter[OutcomeLogRecord] | None
     index: DecisionIndex
     recorder: OutcomeRecorder | None
+    shadow_log: ParquetLogWriter[Any] | None = None  # shadow scores (decision_log/shadow_log.py)
 
     @property
     def writers(self) -> list[ParquetLogWriter]:  # type: ignore[type-arg]
@@ -49,6 +51,8 @@ class Collect:
         ]
         if self.outcome_log is not None:
             labelled.append((OUTCOMES, self.outcome_log))
+        if self.shadow_log is not None:
+            labelled.append((SHADOW, self.shadow_log))
         return labelled
 
     @classmethod
@@ -102,7 +106,15 @@ class Collect:
             writer_config,
         )
         recorder = OutcomeRecorder(index, state_writes, outcomes, handlers)
-        return cls(decision_logs, outcomes, index, recorder)
+        shadow = ParquetLogWriter(
+            config.log_root,
+            SHADOW,
+            shadow_log.SCHEMA,
+            shadow_log.to_batch,
+            shadow_log.partition_of,
+            writer_config,
+        )
+        return cls(decision_logs, outcomes, index, recorder, shadow)
 
     def start(self) -> None:
         for writer in self.writers:

@@ -47,6 +47,7 @@ class DrainGate(aio.ServerInterceptor):
     def __init__(self) -> None:
         self._draining = False
         self._running = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     @property
     def draining(self) -> bool:
@@ -80,6 +81,20 @@ class DrainGate(aio.ServerInterceptor):
 
     def _done(self, _context: object) -> None:
         self._running -= 1
+        if self._running == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def idle(self) -> None:
+        """Returns once no admitted call is running (every status sent): work that must never
+        delay an answer (shadow scoring) waits here. No polling: woken by the last call's end."""
+        if self._running == 0:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(waiter)
+        await waiter
 
     async def wait_idle(self, timeout_s: float, poll_s: float = 0.005) -> bool:
         """Waits until no admitted call is running (status sent); False on timeout."""

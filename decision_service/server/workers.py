@@ -15,7 +15,12 @@ The supervisor (the parent, which never starts gRPC itself, so forking is safe):
     in-flight calls, flushes its logs and exits; meanwhile the others take the connections
     its clients re-open); exits 0 when all of them stopped cleanly;
   * restarts a worker that dies later (at most ``MAX_RESTARTS`` per ``RESTART_WINDOW_S``,
-    beyond that it stops everything and exits 1).
+    beyond that it stops everything and exits 1);
+  * with ``DS_METRICS_PORT`` set, serves the one public ``/metrics`` (bound before any worker
+    starts; a taken port fails the start with exit status 1): each worker serves its own
+    series on a private loopback port the OS picks and reports it with its gRPC port; a
+    scrape merges them with a ``worker="<id>"`` label (server/metrics_http.py). The endpoint
+    closes after the last worker has stopped.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from typing import Any
 
 from decision_service.config import ConfigError, ServiceConfig
 from decision_service.models.registry import RegistryError
-from decision_service.server import listen
+from decision_service.server import listen, metrics_http
 from decision_service.server.listen import ListenError
+from decision_service.server.metrics_http import MetricsEndpoint, WorkerFanIn
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +108,8 @@ def _worker_main(config: ServiceConfig, worker: int, ready: Connection, parent_p
     configure_logging(config.log_level, f"w{worker}")
     from decision_service.server.app import serve
 
-    def on_ready(port: int) -> None:
-        ready.send(port)
+    def on_ready(port: int, metrics_port: int | None) -> None:
+        ready.send((port, metrics_port))
         ready.close()
 
     try:
@@ -134,9 +140,20 @@ class Supervisor:
     """Starts, watches and stops the worker processes (see the module docstring)."""
 
     def __init__(
-        self, config: ServiceConfig, workers: int, target: Callable[..., None] = _worker_main
+        self,
+        config: ServiceConfig,
+        workers: int,
+        target: Callable[..., None] = _worker_main,
+        fan_in: WorkerFanIn | None = None,
     ) -> None:
+        """``fan_in``: the public /metrics' view of the workers (None: metrics off); each
+        worker then serves its own series on a private loopback port."""
         self._config = config
+        self._worker_config = config
+        if fan_in is not None:
+            self._worker_config = replace(
+                config, metrics_host=metrics_http.WORKER_METRICS_HOST, metrics_port=0
+            )
         self._n = workers
         self._target = target
         self._ctx = mp.get_context("fork")
@@ -144,18 +161,32 @@ class Supervisor:
         self._stopping = False
         self._signalled = False
         self._restarts: list[float] = []
+        self._fan_in = fan_in
+        self._restarting: dict[Connection, int] = {}  # ready pipes of restarted workers
 
     def _spawn(self, worker: int) -> Connection:
         receive, send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=self._target,
-            args=(self._config, worker, send, os.getpid()),
+            args=(self._worker_config, worker, send, os.getpid()),
             name=f"decision-service-w{worker}",
         )
-        proc.start()
+        if self._fan_in is not None:
+            self._fan_in.set_worker(worker, None)
+            with self._fan_in.lock:  # not from the middle of a scrape (its threads' locks)
+                proc.start()
+        else:
+            proc.start()
         send.close()
         self._procs[worker] = proc
         return receive
+
+    def _listening(self, worker: int, report: int | tuple[int, int | None]) -> int:
+        """A worker's ready report: its gRPC port (returned) and where it serves its metrics."""
+        port, metrics_port = report if isinstance(report, tuple) else (report, None)
+        if self._fan_in is not None:
+            self._fan_in.set_worker(worker, metrics_port)
+        return port
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if not self._stopping:
@@ -183,11 +214,12 @@ class Supervisor:
                     conn = item
                     worker = pending.pop(conn)
                     try:
-                        port = conn.recv()
+                        port = self._listening(worker, conn.recv())
                     except EOFError:  # died before it could report
                         if self._stopping:
                             break
                         return self._failed_start(worker)
+                    conn.close()
                     pid = self._procs[worker].pid
                     log.info("supervisor: worker %d (pid %d) listening on port %d", worker, pid, port)
                 elif sentinels[item] in pending.values() and not self._stopping:
@@ -196,9 +228,16 @@ class Supervisor:
             log.info("supervisor: %d workers serving on %s:%d", self._n, self._config.host, self._config.port)
         while not self._stopping:
             by_sentinel = {p.sentinel: w for w, p in self._procs.items()}
-            for sentinel in wait(list(by_sentinel), timeout=0.5):
-                worker = by_sentinel[sentinel]
+            for item in wait([*by_sentinel, *self._restarting], timeout=0.5):
+                if item in self._restarting:  # a restarted worker listens again (or died)
+                    self._restarted(item)
+                    continue
+                if item not in by_sentinel:  # the pipe of a worker restarted again meanwhile
+                    continue
+                worker = by_sentinel[item]
                 self._procs[worker].join()
+                if self._fan_in is not None:
+                    self._fan_in.set_worker(worker, None)
                 if self._stopping:
                     break
                 now = time.monotonic()
@@ -208,8 +247,22 @@ class Supervisor:
                     log.error("supervisor: worker %d exited (%s); too many restarts, stopping", worker, code)
                     return self._shutdown(failed=True)
                 log.error("supervisor: worker %d exited unexpectedly (%s); restarting it", worker, code)
-                self._spawn(worker).close()
+                for conn, w in list(self._restarting.items()):  # an earlier restart's pipe
+                    if w == worker:
+                        del self._restarting[conn]
+                        conn.close()
+                self._restarting[self._spawn(worker)] = worker
         return self._shutdown(failed=False)
+
+    def _restarted(self, conn: Connection) -> None:
+        worker = self._restarting.pop(conn)
+        try:
+            port = self._listening(worker, conn.recv())
+            log.info("supervisor: restarted worker %d listening on port %d", worker, port)
+        except EOFError:  # it died before it listened: its sentinel says so
+            pass
+        finally:
+            conn.close()
 
     def _failed_start(self, worker: int) -> int:
         self._procs[worker].join()
@@ -236,6 +289,9 @@ class Supervisor:
         if any(c not in clean for c in codes):
             failed = True
         log.info("supervisor: all workers stopped (exit codes %s)", codes)
+        for conn in self._restarting:
+            conn.close()
+        self._restarting.clear()
         return 1 if failed else 0
 
 
@@ -258,9 +314,21 @@ def serve_workers(config: ServiceConfig, workers: int) -> int:
         log.error("supervisor: cannot listen: %s", exc)
         print(f"decision-service: cannot listen: {exc}", file=sys.stderr)
         return 1
-    try:  # both held until every worker has stopped
-        return Supervisor(config, workers).run()
+    metrics: tuple[MetricsEndpoint, WorkerFanIn] | None = None
+    try:
+        metrics = metrics_http.start_supervisor_endpoint(config, workers)
+    except ListenError as exc:
+        reserved.close()
+        if lock is not None:
+            lock.close()
+        log.error("supervisor: cannot listen: %s", exc)
+        print(f"decision-service: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    try:  # all held until every worker has stopped
+        return Supervisor(config, workers, fan_in=metrics[1] if metrics else None).run()
     finally:
+        if metrics is not None:
+            metrics[0].stop()
         reserved.close()
         if lock is not None:
             lock.close()

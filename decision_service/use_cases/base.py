@@ -30,10 +30,11 @@ import pyarrow as pa
 
 from decision_service.domain.outcomes import OutcomeType
 from decision_service.models.reload import Reloadable
+from decision_service.models.rollout import RolloutModels
 from decision_service.outcomes.recorder import EffectHandler
+from decision_service.stages.side_effects.shadow_score import ShadowRunner, ShadowScore
 
 if TYPE_CHECKING:
-
     from decision_service._generated.decision.v1 import decision_service_pb2 as pb
     from decision_service.config import ServiceConfig
     from decision_service.decision_log.writer import ParquetLogWriter
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from decision_service.outcomes.decision_index import DecisionIndex
     from decision_service.telemetry import Telemetry
     from decision_service.use_cases.proto import RequestLimits
+
 
 @dataclass(frozen=True)
 class DecisionLog:
@@ -64,6 +66,22 @@ class ServingEnv:
     index: DecisionIndex  # remember(DecisionRef) before answering, so outcomes attribute
     limits: RequestLimits  # the request limits every use case shares
     log: ParquetLogWriter[Any] | None  # this use case's decision log; None when logging is off
+    shadow: ShadowRunner | None = None  # the process's shadow scorer; None: no shadow scoring
+
+
+def with_rollout(models: Any, name: str, unit_of: Callable[[Any], str]) -> RolloutModels[Any]:
+    """``models`` (the use case's holder of CURRENT) with its rollout (canary, shadow:
+    models/rollout.py); ``unit_of``: a domain request -> its randomisation unit (user id)."""
+    return RolloutModels(models, name, unit_of)
+
+
+def shadow_effect(env: ServingEnv, name: str, rollout: RolloutModels[Any]) -> ShadowScore | None:
+    """The side effect that queues served decisions for the rollout's shadow version (None
+    when the server runs no shadow scorer). Bind ``.score`` to the executor's
+    ``shadow_scores`` once the executor exists."""
+    if env.shadow is None:
+        return None
+    return ShadowScore(name, env.shadow, lambda: rollout.shadow)
 
 
 class Served(Protocol):
@@ -133,6 +151,10 @@ class UseCase:
     log: DecisionLog | None = None
     effects: Callable[[ServiceConfig], Mapping[str, EffectHandler]] | None = None
     description: str = ""
+    models: Callable[[ModelRegistry, ServiceConfig], Reloadable] | None = None
+    """Its model holder on a registry, for checking a version offline the way hot reload
+    does (``prepare(name)`` raises RegistryError): ``decision-service rollout`` refuses a
+    version that fails it."""
 
     def __post_init__(self) -> None:
         if not self.outcome_types:  # the decision index TTL derives from its label windows

@@ -39,7 +39,7 @@ def run(artifacts, url, user_id="u1", budget_s=1.0, num_items=5, mutate=None, **
             pipeline = recommendation_pipeline(CONFIG, RedisFeatureReads(client, 100, 100))
             if mutate:
                 pipeline = mutate(pipeline)
-            executor = RecommendationExecutor(pipeline, lambda: artifacts)
+            executor = RecommendationExecutor(pipeline, lambda _: artifacts)
             request = RecommendationRequest("r", user_id, num_items, **fields)
             return await executor.run(request, budget_s)
         finally:

@@ -120,10 +120,10 @@ def test_a_stage_without_a_declared_policy_is_refused():
 def test_a_flow_without_a_fallback_refuses_a_degrade_declaration():
     p = replace(fraud_pipeline(), on_failure={**fraud.ON_FAILURE, "policy": OnFailure(DEGRADE, "policy")})
     with pytest.raises(ValueError, match="'policy' must be declared 'fail'"):
-        FraudExecutor(p, lambda: None)  # type: ignore[arg-type, return-value]
+        FraudExecutor(p, lambda _: None)  # type: ignore[arg-type, return-value]
     on_failure = {**rec.ON_FAILURE, "selector": OnFailure(DEGRADE, "selection")}
     with pytest.raises(ValueError, match="'selector' must be declared 'fail'"):
-        RecommendationExecutor(replace(rec_pipeline(), on_failure=on_failure), lambda: None)  # type: ignore[arg-type, return-value]
+        RecommendationExecutor(replace(rec_pipeline(), on_failure=on_failure), lambda _: None)  # type: ignore[arg-type, return-value]
 
 
 # ---------------------------------------------------------------- the engine's helpers
@@ -186,7 +186,7 @@ def check_fraud(artifacts, url, on_failure=None):
             p = fraud.fraud_pipeline(RedisFeatureReads(client, 100, 100), RedisStateWrites(client, 100), PolicyConfig(), 60)
             if on_failure is not None:
                 p = replace(p, on_failure={**fraud.ON_FAILURE, **on_failure})
-            return p, await FraudExecutor(p, lambda: artifacts).run(FraudCheckRequest("r1", transaction()), 1.0)
+            return p, await FraudExecutor(p, lambda _: artifacts).run(FraudCheckRequest("r1", transaction()), 1.0)
         finally:
             await client.aclose()
 

@@ -83,7 +83,7 @@ def _recommend(artifacts, url, num_items=5):
         try:
             config = ServiceConfig(ann_candidates=20, popular_candidates=5, popular_fallback_candidates=30)
             executor = RecommendationExecutor(
-                recommendation_pipeline(config, RedisFeatureReads(client, 100, 100)), lambda: artifacts
+                recommendation_pipeline(config, RedisFeatureReads(client, 100, 100)), lambda _: artifacts
             )
             return await executor.run(RecommendationRequest("r", "u1", num_items), 1.0)
         finally:

@@ -46,5 +46,7 @@ class LogServedDecision:
                 item_features=features.items.values,
                 item_status=features.items.status,
                 cross_features=features.cross,
+                arm=decision.arm,
+                stage_ms=tuple(decision.stage_ms.items()),
             )
         )

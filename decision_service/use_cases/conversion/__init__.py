@@ -25,7 +25,14 @@ from decision_service.models.conversion_artifacts import ConversionModels
 from decision_service.stages.policies.threshold import ThresholdConfig
 from decision_service.stages.side_effects.conversion_decision import LogConversionDecision
 from decision_service.stages.side_effects.remember_decision import RememberDecision
-from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
+from decision_service.use_cases.base import (
+    DecisionLog,
+    ServedExecutor,
+    ServingEnv,
+    UseCase,
+    shadow_effect,
+    with_rollout,
+)
 from decision_service.use_cases.conversion.convert import (
     conversion_decision_to_proto,
     conversion_request_from_proto,
@@ -72,15 +79,21 @@ def serve(env: ServingEnv) -> ServedExecutor | None:
     models = ConversionModels(env.registry, NAME)
     if models.load_current() is None:
         return None
+    rollout = with_rollout(models, NAME, lambda request: request.user_id)
     effects: list[ConversionSideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogConversionDecision(env.log))
+    shadow = shadow_effect(env, NAME, rollout)
+    if shadow is not None:
+        effects.append(shadow)
     pipeline = conversion_pipeline(env.reads, threshold)
-    executor = ConversionExecutor(NAME, pipeline, models.get, tuple(effects), env.telemetry)
+    executor = ConversionExecutor(NAME, pipeline, rollout.pick, tuple(effects), env.telemetry)
+    if shadow is not None:
+        shadow.score = executor.shadow_scores
     limits = env.limits
     return ServedExecutor(
         executor,
-        models,
+        rollout,
         lambda request: conversion_request_from_proto(request, limits, now_ms()),
         conversion_decision_to_proto,
     )
@@ -95,4 +108,5 @@ USE_CASE = UseCase(
     serve=serve,
     log=DecisionLog(conversion_log.SCHEMA, conversion_log.to_batch, conversion_log.partition_of),
     description="will this user purchase within 7 days: a calibrated probability, reasons, an action",
+    models=lambda registry, config: ConversionModels(registry, NAME),
 )

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+import numpy as np
 
 from decision_service.domain.conversion import ConversionDecision, ConversionRequest
 from decision_service.domain.features import FeatureStatus
@@ -36,7 +39,7 @@ class ConversionExecutor:
         self,
         use_case: str,
         pipeline: ConversionPipeline,
-        artifacts: Callable[[], ConversionArtifacts],
+        artifacts: Callable[[ConversionRequest], ConversionArtifacts],
         side_effects: tuple[ConversionSideEffect, ...] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -65,7 +68,9 @@ class ConversionExecutor:
 
     async def _run(self, request: ConversionRequest, run: Run) -> ConversionDecision:
         s = self._steps
-        state = ConversionState(request, self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms)
+        state = ConversionState(
+            request, self._artifacts(request), degraded=run.degraded, stage_ms=run.stage_ms
+        )
         with run.timed(s["profile"].name):
             state.profile = await self._profile(state, run)
         step = s["features"]
@@ -82,7 +87,7 @@ class ConversionExecutor:
         a = state.artifacts
         score, verdict = state.score, state.verdict
         decision = ConversionDecision(
-            **run.envelope(a.version),
+            **run.envelope(a.version, arm=a.arm),
             probability=score.probability if score is not None else a.base_rate,
             action=verdict.action,
             threshold=verdict.threshold,
@@ -92,6 +97,17 @@ class ConversionExecutor:
         )
         await self._engine.side_effects(run, self._side_effects, state, decision)
         return decision
+
+    def shadow_scores(self, state: ConversionState, shadow: ConversionArtifacts) -> np.ndarray:
+        """``[probability]`` of the shadow version for this decision, from the profile and
+        request the decision used (no store read), re-assembled for the shadow's columns.
+        On failure: the builder's or scorer's exception (the shadow runner counts it)."""
+        s = self._steps
+        twin = dataclasses.replace(
+            state, artifacts=shadow, row=None, score=None, verdict=None, degraded=[], stage_ms={}
+        )
+        twin.row = s["features"].stage.build(twin)
+        return np.array([s["scorer"].stage.score(twin).probability], np.float32)
 
     async def _profile(self, state: ConversionState, run: Run) -> Any:
         step = self._steps["profile"]

@@ -14,7 +14,7 @@ from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
 from decision_service.features.definitions import VELOCITY_WINDOWS
 from decision_service.features.store import VELOCITY_RETENTION_MS
-from decision_service.models.fraud_artifacts import FRAUD
+from decision_service.models.fraud_artifacts import FRAUD, FraudModels
 from decision_service.stages.side_effects.fraud_decision import LogFraudDecision, RememberFraudDecision
 from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
 from decision_service.use_cases.fraud import executor
@@ -45,7 +45,7 @@ def serve(env: ServingEnv) -> ServedExecutor | None:
     if env.log is not None:
         effects.append(LogFraudDecision(env.log))
     executor = build_fraud_executor(
-        env.config, env.reads, env.writes, tuple(effects), env.telemetry, env.registry
+        env.config, env.reads, env.writes, tuple(effects), env.telemetry, env.registry, env.shadow
     )
     if executor is None:
         return None
@@ -71,4 +71,5 @@ USE_CASE = UseCase(
     log=DecisionLog(fraud_log.SCHEMA, fraud_log.to_batch, fraud_log.partition_of),
     effects=lambda config: {FRAUD_CONFIRMED: mark_confirmed_fraud},
     description="approve, review or decline a payment, with reasons",
+    models=lambda registry, config: FraudModels(registry),
 )

@@ -11,8 +11,12 @@ failure policy:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+import numpy as np
 
 from decision_service.config import ServiceConfig
 from decision_service.domain.features import FeatureStatus
@@ -22,9 +26,11 @@ from decision_service.errors import AlreadyExists
 from decision_service.features.store import FeatureReads, StateWrites
 from decision_service.models.fraud_artifacts import FraudArtifacts, FraudModels
 from decision_service.models.registry import ModelRegistry
+from decision_service.models.rollout import RolloutModels
 from decision_service.stages.committers.commit_decision import decode_record, encode_record
 from decision_service.stages.fraud_base import FraudState
 from decision_service.stages.hydrators.neighbour_fraud_rate import InvalidNeighbourQuery
+from decision_service.stages.side_effects.shadow_score import ShadowRunner, ShadowScore
 from decision_service.telemetry import Telemetry
 from decision_service.use_cases.fraud.pipeline import FraudPipeline, fraud_pipeline, policy_config
 
@@ -41,7 +47,7 @@ class FraudExecutor:
     def __init__(
         self,
         pipeline: FraudPipeline,
-        artifacts: Callable[[], FraudArtifacts],
+        artifacts: Callable[[FraudCheckRequest], FraudArtifacts],
         side_effects: tuple[FraudSideEffect, ...] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -52,7 +58,7 @@ class FraudExecutor:
         self._side_effects = side_effects
         self._engine = Engine(USE_CASE, telemetry)
         self._book = self._engine.book
-        self.models: FraudModels | None = None  # the holder hot reload swaps, when built from one
+        self.models: RolloutModels[FraudArtifacts] | None = None  # what hot reload swaps, when built from one
 
     @property
     def degraded_counts(self) -> dict[tuple[str, str], int]:
@@ -75,7 +81,7 @@ class FraudExecutor:
     async def _run(self, request: FraudCheckRequest, run: Run) -> FraudDecision:
         deadline = run.deadline
         state = FraudState(
-            request=request, artifacts=self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms
+            request=request, artifacts=self._artifacts(request), degraded=run.degraded, stage_ms=run.stage_ms
         )
         s = self._steps
         fingerprint = request.transaction.fingerprint()
@@ -120,9 +126,21 @@ class FraudExecutor:
         """Records the decision: None when this call recorded it, else the existing record."""
         return await self._steps["committer"].stage.commit(state, encode_record(fingerprint, decision))
 
-    def model_version(self) -> str:
-        """The fraud model version new requests are served with."""
-        return self._artifacts().version
+    def shadow_scores(self, state: FraudState, shadow: FraudArtifacts) -> np.ndarray:
+        """``[fraud probability]`` of the shadow version for this payment, from the context
+        the decision read (no store read): the feature row re-assembled for the shadow's model
+        columns, its own neighbour rate, its model. On failure: the builder's or scorer's
+        exception (the shadow runner counts it)."""
+        steps = self._steps
+        twin = dataclasses.replace(
+            state, artifacts=shadow, row=None, score=None, verdict=None, degraded=[], stage_ms={}
+        )
+        row = steps["features"].stage.build(twin)
+        shadow.assembler.replace_non_finite(row)
+        with contextlib.suppress(Exception):  # as served: the neighbour defaults stay on failure
+            steps["neighbours"].stage.fill(twin, row)
+        twin.row = row
+        return np.array([steps["scorer"].stage.score(twin).probability], np.float32)
 
     async def _finish(self, state: FraudState, decision: FraudDecision, deadline: float) -> FraudDecision:
         """Runs the side effects of a fresh verdict; the decision index write completes (or
@@ -169,15 +187,13 @@ class FraudExecutor:
         verdict = state.verdict
         assert verdict is not None
         return FraudDecision(
-            **run.envelope(state.artifacts.version, dedupe=False),
+            **run.envelope(state.artifacts.version, dedupe=False, arm=state.artifacts.arm),
             action=verdict.action,
             risk_score=verdict.risk_score,
             fraud_probability=state.score.probability if state.score is not None else 0.0,
             fired_rules=verdict.fired_rules,
             reasons=verdict.reasons,
         )
-
-
 
 
 class FraudSideEffect(Protocol):
@@ -196,6 +212,7 @@ def build_fraud_executor(
     side_effects: tuple[FraudSideEffect, ...] = (),
     telemetry: Telemetry | None = None,
     registry: ModelRegistry | None = None,
+    shadow: ShadowRunner | None = None,
 ) -> FraudExecutor | None:
     """The fraud executor over the registry's CURRENT fraud version; None when none is published.
 
@@ -207,7 +224,14 @@ def build_fraud_executor(
     )
     if models.load_current() is None:
         return None
+    rollout = RolloutModels(models, USE_CASE, lambda request: request.transaction.user_id)
+    effects = tuple(side_effects)
+    if shadow is not None:
+        effects += (ShadowScore(USE_CASE, shadow, lambda: rollout.shadow),)
     pipeline = fraud_pipeline(reads, writes, policy_config(config), config.fraud_record_ttl_s)
-    executor = FraudExecutor(pipeline, models.get, side_effects, telemetry)
-    executor.models = models
+    executor = FraudExecutor(pipeline, rollout.pick, effects, telemetry)
+    for effect in effects:
+        if isinstance(effect, ShadowScore):
+            effect.score = executor.shadow_scores
+    executor.models = rollout
     return executor

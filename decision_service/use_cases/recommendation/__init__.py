@@ -16,7 +16,14 @@ from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 from decision_service.stages.base import SideEffect
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
 from decision_service.stages.side_effects.remember_decision import RememberDecision
-from decision_service.use_cases.base import DecisionLog, ServedExecutor, ServingEnv, UseCase
+from decision_service.use_cases.base import (
+    DecisionLog,
+    ServedExecutor,
+    ServingEnv,
+    UseCase,
+    shadow_effect,
+    with_rollout,
+)
 from decision_service.use_cases.recommendation import executor
 from decision_service.use_cases.recommendation.convert import (
     RecommendationLimits,
@@ -37,15 +44,21 @@ def serve(env: ServingEnv) -> ServedExecutor:
     loaded (the server does not start without one)."""
     models = RecommendationModels(env.registry, env.config)
     models.load_current()
+    rollout = with_rollout(models, NAME, lambda request: request.user_id)
     effects: list[SideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogServedDecision(env.log))
+    shadow = shadow_effect(env, NAME, rollout)
+    if shadow is not None:
+        effects.append(shadow)
     pipeline = recommendation_pipeline(env.config, env.reads, tuple(effects))
-    executor = RecommendationExecutor(pipeline, models.get, env.telemetry)
+    executor = RecommendationExecutor(pipeline, rollout.pick, env.telemetry)
+    if shadow is not None:
+        shadow.score = executor.shadow_scores
     limits = RecommendationLimits.from_config(env.config)
     return ServedExecutor(
         executor,
-        models,
+        rollout,
         lambda request: recommendation_request_from_proto(request, limits),
         recommendation_decision_to_proto,
     )
@@ -92,4 +105,5 @@ USE_CASE = UseCase(
     log=DecisionLog(recommendation_log.SCHEMA, recommendation_log.to_batch, recommendation_log.partition_of),
     effects=lambda config: {SEEN: mark_seen},
     description="a ranked list of items for a user",
+    models=lambda registry, config: RecommendationModels(registry, config),
 )

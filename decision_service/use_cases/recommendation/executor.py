@@ -13,6 +13,7 @@ that is not failure policy:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -49,7 +50,7 @@ class RecommendationExecutor:
     def __init__(
         self,
         pipeline: RecommendationPipeline,
-        artifacts: Callable[[], RecommendationArtifacts],
+        artifacts: Callable[[RecommendationRequest], RecommendationArtifacts],
         telemetry: Telemetry | None = None,
     ) -> None:
         self._pipeline = pipeline
@@ -87,7 +88,7 @@ class RecommendationExecutor:
 
     async def _run(self, request: RecommendationRequest, run: Run) -> RecommendationDecision:
         state = RecommendationState(
-            request=request, artifacts=self._artifacts(), degraded=run.degraded, stage_ms=run.stage_ms
+            request=request, artifacts=self._artifacts(request), degraded=run.degraded, stage_ms=run.stage_ms
         )
 
         with self._book.timed(state.stage_ms, self._user_state.name):
@@ -240,6 +241,14 @@ class RecommendationExecutor:
         scores = run.attempt(self._scorer, "model_error", self._model_scores, state, n)
         return _retrieval_order_scores(n) if scores is None else scores  # None: degraded
 
+    def shadow_scores(self, state: RecommendationState, shadow: RecommendationArtifacts) -> np.ndarray:
+        """The shadow version's scores of the candidates this decision scored, from the exact
+        features served (no store read), in the decision log's candidate order.
+        On failure: the scorer's exception (the shadow runner counts it)."""
+        if state.features is None or len(state.candidates) == 0:
+            return np.empty(0, np.float32)
+        return self._model_scores(dataclasses.replace(state, artifacts=shadow), len(state.candidates))
+
     def _model_scores(self, state: RecommendationState, n: int) -> np.ndarray:
         """The scorer's scores; a wrong count or a non-finite score is the scorer failing."""
         scores = self._scorer.stage.score(state)
@@ -248,7 +257,6 @@ class RecommendationExecutor:
         return scores
 
     # ---------------------------------------------------------------- bookkeeping
-
 
     def _decision(self, state: RecommendationState, run: Run) -> RecommendationDecision:
         catalog = state.artifacts.catalog
@@ -271,8 +279,9 @@ class RecommendationExecutor:
             )
             for rank, (i, row) in enumerate(zip(selected.tolist(), rows.tolist(), strict=True), 1)
         ]
-        return RecommendationDecision(**run.envelope(state.artifacts.version), items=items)
-
+        return RecommendationDecision(
+            **run.envelope(state.artifacts.version, arm=state.artifacts.arm), items=items
+        )
 
 
 def _with_reasons(steps: tuple[Step, ...]) -> tuple[tuple[Step, str], ...]:

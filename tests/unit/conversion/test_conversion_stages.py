@@ -74,7 +74,7 @@ def request(threshold: float | None = None) -> ConversionRequest:
 
 def run(artifacts, store, req=None, budget_s=1.0, threshold=None):
     threshold = threshold or ThresholdConfig()
-    executor = ConversionExecutor("conversion", conversion_pipeline(store, threshold), lambda: artifacts)
+    executor = ConversionExecutor("conversion", conversion_pipeline(store, threshold), lambda _: artifacts)
     return asyncio.run(executor.run(req or request(), budget_s)), executor
 
 
@@ -208,7 +208,7 @@ def test_kind_log_holds_every_input_not_just_the_model_columns(artifacts):
 
     writer = Writer()
     pipeline = conversion_pipeline(FakeStore(stored_profile()), ThresholdConfig())
-    executor = ConversionExecutor("conversion", pipeline, lambda: artifacts, (LogConversionDecision(writer),))
+    executor = ConversionExecutor("conversion", pipeline, lambda _: artifacts, (LogConversionDecision(writer),))
     decision = asyncio.run(executor.run(request(), 1.0))
     (record,) = writer.records
     assert record.feature_names == INPUT_COLUMNS and len(record.features) == len(INPUT_COLUMNS)
@@ -239,7 +239,7 @@ def test_a_fail_step_declared_degrade_is_refused_at_build(artifacts):
     pipeline = conversion_pipeline(FakeStore(), ThresholdConfig())
     wrong = dc_replace(pipeline, on_failure={**ON_FAILURE, "policy": OnFailure(DEGRADE, "policy")})
     with pytest.raises(ValueError, match="policy"):
-        ConversionExecutor("conversion", wrong, lambda: artifacts)
+        ConversionExecutor("conversion", wrong, lambda _: artifacts)
 
 
 def test_kind_reason_at_the_median_reads_low_when_it_is_also_the_minimum():

@@ -70,7 +70,7 @@ def test_kind_non_finite_fraud_executor_flags_groups_and_scores_finite_row(
             pipeline = fraud_pipeline(
                 RedisFeatureReads(client, 100, 100), RedisStateWrites(client, 100), policy_config(ServiceConfig()), 60
             )
-            executor = FraudExecutor(pipeline, lambda: fraud_artifacts)
+            executor = FraudExecutor(pipeline, lambda _: fraud_artifacts)
             original = pipeline.scorer.score
 
             def spy(state):

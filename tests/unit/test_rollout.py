@@ -1,0 +1,100 @@
+"""Rollout state and canary assignment (models/rollout.py), the shadow runner's bounds
+(stages/side_effects/shadow_score.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from decision_service.models.rollout import Rollout, RolloutError, in_canary
+from decision_service.stages.side_effects.shadow_score import (
+    FAILED,
+    SCORED,
+    SKIPPED_QUEUE_FULL,
+    SKIPPED_SHUTDOWN,
+    ShadowRunner,
+)
+
+
+def test_canary_assignment_is_stable_and_close_to_the_share() -> None:
+    users = [f"u{i}" for i in range(100_000)]
+    first = np.array([in_canary(u, 0.2, "salt-a") for u in users])
+    again = np.array([in_canary(u, 0.2, "salt-a") for u in users])
+    assert np.array_equal(first, again)  # a person sees one model
+    assert abs(first.mean() - 0.2) < 0.005  # binomial sd 0.0013
+    # a wider share keeps everyone already in the canary (monotone in the share)
+    wider = np.array([in_canary(u, 0.5, "salt-a") for u in users])
+    assert np.all(wider[first]) and abs(wider.mean() - 0.5) < 0.005
+    # a new salt draws a new, independent set of users
+    other = np.array([in_canary(u, 0.2, "salt-b") for u in users])
+    assert abs((first & other).mean() - 0.04) < 0.005
+
+
+def test_rollout_round_trip_and_refusals() -> None:
+    r = Rollout().with_canary("v0002", 0.25).with_shadow("v0003")
+    assert Rollout.parse(r.to_text()) == r
+    assert r.salt and r.describe() == "canary v0002 at 25%, shadow v0003"
+    assert Rollout.parse(None).empty and Rollout.parse("  ").empty
+    assert r.with_canary(None).canary is None and r.with_canary(None).shadow == "v0003"
+    assert r.with_canary("v0002", 0.25).salt != r.salt  # every canary draws new users
+    for bad, words in (
+        ("{not json", "not a valid rollout"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"canary": "v1", "canary_share": 1.5}', "canary share must be in (0, 1)"),
+        ('{"canary": "v1", "share": 0.5}', "unknown keys"),
+    ):
+        with pytest.raises(RolloutError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            Rollout.parse(bad, "reg/recommendation/ROLLOUT")
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def submit(self, record) -> bool:  # type: ignore[no-untyped-def]
+        self.records.append(record)
+        return True
+
+
+def _decision(i: int) -> SimpleNamespace:
+    return SimpleNamespace(decision_id=f"d{i}", decided_at_ms=1_000 + i, model_version="v1", arm="live")
+
+
+def test_kind_shadow_work_waits_for_idle_and_is_skipped_and_counted_when_the_queue_is_full() -> None:
+    """Under load (never idle) the shadow scores nothing; beyond its queue it skips and counts;
+    once idle it scores what waited; a failing shadow is counted and never raises."""
+
+    async def scenario() -> None:
+        idle = asyncio.Event()
+        writer = _Writer()
+        runner = ShadowRunner(idle.wait, writer, max_queue=4)
+        shadow = SimpleNamespace(version="v9")
+        calls: list[int] = []
+
+        def score(state, artifacts):  # type: ignore[no-untyped-def]
+            calls.append(state)
+            if state == 3:
+                raise ValueError("cannot score this one")
+            return np.array([0.5, 0.25], np.float32)
+
+        accepted = [runner.submit("recommendation", score, i, _decision(i), shadow) for i in range(10)]
+        await asyncio.sleep(0.05)
+        assert accepted == [True] * 4 + [False] * 6
+        assert calls == [] and runner.queue_depth == 4  # busy process: nothing scored
+        idle.set()
+        assert await runner.drain(2.0)
+        assert calls == [0, 1, 2, 3]
+        assert [r.decision_id for r in writer.records] == ["d0", "d1", "d2"]
+        assert writer.records[0].shadow_model_version == "v9" and list(writer.records[0].scores) == [0.5, 0.25]
+        by = runner.stats.by_outcome
+        assert by[("recommendation", SKIPPED_QUEUE_FULL)] == 6
+        assert by[("recommendation", SCORED)] == 3 and by[("recommendation", FAILED)] == 1
+        idle.clear()
+        runner.submit("recommendation", score, 5, _decision(5), shadow)
+        await runner.stop()
+        assert runner.stats.by_outcome[("recommendation", SKIPPED_SHUTDOWN)] == 1
+
+    asyncio.run(scenario())
