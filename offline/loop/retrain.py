@@ -69,6 +69,7 @@ from offline.loop.publish_gate import (
     train_binary,
 )
 from offline.training.lightgbm_params import LightGbmSettings, categorical_columns
+from offline.watch import profile as feature_profile
 
 USE_CASE = "recommendation"
 
@@ -102,6 +103,7 @@ class RetrainConfig:
     lgbm: LightGbmSettings = field(default_factory=lambda: RETRAIN_LGBM)
     threads: int = 2
     seed: int = 7
+    make_current: bool = True  # False: published as a candidate for a shadow / canary, not CURRENT
 
 
 @dataclass
@@ -289,7 +291,15 @@ def retrain(
     name = current_version.name if current_version else None
     if not ok:
         return RetrainResult(False, reason, None, name, candidate, current, training)
-    version = publish(registry, model, cfg, candidate, current, training, current_version, world_dir)
+    profile = feature_profile.profile_table(
+        train,
+        cfg.columns,
+        lambda x: model.predict(x, num_threads=cfg.threads),
+        extra={"rows": "the shown items of the training decisions (train + validation)"},
+    )
+    version = publish(
+        registry, model, cfg, candidate, current, training, current_version, world_dir, profile=profile
+    )
     if world_dir is not None and redis_url is not None:
         from offline.features.materialize import materialize
 
@@ -306,11 +316,15 @@ def publish(
     training: dict[str, Any],
     base: ModelVersion | None,
     world_dir: str | Path | None = None,
+    profile: feature_profile.FeatureProfile | None = None,
 ) -> ModelVersion:
     """A new version: the model, a FAISS index (rebuilt from the serving state saved under
-    ``world_dir``, else ``base``'s) and the catalog; checked loadable, then CURRENT moves."""
+    ``world_dir``, else ``base``'s), the catalog and ``profile`` (the training distribution,
+    offline/watch/profile.py; none when None); checked loadable, then CURRENT moves."""
     staging = registry.staging_dir(USE_CASE)
     try:
+        if profile is not None:
+            feature_profile.save(staging, profile)
         index_info: dict[str, Any] = {}
         if world_dir is not None:
             index_info = rebuild_index(staging, world_dir, model, cfg.threads, base)
@@ -331,7 +345,9 @@ def publish(
             "training": {**training, "config": {k: v for k, v in asdict(cfg).items() if k != "columns"}},
             "index": index_info,
         }
-        return registry.publish(USE_CASE, staging, json.loads(json.dumps(manifest, default=str)))
+        return registry.publish(
+            USE_CASE, staging, json.loads(json.dumps(manifest, default=str)), make_current=cfg.make_current
+        )
     except BaseException:
         registry.discard(staging)
         raise
@@ -427,6 +443,7 @@ class FraudRetrainConfig:
     lgbm: LightGbmSettings = field(default_factory=lambda: FRAUD_RETRAIN_LGBM)
     threads: int = 2
     seed: int = 7
+    make_current: bool = True  # False: published as a candidate for a shadow / canary, not CURRENT
 
 
 @dataclass
@@ -545,7 +562,15 @@ def retrain_fraud(
         "parent_version": name,
         "left_out": project_left_out(),  # what the project's payments cannot feed, as at bootstrap
     }
-    version = publish_fraud(registry, model, neighbours, medians, manifest)
+    profile = feature_profile.profile_table(
+        train,
+        cfg.columns,
+        lambda x: model.predict(x, num_threads=cfg.threads),
+        extra={"rows": "the training verdicts (train + validation)"},
+    )
+    version = publish_fraud(
+        registry, model, neighbours, medians, manifest, profile=profile, make_current=cfg.make_current
+    )
     return FraudRetrainResult(True, reason, version.name, name, candidate, current, training)
 
 
@@ -585,12 +610,17 @@ def publish_fraud(
     neighbours: Any,
     medians: dict[str, float],
     manifest: dict[str, Any],
+    profile: feature_profile.FeatureProfile | None = None,
+    make_current: bool = True,
 ) -> ModelVersion:
-    """A new fraud version (model + neighbour index), checked loadable, then CURRENT moves."""
+    """A new fraud version (model + neighbour index + ``profile``, the training distribution:
+    offline/watch/profile.py, none when None), checked loadable, then CURRENT moves."""
     from decision_service.models.fraud_artifacts import FRAUD, FraudArtifacts, save_fraud_artifacts
 
     staging = registry.staging_dir(FRAUD)
     try:
+        if profile is not None:
+            feature_profile.save(staging, profile)
         full = {
             "feature_registry_version": REGISTRY.version,
             "model_features": model.feature_name(),
@@ -601,7 +631,7 @@ def publish_fraud(
         full = json.loads(json.dumps(full, default=str))
         # Refuse to publish what the service would refuse to load.
         FraudArtifacts.load(ModelVersion(FRAUD, staging.name, staging, full), verify=False)
-        return registry.publish(FRAUD, staging, full)
+        return registry.publish(FRAUD, staging, full, make_current=make_current)
     except BaseException:
         registry.discard(staging)
         raise

@@ -60,6 +60,7 @@ class ConversionRetrainConfig:
     exclude_outages: bool = True  # leave out rows flagged with an OUTAGE_REASONS flag
     auc_tolerance: float = 0.0  # publish if AUC >= current - tolerance ...
     log_loss_tolerance: float = 0.0  # ... and log-loss <= current + tolerance
+    make_current: bool = True  # False: published as a candidate for a shadow / canary, not CURRENT
 
 
 @dataclass
@@ -163,7 +164,7 @@ def retrain_conversion(
         "training": {**training, "config": asdict(cfg)},
         "parent_version": name,
     }
-    version = publish_conversion(registry, fitted, manifest)
+    version = publish_conversion(registry, fitted, manifest, make_current=cfg.make_current)
     return ConversionRetrainResult(True, reason, version.name, name, candidate, current, training)
 
 

@@ -33,7 +33,15 @@ from offline.features.feature_history import HISTORY_DIR
 from offline.features.materialize import materialize_snapshot, save_serving_state
 from offline.features.snapshot import Snapshot, compute_snapshot
 from offline.simulation.world import World
-from offline.training.train_ranker import RankerConfig, train_ranker
+from offline.training.train_ranker import (
+    RankerConfig,
+    assemble_features,
+    build_candidates,
+    positives_only,
+    train_ranker,
+    window_labels,
+)
+from offline.watch import profile as feature_profile
 
 USE_CASE = "recommendation"
 T = TypeVar("T")
@@ -103,7 +111,7 @@ def bootstrap_world(
     timings = {} if timings is None else timings
     ranker = ranker or RankerConfig(threads=threads)
     index_config = index_config or IndexConfig(threads=threads)
-    steps = 9 + (1 if redis_url else 0) + (3 if ranker.eval_as_of_t2 else 0)
+    steps = 10 + (1 if redis_url else 0) + (3 if ranker.eval_as_of_t2 else 0)
     bar = tqdm(total=steps, desc="bootstrap", unit="step", disable=not (verbose and sys.stderr.isatty()))
     step = functools.partial(_timed, timings, bar=bar)
     try:
@@ -193,6 +201,10 @@ def _train_publish_materialize(
             tuple(extra_train),
         ),
     )
+    profile = step(
+        "feature_profile",
+        lambda: training_profile(world, snap_t1, emb_t1, cand_index, ranker, trained.model, threads),
+    )
     snap, emb, index, info = _state_at(
         step, world, world.now_ms, "now", "serving_index", index_config.sample_queries, index_config
     )
@@ -202,6 +214,7 @@ def _train_publish_materialize(
     staging = registry.staging_dir(USE_CASE)
     popularity = snap.items[:, ITEM.slot("i_events_30d")].astype(np.float32)
     try:
+        feature_profile.save(staging, profile)
         step(
             "save_artifacts",
             lambda: save_recommendation_artifacts(
@@ -249,6 +262,38 @@ def _train_publish_materialize(
     if redis_url:
         stats = step("materialize", lambda: _materialize(world, snap, emb, redis_url, world_dir))
     return version, stats
+
+
+def training_profile(
+    world: World,
+    snapshot: Snapshot,
+    emb: Embeddings,
+    index: faiss.Index,
+    cfg: RankerConfig,
+    model: Any,
+    threads: int = 2,
+) -> feature_profile.FeatureProfile:
+    """The feature profile of the ranker's training rows (offline/watch/profile.py): the
+    candidates of the first training window [T1, T2), built as ``train_ranker`` builds them
+    (state at T1), for a seeded sample of its active users (about ``profile.MAX_ROWS`` rows),
+    with the model's scores on them."""
+    t1, t2 = world.day_ms(cfg.t1_day), world.day_ms(cfg.t2_day)
+    active = np.unique(window_labels(world, t1, t2)[0] // world.n_items)
+    per_user = max(1, cfg.k_ann + cfg.k_popular + cfg.k_random)
+    n_users = max(1, feature_profile.MAX_ROWS // per_user)
+    if len(active) > n_users:
+        active = np.sort(np.random.default_rng(cfg.seed + 1).choice(active, n_users, replace=False))
+    cands = build_candidates(world, snapshot, emb, index, (t1, t2), active, cfg, not cfg.train_served_only)
+    if cfg.train_positive_only:
+        cands = positives_only(cands)
+    columns = tuple(model.feature_name())
+    x = assemble_features(cands, snapshot, emb, columns)
+    return feature_profile.build_profile(
+        x,
+        columns,
+        np.asarray(model.predict(x, num_threads=threads), np.float64),
+        extra={"rows": f"training candidates of [T1, T2) of {len(active):,} sampled users"},
+    )
 
 
 def _materialize(

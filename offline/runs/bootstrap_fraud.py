@@ -26,7 +26,14 @@ from decision_service.models.fraud_artifacts import FRAUD, save_fraud_artifacts
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
 from offline.simulation.fraud_world import FraudWorld
-from offline.training.train_fraud import FraudTrainConfig, train_fraud
+from offline.training.train_fraud import (
+    FraudTrainConfig,
+    build_neighbour_index,
+    fraud_split,
+    train_fraud,
+    with_neighbours,
+)
+from offline.watch import profile as feature_profile
 
 
 def bootstrap_fraud(
@@ -55,10 +62,14 @@ def bootstrap_fraud(
     t0 = time.perf_counter()
     trained = train_fraud(world, config, FRAUD_MODEL_FEATURES, history)
     timings["train_and_eval"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    profile = training_profile(history, config, trained.model)
+    timings["feature_profile"] = round(time.perf_counter() - t0, 2)
 
     registry = ModelRegistry(registry_root)
     staging = registry.staging_dir(FRAUD)
     try:
+        feature_profile.save(staging, profile)
         neighbours = save_fraud_artifacts(staging, trained.model, trained.neighbours)
         manifest: dict[str, Any] = {
             "feature_registry_version": REGISTRY.version,
@@ -95,6 +106,31 @@ def bootstrap_fraud(
     if verbose:
         print(summary(version, timings))
     return version
+
+
+PROFILE_ROWS = 20_000
+"""Training payments profiled at bootstrap: each needs a neighbour query, as in training."""
+
+
+def training_profile(
+    history: FraudHistory, cfg: FraudTrainConfig, model: Any, max_rows: int = PROFILE_ROWS
+) -> feature_profile.FeatureProfile:
+    """The feature profile of the model's training payments (offline/watch/profile.py): a
+    seeded sample of ``train_fraud``'s training rows, their model rows built as it builds them
+    (neighbour features from the index as of the training start) and the model's scores."""
+    split = fraud_split(history.world, cfg)
+    columns = tuple(model.feature_name())
+    rows = split.train_rows[feature_profile.sample_rows(len(split.train_rows), max_rows, cfg.seed)]
+    index = build_neighbour_index(history, split.start, cfg, columns)
+    x = with_neighbours(history.model_matrix(rows, columns), index, columns)
+    return feature_profile.build_profile(
+        x,
+        columns,
+        np.asarray(model.predict(x, num_threads=cfg.threads), np.float64),
+        max_rows=max_rows,
+        source_rows=len(split.train_rows),
+        extra={"rows": "a sample of the training payments (train + validation)"},
+    )
 
 
 def materialize_fraud(history: FraudHistory, redis_url: str) -> dict[str, int]:

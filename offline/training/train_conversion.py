@@ -29,6 +29,7 @@ from offline.loop.publish_gate import (
     train_binary,
 )
 from offline.training.lightgbm_params import LightGbmSettings
+from offline.watch import profile as feature_profile
 
 USE_CASE = "conversion"
 CONVERSION_LGBM = LightGbmSettings(
@@ -57,6 +58,7 @@ class FittedConversion:
     medians: dict[str, float]
     minima: dict[str, float]
     info: dict[str, Any]
+    profile: feature_profile.FeatureProfile | None = None  # the training distribution (published with it)
 
 
 def fit_conversion(train: pa.Table, cfg: ConversionTrainConfig = ConversionTrainConfig()) -> FittedConversion:
@@ -64,7 +66,8 @@ def fit_conversion(train: pa.Table, cfg: ConversionTrainConfig = ConversionTrain
     Platt scaling fitted on the latest ``calibration_share`` of all rows, which neither the
     trees nor early stopping saw (calibrating in-sample would make a confident model look
     calibrated). On failure: ValueError for one class only, a calibration slice of one class,
-    or a column the table lacks."""
+    or a column the table lacks. The fit carries the feature profile of ``train`` (a sample of
+    at most 100k rows) with the calibrated probability as its score, as the service logs it."""
     y = labels_of(train, cfg.target)
     if y.all() or not y.any():
         raise ValueError(f"the conversion rows hold one class only ({int(y.sum())} of {len(y)} positive)")
@@ -88,7 +91,18 @@ def fit_conversion(train: pa.Table, cfg: ConversionTrainConfig = ConversionTrain
     medians = {c: float(v) for c, v in zip(cfg.columns, np.median(x, axis=0), strict=True)}
     minima = {c: float(v) for c, v in zip(cfg.columns, np.min(x, axis=0), strict=True)}
     info.update(calibration_rows=int(cal.sum()), calibration={"a": calibration[0], "b": calibration[1]})
-    return FittedConversion(model, calibration, float(y.mean()), medians, minima, info)
+    rows = feature_profile.sample_rows(len(x))
+    sample = x[rows]
+    sample_margins = np.asarray(model.predict(sample, raw_score=True, num_threads=cfg.threads), np.float64)
+    profile = feature_profile.build_profile(
+        sample,
+        cfg.columns,
+        platt_probability(sample_margins, *calibration),
+        defaults={c: float(FEATURES[c].default) for c in cfg.columns},
+        source_rows=len(x),
+        extra={"rows": "every training row (fit, early stopping and calibration)"},
+    )
+    return FittedConversion(model, calibration, float(y.mean()), medians, minima, info, profile)
 
 
 def predict_calibrated(
@@ -116,12 +130,15 @@ def evaluate(probability: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def publish_conversion(
-    registry: ModelRegistry, fitted: FittedConversion, manifest: dict[str, Any]
+    registry: ModelRegistry, fitted: FittedConversion, manifest: dict[str, Any], make_current: bool = True
 ) -> ModelVersion:
-    """A new conversion version, checked loadable by the service's own loader, then CURRENT
-    moves (atomically). On failure: the staging directory is removed, the error propagates."""
+    """A new conversion version (with ``fitted.profile`` when it has one), checked loadable by
+    the service's own loader, then CURRENT moves (atomically). On failure: the staging
+    directory is removed, the error propagates."""
     staging = registry.staging_dir(USE_CASE)
     try:
+        if fitted.profile is not None:
+            feature_profile.save(staging, fitted.profile)
         full = {
             **save_conversion_artifacts(
                 staging, fitted.model, fitted.calibration, fitted.base_rate, fitted.medians, fitted.minima
@@ -130,7 +147,7 @@ def publish_conversion(
         }
         full = json.loads(json.dumps(full, default=str))
         ConversionArtifacts.load(ModelVersion(USE_CASE, staging.name, staging, full), verify=False)
-        return registry.publish(USE_CASE, staging, full)
+        return registry.publish(USE_CASE, staging, full, make_current=make_current)
     except BaseException:
         registry.discard(staging)
         raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import numpy as np
@@ -24,7 +24,10 @@ from decision_service.features.definitions import USER
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from decision_service.use_cases.conversion import NAME
 from offline.features.materialize import load_serving_state
+from offline.loop.publish_gate import binary_rows, roc_auc
 from offline.loop.retrain_conversion import (
+    CONVERSION_LABEL,
+    OUTAGE_REASONS,
     ConversionRetrainConfig,
     build_conversion_training_set,
     retrain_conversion,
@@ -38,7 +41,7 @@ from offline.training.train_conversion import (
     fit_conversion,
     publish_conversion,
 )
-from offline.use_cases.base import Learned, Workspace
+from offline.use_cases.base import Learned, OnlineMetric, ShadowMetric, Workspace
 
 FLYWHEEL_LABEL = LabelWindow("converted", ("converted",), 2.0)
 """The simulation's label window (seconds: simulated users convert at once)."""
@@ -93,6 +96,64 @@ class ConversionFlywheel:
     scored: list[tuple[float, bool]] = field(default_factory=list)
 
 
+# --- watching a rollout (offline/watch/) ----------------------------------------------
+
+_SCORED = "coalesce(scored, true) and probability is not null"
+ONLINE_METRICS = (
+    OnlineMetric(
+        "auc",
+        "ROC AUC of the arm's served probability against converted within the label window "
+        "(the publish gate's headline metric, on the arm's own matured traffic)",
+        CONVERSION_LABEL.outcome_types,
+        CONVERSION_LABEL.window_s,
+        statistic="auc",
+        score="probability",
+        scope=_SCORED,
+        tolerance=0.01,
+    ),
+    OnlineMetric(
+        "log_loss",
+        "log-loss of the served probability (calibration: a threshold acts on it); lower is better",
+        CONVERSION_LABEL.outcome_types,
+        CONVERSION_LABEL.window_s,
+        statistic="log_loss",
+        score="probability",
+        scope=_SCORED,
+        higher_is_better=False,
+        tolerance=0.01,
+    ),
+)
+"""A canary is gated on what the publish gate checks, AUC and log-loss, on matured online
+labels (the score has no online effect on whether the user converts, so a conversion RATE
+would not differ between arms; how well each arm predicts it does); intervals by the
+bootstrap over users."""
+
+
+def shadow_labelled_rows(log_root: str | Path, as_of_ms: int, window_s: float | None) -> pa.Table:
+    """The rows the conversion publish gate evaluates on: the conversion training set as of
+    ``as_of_ms`` (window ``window_s``, default 7 days), rows served from an outage left out
+    as the retrain does; ``label`` 0/1, ``weight`` 1."""
+    label = CONVERSION_LABEL if window_s is None else LabelWindow("converted", ("converted",), window_s)
+    table, _ = build_conversion_training_set(log_root, None, label, as_of_ms)
+    table = binary_rows(table, label.name, exclude_degraded=False)
+    if "flags" in table.column_names:
+        healthy = [
+            not any(f.split(":", 1)[-1] in OUTAGE_REASONS for f in flags or ())
+            for flags in table.column("flags").to_pylist()
+        ]
+        table = table.filter(pa.array(healthy, pa.bool_()))
+    y = table.column(label.name).to_numpy(zero_copy_only=False).astype(np.float64)
+    return pa.table({"decision_id": table.column("decision_id"), "label": y, "weight": np.ones(len(y))})
+
+
+def shadow_auc(labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, scores: np.ndarray) -> float:
+    """The gate's ROC AUC (weights and groups unused: one row per score)."""
+    return roc_auc(labels > 0, scores)
+
+
+SHADOW_METRIC = ShadowMetric("auc", "[probability]", shadow_labelled_rows, shadow_auc)
+
+
 @dataclass(frozen=True)
 class ConversionOffline:
     """Settings (``--set conversion.<field>=``): the simulated history behind the demo's model
@@ -109,6 +170,8 @@ class ConversionOffline:
     label_wait_s: float = FLYWHEEL_LABEL.window_s
     bootstrap_sessions: int = 20_000
     start_sessions: int = 3_000
+    online_metrics: ClassVar[tuple[OnlineMetric, ...]] = ONLINE_METRICS
+    shadow_metric: ClassVar[ShadowMetric | None] = SHADOW_METRIC
 
     def _publish_from_history(
         self, ws: Workspace, n: int, columns: tuple[str, ...], kind: str, seed: int
@@ -247,7 +310,9 @@ class ConversionOffline:
             "conversion_rate": online["positive_rate"],
         }
 
-    def learn(self, state: ConversionFlywheel, logs: Path, out_dir: Path, turn: int) -> Learned:
+    def learn(
+        self, state: ConversionFlywheel, logs: Path, out_dir: Path, turn: int, make_current: bool = True
+    ) -> Learned:
         table, report = build_conversion_training_set(
             logs, out_dir / f"conversion-turn-{turn}.parquet", FLYWHEEL_LABEL
         )
@@ -258,7 +323,9 @@ class ConversionOffline:
             lgbm=replace(ConversionTrainConfig().lgbm, min_data_in_leaf=10),
         )
         try:
-            result = retrain_conversion(table, state.ws.registry_dir, ConversionRetrainConfig(train=train))
+            result = retrain_conversion(
+                table, state.ws.registry_dir, ConversionRetrainConfig(train=train, make_current=make_current)
+            )
         except ValueError as exc:
             lines.append(f"conversion not retrained: {exc}")
             return Learned(report.rows, "auc", None, None, None, lines)

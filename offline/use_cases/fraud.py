@@ -30,11 +30,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
@@ -43,19 +44,27 @@ from decision_service.features.definitions import FRAUD_MODEL_FEATURES
 from decision_service.features.redis_store import add_to_block_list, connect
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.fraud_features import FraudHistory
+from offline.loop.publish_gate import roc_auc
 from offline.loop.retrain import (
     FRAUD_RETRAIN_LGBM,
     FraudRetrainConfig,
     FraudRetrainResult,
+    fraud_training_rows,
     publish_fraud,
     retrain_fraud,
 )
-from offline.loop.training_set import LabelWindow, TrainingSetReport, build_fraud_training_set
+from offline.loop.training_set import (
+    FRAUD_LABEL,
+    FRAUD_VERDICTS,
+    LabelWindow,
+    TrainingSetReport,
+    build_fraud_training_set,
+)
 from offline.runs.bootstrap_fraud import bootstrap_fraud, materialize_fraud
 from offline.simulation.fraud_world import FraudWorld, fraud_preset, generate_fraud_world
 from offline.simulation.world import DAY_MS
 from offline.training.train_fraud import FraudTrainConfig, build_neighbour_index
-from offline.use_cases.base import Learned, Workspace
+from offline.use_cases.base import Learned, OnlineMetric, ShadowMetric, Workspace
 
 USE_CASE = "fraud"
 WORLD_DIR = "fraud_world"
@@ -190,7 +199,12 @@ def split_world(world: FraudWorld, at_ms: int) -> tuple[FraudWorld, np.ndarray]:
 def publish_amount_only_model(
     registry: ModelRegistry, history: FraudHistory, threads: int = 2
 ) -> ModelVersion:
-    """The weak start: a LightGBM model that learned from the amount alone (see the module doc)."""
+    """The weak start: a LightGBM model that learned from the amount alone (see the module doc).
+
+    Its feature profile covers ``r_amount_log`` only, the one input it learned from (the
+    others were zeros in training: their drift would say nothing about this model)."""
+    from offline.watch import profile as feature_profile
+
     w = history.world
     cfg = FraudTrainConfig(threads=threads)
     cut = w.now_ms - int(cfg.maturity_days * DAY_MS)
@@ -217,12 +231,21 @@ def publish_amount_only_model(
     neighbours = build_neighbour_index(history, w.now_ms, cfg, columns)
     medians = {c: float(v) for c, v in zip(columns, np.median(x, axis=0), strict=True)}
     minima = {c: float(v) for c, v in zip(columns, np.min(x, axis=0), strict=True)}
+    sample = x[feature_profile.sample_rows(len(x))]
+    profile = feature_profile.build_profile(
+        sample[:, [amount]],
+        ("r_amount_log",),
+        np.asarray(model.predict(sample, num_threads=threads), np.float64),
+        source_rows=len(x),
+        extra={"rows": "the training payments; only the input the model learned from"},
+    )
     return publish_fraud(
         registry,
         model,
         neighbours,
         medians,
         {"training": {"kind": "amount only (flywheel start)"}, "feature_minima": minima},
+        profile=profile,
     )
 
 
@@ -356,11 +379,13 @@ def run_fraud_turn(stub: pb_grpc.DecisionServiceStub, stream: FraudStream) -> di
 
 
 def learn_fraud(
-    logs: Path, out: Path, registry_dir: Path, threads: int = 2
+    logs: Path, out: Path, registry_dir: Path, threads: int = 2, make_current: bool = True
 ) -> tuple[TrainingSetReport, FraudRetrainResult | None, str]:
     """Rebuilds the fraud training set from the logs and retrains; (report, result, note)."""
     _, report = build_fraud_training_set(logs, out, FLYWHEEL_FRAUD_LABEL)
-    cfg = FraudRetrainConfig(threads=threads, lgbm=replace(FRAUD_RETRAIN_LGBM, min_data_in_leaf=10))
+    cfg = FraudRetrainConfig(
+        threads=threads, lgbm=replace(FRAUD_RETRAIN_LGBM, min_data_in_leaf=10), make_current=make_current
+    )
     try:
         return report, retrain_fraud(out, registry_dir, cfg), ""
     except ValueError as exc:  # e.g. no positive yet: wait for more data
@@ -373,6 +398,66 @@ class FraudFlywheel:
 
     ws: Workspace
     stream: FraudStream
+
+
+# --- watching a rollout (offline/watch/) ----------------------------------------------
+
+_REVIEW_RATE = FraudRetrainConfig().review_rate  # the gate's: 5 % of payments flagged
+
+ONLINE_METRICS = (
+    OnlineMetric(
+        "fraud_recall_at_review_rate",
+        "the publish gate's recall at the review rate, on the arm's own traffic: of the matured "
+        "fraud (chargeback / confirmed_fraud within the window, or a confirmed_fraud verdict), "
+        "the share among the top review-rate share of the arm's logged fraud_probability; "
+        "declined payments left out (never settled: their label is unobserved)",
+        FRAUD_LABEL.outcome_types,
+        FRAUD_LABEL.window_s,
+        statistic="recall_at_rate",
+        score="fraud_probability",
+        scope="coalesce(action, '') != 'DECLINE'",
+        flag_rate=_REVIEW_RATE if _REVIEW_RATE is not None else 0.05,
+        verdicts=tuple(FRAUD_VERDICTS.items()),
+        tolerance=0.02,
+    ),
+    OnlineMetric(
+        "fraud_caught",
+        "of the arm's matured fraud, the share it reviewed or declined (reported, not gated: it "
+        "rises with whatever share an arm flags, and a declined fraud is seen only when an "
+        "analyst confirms it)",
+        FRAUD_LABEL.outcome_types,
+        FRAUD_LABEL.window_s,
+        hits="(action in ('REVIEW', 'DECLINE'))::int",
+        scope="positives > 0",
+        verdicts=tuple(FRAUD_VERDICTS.items()),
+        tolerance=0.02,
+        gate=False,
+    ),
+)
+"""A canary is gated on fraud caught at a FIXED review rate (the gate's recall_at_rate of the
+arm's scores): comparable between arms whatever thresholds they flag at; interval by the
+bootstrap over users. ``fraud_caught`` (what the arm's actions caught) is reported."""
+
+
+def shadow_labelled_rows(log_root: str | Path, as_of_ms: int, window_s: float | None) -> pa.Table:
+    """The rows the fraud publish gate evaluates on: the fraud training set as of ``as_of_ms``
+    (chargeback window ``window_s``, default 60 days), its observable rows (declined and
+    degraded payments left out, as the retrain does); ``label`` 0/1, ``weight`` 1."""
+    label = FRAUD_LABEL
+    if window_s is not None:
+        label = LabelWindow(FRAUD_LABEL.name, FRAUD_LABEL.outcome_types, window_s)
+    table, _ = build_fraud_training_set(log_root, None, label, as_of_ms)
+    table = fraud_training_rows(table, FraudRetrainConfig())
+    y = table.column(label.name).to_numpy(zero_copy_only=False).astype(np.float64)
+    return pa.table({"decision_id": table.column("decision_id"), "label": y, "weight": np.ones(len(y))})
+
+
+def shadow_auc(labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, scores: np.ndarray) -> float:
+    """The gate's ROC AUC (weights and groups unused: one row per payment)."""
+    return roc_auc(labels > 0, scores)
+
+
+SHADOW_METRIC = ShadowMetric("auc", "[fraud_probability]", shadow_labelled_rows, shadow_auc)
 
 
 # --- the offline use case ----------------------------------------------------------------
@@ -394,6 +479,8 @@ class FraudOffline:
     )
     label_wait_s: float = FLYWHEEL_FRAUD_LABEL.window_s
     days_per_turn: float = 1.5
+    online_metrics: ClassVar[tuple[OnlineMetric, ...]] = ONLINE_METRICS
+    shadow_metric: ClassVar[ShadowMetric | None] = SHADOW_METRIC
 
     def bootstrap(self, ws: Workspace) -> None:
         bootstrap_fraud_world(ws.data_dir, ws.registry_dir, ws.redis_url, ws.preset)
@@ -425,9 +512,11 @@ class FraudOffline:
     def turn(self, stub: pb_grpc.DecisionServiceStub, state: FraudFlywheel) -> dict[str, Any]:
         return run_fraud_turn(stub, state.stream)
 
-    def learn(self, state: FraudFlywheel, logs: Path, out_dir: Path, turn: int) -> Learned:
+    def learn(
+        self, state: FraudFlywheel, logs: Path, out_dir: Path, turn: int, make_current: bool = True
+    ) -> Learned:
         report, result, note = learn_fraud(
-            logs, out_dir / f"turn-{turn}.parquet", state.ws.registry_dir, state.ws.threads
+            logs, out_dir / f"turn-{turn}.parquet", state.ws.registry_dir, state.ws.threads, make_current
         )
         return Learned(
             training_rows=report.rows,

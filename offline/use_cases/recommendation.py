@@ -22,13 +22,15 @@ training-set defaults (click 30 min, purchase 24 h).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_service._generated.decision.v1 import decision_service_pb2 as pb
@@ -37,10 +39,10 @@ from decision_service.features.definitions import CATEGORIES, ITEM
 from decision_service.models.registry import ModelRegistry, ModelVersion
 from offline.features.feature_history import HISTORY_DIR
 from offline.features.materialize import load_serving_state
-from offline.loop.retrain import RetrainConfig, publish, retrain
-from offline.loop.training_set import LabelWindow, build_training_set
+from offline.loop.retrain import RetrainConfig, ips_ranking_metrics, publish, relevance, retrain
+from offline.loop.training_set import LabelWindow, build_training_set, recommendation_labels
 from offline.simulation.world import World, click_probability, load_truth, purchase_probability
-from offline.use_cases.base import Learned, Workspace
+from offline.use_cases.base import Learned, OnlineMetric, ShadowMetric, Workspace
 
 USE_CASE = "recommendation"
 SOURCE = {1: "ann", 2: "popular", 3: "explore"}
@@ -212,6 +214,84 @@ class RecommendationFlywheel:
     retrain: RetrainConfig
 
 
+# --- watching a rollout (offline/watch/) ----------------------------------------------
+
+SERVED = "len(list_filter(ranks, lambda r: r > 0))"
+"""SQL over a decision log row: how many items the decision showed (rank > 0)."""
+SERVED_ITEMS = "list_filter(item_ids, lambda x, i: ranks[i] > 0)"
+"""SQL over a decision log row: the ids of the items it showed."""
+SHADOW_K = 10
+
+
+def _window_s(outcome: str, default_s: float) -> float:
+    """The project's label window of ``outcome`` (seconds), else ``default_s``."""
+    return next((lw.window_s for lw in recommendation_labels() if lw.name == outcome), default_s)
+
+
+ONLINE_METRICS = (
+    OnlineMetric(
+        "ctr",
+        "clicks per served item: distinct served items clicked within the click window / items "
+        "served (decisions that showed nothing do not count)",
+        ("click",),
+        _window_s("click", 30 * 60.0),
+        units=SERVED,
+        items=SERVED_ITEMS,
+        scope=f"{SERVED} > 0",
+        tolerance=0.005,
+    ),
+    OnlineMetric(
+        "purchases_per_decision",
+        "distinct served items bought within the purchase window, per decision that showed "
+        "items (reported, not gated: purchases are too sparse to bound a canary's loss in time)",
+        ("purchase",),
+        _window_s("purchase", 24 * 3600.0),
+        items=SERVED_ITEMS,
+        scope=f"{SERVED} > 0",
+        tolerance=0.01,
+        gate=False,
+    ),
+)
+"""A canary is gated on CTR per served item (a ratio: interval by the bootstrap over users,
+as one user's clicks are correlated) and reports purchases per decision."""
+
+
+def shadow_labelled_rows(log_root: str | Path, as_of_ms: int, window_s: float | None) -> pa.Table:
+    """The rows the publish gate evaluates on: the training set's shown items of decisions
+    whose every label window has closed by ``as_of_ms`` (windows: the project's, or all
+    ``window_s``), with ``label`` = relevance (click + purchase, as the retrain's NDCG) and
+    ``weight`` = the retrain's clipped inverse propensity."""
+    cfg = RetrainConfig(columns=())
+    labels = tuple(
+        lw if window_s is None else LabelWindow(lw.name, lw.outcome_types, window_s)
+        for lw in recommendation_labels()
+    )
+    table, _ = build_training_set(log_root, None, labels, as_of_ms, columns=[])
+    matured = pc.is_valid(table.column(labels[0].name))
+    for lw in labels[1:]:
+        matured = pc.and_(matured, pc.is_valid(table.column(lw.name)))
+    table = table.filter(matured)
+    propensity = table.column("propensity").to_numpy(zero_copy_only=False).astype(np.float64)
+    return pa.table(
+        {
+            "decision_id": table.column("decision_id"),
+            "item_id": table.column("item_id"),
+            "label": pa.array(relevance(table, cfg.gain_labels)),
+            "weight": pa.array(1.0 / np.maximum(propensity, 1.0 / cfg.ips_clip)),
+        }
+    )
+
+
+def shadow_ndcg(labels: np.ndarray, weights: np.ndarray, groups: np.ndarray, scores: np.ndarray) -> float:
+    """The retrain's IPS-weighted NDCG@10 of ``scores`` re-ranking each decision's shown items."""
+    return float(ips_ranking_metrics(scores, labels, weights, groups, SHADOW_K)[f"ndcg@{SHADOW_K}"])
+
+
+SHADOW_METRIC = ShadowMetric(
+    f"ndcg@{SHADOW_K}", "scores", shadow_labelled_rows, shadow_ndcg, items="item_ids", top_k=SHADOW_K
+)
+
+
 # --- the offline use case ----------------------------------------------------------------
 
 
@@ -234,6 +314,8 @@ class RecommendationOffline:
     label_wait_s: float = FLYWHEEL_LABELS[0].window_s  # the click window; purchases are the weaker label
     num_items: int = 10
     timing_items: int = 20
+    online_metrics: ClassVar[tuple[OnlineMetric, ...]] = ONLINE_METRICS
+    shadow_metric: ClassVar[ShadowMetric | None] = SHADOW_METRIC
 
     def bootstrap(self, ws: Workspace) -> None:
         """Nothing of its own: the shared shop bootstrap published the ranker (module doc)."""
@@ -261,8 +343,10 @@ class RecommendationOffline:
     def turn(self, stub: pb_grpc.DecisionServiceStub, state: RecommendationFlywheel) -> dict[str, Any]:
         return run_turn(stub, state.sim, state.decisions, state.num_items)
 
-    def learn(self, state: RecommendationFlywheel, logs: Path, out_dir: Path, turn: int) -> Learned:
-        ws, cfg = state.ws, state.retrain
+    def learn(
+        self, state: RecommendationFlywheel, logs: Path, out_dir: Path, turn: int, make_current: bool = True
+    ) -> Learned:
+        ws, cfg = state.ws, replace(state.retrain, make_current=make_current)
         out = out_dir / f"turn-{turn}.parquet"
         _, report = build_training_set(logs, out, FLYWHEEL_LABELS, history_root=ws.world_dir / HISTORY_DIR)
         key = f"ndcg@{cfg.k}"
