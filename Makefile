@@ -13,7 +13,7 @@ PROJECT ?= examples/synthetic
 export DS_PROJECT := $(abspath $(PROJECT))
 
 PHONY_EXAMPLES := fetch-movielens example-movielens example-payments
-.PHONY: $(PHONY_EXAMPLES) all demo flywheel test test-slow test-scale proto bench lint clean ensure-redis venv ghz ghz-install test-ghz ghz-compare
+.PHONY: $(PHONY_EXAMPLES) all demo flywheel test test-slow test-scale proto bench lint clean ensure-redis browser-deps venv ghz ghz-install test-ghz ghz-compare
 
 all: test
 
@@ -51,7 +51,21 @@ ensure-redis:
 		exit 1; \
 	fi
 
-test: venv proto ensure-redis
+# Headless Chromium for the HTML report's browser test (tests/offline/test_report.py): Debian's
+# chromium + chromium-driver, installed when missing and we are root with apt-get; otherwise
+# that test is skipped with the reason (this target never fails).
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "chromium not found: installing chromium and chromium-driver with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+			|| echo "apt-get could not install chromium: the report's browser test will be skipped" >&2; \
+	else \
+		echo "chromium is not installed (and this is not root with apt-get): the report's browser test is skipped."; \
+		echo "  Debian/Ubuntu: sudo apt-get install -y chromium chromium-driver"; \
+	fi
+
+test: venv proto ensure-redis browser-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: venv proto ensure-redis
@@ -111,6 +125,7 @@ bench: venv proto ensure-redis
 	$(PY) -m pip install --quiet 'lleaves==1.3.0' 'llvmlite==0.44.0' \
 		|| echo "lleaves could not be installed: the bench scores with LightGBM"
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+	$(PY) -m loadtests.bench_shadow $(BENCH_SHADOW_ARGS)
 
 # ghz (https://ghz.sh), the load tester SREs use: every config in loadtests/ghz against a
 # private Redis and the server on the demo data (~1-2 min; builds data/demo the first time).

@@ -26,7 +26,7 @@ Metrics (OpenTelemetry name; as Prometheus shows it):
                               decision_shadow_queue_depth
   decision.log.queue_depth    gauge, by log; decision_log_queue_depth
   decision.log.dropped        counter (observed), by log and cause; decision_log_dropped_total
-  decision.model.version      gauge = 1, by use_case and version (the version in use);
+  decision.model.version      gauge = 1, by use_case, version and arm (live = CURRENT, canary, shadow);
                               decision_model_version
   decision.redis.pending_commands  gauge: serving reads sent to Redis, not yet answered;
                               decision_redis_pending_commands

@@ -14,6 +14,10 @@ health are the server's (decision_service/server/cli.py).
   decision-service materialize --project DIR --redis-url URL
   decision-service training-set --project DIR    decision logs + outcomes -> a training set
   decision-service retrain    --project DIR      train on it, gate, publish
+  decision-service rollout {status,shadow,canary,promote,rollback,decide} --use-case U
+                                                 safe rollout of a version (offline/rollout.py)
+  decision-service report     --project DIR --out report.html
+                                                 the HTML report (offline/watch/report.py)
   decision-service serve      --project DIR      the gRPC server on the project's registry
 
 ``--project`` defaults to $DS_PROJECT, else the current folder when it holds project.yaml.
@@ -98,6 +102,25 @@ def main(argv: list[str] | None = None) -> int:
             )
         if name == "retrain":
             cmd.add_argument("--force", action="store_true", help="publish even if not better than CURRENT")
+    _rollout_parser(sub)
+    report = sub.add_parser("report", help="write the HTML report: versions, arms, drift, latency, flywheel")
+    _project_arg(report)
+    report.add_argument(
+        "--out", type=Path, default=Path("report.html"), help="the HTML file (default: %(default)s)"
+    )
+    report.add_argument("--registry", default=None, help="registry root (default: the project's)")
+    report.add_argument("--logs", default=None, help="log root (default: the project's)")
+    report.add_argument("--flywheel", type=Path, default=None, help="a flywheel summary JSON (make flywheel)")
+    report.add_argument("--metrics", type=Path, default=None, help="a Prometheus text snapshot of /metrics")
+    report.add_argument("--use-cases", default=None, help="comma-separated (default: every served one)")
+    report.add_argument(
+        "--window",
+        action="append",
+        default=[],
+        metavar="USE_CASE=SECONDS",
+        help="judge maturity with this label window for the use case (repeatable)",
+    )
+    report.add_argument("--now-ms", type=int, default=None, help="matured as of this time (ms)")
     sub.add_parser("serve", help="run the gRPC server (see `decision-service serve --help`)")
     sub.add_parser("config", help="show the effective server configuration")
     sub.add_parser("health", help="exit 0 when a server reports SERVING")
@@ -682,12 +705,157 @@ def _check_redis(url: str) -> None:
         raise projects.ProjectError(f"the online store {_mask_url(url)} {redis_store.CLUSTER_UNSUPPORTED}")
 
 
+def _rollout_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    rollout = sub.add_parser("rollout", help="shadow, canary, promote, roll back (see offline/rollout.py)")
+    actions = rollout.add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("status", "CURRENT, canary and shadow of every use case"),
+        ("shadow", "score every decision with VERSION off the answer path (--off: stop)"),
+        ("canary", "serve VERSION to --share of the users (--off: stop)"),
+        ("promote", "the canary (or VERSION) becomes CURRENT, if the promotion rule says so"),
+        ("rollback", "stop the canary; CURRENT unchanged"),
+        ("decide", "apply the promotion rule: promote, roll back or wait"),
+    ):
+        cmd = actions.add_parser(name, help=text)
+        _project_arg(cmd)
+        cmd.add_argument("--registry", default=None, help="registry root (default: the project's)")
+        if name != "status":
+            cmd.add_argument("--use-case", required=True, help="the use case")
+        else:
+            cmd.add_argument("--use-case", default=None, help="only this use case")
+        if name in ("shadow", "canary", "promote"):
+            cmd.add_argument("version", nargs="?", default=None, help="a published version, e.g. v0004")
+        if name in ("shadow", "canary"):
+            cmd.add_argument("--off", action="store_true", help="clear it")
+        if name == "canary":
+            cmd.add_argument(
+                "--share", type=float, default=0.1, help="share of users, in (0, 1) (default 0.1)"
+            )
+        if name in ("promote", "decide"):
+            cmd.add_argument("--logs", default=None, help="log root (default: the project's)")
+            cmd.add_argument("--now-ms", type=int, default=None, help="judge maturity as of this time (ms)")
+            cmd.add_argument(
+                "--window-s", type=float, default=None, help="label window in seconds (default: the declared)"
+            )
+            cmd.add_argument(
+                "--min-decisions",
+                type=int,
+                default=None,
+                help="matured decisions each arm needs (default 500)",
+            )
+        if name == "promote":
+            cmd.add_argument("--force", action="store_true", help="skip the promotion rule")
+        if name == "decide":
+            cmd.add_argument(
+                "--final", action="store_true", help="the canary period is over: roll back if undecided"
+            )
+
+
+def rollout(project: projects.Project, args: argparse.Namespace) -> int:
+    """Exit 0 when done (decide: promoted or rolled back), 3 when decide says WAIT, 1 refused."""
+    from decision_service.config import ServiceConfig
+    from decision_service.models.registry import ModelRegistry
+    from offline import rollout as ops
+
+    registry = ModelRegistry(args.registry or project.registry_dir)
+    config = ServiceConfig.from_env()
+    logs = getattr(args, "logs", None) or project.log_root
+    try:
+        if args.action == "status":
+            lines, readable = ops.status(registry, [args.use_case] if args.use_case else None)
+            for line in lines:
+                print(line)
+            return 0 if readable else 1
+        if args.action in ("shadow", "canary"):
+            if args.off == (args.version is not None):
+                print(
+                    f"decision-service rollout {args.action}: name a VERSION or pass --off", file=sys.stderr
+                )
+                return 2
+            version = None if args.off else args.version
+            if args.action == "shadow":
+                done = ops.set_shadow(registry, config, args.use_case, version)
+            else:
+                done = ops.set_canary(registry, config, args.use_case, version, args.share)
+            print(f"{args.use_case}: {done.describe()}")
+            return 0
+        if args.action == "promote":
+            applied = ops.promote(
+                registry,
+                config,
+                args.use_case,
+                logs,
+                args.version,
+                args.force,
+                args.now_ms,
+                args.window_s,
+                args.min_decisions,
+            )
+        elif args.action == "rollback":
+            applied = ops.rollback(registry, args.use_case)
+        else:
+            applied = ops.decide(
+                registry,
+                config,
+                args.use_case,
+                logs,
+                args.final,
+                args.now_ms,
+                args.window_s,
+                args.min_decisions,
+            )
+    except ops.RolloutRefused as exc:
+        print(f"decision-service rollout {args.action}: {exc}", file=sys.stderr)
+        return 1
+    if applied.verdict is not None:
+        print(_verdict_line(applied.verdict))
+    print(applied.message)
+    return 3 if applied.action == "wait" else 0
+
+
+def _verdict_line(v: object) -> str:
+    from offline.watch.results import CanaryVerdict
+
+    assert isinstance(v, CanaryVerdict)
+    d = v.difference
+    return (
+        f"{v.use_case} {v.metric}: canary {v.canary_version} - live {v.live_version} = {d.estimate:+.4f} "
+        f"[{d.low:+.4f}, {d.high:+.4f}] (95 %, n={d.n}) -> {v.action.upper()}: {v.reason}"
+    )
+
+
+def report(project: projects.Project, args: argparse.Namespace) -> int:
+    from offline.watch import report as html
+
+    argv = [
+        "--registry",
+        str(args.registry or project.registry_dir),
+        "--logs",
+        str(args.logs or project.log_root),
+        "--out",
+        str(args.out),
+    ]
+    if args.flywheel is not None:
+        argv += ["--flywheel", str(args.flywheel)]
+    if args.metrics is not None:
+        argv += ["--metrics", str(args.metrics)]
+    if args.use_cases:
+        argv += ["--use-cases", args.use_cases]
+    for window in args.window:
+        argv += ["--window", window]
+    if args.now_ms is not None:
+        argv += ["--now-ms", str(args.now_ms)]
+    return html.main(argv)
+
+
 COMMANDS = {
     "validate": _on_engine(validate),
     "bootstrap": _on_engine(bootstrap),
     "materialize": _on_engine(materialize),
     "training-set": training_set,
     "retrain": retrain,
+    "rollout": rollout,
+    "report": report,
 }
 
 if __name__ == "__main__":

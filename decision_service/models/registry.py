@@ -30,6 +30,7 @@ from typing import Any
 from decision_service.models.rollout import ROLLOUT_POINTER, Rollout, RolloutError
 from decision_service.models.version_store import (
     MANIFEST,
+    VERSION_RE,
     CurrentMovedError,
     LocalVersionStore,
     ObjectVersionStore,
@@ -72,6 +73,13 @@ class ModelVersion:
                 raise RegistryError(f"{self.use_case}/{self.name}: {name} has the wrong size")
             if sha256(path) != meta["sha256"]:
                 raise RegistryError(f"{self.use_case}/{self.name}: {name} fails its checksum")
+
+
+def _check_name(use_case: str, name: str) -> None:
+    """A version name from a caller or a pointer file is a name, never a path.
+    On failure: RegistryError."""
+    if not VERSION_RE.fullmatch(name):
+        raise RegistryError(f"{use_case}: {name!r} is not a version name (like v0004)")
 
 
 class ModelRegistry:
@@ -142,6 +150,7 @@ class ModelRegistry:
 
         On failure: RegistryError for an unknown or incomplete version; CurrentMovedError
         when CURRENT changed since this registry last read it."""
+        _check_name(use_case, name)
         if not self._store.has_manifest(use_case, name):
             raise RegistryError(f"{use_case}: no published version {name!r}")
         expected = self._seen[use_case] if use_case in self._seen else self._read(use_case)
@@ -174,7 +183,10 @@ class ModelRegistry:
         """The use case's ROLLOUT (models/rollout.py): its canary and shadow, or an empty one.
 
         On failure: RolloutError for a corrupt ROLLOUT file (naming it); OSError."""
-        pointer = self._store.read_pointer(use_case, ROLLOUT_POINTER)
+        try:
+            pointer = self._store.read_pointer(use_case, ROLLOUT_POINTER)
+        except RegistryError as exc:  # not text
+            raise RolloutError(str(exc)) from None
         self._seen_rollout[use_case] = pointer
         return Rollout.parse(pointer.name if pointer else None, f"{self.root}/{use_case}/{ROLLOUT_POINTER}")
 
@@ -184,10 +196,12 @@ class ModelRegistry:
 
         On failure: RegistryError for an unknown version (nothing written); CurrentMovedError
         when another writer changed ROLLOUT since it was read; OSError."""
-        for name in (rollout.canary, rollout.shadow):
+        for arm, name in (("canary", rollout.canary), ("shadow", rollout.shadow)):
             if name is not None and not self._store.has_manifest(use_case, name):
                 known = ", ".join(self.versions(use_case)[-5:]) or "none"
-                raise RegistryError(f"{use_case}: no published version {name!r} (latest: {known})")
+                raise RegistryError(
+                    f"{use_case}: the rollout's {arm} {name!r} is not a published version (latest: {known})"
+                )
         if use_case not in self._seen_rollout:
             self.rollout(use_case)
         expected = self._seen_rollout[use_case]
@@ -223,6 +237,7 @@ class ModelRegistry:
         On failure: RegistryError (no manifest: missing or incomplete; corrupt manifest;
         a downloaded file that fails its size or checksum); StorageError (an OSError) when
         the object store cannot be read (transient: hot reload retries)."""
+        _check_name(use_case, name)
         path, manifest = self._store.open(use_case, name)
         return ModelVersion(use_case, name, path, manifest)
 

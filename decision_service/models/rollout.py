@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger(__name__)
 
 ROLLOUT_POINTER = "ROLLOUT"
+VERSION_NAME = re.compile(r"v\d{4,}")
+"""A published version's name (models/version_store.py); never a path."""
 LIVE = "live"
 CANARY = "canary"
 SHADOW = "shadow"
@@ -55,8 +58,18 @@ class Rollout:
     changed_at: str = ""  # UTC, ISO 8601, when it was last written
 
     def __post_init__(self) -> None:
-        if self.canary is not None and not 0.0 < self.canary_share < 1.0:
-            raise RolloutError(f"canary share must be in (0, 1), got {self.canary_share}")
+        for key in ("shadow", "canary"):
+            name = getattr(self, key)
+            if name is not None and (not isinstance(name, str) or not VERSION_NAME.fullmatch(name)):
+                raise RolloutError(f"{key} must be a version name like v0004, got {name!r}")
+        for key in ("salt", "changed_at"):
+            if not isinstance(getattr(self, key), str):
+                raise RolloutError(f"{key} must be a string, got {getattr(self, key)!r}")
+        share = self.canary_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)):
+            raise RolloutError(f"canary share must be a number, got {share!r}")
+        if self.canary is not None and not 0.0 < share < 1.0:
+            raise RolloutError(f"canary share must be in (0, 1), got {share}")
 
     @property
     def empty(self) -> bool:
@@ -185,13 +198,15 @@ class RolloutModels(Generic[A]):
 
     def pick(self, request: Any) -> A:
         """The artifacts that serve ``request``: the canary's when its unit falls in the
-        canary share, else CURRENT's."""
+        canary share, else CURRENT's. A canary that has become CURRENT (promoted, hot-reloaded
+        before ROLLOUT was cleared) serves as live: its rows never say "canary" for CURRENT."""
         arms = self._arms
-        if arms.canary is not None:
+        live = self._live.get()
+        if arms.canary is not None and arms.canary.version != live.version:  # never "canary" == CURRENT
             unit = self._unit_of(request) or getattr(request, "request_id", "")
             if in_canary(unit, arms.rollout.canary_share, arms.rollout.salt):
                 return arms.canary
-        return self._live.get()  # type: ignore[no-any-return]
+        return live  # type: ignore[no-any-return]
 
 
 def _served(rollout: Rollout, canary: Any, shadow: Any) -> str:

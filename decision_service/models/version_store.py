@@ -139,6 +139,14 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     return manifest
 
 
+def _text(data: bytes, where: str) -> str:
+    """A pointer file's text. On failure: RegistryError naming it (not UTF-8: corrupt)."""
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise RegistryError(f"{where} is not UTF-8 text (corrupt): {data[:16]!r}") from None
+
+
 def _next_number(names: list[str]) -> int:
     return max((int(m.group(1)) for n in names if (m := VERSION_RE.match(n))), default=0) + 1
 
@@ -174,7 +182,7 @@ class LocalVersionStore:
         try:
             with open(self.root / use_case / pointer, "rb") as f:
                 st = os.fstat(f.fileno())
-                return Pointer(f.read().decode().strip(), f"{st.st_ino}:{st.st_mtime_ns}")
+                return Pointer(_text(f.read(), f"{use_case}/{pointer}"), f"{st.st_ino}:{st.st_mtime_ns}")
         except FileNotFoundError:
             return None
 
@@ -294,7 +302,7 @@ class ObjectVersionStore:
         got = self.objects.read_tagged(f"{use_case}/{pointer}")
         if got is None:
             return None
-        return Pointer(got.data.decode().strip(), got.tag)
+        return Pointer(_text(got.data, f"{use_case}/{pointer}"), got.tag)
 
     def swap_pointer(
         self, use_case: str, name: str, expected: Pointer | None, pointer: str = "CURRENT"

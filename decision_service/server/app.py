@@ -284,7 +284,15 @@ def _register_gauges(
         return out
 
     def versions() -> list[tuple[float, dict[str, str]]]:
-        return [(1.0, {"use_case": name, "version": s.model_version()}) for name, s in served.items()]
+        out = []
+        for name, s in served.items():
+            out.append((1.0, {"use_case": name, "version": s.model_version(), "arm": "live"}))
+            models = s.models
+            if isinstance(models, RolloutModels):  # the canary and the shadow being served
+                for arm, artifacts in (("canary", models.canary), ("shadow", models.shadow)):
+                    if artifacts is not None:
+                        out.append((1.0, {"use_case": name, "version": artifacts.version, "arm": arm}))
+        return out
 
     telemetry.add_gauge("decision.log.queue_depth", queue_depth)
     telemetry.add_gauge("decision.redis.pending_commands", lambda: [(reads.pending, {})])

@@ -24,17 +24,23 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from decision_service._generated.decision.v1 import decision_service_pb2_grpc as pb_grpc
+from decision_service.config import ServiceConfig
 from decision_service.devtools.local_redis import LocalRedis
 from decision_service.devtools.server_process import ServerProcess
+from decision_service.models.registry import ModelRegistry
+from offline import rollout as rollout_ops
 from offline.runs.workspace import new_workspace
 from offline.use_cases import OFFLINE_USE_CASES, by_name
 from offline.use_cases.base import Learned, OfflineUseCase, Workspace
@@ -49,9 +55,19 @@ def run_flywheel(
     turns: int = 4,
     decisions: int = 800,
     exploration_share: float = 0.2,
+    rollout: bool = False,
+    canary_share: float = 0.5,
+    report: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Starts every use case on the bootstrapped workspace, runs ``turns`` turns against a
-    server of its own; returns one row per turn."""
+    server of its own; returns one row per turn.
+
+    ``rollout``: from the second turn on, a candidate that passes the offline gate is not made
+    CURRENT at once: it scores one turn as a **shadow** (the comparison with live is printed),
+    then serves ``canary_share`` of the users for one turn as a **canary**, and the promotion
+    rule on the canary's matured outcomes per arm promotes it or rolls it back
+    (offline/rollout.py, offline/watch/online.py). ``report``: where the HTML report of the
+    run is written at the end (offline/watch/report.py)."""
     logs = ws.data_dir / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     states = {uc.name: uc.start(ws, turns, decisions) for uc in use_cases}
@@ -63,8 +79,14 @@ def run_flywheel(
         DS_LOG_LEVEL="WARNING",
     )
     wait_s = max((uc.label_wait_s for uc in use_cases), default=0.0) + LOG_FLUSH_S
+    metrics_port = free_port() if report is not None else None
+    if metrics_port is not None:  # the report's dropped-record counts come from a scrape
+        env["DS_METRICS_PORT"] = str(metrics_port)
     server = ServerProcess(ws.registry_dir, ws.redis_url, env=env).start()
     rows: list[dict[str, Any]] = []
+    plans = {uc.name: RolloutPlan() for uc in use_cases}
+    registry = ModelRegistry(ws.registry_dir)
+    scrape: str | None = None
     try:
         channel = grpc.insecure_channel(server.address)
         stub = pb_grpc.DecisionServiceStub(channel)
@@ -76,26 +98,178 @@ def run_flywheel(
             time.sleep(wait_s)  # the label windows close, the logs flush
             published: dict[str, str] = {}
             for uc in use_cases:
-                learned = uc.learn(states[uc.name], logs, ws.dir(uc.name), turn)
+                plan = plans[uc.name]
+                if rollout and plan.stage != IDLE:  # a candidate is being rolled out: judge it
+                    row.update(advance(registry, uc, plan, logs, turn, canary_share))
+                    continue
+                staged = rollout and turn >= 1 and turn < turns - 2  # room for a shadow + a canary turn
+                learned = uc.learn(states[uc.name], logs, ws.dir(uc.name), turn, make_current=not staged)
                 row.update(learned_fields(uc.name, learned))
                 for line in learned.lines:
                     print(f"turn {turn}: {line}", flush=True)
-                if learned.published:
+                if learned.published and staged:
+                    row.update(start_shadow(registry, uc, plan, learned.published, turn))
+                elif learned.published:
                     published[uc.name] = learned.published
             if published and turn < turns - 1:  # the next turn reports the version it met
                 late = wait_served(stub, [uc for uc in use_cases if uc.name in published], published)
                 for name in late:
                     print(f"turn {turn}: {name} {published[name]} not served in time", flush=True)
+            if rollout:
+                time.sleep(RELOAD_WAIT_S)  # the server picks up the new ROLLOUT before the next turn
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print_row(row, columns(use_cases), header=turn == 0)
         channel.close()
+        if metrics_port is not None:
+            scrape = scrape_metrics(metrics_port)
     finally:
         try:
             server.terminate(timeout_s=30)
         except subprocess.TimeoutExpired:
             server.kill()
+    if report is not None:
+        write_run_report(ws, rows, use_cases, logs, report, scrape)
     return rows
+
+
+IDLE, SHADOW, CANARY = "idle", "shadow", "canary"
+FLYWHEEL_MIN_DECISIONS = 100
+"""Matured decisions each arm needs before the rule decides, at the flywheel's scale (a turn
+is ~1,000 decisions, half on the canary); production keeps CanaryRule's 500 or more."""
+RELOAD_WAIT_S = 1.2
+"""Waited after a rollout change: the server checks ROLLOUT every 0.5 s in the flywheel."""
+
+
+@dataclass
+class RolloutPlan:
+    """One use case's candidate on its way: idle -> shadow (one turn) -> canary (one turn) ->
+    promoted or rolled back by the rule."""
+
+    stage: str = IDLE
+    version: str | None = None
+
+
+def start_shadow(
+    registry: ModelRegistry, uc: OfflineUseCase, plan: RolloutPlan, version: str, turn: int
+) -> dict[str, Any]:
+    """Makes ``version`` (published, not CURRENT) the use case's shadow for the next turn."""
+    rollout_ops.set_shadow(registry, ServiceConfig(), uc.name, version)
+    plan.stage, plan.version = SHADOW, version
+    print(f"turn {turn}: {uc.name} {version} passed the offline gate: SHADOW for the next turn", flush=True)
+    return {f"{uc.name}_rollout": f"shadow {version}"}
+
+
+def advance(
+    registry: ModelRegistry, uc: OfflineUseCase, plan: RolloutPlan, logs: Path, turn: int, share: float
+) -> dict[str, Any]:
+    """After a shadow turn: prints shadow vs live, starts the canary. After a canary turn:
+    applies the promotion rule (final: an undecided canary is rolled back)."""
+    from offline.watch.online import canary_verdict  # noqa: F401 -- the rule's home
+    from offline.watch.shadow import compare_shadow
+
+    assert plan.version is not None
+    if plan.stage == SHADOW:
+        for c in compare_shadow(logs, uc.name, window_s=uc.label_wait_s):
+            if c.shadow_version != plan.version:
+                continue
+            print(
+                f"turn {turn}: {uc.name} shadow {c.shadow_version} vs live {c.live_version} on "
+                f"{c.decisions} decisions: score correlation {c.score_correlation:.3f}, rank agreement "
+                f"{c.rank_agreement:.3f}, {c.metric} live {_fmt(c.live_metric)} / shadow "
+                f"{_fmt(c.shadow_metric)} on {c.matured_decisions} matured ({c.skipped} skipped)",
+                flush=True,
+            )
+        rollout_ops.set_shadow(registry, ServiceConfig(), uc.name, None)
+        rollout_ops.set_canary(registry, ServiceConfig(), uc.name, plan.version, share)
+        plan.stage = CANARY
+        print(
+            f"turn {turn}: {uc.name} {plan.version}: CANARY for {share:.0%} of the users next turn",
+            flush=True,
+        )
+        return {f"{uc.name}_rollout": f"canary {plan.version}"}
+    applied = rollout_ops.decide(
+        registry,
+        ServiceConfig(),
+        uc.name,
+        logs,
+        final=True,
+        window_s=uc.label_wait_s,
+        min_decisions=FLYWHEEL_MIN_DECISIONS,
+    )
+    if applied.verdict is not None:
+        v, d = applied.verdict, applied.verdict.difference
+        print(
+            f"turn {turn}: {uc.name} canary {v.canary_version} vs live {v.live_version}: {v.metric} "
+            f"difference {d.estimate:+.4f} [{d.low:+.4f}, {d.high:+.4f}] (95 %, n={d.n}) -> "
+            f"{v.action.upper()}: {v.reason}",
+            flush=True,
+        )
+    print(f"turn {turn}: {applied.message}", flush=True)
+    plan.stage, plan.version = IDLE, None
+    return {
+        f"{uc.name}_rollout": f"{applied.action} {applied.version}",
+        f"{uc.name}_published": applied.version if applied.action == "promote" else None,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def free_port() -> int:
+    """A loopback port the OS says is free now (the server binds it a moment later; a lost
+    race fails the server's start loudly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_metrics(port: int, timeout_s: float = 5.0) -> str | None:
+    """The server's /metrics as Prometheus scrapes it; None (said) when it does not answer."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Accept": "text/plain;version=0.0.4"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+            return reply.read().decode()
+    except OSError as exc:
+        print(f"flywheel: could not scrape /metrics on port {port}: {exc}", flush=True)
+        return None
+
+
+def write_run_report(
+    ws: Workspace,
+    rows: list[dict[str, Any]],
+    use_cases: Sequence[OfflineUseCase],
+    logs: Path,
+    out: Path,
+    scrape: str | None,
+) -> None:
+    """The run's HTML report: the turns (summary JSON), the registry, the logs, the scrape."""
+    from offline.watch import report as html
+
+    turns = ws.data_dir / "flywheel.json"
+    turns.write_text(json.dumps({"turns": rows}, default=str))
+    argv = [
+        "--registry",
+        str(ws.registry_dir),
+        "--logs",
+        str(logs),
+        "--flywheel",
+        str(turns),
+        "--out",
+        str(out),
+    ]
+    argv += ["--use-cases", ",".join(uc.name for uc in use_cases)]
+    for uc in use_cases:  # the simulation's compressed label windows decide what has matured
+        argv += ["--window", f"{uc.name}={uc.label_wait_s:g}"]
+    if scrape is not None:
+        snapshot = ws.data_dir / "metrics.prom"
+        snapshot.write_text(scrape)
+        argv += ["--metrics", str(snapshot)]
+    if html.main(argv) == 0:
+        print(f"flywheel: report written to {out}", flush=True)
 
 
 def learned_fields(name: str, learned: Learned) -> dict[str, Any]:
@@ -137,11 +311,15 @@ def run_fresh(
     threads: int = 2,
     use_cases: Sequence[OfflineUseCase] = OFFLINE_USE_CASES,
     seed: int = 0,
+    rollout: bool = False,
+    canary_share: float = 0.5,
+    report: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Generates and bootstraps a world under ``data_dir`` (features into ``redis_url``,
-    overwriting its keys of the same ids), then runs the flywheel of ``use_cases`` on it."""
+    overwriting its keys of the same ids), then runs the flywheel of ``use_cases`` on it
+    (``rollout``, ``canary_share``, ``report``: see ``run_flywheel``)."""
     ws = new_workspace(data_dir, redis_url, preset_name, threads, seed)
-    return run_flywheel(ws, use_cases, turns, decisions, exploration_share)
+    return run_flywheel(ws, use_cases, turns, decisions, exploration_share, rollout, canary_share, report)
 
 
 def columns(use_cases: Sequence[OfflineUseCase]) -> tuple[tuple[str, int], ...]:
@@ -211,7 +389,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME.FIELD=VALUE",
         help="a use case's setting, e.g. the payments' days per turn (repeatable)",
     )
+    ap.add_argument(
+        "--rollout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="roll candidates out through a shadow turn and a canary turn, promoted or rolled back by "
+        "the rule (needs 4 turns; default: on)",
+    )
+    ap.add_argument("--canary-share", type=float, default=0.5, help="share of users on the canary")
+    ap.add_argument(
+        "--report", type=Path, default=None, help="the HTML report (default: <data-dir>/report.html)"
+    )
     args = ap.parse_args(argv)
+    if args.rollout and args.turns < 4:
+        ap.error(
+            "--rollout needs --turns >= 4 (a turn to learn, a shadow turn, a canary turn); or --no-rollout"
+        )
     try:
         use_cases = configured(args.set, [n.strip() for n in args.use_cases.split(",") if n.strip()])
     except ValueError as exc:
@@ -230,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
             args.exploration,
             args.threads,
             use_cases,
+            rollout=args.rollout,
+            canary_share=args.canary_share,
+            report=args.report or args.data_dir / "report.html",
         )
     finally:
         if local is not None:

@@ -43,8 +43,12 @@ def test_rollout_round_trip_and_refusals() -> None:
     for bad, words in (
         ("{not json", "not a valid rollout"),
         ("[1, 2]", "not a JSON object"),
-        ('{"canary": "v1", "canary_share": 1.5}', "canary share must be in (0, 1)"),
-        ('{"canary": "v1", "share": 0.5}', "unknown keys"),
+        ('{"canary": "v0001", "canary_share": 1.5}', "canary share must be in (0, 1)"),
+        ('{"canary": "v0001", "canary_share": true}', "canary share must be a number"),
+        ('{"canary": "v0001", "share": 0.5}', "unknown keys"),
+        ('{"shadow": 123}', "shadow must be a version name"),
+        ('{"canary": "../../fraud/versions/v0001", "canary_share": 0.5}', "canary must be a version name"),
+        ('{"shadow": "v0001", "salt": null}', "salt must be a string"),
     ):
         with pytest.raises(RolloutError, match=words.replace("(", r"\(").replace(")", r"\)")):
             Rollout.parse(bad, "reg/recommendation/ROLLOUT")
@@ -98,3 +102,34 @@ def test_kind_shadow_work_waits_for_idle_and_is_skipped_and_counted_when_the_que
         assert runner.stats.by_outcome[("recommendation", SKIPPED_SHUTDOWN)] == 1
 
     asyncio.run(scenario())
+
+
+def test_kind_a_canary_that_became_current_serves_as_live() -> None:
+    """Promoted and hot-reloaded before ROLLOUT was cleared: its rows never say "canary" for
+    CURRENT (the verdict would compare a version with itself)."""
+    from dataclasses import dataclass
+
+    from decision_service.models.rollout import RolloutModels
+
+    @dataclass(frozen=True)
+    class Art:
+        version: str
+        arm: str = "live"
+
+    class Holder:
+        registry = None
+
+        def __init__(self) -> None:
+            self.current = Art("v0001")
+
+        def get(self) -> Art:
+            return self.current
+
+    holder = Holder()
+    models = RolloutModels(holder, "recommendation", lambda r: r.user_id)
+    models.install_rollout(Rollout().with_canary("v0002", 0.5), Art("v0002"), None)
+    requests = [SimpleNamespace(user_id=f"u{i}", request_id="") for i in range(400)]
+    arms = [models.pick(r).arm for r in requests]
+    assert 150 < arms.count("canary") < 250 and set(arms) == {"live", "canary"}
+    holder.current = Art("v0002")  # CURRENT moved to the canary's version
+    assert {(models.pick(r).version, models.pick(r).arm) for r in requests} == {("v0002", "live")}

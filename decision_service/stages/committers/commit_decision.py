@@ -44,6 +44,7 @@ def encode_record(fingerprint: str, d: FraudDecision) -> bytes:
             "rules": [[r.code, r.description] for r in d.fired_rules],
             "reasons": [[r.code, r.feature, r.contribution, r.description] for r in d.reasons],
             "degraded": [[g.stage, g.reason] for g in d.degraded],
+            "arm": d.arm,
         },
         separators=(",", ":"),
     ).encode()
@@ -64,6 +65,7 @@ def decode_record(raw: bytes, request_id: str) -> tuple[str, FraudDecision]:
             fired_rules=[FiredRule(*x) for x in r["rules"]],
             reasons=[Reason(x[0], x[1], float(x[2]), x[3]) for x in r["reasons"]],
             degraded=[Degradation(*x) for x in r["degraded"]],
+            arm=str(r.get("arm", "live")),  # records written before arms: live
             replayed=True,
         )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:

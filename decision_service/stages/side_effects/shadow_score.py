@@ -110,6 +110,7 @@ class ShadowRunner:
         if self._task is None:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._work(), name="shadow-scoring")
+            self._task.add_done_callback(self._worker_ended)
         assert self._wake is not None
         self._wake.set()
         return True
@@ -133,6 +134,14 @@ class ShadowRunner:
                 return False
             await asyncio.sleep(0.01)
         return True
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        """A worker that died (never expected: ``_run`` contains every scoring error) is
+        logged and replaced at the next submit, so shadow scoring never silently stops."""
+        if task is self._task and not task.cancelled():
+            exc = task.exception()
+            log.error("shadow scoring worker stopped: %r; restarting it at the next decision", exc)
+            self._task = None
 
     async def _work(self) -> None:
         assert self._wake is not None
@@ -201,5 +210,7 @@ class ShadowScore:
         shadow = self._shadow()
         if shadow is None or self.score is None or getattr(decision, "replayed", False):
             return None  # a replayed fraud verdict was scored when it was first decided
+        if shadow.version == decision.model_version:
+            return None  # e.g. a shadow that is also the canary: its own decisions say nothing new
         self._runner.submit(self._use_case, self.score, state, decision, shadow)
         return None
