@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from decision_service.devtools.local_redis import LocalRedis
@@ -66,6 +67,11 @@ def measure(root: Path, redis_url: str, shadow: str | None, requests, seconds: f
     finally:
         server.terminate(timeout_s=60)
     decisions, scored = rows(log_dir, f"decisions/use_case={USE_CASE}"), rows(log_dir, "shadow")
+    shadow_ms = [
+        v
+        for f in (log_dir / "shadow").rglob("*.parquet")
+        for v in pq.read_table(f, columns=["shadow_ms"]).column("shadow_ms").to_pylist()
+    ]
     shutil.rmtree(log_dir, ignore_errors=True)
     return {
         "rps": report.rps,
@@ -73,6 +79,8 @@ def measure(root: Path, redis_url: str, shadow: str | None, requests, seconds: f
         "p99": report.p99_ms,
         "errors": sum(n for code, n in report.status.items() if code != "OK"),
         "shadow_share": scored / max(decisions, 1),
+        "shadow_ms_p50": float(np.percentile(shadow_ms, 50)) if shadow_ms else 0.0,
+        "shadow_ms_p99": float(np.percentile(shadow_ms, 99)) if shadow_ms else 0.0,
     }
 
 
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {r + 1} shadow {'ON ' if on else 'OFF'} at {args.rate:.0f} req/s: {m['rps']:.1f} "
                     f"req/s, p50 {m['p50']:.2f} ms, p99 {m['p99']:.2f} ms, errors {m['errors']}, "
-                    f"shadow scored {m['shadow_share']:.0%} of decisions",
+                    f"shadow scored {m['shadow_share']:.0%} of decisions "
+                    f"(a job p50 {m['shadow_ms_p50']:.2f} ms, p99 {m['shadow_ms_p99']:.2f} ms)",
                     flush=True,
                 )
         busy = measure(root, redis_server.url, shadow, requests, args.seconds, concurrency=args.concurrency)
@@ -121,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "p99_on_ms": round(med(True, "p99"), 2),
         "p99_off_ms": round(med(False, "p99"), 2),
         "shadow_scored_share": round(med(True, "shadow_share"), 3),
+        "shadow_job_ms_p50": round(med(True, "shadow_ms_p50"), 2),
+        "shadow_job_ms_p99": round(med(True, "shadow_ms_p99"), 2),
         "saturated_rps": round(busy["rps"], 1),
         "saturated_shadow_scored_share": round(busy["shadow_share"], 3),
     }

@@ -9,8 +9,10 @@ The runner scores jobs one at a time, and only while no gRPC call of the process
 starts after the reply of its decision was sent and never while another request is in the
 process. A job is the use case's scorer run on the EXACT features the decision was served
 with (no store read), re-assembled for the shadow's model columns; for a ranker ~250 rows,
-about a millisecond. Under load the process is rarely idle: the queue (``max_queue`` jobs)
-fills and further decisions are skipped and counted (``decision.shadow`` counter,
+about a millisecond (measured: p50 0.64 ms, p99 1.4 ms, loadtests/bench_shadow.py); a
+request that arrives while a job runs waits for it, which is all a shadow can cost an answer
+(at 100 req/s no p99 difference showed within the machine's noise: BENCHMARKS.md). Under
+load the process is rarely idle: the queue (``max_queue`` jobs) fills and further decisions are skipped and counted (``decision.shadow`` counter,
 outcome=skipped_queue_full); a scoring error is counted (failed) and never reaches the
 answer. Scores go to the shadow log (decision_log/shadow_log.py) by decision id; the
 decision log itself is never delayed or touched, so shadow scoring cannot drop a decision
@@ -153,17 +155,15 @@ class ShadowRunner:
             await self._idle()  # after the replies were sent, never beside a request
             if not self._queue:
                 continue
-            self._run(self._queue.popleft())
+            job = self._queue.popleft()
+            # on the event loop, not a thread: a job is ~0.6 ms (p99 1.4 ms, loadtests/bench_shadow.py)
+            # and a thread measured no better (GIL hand-offs made jobs slower, p99 2.7 ms)
+            self._record(job, *_score(job))
             await asyncio.sleep(0)  # let a request that arrived meanwhile go first
 
-    def _run(self, job: _Job) -> None:
+    def _record(self, job: _Job, scores: np.ndarray | None, exc: Exception | None, ms: float) -> None:
         version = job.shadow.version
-        started = time.perf_counter()
-        try:
-            scores = np.asarray(job.score(job.state, job.shadow), np.float32).reshape(-1)
-            if not np.all(np.isfinite(scores)):
-                raise ValueError("the shadow model returned a non-finite score")
-        except Exception as exc:  # noqa: BLE001 - a shadow never affects serving
+        if exc is not None or scores is None:
             self._count(job.use_case, version, FAILED)
             self._warn.warning(
                 f"shadow:{job.use_case}:{version}",
@@ -171,7 +171,6 @@ class ShadowRunner:
                 f"{type(exc).__name__}: {exc} [failed {self.stats.total(FAILED)} in all]",
             )
             return
-        ms = (time.perf_counter() - started) * 1000.0
         d = job.decision
         assert self._writer is not None
         self._writer.submit(
@@ -191,6 +190,18 @@ class ShadowRunner:
     def _count(self, use_case: str, version: str, outcome: str) -> None:
         self.stats.count(use_case, outcome)
         self._telemetry.shadow(use_case, version, outcome)
+
+
+def _score(job: _Job) -> tuple[np.ndarray | None, Exception | None, float]:
+    """(scores, None, ms) or (None, the error, ms): the job's pure computation."""
+    started = time.perf_counter()
+    try:
+        scores = np.asarray(job.score(job.state, job.shadow), np.float32).reshape(-1)
+        if not np.all(np.isfinite(scores)):
+            raise ValueError("the shadow model returned a non-finite score")
+    except Exception as exc:  # noqa: BLE001 - a shadow never affects serving
+        return None, exc, (time.perf_counter() - started) * 1000.0
+    return scores, None, (time.perf_counter() - started) * 1000.0
 
 
 class ShadowScore:
