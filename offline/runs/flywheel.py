@@ -264,6 +264,7 @@ def write_run_report(
     argv += ["--use-cases", ",".join(uc.name for uc in use_cases)]
     for uc in use_cases:  # the simulation's compressed label windows decide what has matured
         argv += ["--window", f"{uc.name}={uc.label_wait_s:g}"]
+    argv += ["--min-decisions", str(FLYWHEEL_MIN_DECISIONS)]  # the rule the run applied
     if scrape is not None:
         snapshot = ws.data_dir / "metrics.prom"
         snapshot.write_text(scrape)

@@ -31,6 +31,7 @@ parsed) raise ReportInputError naming the path; ``main`` exits 1 on them, 2 on b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import json
 import math
@@ -165,6 +166,7 @@ class ReportData:
     metrics_source: str | None = None
     now_ms: int | None = None  # the given "as of" time (None: each use case's newest log time)
     windows: Mapping[str, float] = field(default_factory=dict)  # use case -> overriding window (s)
+    min_decisions: int | None = None  # the canary rule's matured decisions per arm (None: its default)
 
 
 # --------------------------------------------------------------------------------- gather
@@ -179,6 +181,7 @@ def gather(
     project: str = "",
     now_ms: int | None = None,
     windows: Mapping[str, float] | None = None,
+    min_decisions: int | None = None,
 ) -> ReportData:
     """Reads every source of the report. Unreadable inputs raise ReportInputError; a source
     that fails becomes a note of its use case.
@@ -188,7 +191,8 @@ def gather(
     alike. ``windows``: use case -> label window in seconds, overriding its declared
     (production) windows: every online metric's, the shadow metric's and every labelling
     outcome type's (the flywheel compresses time: its windows are seconds). ValueError for a
-    window of a use case the project does not serve, or one that is not > 0."""
+    window of a use case the project does not serve, or one that is not > 0.
+    ``min_decisions``: the canary rule's matured decisions per arm (default: CanaryRule's)."""
     registry, logs = os.fspath(registry_root), os.fspath(log_root)
     overrides = check_windows(windows or {})
     for path, what in ((registry, "registry"), (logs, "log root")):
@@ -203,7 +207,8 @@ def gather(
         registry=registry,
         logs=logs,
         use_cases=tuple(
-            _gather_use_case(registry, logs, name, overrides.get(name), now_ms) for name in names
+            _gather_use_case(registry, logs, name, overrides.get(name), now_ms, min_decisions)
+            for name in names
         ),
         flywheel=flywheel,
         flywheel_source=None if flywheel_json is None else os.fspath(flywheel_json),
@@ -212,7 +217,13 @@ def gather(
         metrics_source=None if metrics_file is None else os.fspath(metrics_file),
         now_ms=now_ms,
         windows=overrides,
+        min_decisions=min_decisions,
     )
+
+
+def _rule(min_decisions: int | None) -> online.CanaryRule:
+    rule = online.CanaryRule()
+    return rule if min_decisions is None else dataclasses.replace(rule, min_decisions=min_decisions)
 
 
 def served_use_cases() -> dict[str, Any]:
@@ -249,7 +260,12 @@ def label_windows(use_case: str, window_s: float) -> dict[str, float]:
 
 
 def _gather_use_case(
-    registry: str, logs: str, name: str, window_s: float | None = None, now_ms: int | None = None
+    registry: str,
+    logs: str,
+    name: str,
+    window_s: float | None = None,
+    now_ms: int | None = None,
+    min_decisions: int | None = None,
 ) -> UseCaseReport:
     notes: dict[str, str] = {}
 
@@ -276,7 +292,10 @@ def _gather_use_case(
     as_of = now_ms if now_ms is not None else source("as_of", lambda: online.log_now_ms(logs, name), None)
     arms = source("online", lambda: online.arm_metrics(logs, name, as_of, window_s=window_s))
     verdicts = source(
-        "canary", lambda: online.canary_verdicts(logs, registry, name, now_ms=as_of, window_s=window_s)
+        "canary",
+        lambda: online.canary_verdicts(
+            logs, registry, name, _rule(min_decisions), now_ms=as_of, window_s=window_s
+        ),
     )
     shadows = source("shadow", lambda: shadow.compare_shadow(logs, name, as_of, window_s=window_s))
     health = source(
@@ -634,12 +653,19 @@ def render(data: ReportData) -> str:
         f"<dt>use cases</dt><dd>{_e(', '.join(u.name for u in data.use_cases) or 'none')}</dd>"
         f"<dt>label windows</dt><dd>{_e(_windows_text(data))}</dd>"
         f"<dt>matured as of</dt><dd>{_e(_as_of_text(data))}</dd>"
+        f"<dt>canary rule</dt><dd>{_e(_rule_text(data))}</dd>"
         f'</dl></header><nav>{nav} <a href="#server">server</a></nav>'
     )
     return head + "\n".join(page.parts) + "</body></html>\n"
 
 
 _duration = plots._duration
+
+
+def _rule_text(data: ReportData) -> str:
+    n = _rule(data.min_decisions).min_decisions
+    source = "given" if data.min_decisions is not None else "the default"
+    return f"at least {n} matured decisions per arm ({source}); 95 % intervals (offline/watch/online.py)"
 
 
 def _windows_text(data: ReportData) -> str:
@@ -1031,10 +1057,21 @@ def write_report(
     project: str = "",
     now_ms: int | None = None,
     windows: Mapping[str, float] | None = None,
+    min_decisions: int | None = None,
 ) -> ReportData:
     """gather + render, written atomically to ``out`` (a temp file renamed into place);
-    ``now_ms`` / ``windows``: as ``gather``."""
-    data = gather(registry_root, log_root, flywheel_json, metrics_file, use_cases, project, now_ms, windows)
+    ``now_ms`` / ``windows`` / ``min_decisions``: as ``gather``."""
+    data = gather(
+        registry_root,
+        log_root,
+        flywheel_json,
+        metrics_file,
+        use_cases,
+        project,
+        now_ms,
+        windows,
+        min_decisions,
+    )
     write_atomic(out, render(data))
     return data
 
@@ -1074,6 +1111,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--now-ms", type=int, help="judge maturity as of this time (ms since the epoch; "
                     "default: each use case's newest log time)")  # fmt: skip
+    ap.add_argument(
+        "--min-decisions", type=int, default=None, help="the canary rule's matured decisions per arm "
+        "(default: offline.watch.online.CanaryRule's; the flywheel's: 100)"
+    )  # fmt: skip
     ap.add_argument("--out", required=True, help="the HTML file to write")
     try:
         args = ap.parse_args(argv)
@@ -1108,7 +1149,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         data = write_report(
-            out, args.registry, args.logs, args.flywheel, args.metrics, use_cases, name, args.now_ms, windows
+            out,
+            args.registry,
+            args.logs,
+            args.flywheel,
+            args.metrics,
+            use_cases,
+            name,
+            args.now_ms,
+            windows,
+            args.min_decisions,
         )
     except ReportInputError as exc:
         print(f"report: {exc}", file=sys.stderr)
