@@ -272,7 +272,9 @@ class ClusterMultiplexedRedis:
 
     @property
     def pending(self) -> int:
-        return sum(node.pending for node in self._nodes.values())
+        """Commands sent, not answered, over every node. Safe from another thread (a metrics
+        scrape): the node list is copied in one step before it is summed."""
+        return sum(node.pending for node in list(self._nodes.values()))
 
     # ------------------------------------------------------------------ internals
 

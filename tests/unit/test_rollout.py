@@ -80,24 +80,24 @@ def test_kind_shadow_work_waits_for_idle_and_is_skipped_and_counted_when_the_que
 
         def score(state, artifacts):  # type: ignore[no-untyped-def]
             calls.append(state)
-            if state == 3:
+            if state == 8:
                 raise ValueError("cannot score this one")
             return np.array([0.5, 0.25], np.float32)
 
         accepted = [runner.submit("recommendation", score, i, _decision(i), shadow) for i in range(10)]
         await asyncio.sleep(0.05)
-        assert accepted == [True] * 4 + [False] * 6
+        assert accepted == [True] * 10  # a full queue drops its oldest: it keeps the latest
         assert calls == [] and runner.queue_depth == 4  # busy process: nothing scored
         idle.set()
         assert await runner.drain(2.0)
-        assert calls == [0, 1, 2, 3]
-        assert [r.decision_id for r in writer.records] == ["d0", "d1", "d2"]
+        assert calls == [6, 7, 8, 9]
+        assert [r.decision_id for r in writer.records] == ["d6", "d7", "d9"]
         assert writer.records[0].shadow_model_version == "v9" and list(writer.records[0].scores) == [0.5, 0.25]
         by = runner.stats.by_outcome
         assert by[("recommendation", SKIPPED_QUEUE_FULL)] == 6
         assert by[("recommendation", SCORED)] == 3 and by[("recommendation", FAILED)] == 1
         idle.clear()
-        runner.submit("recommendation", score, 5, _decision(5), shadow)
+        runner.submit("recommendation", score, 10, _decision(10), shadow)
         await runner.stop()
         assert runner.stats.by_outcome[("recommendation", SKIPPED_SHUTDOWN)] == 1
 
@@ -133,3 +133,33 @@ def test_kind_a_canary_that_became_current_serves_as_live() -> None:
     assert 150 < arms.count("canary") < 250 and set(arms) == {"live", "canary"}
     holder.current = Art("v0002")  # CURRENT moved to the canary's version
     assert {(models.pick(r).version, models.pick(r).arm) for r in requests} == {("v0002", "live")}
+
+
+def test_kind_shadow_jobs_release_what_they_pin_once_scored_or_dropped() -> None:
+    """A job holds the request's state (and through it the artifacts it was served with): once
+    scored, or dropped from a full queue, nothing of the runner keeps it alive."""
+    import gc
+    import weakref
+
+    class State:
+        pass
+
+    async def scenario() -> None:
+        idle = asyncio.Event()
+        runner = ShadowRunner(idle.wait, _Writer(), max_queue=2)
+        shadow = SimpleNamespace(version="v9")
+        states = [State() for _ in range(3)]
+        refs = [weakref.ref(s) for s in states]
+        for i, state in enumerate(states):
+            runner.submit("fraud", lambda st, a: np.array([0.5], np.float32), state, _decision(i), shadow)
+        del states, state
+        gc.collect()
+        assert refs[0]() is None and refs[1]() is not None  # the oldest was dropped from the full queue
+        idle.set()
+        assert await runner.drain(2.0)
+        await asyncio.sleep(0.01)  # the worker is back waiting for work
+        gc.collect()
+        assert [r() for r in refs] == [None, None, None]
+        await runner.stop()
+
+    asyncio.run(scenario())

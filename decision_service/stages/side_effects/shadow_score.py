@@ -12,11 +12,12 @@ with (no store read), re-assembled for the shadow's model columns; for a ranker 
 about a millisecond (measured: p50 0.64 ms, p99 1.4 ms, loadtests/bench_shadow.py); a
 request that arrives while a job runs waits for it, which is all a shadow can cost an answer
 (at 100 req/s no p99 difference showed within the machine's noise: BENCHMARKS.md). Under
-load the process is rarely idle: the queue (``max_queue`` jobs) fills and further decisions are skipped and counted (``decision.shadow`` counter,
-outcome=skipped_queue_full); a scoring error is counted (failed) and never reaches the
-answer. Scores go to the shadow log (decision_log/shadow_log.py) by decision id; the
-decision log itself is never delayed or touched, so shadow scoring cannot drop a decision
-log row.
+load the process is rarely idle: the queue (``max_queue`` jobs) fills and its oldest jobs are
+dropped, counted (``decision.shadow`` counter, outcome=skipped_queue_full), so it holds the
+latest decisions and releases what old ones pin (request state, retired artifacts); a scoring
+error is counted (failed) and never reaches the answer. Scores go to the shadow log
+(decision_log/shadow_log.py) by decision id; the decision log itself is never delayed or
+touched, so shadow scoring cannot drop a decision log row.
 """
 
 from __future__ import annotations
@@ -102,12 +103,16 @@ class ShadowRunner:
         return len(self._queue)
 
     def submit(self, use_case: str, score: ScoreFn, state: Any, decision: Any, shadow: Any) -> bool:
-        """Queues one job without blocking; False (counted) when the queue is full."""
+        """Queues one job without blocking. A full queue drops its OLDEST job (counted as
+        skipped_queue_full): under sustained load the queue holds the latest decisions, and
+        what an old job pins (its request state, the artifacts it was served and scored with,
+        perhaps since retired by a reload) is released as new decisions arrive. False when
+        logging is off (nothing queued)."""
         if self._writer is None:
             return False
         if len(self._queue) >= self._max_queue:
-            self._count(use_case, shadow.version, SKIPPED_QUEUE_FULL)
-            return False
+            dropped = self._queue.popleft()
+            self._count(dropped.use_case, dropped.shadow.version, SKIPPED_QUEUE_FULL)
         self._queue.append(_Job(use_case, score, state, decision, shadow))
         if self._task is None:
             self._wake = asyncio.Event()
@@ -159,6 +164,7 @@ class ShadowRunner:
             # on the event loop, not a thread: a job is ~0.6 ms (p99 1.4 ms, loadtests/bench_shadow.py)
             # and a thread measured no better (GIL hand-offs made jobs slower, p99 2.7 ms)
             self._record(job, *_score(job))
+            del job  # nothing of it (state, artifacts) outlives its scoring while the worker waits
             await asyncio.sleep(0)  # let a request that arrived meanwhile go first
 
     def _record(self, job: _Job, scores: np.ndarray | None, exc: Exception | None, ms: float) -> None:
