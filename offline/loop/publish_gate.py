@@ -98,13 +98,22 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-15) 
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
 
+def flag_count(rate: float, total: float | np.ndarray) -> float | np.ndarray:
+    """How many of ``total`` rows (or total weight; an array: elementwise) a flag ``rate``
+    flags: ``ceil(rate * total)``, with ``rate * total`` first rounded to 9 decimals so a
+    product that is an integer up to float error (0.07 * 100 = 7.000000000000001) flags that
+    integer. The one definition ``recall_at_rate`` and the online watch
+    (offline/watch/online.py ``weighted_recall_at_rate``) share."""
+    return np.ceil(np.round(rate * np.asarray(total, np.float64), 9))
+
+
 def recall_at_rate(labels: np.ndarray, scores: np.ndarray, rate: float, seed: int = 0) -> float:
-    """Share of the positives among the top ``ceil(rate * n)`` scores (ties broken at random,
-    seeded): the fraud caught when that share of payments is flagged."""
+    """Share of the positives among the top ``flag_count(rate, n)`` scores (ties broken at
+    random, seeded): the fraud caught when that share of payments is flagged."""
     labels = np.asarray(labels, bool)
     if not labels.any():
         return float("nan")
-    n_flag = int(np.ceil(rate * len(labels)))
+    n_flag = int(flag_count(rate, len(labels)))
     tie = np.random.default_rng(seed).random(len(labels))
     top = np.lexsort((tie, -np.asarray(scores, np.float64)))[:n_flag]
     return float(labels[top].sum() / labels.sum())

@@ -122,11 +122,36 @@ ONLINE_METRICS = (
         higher_is_better=False,
         tolerance=0.01,
     ),
+    OnlineMetric(
+        "unscored_share",
+        "share of the arm's decisions its model could not score (the base rate was answered), "
+        "over ALL its decisions: AUC and log-loss only see the scored ones; lower is better",
+        CONVERSION_LABEL.outcome_types,
+        CONVERSION_LABEL.window_s,
+        hits="(not coalesce(scored, true) or probability is null)::int",
+        higher_is_better=False,
+        tolerance=0.01,
+    ),
+    OnlineMetric(
+        "target_share",
+        "share of the arm's decisions with a threshold that it TARGETed (reported, not gated: "
+        "the caller's threshold acts on the probability, whose calibration log-loss gates; a "
+        "better model legitimately targets other users)",
+        CONVERSION_LABEL.outcome_types,
+        CONVERSION_LABEL.window_s,
+        hits="(action = 'TARGET')::int",
+        scope="action in ('TARGET', 'SKIP')",
+        tolerance=0.02,
+        gate=False,
+    ),
 )
 """A canary is gated on what the publish gate checks, AUC and log-loss, on matured online
 labels (the score has no online effect on whether the user converts, so a conversion RATE
 would not differ between arms; how well each arm predicts it does); intervals by the
-bootstrap over users."""
+bootstrap over users. Their scope is the SCORED decisions, so a canary whose model fails
+to score (answering the base rate) would be judged on its few successes: the gated guard
+``unscored_share`` (over all decisions, at most live + 1 point) sees it. ``target_share``
+is reported only (see its description)."""
 
 
 def shadow_labelled_rows(log_root: str | Path, as_of_ms: int, window_s: float | None) -> pa.Table:

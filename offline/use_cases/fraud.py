@@ -23,6 +23,11 @@ reissued for the user's next payments (the service block-lists the old one). Aft
 window the fraud training set is rebuilt from the logs, a candidate is retrained and
 published if not worse, and the server hot-reloads it. ``fraud_caught`` = the share of the
 turn's true fraud that was reviewed or declined.
+
+Watching a canary (``ONLINE_METRICS``): recall at the fixed review rate is measured where
+labels exist, i.e. on payments an arm did not decline, so it cannot see an arm that declines
+more; the gated guards ``fraud_flag_share`` and ``fraud_decline_share`` (lower is better,
+over every payment of the arm) compare the arms on one population and roll such a canary back.
 """
 
 from __future__ import annotations
@@ -421,6 +426,30 @@ ONLINE_METRICS = (
         tolerance=0.02,
     ),
     OnlineMetric(
+        "fraud_flag_share",
+        "share of the arm's payments it flagged (REVIEW or DECLINE), over ALL its decisions: the "
+        "guard the recall cannot be (its scope leaves out each arm's own declines); lower is "
+        "better, the canary may flag at most 2 points more than live",
+        FRAUD_LABEL.outcome_types,
+        FRAUD_LABEL.window_s,
+        hits="(action in ('REVIEW', 'DECLINE'))::int",
+        scope="action is not null",
+        higher_is_better=False,
+        tolerance=0.02,
+    ),
+    OnlineMetric(
+        "fraud_decline_share",
+        "share of the arm's payments it declined, over ALL its decisions (a decline loses the "
+        "customer and is never labelled); lower is better, the canary may decline at most 1 point "
+        "more than live",
+        FRAUD_LABEL.outcome_types,
+        FRAUD_LABEL.window_s,
+        hits="(action = 'DECLINE')::int",
+        scope="action is not null",
+        higher_is_better=False,
+        tolerance=0.01,
+    ),
+    OnlineMetric(
         "fraud_caught",
         "of the arm's matured fraud, the share it reviewed or declined (reported, not gated: it "
         "rises with whatever share an arm flags, and a declined fraud is seen only when an "
@@ -436,7 +465,13 @@ ONLINE_METRICS = (
 )
 """A canary is gated on fraud caught at a FIXED review rate (the gate's recall_at_rate of the
 arm's scores): comparable between arms whatever thresholds they flag at; interval by the
-bootstrap over users. ``fraud_caught`` (what the arm's actions caught) is reported."""
+bootstrap over users. Its scope is where labels exist -- payments the arm did NOT decline --
+so each arm is measured on a population its own declines shaped, and a canary that declines
+far more would look as good or better there. Hence two gated guards over ALL the arm's
+payments (Wilson / Newcombe: proportions of decisions): ``fraud_flag_share`` (review +
+decline, at most live + 2 points) and ``fraud_decline_share`` (at most live + 1 point: a
+shift from review to decline keeps the flag share); a canary declining half the traffic is
+rolled back on them. ``fraud_caught`` (what the arm's actions caught) is reported."""
 
 
 def shadow_labelled_rows(log_root: str | Path, as_of_ms: int, window_s: float | None) -> pa.Table:

@@ -26,8 +26,14 @@ Everything about a log is read from its schema and metadata, never from the use 
                     group names from the metadata entry of the same name ("user, merchant,
                     device: present, ...") or the column name (``user_feature_status``: "user")
   score             the first column of ``SCORE_COLUMNS`` the log has; rows with a ``scored``
-                    flag set to false (the model could not score) are left out of it
+                    flag set to false (the model could not score) are left out of it; NaN / inf
+                    scores are counted (``ScoreDistribution.non_finite``), left out of the
+                    histogram and mean, and fall in PSI's missing bin (as a feature's do)
 The label windows are the use case's declared outcome types (decision_service.use_cases).
+
+Binning is at the log's float32 precision on both sides (offline/watch/profile.py). A version
+whose profile cannot be read or used (missing although the manifest lists it, failing its
+checksum, an invalid field) is a note; the other versions are still measured.
 
 CLI: ``python -m offline.watch.drift --logs DIR --registry DIR [--use-case NAME]`` prints the
 tables (every use case with decisions under DIR by default); ``--json`` prints the results.
@@ -39,6 +45,7 @@ import argparse
 import json
 import math
 import re
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -54,8 +61,8 @@ from decision_service.domain.features import FeatureStatus
 from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.storage import is_remote
 from offline.engines import Engine, open_engine
-from offline.loop.training_set import decision_files, outcome_files
 from offline.watch import profile as profiles
+from offline.watch.logfiles import decision_files, outcome_files
 from offline.watch.results import LIVE, FeatureDrift, LabelHealth, LoopHealth, ScoreDistribution, StatusShare
 
 PSI_EPS = 1e-4
@@ -223,9 +230,10 @@ def loop_health(
 
     Returns ``LoopHealth`` (results.py): drift sorted by version then PSI descending; scores
     by version and arm; statuses by group and FeatureStatus order; labels (None when the
-    label windows are unknown); notes for versions without a profile, features of a profile
-    the log lacks, and the like. On failure: ValueError for an unknown ``candidates``;
-    engine errors for unreadable Parquet files.
+    label windows are unknown); notes for versions without a profile (or with one that cannot
+    be read or used), features of a profile the log lacks, and the like. On failure:
+    ValueError for an unknown ``candidates``; ``LogFileError`` (a ValueError) naming an
+    unreadable log file.
     """
     if candidates not in ("shown", "scored"):
         raise ValueError(f"candidates must be 'shown' or 'scored', got {candidates!r}")
@@ -266,6 +274,8 @@ def loop_health(
             continue
         if loaded[version] is None:
             notes.append(f"{version}: no feature profile (published before profiles): drift not measured")
+
+    _check_profiles(use_case, values, scores, loaded, notes)
 
     drift = _drift(use_case, values, loaded, notes)
     score_rows = _score_distributions(use_case, scores, loaded)
@@ -418,6 +428,32 @@ def _status_shares(use_case: str, counts: dict[str, dict[int, int]]) -> list[Sta
     return out
 
 
+def _check_profiles(
+    use_case: str,
+    values: dict[tuple[str, str, str], list[np.ndarray]],
+    scores: dict[tuple[str, str], list[np.ndarray]],
+    loaded: dict[str, profiles.FeatureProfile | None],
+    notes: list[str],
+) -> None:
+    """A profile that loads but cannot be compared (bins that do not match: PSI refuses) is a
+    note and that version is left unmeasured; the others go on."""
+    for version, profile in list(loaded.items()):
+        if profile is None:
+            continue
+        try:
+            for (v, _, name), parts in values.items():
+                h = profile.features.get(name)
+                if v == version and h is not None:
+                    psi(h.shares, h.shares_of(np.concatenate(parts)))
+            if profile.score is not None:
+                for (v, _), parts in scores.items():
+                    if v == version:
+                        psi(profile.score.shares, profile.score.shares_of(np.concatenate(parts)))
+        except ValueError as exc:
+            loaded[version] = None
+            notes.append(f"{version}: {use_case}/{version}/{profiles.PROFILE_FILE} cannot be used ({exc})")
+
+
 def _drift(
     use_case: str,
     values: dict[tuple[str, str, str], list[np.ndarray]],
@@ -438,7 +474,7 @@ def _drift(
             served = np.concatenate(parts)
             value = psi(h.shares, h.shares_of(served))
             missing = ~np.isfinite(served)
-            at_default = missing | (served == h.default) if h.default is not None else missing
+            at_default = missing if h.default is None else missing | profiles.at_default(served, h.default)
             out.append(
                 FeatureDrift(
                     use_case,
@@ -465,19 +501,17 @@ def _score_distributions(
     common = profiles.quantile_edges(pooled)
     out = []
     for (version, arm), parts in sorted(scores.items()):
-        s = np.concatenate(parts)
-        s = s[np.isfinite(s)]
+        served = np.concatenate(parts)
+        s = served[np.isfinite(served)]
         if not len(s):
             continue
         p = loaded.get(version)
         h = p.score if p is not None else None
         interior = h.edges if h is not None else common
-        counts = np.bincount(
-            np.searchsorted(np.asarray(interior), s, side="left"), minlength=len(interior) + 1
-        )
+        counts = np.bincount(profiles.bin_index(s, interior), minlength=len(interior) + 1)
         lo = min(float(s.min()), interior[0]) if interior else float(s.min())
         hi = max(float(s.max()), interior[-1]) if interior else float(s.max())
-        value = None if h is None else psi(h.shares, h.shares_of(s))
+        value = None if h is None else psi(h.shares, h.shares_of(served))  # non-finite: missing bin
         out.append(
             ScoreDistribution(
                 use_case,
@@ -489,6 +523,7 @@ def _score_distributions(
                 None if value is None else round(value, 6),
                 None if value is None else psi_level(value),
                 None if h is None else h.mean,
+                int(len(served) - len(s)),
             )
         )
     return out
@@ -678,12 +713,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     names = [args.use_case] if args.use_case else _logged_use_cases(args.logs)
-    results = [
-        loop_health(
-            args.logs, args.registry, n, args.now_ms, candidates=args.candidates, max_rows=args.max_rows
-        )
-        for n in names
-    ]
+    try:
+        results = [
+            loop_health(
+                args.logs, args.registry, n, args.now_ms, candidates=args.candidates, max_rows=args.max_rows
+            )
+            for n in names
+        ]
+    except (ValueError, OSError, RegistryError) as exc:  # LogFileError names the file
+        text = str(exc).strip().splitlines()
+        print(f"error: {text[0] if text else type(exc).__name__}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=1))
     else:

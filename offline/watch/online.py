@@ -28,6 +28,14 @@ into an *improvement* interval [lo, hi] (the difference when higher is better, i
 when lower is better) and the tolerance t >= 0 (absolute, in the metric's units; the
 metric's declared one unless the rule overrides it):
   * either arm has fewer than ``min_decisions`` matured decisions: undecided (too few);
+  * a bootstrapped metric where either arm has fewer than ``min_positives`` positives
+    (``positives_of``: a recall's positive labels, an AUC's / log-loss's rarer class, a
+    bootstrapped rate's hits): undecided ("too few positives") -- a handful of positives
+    collapses the bootstrap to a near-zero-width interval. Wilson / Newcombe proportions
+    stay valid with few or no hits and are not bounded so (a guard share of 0 is evidence);
+  * more than ``MAX_UNDEFINED_SHARE`` of the bootstrap resamples undefined (NaN, e.g. a
+    resample with no positive): undecided -- they are counted (``Interval.undefined``),
+    never silently dropped from the percentiles;
   * hi < -t: WORSE (the canary loses more than the tolerance, with 95 % confidence);
   * lo >= -t: NON-INFERIOR;
   * else undecided.
@@ -39,9 +47,17 @@ compared over the canary's period only (its first to its last decision), so a tr
 time does not favour either. Caveat: re-checking a 95 % interval after every batch
 ("peeking") raises the false-decision rate; ``min_decisions`` limits how early it can fire.
 
+Scores that are NaN or inf are left out of every score statistic and counted
+(``ArmMetric.excluded``; shadow.py and drift.py do the same), never ranked or averaged.
+Decisions but no outcome log: ``arm_metrics`` (and shadow.py's ``compare_shadow``) raise
+``NoOutcomesError`` (a ValueError: every decision would read as a negative), the verdict is
+WAIT with that reason. An unreadable log file is a ``LogFileError`` naming it
+(offline/watch/logfiles.py); the CLI prints it as one line and exits 1.
+
 CLI: ``python -m offline.watch.online --logs DIR --registry DIR [--use-case NAME]
-[--now-ms MS] [--window 2s] [--min-decisions N] [--final]``: per use case, the arm metrics
-with intervals, the canary verdicts and the shadow comparisons; exit 0.
+[--now-ms MS] [--window 2s] [--min-decisions N] [--min-positives N] [--final]``: per use
+case, the arm metrics with intervals, the canary verdicts and the shadow comparisons; exit 0
+(1 with one line on stderr for an unreadable log file or an unknown use case).
 """
 
 from __future__ import annotations
@@ -49,7 +65,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +75,26 @@ import pyarrow as pa
 
 from offline.engines import open_engine
 from offline.engines.base import Engine
-from offline.loop.publish_gate import log_loss, recall_at_rate, roc_auc
-from offline.loop.training_set import OUTCOME_CLOCK_SKEW_MS, decision_files, outcome_files
+from offline.loop.publish_gate import flag_count, log_loss, recall_at_rate, roc_auc
+from offline.loop.training_set import OUTCOME_CLOCK_SKEW_MS
 from offline.use_cases.base import OnlineMetric
+from offline.watch.logfiles import (
+    LogFileError,
+    NoOutcomesError,
+    decision_files,
+    outcome_files,
+    require_outcomes,
+)
 from offline.watch.results import CANARY, LIVE, PROMOTE, ROLLBACK, WAIT, ArmMetric, CanaryVerdict, Interval
 
 Z95 = 1.959963984540054
 """The standard normal's 97.5 % quantile."""
 DEFAULT_BOOTSTRAP = 1000
+DEFAULT_MIN_POSITIVES = 20
+MAX_UNDEFINED_SHARE = 0.01
+"""A bootstrap interval with more than this share of undefined replicates (a resample with no
+positive, say) is not an interval: its bounds are NaN (undecided), not the percentiles of the
+replicates that happened to be defined (those are biased towards resamples rich in positives)."""
 _CELLS = 2_000_000  # bootstrap: replicates x rows computed at once (memory: a few x 16 MB)
 _FEATURE_COLUMNS = ("user_features", "item_features", "cross_features", "features", "feature_names")
 """Logged feature vectors: never read by a metric, left out of the working copy of the rows."""
@@ -76,7 +105,10 @@ class CanaryRule:
     """The promotion rule (see the module doc).
 
     ``min_decisions``: matured decisions each arm needs (in the metric's scope) before the rule
-    decides anything; ``tolerance``: the non-inferiority margin for every gated metric
+    decides anything; ``min_positives``: the evidence each arm needs in a bootstrapped metric
+    (``positives_of``: the positive labels of a recall, the rarer label class of an AUC or
+    log-loss, the hits of a bootstrapped rate) -- a few positives collapse the bootstrap to a
+    near-zero-width interval; ``tolerance``: the non-inferiority margin for every gated metric
     (None: each metric's declared ``tolerance``); ``final``: the canary's time is up, so an
     undecided canary is rolled back; ``bootstrap`` / ``seed``: the bootstrap's replicates.
     """
@@ -86,6 +118,7 @@ class CanaryRule:
     final: bool = False
     bootstrap: int = DEFAULT_BOOTSTRAP
     seed: int = 0
+    min_positives: int = DEFAULT_MIN_POSITIVES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,11 +152,16 @@ def newcombe(live: Interval, canary: Interval) -> Interval:
 
 
 def _percentile(reps: np.ndarray, estimate: float, n: int) -> Interval:
-    reps = reps[np.isfinite(reps)]
-    if math.isnan(estimate) or len(reps) == 0:
-        return Interval(estimate, float("nan"), float("nan"), n)
-    low, high = np.percentile(reps, [2.5, 97.5])
-    return Interval(estimate, float(low), float(high), n)
+    """The percentile interval of the bootstrap replicates ``reps``. Undefined (NaN) replicates
+    are counted (``Interval.undefined``); more than ``MAX_UNDEFINED_SHARE`` of them, or a NaN
+    estimate: NaN bounds (undecided). The interval is widened to hold the estimate (a skewed
+    resampling distribution can leave it outside; widening only makes the rule more cautious)."""
+    finite = reps[np.isfinite(reps)]
+    undefined = int(len(reps) - len(finite))
+    if math.isnan(estimate) or len(finite) == 0 or undefined > MAX_UNDEFINED_SHARE * len(reps):
+        return Interval(estimate, float("nan"), float("nan"), n, undefined)
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return Interval(estimate, min(float(low), estimate), max(float(high), estimate), n, undefined)
 
 
 def _user_counts(n_users: int, replicates: int, rng: np.random.Generator, width: int) -> Iterator[np.ndarray]:
@@ -137,8 +175,12 @@ def _user_counts(n_users: int, replicates: int, rng: np.random.Generator, width:
 
 def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC with row weights, for each row of ``weights`` [b, n] (ties count one half);
-    NaN where a class has no weight. Equals ``publish_gate.roc_auc`` for unit weights."""
+    NaN where a class has no weight, and everywhere when a score is NaN (as
+    ``publish_gate.roc_auc``, which it equals for unit weights; the watch leaves non-finite
+    scores out before, counting them)."""
     labels = np.asarray(labels, bool)
+    if np.isnan(np.asarray(scores, np.float64)).any():
+        return np.full(np.atleast_2d(weights).shape[0], np.nan)
     w = np.atleast_2d(np.asarray(weights, np.float64))
     order = np.argsort(scores, kind="stable")
     s, y, w = np.asarray(scores, np.float64)[order], labels[order], w[:, order]
@@ -158,14 +200,15 @@ def weighted_recall_at_rate(
     labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, rate: float, seed: int = 0
 ) -> np.ndarray:
     """``publish_gate.recall_at_rate`` with row weights (a row of weight w is w copies), for
-    each row of ``weights`` [b, n]: the top ``ceil(rate * total weight)`` are flagged (a row
-    straddling the cut counts in part; ties broken at random as there, seeded)."""
+    each row of ``weights`` [b, n]: the top ``flag_count(rate, total weight)`` are flagged (the
+    publish gate's one definition; a row straddling the cut counts in part; ties broken at
+    random as there, seeded)."""
     labels = np.asarray(labels, bool)
     w = np.atleast_2d(np.asarray(weights, np.float64))
     tie = np.random.default_rng(seed).random(len(labels))
     order = np.lexsort((tie, -np.asarray(scores, np.float64)))
     y, w = labels[order], w[:, order]
-    n_flag = np.ceil(rate * w.sum(axis=1) - 1e-9)[:, None]
+    n_flag = flag_count(rate, w.sum(axis=1))[:, None]
     before = np.cumsum(w, axis=1) - w
     flagged = np.clip(n_flag - before, 0.0, w)
     positives = (w * y).sum(axis=1)
@@ -198,10 +241,23 @@ class _Rows:
     units: np.ndarray  # float [n]
     score: np.ndarray  # float [n] (NaN: no score expression)
     label: np.ndarray  # bool [n]: positives > 0
+    excluded: int = 0  # decisions in scope left out for a non-finite score
 
     @property
     def n(self) -> int:
         return len(self.users)
+
+
+def positives_of(metric: OnlineMetric, r: _Rows) -> int:
+    """The evidence behind a metric's value on one arm, which ``CanaryRule.min_positives``
+    bounds: a rate's hits (sum); a recall's positive labels; an AUC's or log-loss's rarer
+    label class (both classes are needed)."""
+    if metric.statistic == "rate":
+        return int(round(float(r.hits.sum())))
+    pos = int(r.label.sum())
+    if metric.statistic == "recall_at_rate":
+        return pos
+    return min(pos, r.n - pos)
 
 
 def _proportion(metric: OnlineMetric, rows: Sequence[_Rows]) -> bool:
@@ -272,7 +328,7 @@ def rate_interval(
     units = np.asarray(units, np.float64)
     _, inv = np.unique(np.asarray(users).astype(str), return_inverse=True)
     rows = _Rows(
-        inv, int(inv.max()) + 1 if len(inv) else 0, hits, units, np.full(len(hits), np.nan), hits > 0
+        inv, int(inv.max()) + 1 if len(inv) else 0, hits, units, np.full(len(hits), np.nan), hits > 0, 0
     )
     metric = OnlineMetric("rate", "", ("-",), 0.0)
     value, _, _ = _interval(metric, rows, _proportion(metric, [rows]), bootstrap, np.random.default_rng(seed))
@@ -393,8 +449,11 @@ def _metric_table(
     )
 
 
-def _split(table: pa.Table) -> dict[tuple[str, str], _Rows]:
-    """(arm, version) -> rows; user indices per group."""
+def _split(table: pa.Table, scored: bool = False) -> dict[tuple[str, str], _Rows]:
+    """(arm, version) -> rows; user indices per group. ``scored`` (a score statistic): rows
+    with a non-finite score (NaN, inf: the SQL filter lets NaN through) are left out and
+    counted in ``_Rows.excluded`` -- one rule for every score statistic here (``roc_auc``
+    would turn one NaN into a NaN AUC, ``recall_at_rate`` would rank it last)."""
     arms = np.asarray(table.column("arm").to_pylist(), dtype=object)
     versions = np.asarray([v if v is not None else "" for v in table.column("version").to_pylist()], object)
     users = np.asarray(table.column("user_id").to_pylist(), dtype=object)
@@ -404,15 +463,19 @@ def _split(table: pa.Table) -> dict[tuple[str, str], _Rows]:
     label = table.column("label").to_numpy(zero_copy_only=False).astype(bool)
     out: dict[tuple[str, str], _Rows] = {}
     for key in sorted({(str(a), str(v)) for a, v in zip(arms, versions, strict=True)}):
-        m = (arms == key[0]) & (versions == key[1])
+        group = (arms == key[0]) & (versions == key[1])
+        m = group & np.isfinite(score) if scored else group
+        excluded = int(group.sum() - m.sum())
         _, inv = np.unique(users[m].astype(str), return_inverse=True)
-        out[key] = _Rows(inv, int(inv.max()) + 1 if len(inv) else 0, hits[m], units[m], score[m], label[m])
+        out[key] = _Rows(
+            inv, int(inv.max()) + 1 if len(inv) else 0, hits[m], units[m], score[m], label[m], excluded
+        )
     return out
 
 
 def _empty_rows() -> _Rows:
     z = np.zeros(0)
-    return _Rows(np.zeros(0, np.int64), 0, z, z, z, np.zeros(0, bool))
+    return _Rows(np.zeros(0, np.int64), 0, z, z, z, np.zeros(0, bool), 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,13 +527,18 @@ def arm_metrics(
     Returns one ``ArmMetric`` per metric and (arm, version) with at least one matured decision
     in the metric's scope, metrics in declared order, then live before canary, versions by
     name; ``value.n`` = those decisions; ``value.estimate`` NaN when unmeasurable (e.g. no
-    positive for a recall). Empty when there are no decision logs.
+    positive for a recall), the bounds NaN when too many bootstrap resamples were (see
+    ``MAX_UNDEFINED_SHARE``); ``excluded`` = decisions left out for a non-finite score;
+    ``positives`` = ``positives_of``. Empty when there are no decision logs.
     On failure: ValueError for an unknown use case or a metric expression the logs cannot
-    evaluate (DuckDB's message).
+    evaluate (DuckDB's message); ``NoOutcomesError`` (a ValueError) when there are decisions
+    but no outcome log (every decision would read as a negative); ``LogFileError`` (a
+    ValueError) naming an unreadable log file.
     """
     metrics = online_metrics_of(use_case) if metrics is None else tuple(metrics)
     if not metrics or not decision_files(log_root, use_case):
         return []
+    require_outcomes(log_root, use_case)
     now = _resolve_now(log_root, use_case, now_ms)
     if now is None:
         return []
@@ -478,9 +546,9 @@ def arm_metrics(
     out: list[ArmMetric] = []
     with _engine() as eng:
         for metric in metrics:
-            groups = _split(
-                _query(eng, log_root, use_case, metric, now, _window_ms(metric, window_s), since_ms, until_ms)
-            )
+            wms = _window_ms(metric, window_s)
+            table = _query(eng, log_root, use_case, metric, now, wms, since_ms, until_ms)
+            groups = _split(table, metric.score is not None)
             proportion = _proportion(metric, list(groups.values()))
             for key in sorted(groups, key=_arm_order):
                 rows = groups[key]
@@ -488,7 +556,8 @@ def arm_metrics(
                 out.append(
                     ArmMetric(
                         use_case, metric.name, key[0], key[1], value, metric.higher_is_better,
-                        users=rows.n_users, method=method, window_s=_window_ms(metric, window_s) / 1000,
+                        users=rows.n_users, method=method, window_s=wms / 1000,
+                        excluded=rows.excluded, positives=positives_of(metric, rows),
                     )
                 )  # fmt: skip
     return out
@@ -506,6 +575,8 @@ def _query(
 ) -> pa.Table:
     try:
         return _metric_table(eng, log_root, use_case, metric, now_ms, window_ms, since_ms, until_ms)
+    except LogFileError:
+        raise
     except eng.errors as exc:
         raise ValueError(
             f"online metric {metric.name!r} of {use_case}: the logs cannot evaluate it: {exc}"
@@ -546,11 +617,25 @@ def _check(
     lo, hi = _improvement(metric, diff)
     name = metric.name
     span = f"{name} canary-live {diff.estimate:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}] (tolerance {tol:g})"
+    bootstrapped = live_reps is not None and canary_reps is not None
+    pos_live, pos_canary = positives_of(metric, live), positives_of(metric, canary)
+    undefined = diff.undefined
     if min(live.n, canary.n) < rule.min_decisions:
         status, why = (
             "undecided",
             f"{name}: too few matured decisions "
             f"(live {live.n}, canary {canary.n}; need {rule.min_decisions})",
+        )
+    elif bootstrapped and min(pos_live, pos_canary) < rule.min_positives:
+        status, why = (
+            "undecided",
+            f"{name}: too few positives (live {pos_live}, canary {pos_canary}; need {rule.min_positives})",
+        )
+    elif bootstrapped and undefined > MAX_UNDEFINED_SHARE * rule.bootstrap:
+        status, why = (
+            "undecided",
+            f"{name}: {undefined} of {rule.bootstrap} bootstrap resamples undefined "
+            f"(e.g. no positive in an arm; more than {MAX_UNDEFINED_SHARE:.0%}): interval not reliable",
         )
     elif any(math.isnan(x) for x in (diff.estimate, lo, hi)):
         status, why = "undecided", f"{name}: not measurable yet (e.g. no positive outcome in an arm)"
@@ -582,9 +667,11 @@ def canary_verdict(
     metric (the worse one for ROLLBACK, the first undecided one for WAIT / a final ROLLBACK,
     the first gated one for PROMOTE), ``difference`` = canary - live with its 95 % interval,
     ``checks`` every gated metric's difference, ``arms`` both arms' values of every gated
-    metric. No canary decision in the logs: WAIT (ROLLBACK when ``rule.final``).
+    metric. No canary decision in the logs: WAIT (ROLLBACK when ``rule.final``). Decisions
+    but no outcome log (nothing labelled: every metric would read all-negative): WAIT with
+    that reason (ROLLBACK when ``rule.final``), no metric computed.
     On failure: ValueError for an unknown use case, no gated metric, or a metric the logs
-    cannot evaluate.
+    cannot evaluate; ``LogFileError`` naming an unreadable log file.
     """
     metrics = online_metrics_of(use_case) if metrics is None else tuple(metrics)
     gated = [m for m in metrics if m.gate]
@@ -592,6 +679,15 @@ def canary_verdict(
         raise ValueError(f"{use_case} declares no gated online metric: nothing to judge a canary on")
     period = _canary_period(log_root, use_case, canary_version)
     now = _resolve_now(log_root, use_case, now_ms)
+    if period is not None and not outcome_files(log_root, use_case):
+        nan = Interval(float("nan"), float("nan"), float("nan"), 0)
+        why = (
+            f"no outcome log files under {log_root}/outcomes/use_case={use_case}: nothing labelled, "
+            "no metric computed" + (" (final)" if rule.final else "")
+        )
+        return CanaryVerdict(
+            use_case, live_version, canary_version, gated[0].name, nan, ROLLBACK if rule.final else WAIT, why
+        )
     rng = np.random.default_rng(rule.seed)
     checks: list[tuple[OnlineMetric, _Check]] = []
     arms: list[ArmMetric] = []
@@ -599,7 +695,10 @@ def canary_verdict(
         with _engine() as eng:
             for metric in gated:
                 wms = _window_ms(metric, window_s)
-                groups = _split(_query(eng, log_root, use_case, metric, now, wms, period[0], period[1]))
+                groups = _split(
+                    _query(eng, log_root, use_case, metric, now, wms, period[0], period[1]),
+                    metric.score is not None,
+                )
                 live = groups.get((LIVE, live_version), _empty_rows())
                 canary = groups.get((CANARY, canary_version), _empty_rows())
                 check = _check(metric, live, canary, rule, rng)
@@ -612,6 +711,7 @@ def canary_verdict(
                         ArmMetric(
                             use_case, metric.name, arm, version, value, metric.higher_is_better,
                             users=rows.n_users, method=check.method, window_s=wms / 1000,
+                            excluded=rows.excluded, positives=positives_of(metric, rows),
                         )
                     )  # fmt: skip
     if not checks:
@@ -747,13 +847,20 @@ def format_arm_metrics(rows: Sequence[ArmMetric]) -> list[str]:
             f"  {r.metric:<28} {r.arm:<7} {r.version:<10} {_fmt(v.estimate):>8}  {span:<18} "
             f"{v.n:>9} {r.users:>7}  {r.method}"
         )
+    for r in rows:
+        if r.excluded:
+            lines.append(f"  {r.metric} {r.arm} {r.version}: {r.excluded} left out (NaN / inf score)")
+        if r.value.undefined:
+            lines.append(
+                f"  {r.metric} {r.arm} {r.version}: {r.value.undefined} bootstrap resamples undefined"
+                + (" (interval n/a)" if math.isnan(r.value.low) else "")
+            )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     from offline.loop.training_set import parse_duration_s
     from offline.use_cases import OFFLINE_USE_CASES
-    from offline.watch.shadow import compare_shadow, format_shadow
 
     ap = argparse.ArgumentParser(prog="python -m offline.watch.online", description=__doc__.splitlines()[0])
     ap.add_argument("--logs", required=True, help="log root (decisions/, outcomes/, shadow/ below it)")
@@ -766,40 +873,71 @@ def main(argv: list[str] | None = None) -> int:
         "--window", default=None, help="every label window, e.g. 2s (the flywheel's); default declared"
     )
     ap.add_argument("--min-decisions", type=int, default=CanaryRule.min_decisions)
+    ap.add_argument(
+        "--min-positives", type=int, default=CanaryRule.min_positives,
+        help="positives each arm needs in a bootstrapped metric before the rule decides on it",
+    )  # fmt: skip
     ap.add_argument("--tolerance", type=float, default=None, help="default: each metric's declared one")
     ap.add_argument("--final", action="store_true", help="the canary's time is up: undecided -> rollback")
     ap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP)
     args = ap.parse_args(argv)
     window_s = parse_duration_s(args.window) if args.window else None
-    rule = CanaryRule(args.min_decisions, args.tolerance, args.final, args.bootstrap)
+    rule = CanaryRule(
+        args.min_decisions, args.tolerance, args.final, args.bootstrap, min_positives=args.min_positives
+    )
     names = args.use_case or [uc.name for uc in OFFLINE_USE_CASES]
-    for name in names:
-        print(f"== {name}")
-        now = args.now_ms if args.now_ms is not None else log_now_ms(args.logs, name)
-        print(
-            f"  as of {now if now is not None else 'n/a (no logs)'} ms"
-            + (f", windows {window_s:g} s" if window_s is not None else "")
-        )
-        print("-- arm metrics (matured decisions, 95 % intervals)")
-        for line in format_arm_metrics(
-            arm_metrics(args.logs, name, now, window_s=window_s, bootstrap=args.bootstrap)
-        ):
-            print(line)
-        print("-- canary")
-        verdicts = canary_verdicts(args.logs, args.registry, name, rule, now, window_s=window_s)
-        if not verdicts:
-            print("  no canary in the logs")
-        for v in verdicts:
-            d = v.difference
-            print(
-                f"  {v.canary_version} vs live {v.live_version}: {v.action.upper()} on {v.metric} "
-                f"(canary-live {_fmt(d.estimate)} [{_fmt(d.low)}, {_fmt(d.high)}])"
-            )
-            print(f"    {v.reason}")
-        print("-- shadow")
-        for line in format_shadow(compare_shadow(args.logs, name, now, window_s=window_s)):
-            print(line)
+    try:
+        for name in names:
+            _print_use_case(args, name, rule, window_s)
+    except (ValueError, OSError) as exc:  # LogFileError (names the file), unknown use case, ...
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _section(fn: Callable[[], list[str]]) -> list[str]:
+    """A section's lines; a use case without outcomes says so in the section (not an error)."""
+    try:
+        return fn()
+    except NoOutcomesError as exc:
+        return [f"  not available: {exc}"]
+
+
+def _print_use_case(args: argparse.Namespace, name: str, rule: CanaryRule, window_s: float | None) -> None:
+    from offline.watch.shadow import compare_shadow, format_shadow
+
+    print(f"== {name}")
+    now = args.now_ms if args.now_ms is not None else log_now_ms(args.logs, name)
+    print(
+        f"  as of {now if now is not None else 'n/a (no logs)'} ms"
+        + (f", windows {window_s:g} s" if window_s is not None else "")
+    )
+    print("-- arm metrics (matured decisions, 95 % intervals)")
+    for line in _section(
+        lambda: format_arm_metrics(
+            arm_metrics(args.logs, name, now, window_s=window_s, bootstrap=args.bootstrap)
+        )
+    ):
+        print(line)
+    print("-- canary")
+    verdicts = canary_verdicts(args.logs, args.registry, name, rule, now, window_s=window_s)
+    if not verdicts:
+        print("  no canary in the logs")
+    for v in verdicts:
+        d = v.difference
+        print(
+            f"  {v.canary_version} vs live {v.live_version}: {v.action.upper()} on {v.metric} "
+            f"(canary-live {_fmt(d.estimate)} [{_fmt(d.low)}, {_fmt(d.high)}])"
+        )
+        print(f"    {v.reason}")
+    print("-- shadow")
+    for line in _section(lambda: format_shadow(compare_shadow(args.logs, name, now, window_s=window_s))):
+        print(line)
 
 
 if __name__ == "__main__":
@@ -814,6 +952,7 @@ __all__ = [
     "log_now_ms",
     "newcombe",
     "online_metrics_of",
+    "positives_of",
     "rate_interval",
     "rollouts",
     "weighted_auc",

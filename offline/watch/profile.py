@@ -22,6 +22,13 @@ Per model input column (named as the decision log names it):
 scale the service logs (recommendation ``scores``, fraud ``fraud_probability``, conversion's
 calibrated ``probability``); None when the publish site had none.
 
+Precision: the logs store model inputs and scores as float32 (``LOG_DTYPE``), while a model's
+outputs and a training matrix may be float64. Every value is cast to float32 before it is
+binned -- training values (so quantile edges are float32 values and the shares are those of
+the values as the log would hold them) and served values alike, and the edges themselves
+(profiles written before this rule have float64 edges): otherwise a training value sitting on
+an edge is logged rounded up, past it, into the next bin (a false "major" drift).
+
 JSON (``FORMAT`` 1)::
 
     {"format": 1, "bins": 10, "rows": 100000, "source_rows": 812345,
@@ -48,6 +55,10 @@ from decision_service.models.registry import ModelVersion, RegistryError
 from decision_service.models.version_store import sha256
 
 PROFILE_FILE = "feature_profile.json"
+LOG_DTYPE = np.float32
+"""The precision the decision logs store features and scores at: binning happens at it."""
+SHARE_TOLERANCE = 1e-6
+"""How far ``sum(proportions) + missing`` may be from 1 in a stored profile."""
 FORMAT = 1
 DEFAULT_BINS = 10
 MAX_ROWS = 100_000
@@ -90,23 +101,35 @@ class Histogram:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Histogram:
-        """On failure: ValueError naming what is malformed."""
+        """Every field validated: edges finite and strictly ascending; ``len(edges) + 1``
+        proportions; proportions, missing and default_share finite and in [0, 1]; shares
+        summing to 1 (within ``SHARE_TOLERANCE``); rows an integer >= 0; mean and default
+        finite or absent. On failure: ValueError naming what is malformed."""
         edges = tuple(float(e) for e in data["edges"])
         proportions = tuple(float(p) for p in data["proportions"])
         if len(proportions) != len(edges) + 1:
             raise ValueError(f"{len(proportions)} proportions for {len(edges)} edges (need edges + 1)")
         if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or not all(map(math.isfinite, edges)):
             raise ValueError("edges must be finite and strictly ascending")
-        default = data.get("default")
-        return cls(
-            edges,
-            proportions,
-            float(data["missing"]),
-            int(data["rows"]),
-            None if data.get("mean") is None else float(data["mean"]),
-            None if default is None else float(default),
-            None if data.get("default_share") is None else float(data["default_share"]),
-        )
+        missing = float(data["missing"])
+        for what, x in [*(("proportion", p) for p in proportions), ("missing", missing)]:
+            if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+                raise ValueError(f"{what} {x!r} is not a share (finite, in [0, 1])")
+        rows = data["rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ValueError(f"rows {rows!r} is not an integer >= 0")
+        total = sum(proportions) + missing
+        if abs(total - (1.0 if rows else 0.0)) > SHARE_TOLERANCE:  # no row profiled: all zeros
+            raise ValueError(f"proportions + missing sum to {total!r}, not {1 if rows else 0} ({rows} rows)")
+        out: list[float | None] = []
+        for key in ("mean", "default", "default_share"):
+            x = data.get(key)
+            if x is not None:
+                x = float(x)
+                if not math.isfinite(x) or (key == "default_share" and not 0.0 <= x <= 1.0):
+                    raise ValueError(f"{key} {x!r} is not finite" + (" in [0, 1]" if "share" in key else ""))
+            out.append(x)
+        return cls(edges, proportions, missing, rows, *out)
 
 
 @dataclass(frozen=True)
@@ -143,14 +166,16 @@ class FeatureProfile:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"feature {name!r}: {exc}") from None
         score = data.get("score")
-        return cls(
-            features,
-            None if score is None else Histogram.from_json(score),
-            int(data.get("rows", 0)),
-            int(data.get("source_rows", 0)),
-            int(data.get("bins", DEFAULT_BINS)),
-            dict(data.get("extra") or {}),
-        )
+        try:
+            score_h = None if score is None else Histogram.from_json(score)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"score: {exc}") from None
+        counts = {k: data.get(k, d) for k, d in (("rows", 0), ("source_rows", 0), ("bins", DEFAULT_BINS))}
+        for key, x in counts.items():
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+                raise ValueError(f"{key} {x!r} is not an integer >= 0")
+        extra = dict(data.get("extra") or {})
+        return cls(features, score_h, counts["rows"], counts["source_rows"], counts["bins"], extra)
 
 
 def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> tuple[float, ...]:
@@ -160,7 +185,7 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> tuple[float,
     On failure: ValueError for ``bins`` < 1."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    v = np.asarray(values, np.float64)
+    v = _as_logged(values)
     v = v[np.isfinite(v)]
     if len(v) == 0 or bins == 1:
         return ()
@@ -168,29 +193,43 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> tuple[float,
     return tuple(float(e) for e in edges)
 
 
+def _as_logged(values: np.ndarray | Sequence[float]) -> np.ndarray:
+    """float64 [n] holding ``values`` at the log's precision (cast to ``LOG_DTYPE`` and back:
+    exact, so comparisons and quantiles see what the log would hold)."""
+    with np.errstate(over="ignore"):  # beyond float32: inf, i.e. missing, as in the log
+        return np.asarray(values, np.float64).reshape(-1).astype(LOG_DTYPE).astype(np.float64)
+
+
+def bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """int [n]: the value bin of each (finite) value, both sides at the log's precision (see
+    the module docstring): the one binning rule of profiles, drift and score histograms."""
+    return np.searchsorted(_as_logged(edges), _as_logged(values), side="left")
+
+
 def bin_shares(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """float64 [len(edges) + 2]: shares of ``values`` per value bin (right-closed, see the
     module docstring), then the share of non-finite values. All zeros for no values."""
-    v = np.asarray(values, np.float64).reshape(-1)
+    v = _as_logged(values)
     out = np.zeros(len(edges) + 2, np.float64)
     if len(v) == 0:
         return out
     finite = np.isfinite(v)
-    idx = np.searchsorted(np.asarray(edges, np.float64), v[finite], side="left")
+    idx = bin_index(v[finite], edges)
     out[: len(edges) + 1] = np.bincount(idx, minlength=len(edges) + 1)
     out[-1] = len(v) - int(finite.sum())
     return out / len(v)
 
 
 def histogram(values: np.ndarray, bins: int = DEFAULT_BINS, default: float | None = None) -> Histogram:
-    """The training histogram of one column (quantile edges from ``values`` themselves)."""
-    v = np.asarray(values, np.float64).reshape(-1)
+    """The training histogram of one column (quantile edges from ``values`` themselves), all at
+    the log's precision (module docstring)."""
+    v = _as_logged(values)
     edges = quantile_edges(v, bins)
     shares = bin_shares(v, edges)
     finite = v[np.isfinite(v)]
     default_share = None
     if default is not None:
-        default_share = float(np.mean((v == default) | ~np.isfinite(v))) if len(v) else 0.0
+        default_share = float(np.mean(at_default(v, default) | ~np.isfinite(v))) if len(v) else 0.0
     return Histogram(
         edges,
         tuple(float(s) for s in shares[:-1]),
@@ -200,6 +239,11 @@ def histogram(values: np.ndarray, bins: int = DEFAULT_BINS, default: float | Non
         None if default is None else float(default),
         default_share,
     )
+
+
+def at_default(values: np.ndarray, default: float) -> np.ndarray:
+    """bool [n]: ``values`` equal to ``default``, both at the log's precision."""
+    return _as_logged(values) == _as_logged([default])[0]
 
 
 def sample_rows(n: int, max_rows: int = MAX_ROWS, seed: int = 0) -> np.ndarray:
@@ -300,13 +344,16 @@ def save(staging_dir: str | os.PathLike[str], profile: FeatureProfile) -> Path:
 def load(version: ModelVersion) -> FeatureProfile | None:
     """The profile stored in ``version``; None when it has none (published before profiles).
 
-    On failure: RegistryError when the file is listed in the manifest and fails its size or
-    checksum, or cannot be parsed (naming the version and the problem)."""
+    On failure: RegistryError (naming the version and the file) when the manifest lists the
+    file but it is missing, when it fails its size or checksum, or when it cannot be parsed or
+    a field is invalid (``FeatureProfile.from_json``)."""
     path = version.file(PROFILE_FILE)
-    if not path.is_file():
-        return None
     where = f"{version.use_case}/{version.name}"
     meta = version.manifest.get("files", {}).get(PROFILE_FILE)
+    if not path.is_file():
+        if meta is not None:
+            raise RegistryError(f"{where}: {PROFILE_FILE} is listed in the manifest but missing")
+        return None
     if meta is not None and (path.stat().st_size != meta["bytes"] or sha256(path) != meta["sha256"]):
         raise RegistryError(f"{where}: {PROFILE_FILE} fails its checksum")
     try:

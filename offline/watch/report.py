@@ -417,7 +417,9 @@ def _flatten(value: Any, prefix: str = "") -> Iterable[tuple[str, float]]:
 
 
 def _decision_files(log_root: str, use_case: str) -> list[Path]:
-    from offline.loop.training_set import decision_files
+    """The use case's decision log files, each checked readable: an unreadable one is a
+    LogFileError naming it (the note of every section that needs the logs)."""
+    from offline.watch.logfiles import decision_files
 
     return decision_files(log_root, use_case)
 

@@ -24,6 +24,7 @@ class Interval:
     low: float
     high: float
     n: int
+    undefined: int = 0  # bootstrap: replicates where the statistic was undefined (e.g. no positive)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ArmMetric:
     users: int = 0  # distinct users behind ``value.n`` decisions (the randomisation unit)
     method: str = ""  # how the interval was computed: "wilson" or "bootstrap over users"
     window_s: float | None = None  # the label window a decision had to clear to count
+    excluded: int = 0  # matured decisions in scope left out for a non-finite (NaN, inf) score
+    positives: int = 0  # the evidence count the canary rule's min_positives checks (see online.py)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class ShadowComparison:
     skipped: int = 0  # decisions of the period the shadow did not score (load, errors)
     spearman: float | None = None  # per item: mean per-decision Spearman; else = rank_agreement
     misaligned: int = 0  # shadow rows whose score count differs from the decision log's (left out)
+    non_finite: int = 0  # decisions left out because a live or shadow score is NaN / inf
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class ScoreDistribution:
     psi: float | None = None  # against the version's training scores (None: no profile)
     level: str | None = None  # "ok", "moderate" or "major" (as FeatureDrift), None without a profile
     training_mean: float | None = None
+    non_finite: int = 0  # served scores that are NaN / inf: left out of counts and mean, in PSI's missing bin
 
 
 @dataclass(frozen=True)

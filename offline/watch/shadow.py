@@ -25,7 +25,12 @@ Per (served version, shadow version):
     these decisions has matured or it cannot be measured (e.g. no positive);
   * ``skipped``: decisions the served version made during the shadow's period (its first to
     its last scored decision) that have no row of this shadow (queue full, time budget,
-    errors).
+    errors);
+  * ``non_finite``: decisions left out because a live or a shadow score is NaN or inf (every
+    watch statistic leaves non-finite scores out and counts them, offline/watch/online.py).
+
+Decisions and a shadow log but no outcome log: ``NoOutcomesError`` (a ValueError), not a gate
+metric on all-negative labels. An unreadable log file: ``LogFileError`` naming it.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.stats import rankdata
 
-from offline.loop.training_set import _log_files, decision_files
 from offline.use_cases.base import ShadowMetric
+from offline.watch import logfiles
+from offline.watch.logfiles import decision_files, require_outcomes
 from offline.watch.online import _engine, log_now_ms
 from offline.watch.results import ShadowComparison
 
@@ -48,7 +54,7 @@ from offline.watch.results import ShadowComparison
 def shadow_files(log_root: str | Path, use_case: str) -> list[Path]:
     """The shadow log's Parquet files of ``use_case``, sorted (object-store roots mirrored
     locally, as the training set does)."""
-    return _log_files(log_root, "shadow", use_case)
+    return logfiles.shadow_files(log_root, use_case)
 
 
 def shadow_metric_of(use_case: str) -> ShadowMetric | None:
@@ -107,14 +113,16 @@ def compare_shadow(
     Returns one ``ShadowComparison`` per (served version, shadow version), by served then
     shadow version; empty without a shadow log or a declaration. Correlations are NaN when
     undefined (fewer than 2 pairs, constant scores).
-    On failure: ValueError for an unknown use case; what the use case's training-set code
-    raises for malformed logs.
+    On failure: ValueError for an unknown use case; ``NoOutcomesError`` (a ValueError) when
+    there is a shadow to compare but no outcome log; ``LogFileError`` naming an unreadable log
+    file; what the use case's training-set code raises for malformed logs.
     """
     sm = shadow_metric_of(use_case) if metric is None else metric
     s_files = shadow_files(log_root, use_case)
     d_files = decision_files(log_root, use_case)
     if sm is None or not s_files or not d_files:
         return []
+    require_outcomes(log_root, use_case)
     now = now_ms if now_ms is not None else log_now_ms(log_root, use_case)
     items = f"({sm.items})" if sm.items else "null::varchar[]"
     with _engine() as eng:
@@ -197,15 +205,20 @@ def _compare(
     live: list[np.ndarray] = []
     shadow: list[np.ndarray] = []
     items: list[list[str] | None] = []
-    misaligned = 0
+    misaligned = non_finite = 0
     for r in rows.to_pylist():
         a, b = r["live_scores"], r["shadow_scores"]
         if not r["logged"] or a is None or b is None or len(a) != len(b) or not len(a):
             misaligned += 1
             continue
+        la = np.asarray([np.nan if x is None else x for x in a], np.float64)
+        lb = np.asarray([np.nan if x is None else x for x in b], np.float64)
+        if not (np.isfinite(la).all() and np.isfinite(lb).all()):
+            non_finite += 1
+            continue
         ids.append(r["decision_id"])
-        live.append(np.asarray(a, np.float64))
-        shadow.append(np.asarray(b, np.float64))
+        live.append(la)
+        shadow.append(lb)
         items.append(r["items"])
     flat_live = np.concatenate(live) if live else np.zeros(0)
     flat_shadow = np.concatenate(shadow) if shadow else np.zeros(0)
@@ -233,6 +246,7 @@ def _compare(
         skipped=skipped,
         spearman=_nan_to_none(spearman),
         misaligned=misaligned,
+        non_finite=non_finite,
     )
 
 
@@ -304,6 +318,11 @@ def format_shadow(rows: Sequence[ShadowComparison]) -> list[str]:
             f"{f(c.score_correlation):>8} {f(c.rank_agreement):>8} {f(c.spearman):>8}  {c.metric:<8} "
             f"{f(c.live_metric):>7} {f(c.shadow_metric):>7} {c.matured_decisions:>8}"
         )
+    for c in rows:
+        if c.non_finite:
+            lines.append(
+                f"  {c.live_version} / {c.shadow_version}: {c.non_finite} left out (NaN / inf score)"
+            )
     return lines
 
 

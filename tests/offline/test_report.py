@@ -267,7 +267,7 @@ def test_gather_runs_the_watch_modules_on_the_logs(inputs: dict, data: report.Re
 
     # online (offline.watch.online): auc and log-loss of every (arm, version), on the window
     arms = {(a.metric, a.arm, a.version): a for a in conv.arms}
-    assert set(arms) == {(m, a, v) for m in ("auc", "log_loss")
+    assert set(arms) == {(m, a, v) for m in ("auc", "log_loss", "unscored_share")
                          for a, v in ((LIVE, old), (LIVE, live), (CANARY, canary))}  # fmt: skip
     assert arms[("auc", CANARY, canary)].value.n == expected["served"][canary]  # every one matured
     assert arms[("auc", CANARY, canary)].value.estimate > arms[("auc", LIVE, live)].value.estimate + 0.05
@@ -275,7 +275,7 @@ def test_gather_runs_the_watch_modules_on_the_logs(inputs: dict, data: report.Re
     # the canary rule: the exact canary beats the noisy live version on both gated metrics
     (verdict,) = conv.verdicts
     assert (verdict.live_version, verdict.canary_version, verdict.action) == (live, canary, PROMOTE)
-    assert [name for name, _ in verdict.checks] == ["auc", "log_loss"]
+    assert [name for name, _ in verdict.checks] == ["auc", "log_loss", "unscored_share"]
     assert dict(verdict.checks)["log_loss"].high < 0 < dict(verdict.checks)["auc"].low
 
     # shadow (offline.watch.shadow): per served version, v0004's scores lined up with the log's
@@ -401,7 +401,8 @@ def test_render_draws_every_section_and_figure(inputs: dict, data: report.Report
     assert "matured (older than 1 min)" in sections["uc-conversion"]  # the label health bar
     for stage in STAGES:
         assert f"<td>{stage}</td>" in sections["uc-conversion"]  # the latency table
-    assert "online metrics: no matured decisions with a metric yet" in fraud
+    # fraud has decisions and no outcome log: said, not metrics on all-negative labels
+    assert "online metrics: not available: NoOutcomesError: fraud: decisions but no outcome log" in fraud
     assert "latency: not available: the decision logs have no stage_ms column" in fraud
     assert "no degraded decision in the decision logs" in fraud
     assert "dropped in total" in sections["server"] and "17 log records" in sections["server"]

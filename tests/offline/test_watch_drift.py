@@ -4,6 +4,7 @@ schemas and to_batch functions) with one feature deliberately shifted."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -400,3 +401,111 @@ def test_the_amount_only_start_model_profiles_the_input_it_learned_from(
     p = profile.load(version)
     assert p is not None and list(p.features) == ["r_amount_log"]
     assert len(p.features["r_amount_log"].edges) >= 5 and p.score is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Review fixes, each as a kind
+
+
+def test_kind_profile_bins_at_the_log_float32_precision() -> None:
+    # model outputs in float64 with much mass ON the edges (0.1 rounds UP in float32)
+    values = np.repeat(np.array([0.1, 0.2, 0.3, 0.7, 0.9], np.float64), 200)
+    h = profile.histogram(values, bins=5)
+    logged = values.astype(np.float32)  # what the decision log holds
+    assert psi(h.shares, h.shares_of(logged)) < 1e-9
+    assert all(float(np.float32(e)) == e for e in h.edges)  # edges are float32 values
+    # a profile written before the rule (float64 edges): binned at the log's precision too
+    old = profile.Histogram((0.1, 0.2, 0.3, 0.7), (0.2, 0.2, 0.2, 0.2, 0.2), 0.0, 1000)
+    assert psi(old.shares, old.shares_of(logged)) < 1e-9
+    # the default share compares at that precision as well
+    d = profile.histogram(values, bins=5, default=0.1)
+    assert d.default_share == pytest.approx(0.2)
+    assert profile.at_default(logged, 0.1).mean() == pytest.approx(0.2)
+
+
+def _profile_json(**histogram_fields: object) -> dict:
+    h = {"edges": [1.0], "proportions": [0.5, 0.5], "missing": 0.0, "rows": 10, "mean": 1.0}
+    h.update(histogram_fields)
+    return {"format": 1, "bins": 10, "rows": 10, "source_rows": 10, "features": {"u_events_7d": h}}
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"proportions": [float("nan"), 0.5]}, "not a share"),
+        ({"missing": float("nan")}, "not a share"),
+        ({"proportions": [-0.1, 1.1]}, "not a share"),
+        ({"proportions": [0.5, 0.4]}, "sum to"),
+        ({"rows": -1}, "rows"),
+        ({"mean": float("inf")}, "mean"),
+        ({"default": 0.0, "default_share": 1.5}, "default_share"),
+        ({"proportions": [1.0]}, "edges"),
+    ],
+)
+def test_kind_every_profile_field_is_validated(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        profile.FeatureProfile.from_json(_profile_json(**fields))
+    profile.FeatureProfile.from_json(_profile_json())  # the valid one loads
+    empty = _profile_json(proportions=[0.0, 0.0], rows=0)  # no row profiled: all zeros is right
+    profile.FeatureProfile.from_json(empty)
+    bad_score = dict(_profile_json(), score=_profile_json(**fields)["features"]["u_events_7d"])
+    with pytest.raises(ValueError, match="score"):
+        profile.FeatureProfile.from_json(bad_score)
+
+
+def test_kind_a_bad_or_missing_profile_is_a_note_and_the_other_versions_are_measured(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    n = 3000
+    train = np.column_stack([rng.poisson(3, n), rng.lognormal(3, 1, n), rng.random(n)]).astype(np.float32)
+    columns = ("u_events_7d", "i_price", "x_emb_cosine")
+    registry = ModelRegistry(tmp_path / "registry")
+    good = profile.build_profile(train, columns, rng.random(n))
+    bad = good.to_json()
+    bad["features"]["u_events_7d"]["proportions"][0] = float("nan")
+    staging = registry.staging_dir("recommendation")
+    (staging / "model.txt").write_text("placeholder")
+    (staging / profile.PROFILE_FILE).write_text(json.dumps(bad))  # NaN: valid JSON for Python
+    nan_version = registry.publish("recommendation", staging, {}).name
+    version = _publish(registry, "recommendation", good)
+    with pytest.raises(
+        RegistryError, match=f"recommendation/{nan_version}: feature_profile.json.*not a share"
+    ):
+        profile.load(registry.get("recommendation", nan_version))
+    _recommendation_logs(tmp_path / "logs", version, nan_version, rng)
+
+    health = loop_health(tmp_path / "logs", tmp_path / "registry", "recommendation", NOW_MS)
+    assert {d.version for d in health.drift} == {version}  # the good version still measured
+    assert any(nan_version in note and "feature_profile.json" in note for note in health.notes)
+
+    # listed in the manifest, then deleted: said missing, not "published before profiles"
+    registry.get("recommendation", version).file(profile.PROFILE_FILE).unlink()
+    with pytest.raises(RegistryError, match="listed in the manifest but missing"):
+        profile.load(registry.get("recommendation", version))
+    health = loop_health(tmp_path / "logs", tmp_path / "registry", "recommendation", NOW_MS)
+    notes = " | ".join(health.notes)
+    assert f"{version}: no profile read" in notes and "listed in the manifest but missing" in notes
+    assert f"{version}: no feature profile (published before profiles)" not in notes
+
+
+def test_kind_non_finite_served_scores_are_counted_and_in_the_missing_bin(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    n = 3000
+    train = np.column_stack([rng.poisson(3, n), rng.lognormal(3, 1, n), rng.random(n)]).astype(np.float32)
+    registry = ModelRegistry(tmp_path / "registry")
+    version = _publish(
+        registry,
+        "recommendation",
+        profile.build_profile(train[:, :2], ("u_events_7d", "i_price"), rng.random(n)),
+    )
+    _recommendation_logs(tmp_path / "logs", version, version, rng)
+    files = sorted((tmp_path / "logs" / "decisions").rglob("*.parquet"))
+    t = pq.read_table(files[0])
+    scores = t.column("scores").to_pylist()
+    scores[0] = [float("nan")] * len(scores[0])  # 5 shown candidates of one decision
+    t = t.set_column(
+        t.column_names.index("scores"), "scores", pa.array(scores, t.schema.field("scores").type)
+    )
+    pq.write_table(t, files[0])
+    health = loop_health(tmp_path / "logs", tmp_path / "registry", "recommendation", NOW_MS)
+    live = next(s for s in health.scores if s.arm == "live")
+    assert live.non_finite == 5 and sum(live.counts) == 370 * 5 - 5  # 450 decisions, 80 canary

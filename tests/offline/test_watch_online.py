@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from decision_service.decision_log import conversion_log, fraud_log
@@ -414,3 +416,207 @@ def test_the_cli_prints_every_section(tmp_path, capsys):
     assert code == 0
     assert "== recommendation" in out and "ctr" in out and "v0002 vs live v0001: PROMOTE" in out
     assert "no shadow in the logs" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Review fixes, each as a kind
+
+
+def _fraud_arms(
+    root: Path,
+    n: int,
+    fraud_rate: float,
+    canary_decline: float = 0.03,
+    live_decline: float = 0.03,
+    seed: int = 0,
+) -> None:
+    """Fraud decisions alternating live / canary, the same score quality on both arms; each arm
+    declines a random ``*_decline`` share, reviews 2 %; approved fraud is charged back."""
+    rng = np.random.default_rng(seed)
+    fraud = rng.random(n) < fraud_rate
+    prob = np.clip(np.where(fraud, rng.normal(0.8, 0.1, n), rng.normal(0.2, 0.1, n)), 0.001, 0.999)
+    arm = np.where(np.arange(n) % 2 == 0, LIVE, CANARY)
+    u = rng.random(n)
+    declines = np.where(arm == LIVE, live_decline, canary_decline)
+    action = np.where(u < declines, "DECLINE", np.where(u < declines + 0.02, "REVIEW", "APPROVE"))
+    at = T0 + np.arange(n) * SEC
+    ids = [f"f{i}" for i in range(n)]
+    write(
+        root, "decisions", "fraud",
+        table_of(fraud_log.SCHEMA, n, {
+            "decision_id": ids, "decided_at": at.tolist(), "user_id": [f"u{i}" for i in range(n)],
+            "model_version": np.where(arm == LIVE, "v0001", "v0002").tolist(), "arm": arm.tolist(),
+            "action": action.tolist(), "fraud_probability": prob.tolist(), "degraded": [[] for _ in ids],
+        }),
+    )  # fmt: skip
+    rows = [
+        (ids[i], None, "chargeback", int(at[i]) + SEC, None)
+        for i in np.flatnonzero(fraud & (action == "APPROVE"))
+    ]
+    rows.append((ids[0], None, "confirmed_legit", int(at[0]) + SEC, None))  # an outcome log, always
+    write(root, "outcomes", "fraud", outcomes(rows, "fraud"))
+
+
+def test_kind_few_positives_never_promote_and_undefined_resamples_are_counted(tmp_path):
+    # ~4 frauds per arm: the old rule promoted on the collapsed bootstrap of a perfect recall
+    _fraud_arms(tmp_path, 1400, fraud_rate=0.006, seed=4)
+    rule = CanaryRule(min_decisions=300)
+    v = canary_verdict(tmp_path, "fraud", "v0001", "v0002", rule, T0 + 10**8, window_s=WINDOW_S)
+    assert v.action == WAIT, v.reason
+    assert "fraud_recall_at_review_rate: too few positives (live" in v.reason and "need 20" in v.reason
+    recall = {a.arm: a for a in v.arms if a.metric == "fraud_recall_at_review_rate"}
+    assert 0 < recall[CANARY].positives < 20
+    # with min_positives lowered, the undefined resamples (no positive drawn) decide: counted,
+    # never dropped silently from the percentiles
+    metric = by_name("fraud").online_metrics[0]
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, positives: int) -> online._Rows:
+        label = np.zeros(n, bool)
+        label[:positives] = True
+        score = np.where(label, 0.9, rng.random(n) * 0.5)
+        return online._Rows(np.arange(n), n, np.zeros(n), np.ones(n), score, label, 0)
+
+    check = online._check(
+        metric, rows(400, 2), rows(400, 2), CanaryRule(min_decisions=300, min_positives=1), rng
+    )
+    assert check.status == "undecided" and "bootstrap resamples undefined" in check.reason
+    assert check.difference.undefined > 10
+    # the interval helper counts NaN replicates; too many: no interval
+    reps = np.r_[np.full(50, np.nan), np.linspace(0.4, 0.6, 950)]
+    i = online._percentile(reps, 0.5, 10)
+    assert i.undefined == 50 and math.isnan(i.low) and math.isnan(i.high)
+    ok = online._percentile(np.r_[np.nan, np.linspace(0.4, 0.6, 999)], 0.5, 10)
+    assert ok.undefined == 1 and ok.low <= 0.5 <= ok.high
+    # a rate through the bootstrap (CTR) with a handful of clicks is bounded the same way
+    _rollout(tmp_path / "rec", p_live=0.001, p_canary=0.003, users=300)
+    ctr = canary_verdict(tmp_path / "rec", "recommendation", "v0001", "v0002", CanaryRule(min_decisions=500),
+                         _late(tmp_path), window_s=WINDOW_S)  # fmt: skip
+    assert ctr.action == WAIT and "ctr: too few positives" in ctr.reason
+
+
+def test_kind_an_arm_behaviour_outside_the_gated_scope_is_guarded(tmp_path):
+    # fraud: the canary declines half of all payments; its recall on what it did not decline is fine
+    _fraud_arms(tmp_path, 3000, fraud_rate=0.1, canary_decline=0.5, seed=5)
+    v = canary_verdict(tmp_path, "fraud", "v0001", "v0002", CanaryRule(min_decisions=300), T0 + 10**8,
+                       window_s=WINDOW_S)  # fmt: skip
+    assert v.action == ROLLBACK, v.reason
+    assert v.metric in ("fraud_flag_share", "fraud_decline_share") and v.difference.low > 0.3
+    gated = {m.name for m in by_name("fraud").online_metrics if m.gate}
+    assert {"fraud_flag_share", "fraud_decline_share"} <= gated
+    for m in by_name("fraud").online_metrics:
+        if m.name in ("fraud_flag_share", "fraud_decline_share"):
+            assert not m.higher_is_better and m.scope == "action is not null"
+    # an equal canary is not rolled back by the guards
+    _fraud_arms(tmp_path / "eq", 3000, fraud_rate=0.1, seed=6)
+    eq = canary_verdict(tmp_path / "eq", "fraud", "v0001", "v0002", CanaryRule(min_decisions=300),
+                        T0 + 10**8, window_s=WINDOW_S)  # fmt: skip
+    assert eq.action != ROLLBACK, eq.reason
+    # conversion: a canary that fails to score a third of its decisions (AUC / log-loss see only
+    # the scored ones)
+    _conversion_logs(tmp_path / "conv", 4000, live_noise=0.5, canary_noise=0.5, seed=2)
+    files = list((tmp_path / "conv" / "decisions").rglob("*.parquet"))
+    t = pq.read_table(files[0])
+    arm = np.asarray(t.column("arm").to_pylist())
+    scored = ~((arm == CANARY) & (np.arange(t.num_rows) % 3 == 1))
+    t = t.set_column(t.column_names.index("scored"), "scored", pa.array(scored.tolist()))
+    pq.write_table(t, files[0])
+    c = canary_verdict(tmp_path / "conv", "conversion", "v0001", "v0002", CanaryRule(min_decisions=1000),
+                       T0 + 10**8, window_s=WINDOW_S)  # fmt: skip
+    assert c.action == ROLLBACK and c.metric == "unscored_share", c.reason
+    assert "unscored_share" in {m.name for m in by_name("conversion").online_metrics if m.gate}
+
+
+def test_kind_no_outcome_log_is_said_not_measured(tmp_path):
+    _rollout(tmp_path, p_live=0.0, p_canary=0.0, users=50)  # decisions, and no click: no outcome file
+    assert not (tmp_path / "outcomes").exists()
+    with pytest.raises(online.NoOutcomesError, match="no outcome log files"):
+        arm_metrics(tmp_path, "recommendation", _late(tmp_path), window_s=WINDOW_S)
+    v = canary_verdict(tmp_path, "recommendation", "v0001", "v0002", CanaryRule(min_decisions=10),
+                       _late(tmp_path), window_s=WINDOW_S)  # fmt: skip
+    assert v.action == WAIT and "no outcome log files" in v.reason and v.arms == ()
+    final = canary_verdict(tmp_path, "recommendation", "v0001", "v0002",
+                           CanaryRule(min_decisions=10, final=True), _late(tmp_path), window_s=WINDOW_S)  # fmt: skip
+    assert final.action == ROLLBACK
+    from offline.watch import report
+
+    data = report._gather_use_case(str(tmp_path / "registry"), str(tmp_path), "recommendation", WINDOW_S)
+    assert "no outcome log files" in data.notes["online"]
+
+
+def test_kind_flag_count_is_one_definition_and_the_estimate_is_inside_its_interval():
+    from offline.loop.publish_gate import flag_count
+
+    assert flag_count(0.07, 100) == 7  # 0.07 * 100 = 7.000000000000001
+    assert flag_count(0.05, 101) == 6 and flag_count(0.1, 0) == 0
+    assert list(flag_count(0.07, np.array([100.0, 200.0]))) == [7, 14]
+    # the 8th highest score is the only positive: flagging 7 catches nothing, 8 catches it
+    y = np.zeros(100, bool)
+    y[7] = True
+    s = np.linspace(1, 0, 100)
+    assert recall_at_rate(y, s, 0.07) == 0.0
+    assert weighted_recall_at_rate(y, s, np.ones((1, 100)), 0.07)[0] == 0.0
+    # the interval holds the estimate even when the resampling distribution leaves it out
+    i = online._percentile(np.full(1000, 0.2), 0.5, 10)
+    assert i.low <= 0.5 <= i.high
+
+
+def test_kind_non_finite_scores_are_left_out_and_counted(tmp_path):
+    y = np.array([True, False, True, False])
+    s = np.array([0.9, np.nan, 0.8, 0.1])
+    assert math.isnan(roc_auc(y, s)) and math.isnan(weighted_auc(y, s, np.ones((1, 4)))[0])
+    served, converted, arm = _conversion_logs(tmp_path, 2000, live_noise=1.0, canary_noise=1.0, seed=3)
+    files = list((tmp_path / "decisions").rglob("*.parquet"))
+    t = pq.read_table(files[0])
+    prob = np.asarray(t.column("probability").to_pylist(), np.float64)
+    bad = np.arange(len(prob)) % 25 == 3  # both arms; NaN passes SQL's "is not null"
+    prob[bad] = np.nan
+    t = t.set_column(
+        t.column_names.index("probability"), "probability", pa.array(prob, t.schema.field("probability").type)
+    )
+    pq.write_table(t, files[0])
+    got = {(m.metric, m.arm): m for m in arm_metrics(tmp_path, "conversion", T0 + 10**8, window_s=WINDOW_S,
+                                                      bootstrap=100)}  # fmt: skip
+    for a in (LIVE, CANARY):
+        keep = (arm == a) & ~bad
+        m = got[("auc", a)]
+        assert m.excluded == int(((arm == a) & bad).sum()) > 0
+        assert m.value.n == int(keep.sum())
+        assert m.value.estimate == pytest.approx(roc_auc(converted[keep], served[keep].astype(np.float32)))
+
+
+def test_kind_an_unreadable_log_file_is_one_line_naming_it(tmp_path, capsys):
+    from offline.watch import drift, shadow
+    from offline.watch.logfiles import LogFileError
+
+    _rollout(tmp_path, p_live=0.05, p_canary=0.12, users=20)
+    for log in ("decisions", "outcomes"):
+        root = tmp_path / log
+        bad = sorted(root.rglob("*.parquet"))[0]
+        good = bad.read_bytes()
+        bad.write_bytes(good[: len(good) // 2])  # truncated
+        sources = {
+            "online": lambda: arm_metrics(tmp_path, "recommendation", _late(tmp_path), window_s=WINDOW_S),
+            "canary": lambda: canary_verdicts(
+                tmp_path, None, "recommendation", now_ms=_late(tmp_path), window_s=WINDOW_S
+            ),
+            "drift": lambda: drift.loop_health(
+                tmp_path, tmp_path / "registry", "recommendation", _late(tmp_path)
+            ),
+        }
+        if log == "decisions":  # without a shadow log compare_shadow reads no outcome
+            sources["shadow"] = lambda: shadow.compare_shadow(tmp_path, "recommendation", _late(tmp_path))
+        for name, fn in sources.items():
+            with pytest.raises(LogFileError) as exc:
+                fn()
+            assert str(bad) in str(exc.value), name
+        for main, args in (
+            (online.main, ["--logs", str(tmp_path), "--use-case", "recommendation", "--window", "60s"]),
+            (drift.main, ["--logs", str(tmp_path), "--registry", str(tmp_path / "registry"),
+                          "--use-case", "recommendation"]),
+        ):  # fmt: skip
+            capsys.readouterr()
+            assert main(args) == 1
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0]
+        bad.write_bytes(good)

@@ -136,3 +136,26 @@ def test_no_shadow_log_no_comparison(tmp_path):
     assert compare_shadow(tmp_path, "fraud") == []
     with pytest.raises(ValueError, match="unknown use case"):
         compare_shadow(tmp_path, "no-such-use-case")
+
+
+def test_kind_shadow_non_finite_scores_and_no_outcome_log(tmp_path):
+    from offline.watch.logfiles import NoOutcomesError
+
+    _recommendation(tmp_path)
+    nan_rows = [
+        {"decision_id": f"d{i}", "at_ms": T0 + i * SEC, "shadow_version": "v0005",
+         "scores": np.r_[np.nan, np.linspace(1, 0, 19)] if i % 2 else np.linspace(1, 0, 20)}
+        for i in range(20, 40)
+    ]  # fmt: skip
+    write(tmp_path, "shadow", "recommendation", shadow(nan_rows, "recommendation"))
+    got = {c.shadow_version: c for c in compare_shadow(tmp_path, "recommendation", LATE, window_s=WINDOW_S)}
+    nan = got["v0005"]
+    assert nan.non_finite == 10 and nan.decisions == 10  # left out and counted, never ranked
+    assert got["v0003"].non_finite == 0
+    assert "1 left out" not in "\n".join(format_shadow([got["v0003"]]))
+    assert "10 left out (NaN / inf score)" in "\n".join(format_shadow([nan]))
+    # decisions and a shadow log but no outcome log: said, not an all-negative metric
+    for f in (tmp_path / "outcomes").rglob("*.parquet"):
+        f.unlink()
+    with pytest.raises(NoOutcomesError, match="no outcome log files"):
+        compare_shadow(tmp_path, "recommendation", LATE, window_s=WINDOW_S)
