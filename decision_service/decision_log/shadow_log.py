@@ -28,7 +28,7 @@ class ShadowLogRecord:
     model_version: str  # the version that served the decision
     arm: str  # the arm that served it ("live" / "canary")
     shadow_model_version: str
-    scores: np.ndarray  # float32 [n]: see the module docstring for the order
+    shadow_scores: np.ndarray  # float32 [n]: see the module docstring for the order
     shadow_ms: float  # time the shadow scoring took, ms
 
 
@@ -51,10 +51,10 @@ def partition_of(record: ShadowLogRecord) -> tuple[tuple[str, str], ...]:
 
 
 def to_batch(records: Sequence[ShadowLogRecord]) -> pa.RecordBatch:
-    lengths = np.fromiter((len(r.scores) for r in records), np.int32, len(records))
+    lengths = np.fromiter((len(r.shadow_scores) for r in records), np.int32, len(records))
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     flat = (
-        np.concatenate([np.asarray(r.scores, np.float32).reshape(-1) for r in records])
+        np.concatenate([np.asarray(r.shadow_scores, np.float32).reshape(-1) for r in records])
         if records
         else np.empty(0, np.float32)
     )

@@ -827,7 +827,7 @@ def _flywheel_columns(data: ReportData, use_case: str | None) -> dict[str, list[
 
 
 def _published(data: ReportData, use_case: str) -> list[str]:
-    """ "turn N: vXXXX" for every turn whose ``*published`` column of ``use_case`` names a version."""
+    """ "turn 3: v0004" for every turn whose ``*published`` column of ``use_case`` names a version."""
     rows = data.flywheel or ()
     names = [uc.name for uc in data.use_cases]
     keys = [

@@ -113,7 +113,7 @@ def shadow(rows: Sequence[Mapping[str, Any]], use_case: str) -> pa.Table:
                         model_version=r.get("version", "v0001"),
                         arm=r.get("arm", "live"),
                         shadow_model_version=r["shadow_version"],
-                        scores=np.asarray(r["scores"], np.float32),
+                        shadow_scores=np.asarray(r["scores"], np.float32),
                         shadow_ms=1.0,
                     )
                     for r in rows

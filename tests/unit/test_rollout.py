@@ -92,7 +92,7 @@ def test_kind_shadow_work_waits_for_idle_and_is_skipped_and_counted_when_the_que
         assert await runner.drain(2.0)
         assert calls == [6, 7, 8, 9]
         assert [r.decision_id for r in writer.records] == ["d6", "d7", "d9"]
-        assert writer.records[0].shadow_model_version == "v9" and list(writer.records[0].scores) == [0.5, 0.25]
+        assert writer.records[0].shadow_model_version == "v9" and list(writer.records[0].shadow_scores) == [0.5, 0.25]
         by = runner.stats.by_outcome
         assert by[("recommendation", SKIPPED_QUEUE_FULL)] == 6
         assert by[("recommendation", SCORED)] == 3 and by[("recommendation", FAILED)] == 1

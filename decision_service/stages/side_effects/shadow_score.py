@@ -187,7 +187,7 @@ class ShadowRunner:
                 model_version=d.model_version,
                 arm=d.arm,
                 shadow_model_version=version,
-                scores=scores,
+                shadow_scores=scores,
                 shadow_ms=ms,
             )
         )
