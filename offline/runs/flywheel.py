@@ -44,6 +44,7 @@ from offline import rollout as rollout_ops
 from offline.runs.workspace import new_workspace
 from offline.use_cases import OFFLINE_USE_CASES, by_name
 from offline.use_cases.base import Learned, OfflineUseCase, Workspace
+from offline.watch.results import WAIT
 
 LOG_FLUSH_S = 0.6
 """Waited on top of the longest label window: the server flushes its logs every 0.5 s."""
@@ -64,8 +65,9 @@ def run_flywheel(
 
     ``rollout``: from the second turn on, a candidate that passes the offline gate is not made
     CURRENT at once: it scores one turn as a **shadow** (the comparison with live is printed),
-    then serves ``canary_share`` of the users for one turn as a **canary**, and the promotion
-    rule on the canary's matured outcomes per arm promotes it or rolls it back
+    then serves ``canary_share`` of the users as a **canary**, and after each canary turn the
+    promotion rule on the canary's matured outcomes per arm promotes it, rolls it back, or
+    waits (the canary runs another turn; on the run's last turn undecided means rolled back)
     (offline/rollout.py, offline/watch/online.py). ``report``: where the HTML report of the
     run is written at the end (offline/watch/report.py)."""
     logs = ws.data_dir / "logs"
@@ -100,7 +102,8 @@ def run_flywheel(
             for uc in use_cases:
                 plan = plans[uc.name]
                 if rollout and plan.stage != IDLE:  # a candidate is being rolled out: judge it
-                    row.update(advance(registry, uc, plan, logs, turn, canary_share))
+                    final = turn == turns - 1  # the run ends: an undecided canary is rolled back
+                    row.update(advance(registry, uc, plan, logs, turn, canary_share, final))
                     continue
                 staged = rollout and turn >= 1 and turn < turns - 2  # room for a shadow + a canary turn
                 learned = uc.learn(states[uc.name], logs, ws.dir(uc.name), turn, make_current=not staged)
@@ -161,11 +164,17 @@ def start_shadow(
 
 
 def advance(
-    registry: ModelRegistry, uc: OfflineUseCase, plan: RolloutPlan, logs: Path, turn: int, share: float
+    registry: ModelRegistry,
+    uc: OfflineUseCase,
+    plan: RolloutPlan,
+    logs: Path,
+    turn: int,
+    share: float,
+    final: bool = True,
 ) -> dict[str, Any]:
     """After a shadow turn: prints shadow vs live, starts the canary. After a canary turn:
-    applies the promotion rule (final: an undecided canary is rolled back)."""
-    from offline.watch.online import canary_verdict  # noqa: F401 -- the rule's home
+    applies the promotion rule; WAIT keeps the canary for another turn unless ``final`` (the
+    run's last turn), where an undecided canary is rolled back."""
     from offline.watch.shadow import compare_shadow
 
     assert plan.version is not None
@@ -193,7 +202,7 @@ def advance(
         ServiceConfig(),
         uc.name,
         logs,
-        final=True,
+        final=final,
         window_s=uc.label_wait_s,
         min_decisions=FLYWHEEL_MIN_DECISIONS,
     )
@@ -206,6 +215,8 @@ def advance(
             flush=True,
         )
     print(f"turn {turn}: {applied.message}", flush=True)
+    if applied.action == WAIT:  # more evidence next turn: the canary keeps running
+        return {f"{uc.name}_rollout": f"canary {plan.version} (wait)"}
     plan.stage, plan.version = IDLE, None
     return {
         f"{uc.name}_rollout": f"{applied.action} {applied.version}",
