@@ -743,6 +743,9 @@ def _rollout_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                 default=None,
                 help="matured decisions each arm needs (default 500)",
             )
+            cmd.add_argument(
+                "--min-positives", type=int, default=None, help="positive labels each arm needs (default 20)"
+            )
         if name == "promote":
             cmd.add_argument("--force", action="store_true", help="skip the promotion rule")
         if name == "decide":
@@ -789,7 +792,7 @@ def rollout(project: projects.Project, args: argparse.Namespace) -> int:
                 args.force,
                 args.now_ms,
                 args.window_s,
-                args.min_decisions,
+                _canary_rule(args),
             )
         elif args.action == "rollback":
             applied = ops.rollback(registry, args.use_case)
@@ -802,7 +805,7 @@ def rollout(project: projects.Project, args: argparse.Namespace) -> int:
                 args.final,
                 args.now_ms,
                 args.window_s,
-                args.min_decisions,
+                _canary_rule(args),
             )
     except ops.RolloutRefused as exc:
         print(f"decision-service rollout {args.action}: {exc}", file=sys.stderr)
@@ -811,6 +814,14 @@ def rollout(project: projects.Project, args: argparse.Namespace) -> int:
         print(_verdict_line(applied.verdict))
     print(applied.message)
     return 3 if applied.action == "wait" else 0
+
+
+def _canary_rule(args: argparse.Namespace) -> object:
+    """The canary rule with the floors given on the command line (the others: its defaults)."""
+    from offline.watch.online import CanaryRule
+
+    given = {k: getattr(args, k) for k in ("min_decisions", "min_positives") if getattr(args, k) is not None}
+    return CanaryRule(**given)
 
 
 def _verdict_line(v: object) -> str:

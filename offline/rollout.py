@@ -32,6 +32,7 @@ from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.rollout import Rollout, RolloutError
 from decision_service.use_cases import USE_CASES
 from decision_service.use_cases.base import UseCase
+from offline.watch.online import CanaryRule, canary_verdict
 from offline.watch.results import PROMOTE, ROLLBACK, WAIT, CanaryVerdict
 
 
@@ -149,14 +150,14 @@ def promote(
     force: bool = False,
     now_ms: int | None = None,
     window_s: float | None = None,
-    min_decisions: int | None = None,
+    rule: CanaryRule | None = None,
 ) -> Applied:
     """CURRENT := the canary (or ``version``); the canary is cleared when it is the promoted
     version (another canary keeps running, said), as is a shadow of the promoted version.
 
     Without ``force`` the target must be the canary and pass the promotion rule on the logs'
     matured outcomes per arm (offline/watch/online.py ``canary_verdict``; ``now_ms``,
-    ``window_s``, ``min_decisions``: as ``decide``). On failure: RolloutRefused (no canary and
+    ``window_s``, ``rule``: as ``decide``). On failure: RolloutRefused (no canary and
     no version, a version failing its checks, already CURRENT, the rule did not say PROMOTE):
     nothing changes."""
     rollout = _read(registry, use_case)
@@ -173,7 +174,7 @@ def promote(
                 f"{use_case}: {target} is not the canary ({rollout.describe()}): no online evidence "
                 "for it; start a canary, or pass --force"
             )
-        verdict = _verdict(registry, use_case, log_root, target, now_ms, False, window_s, min_decisions)
+        verdict = _verdict(registry, use_case, log_root, target, now_ms, False, window_s, rule)
         if verdict.action != PROMOTE:
             raise RolloutRefused(
                 f"{use_case}: the promotion rule says {verdict.action.upper()} for {target}: "
@@ -207,18 +208,19 @@ def decide(
     final: bool = False,
     now_ms: int | None = None,
     window_s: float | None = None,
-    min_decisions: int | None = None,
+    rule: CanaryRule | None = None,
 ) -> Applied:
     """Applies the promotion rule to the canary: PROMOTE (CURRENT moves to it), ROLLBACK
     (cleared) or WAIT (nothing changes). ``final``: the canary period is over, an undecided
     canary is rolled back. ``now_ms`` / ``window_s``: maturity as of this time, with this label
     window (seconds; default each metric's declared one; the flywheel's are compressed);
-    ``min_decisions``: matured decisions each arm needs (default: ``CanaryRule``'s).
+    ``rule``: the rule's floors and tolerances (default ``CanaryRule()``: 500 matured decisions
+    and 20 positives per arm; ``final`` is set from the argument).
     On failure: RolloutRefused when there is no canary."""
     rollout = _read(registry, use_case)
     if rollout.canary is None:
         raise RolloutRefused(f"{use_case}: no canary to decide on")
-    verdict = _verdict(registry, use_case, log_root, rollout.canary, now_ms, final, window_s, min_decisions)
+    verdict = _verdict(registry, use_case, log_root, rollout.canary, now_ms, final, window_s, rule)
     if verdict.action == PROMOTE:
         check_version(registry, config, use_case, rollout.canary)
         return _promote(registry, use_case, rollout, rollout.canary, verdict)
@@ -272,14 +274,10 @@ def _verdict(
     now_ms: int | None,
     final: bool,
     window_s: float | None = None,
-    min_decisions: int | None = None,
+    rule: CanaryRule | None = None,
 ) -> CanaryVerdict:
-    from offline.watch.online import CanaryRule, canary_verdict
-
     live = registry.current_name(use_case)
-    rule = CanaryRule(final=final)
-    if min_decisions is not None:
-        rule = dataclasses.replace(rule, min_decisions=min_decisions)
+    rule = dataclasses.replace(rule or CanaryRule(), final=final)
     return canary_verdict(log_root, use_case, live, canary, rule, now_ms, window_s=window_s)
 
 

@@ -44,6 +44,7 @@ from offline import rollout as rollout_ops
 from offline.runs.workspace import new_workspace
 from offline.use_cases import OFFLINE_USE_CASES, by_name
 from offline.use_cases.base import Learned, OfflineUseCase, Workspace
+from offline.watch.online import CanaryRule
 from offline.watch.results import WAIT
 
 LOG_FLUSH_S = 0.6
@@ -137,9 +138,9 @@ def run_flywheel(
 
 
 IDLE, SHADOW, CANARY = "idle", "shadow", "canary"
-FLYWHEEL_MIN_DECISIONS = 100
-"""Matured decisions each arm needs before the rule decides, at the flywheel's scale (a turn
-is ~1,000 decisions, half on the canary); production keeps CanaryRule's 500 or more."""
+FLYWHEEL_RULE = CanaryRule(min_decisions=100)
+"""The canary rule at the flywheel's scale: 100 matured decisions per arm (a turn is ~1,000
+decisions, half on the canary; production keeps CanaryRule's 500 or more), 20 positives."""
 RELOAD_WAIT_S = 1.2
 """Waited after a rollout change: the server checks ROLLOUT every 0.5 s in the flywheel."""
 
@@ -204,7 +205,7 @@ def advance(
         logs,
         final=final,
         window_s=uc.label_wait_s,
-        min_decisions=FLYWHEEL_MIN_DECISIONS,
+        rule=FLYWHEEL_RULE,
     )
     if applied.verdict is not None:
         v, d = applied.verdict, applied.verdict.difference
@@ -275,7 +276,8 @@ def write_run_report(
     argv += ["--use-cases", ",".join(uc.name for uc in use_cases)]
     for uc in use_cases:  # the simulation's compressed label windows decide what has matured
         argv += ["--window", f"{uc.name}={uc.label_wait_s:g}"]
-    argv += ["--min-decisions", str(FLYWHEEL_MIN_DECISIONS)]  # the rule the run applied
+    argv += ["--min-decisions", str(FLYWHEEL_RULE.min_decisions)]  # the rule the run applied
+    argv += ["--min-positives", str(FLYWHEEL_RULE.min_positives)]
     if scrape is not None:
         snapshot = ws.data_dir / "metrics.prom"
         snapshot.write_text(scrape)

@@ -31,7 +31,6 @@ parsed) raise ReportInputError naming the path; ``main`` exits 1 on them, 2 on b
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import html
 import json
 import math
@@ -166,7 +165,7 @@ class ReportData:
     metrics_source: str | None = None
     now_ms: int | None = None  # the given "as of" time (None: each use case's newest log time)
     windows: Mapping[str, float] = field(default_factory=dict)  # use case -> overriding window (s)
-    min_decisions: int | None = None  # the canary rule's matured decisions per arm (None: its default)
+    rule: online.CanaryRule | None = None  # the canary rule's floors (None: its defaults)
 
 
 # --------------------------------------------------------------------------------- gather
@@ -181,7 +180,7 @@ def gather(
     project: str = "",
     now_ms: int | None = None,
     windows: Mapping[str, float] | None = None,
-    min_decisions: int | None = None,
+    rule: online.CanaryRule | None = None,
 ) -> ReportData:
     """Reads every source of the report. Unreadable inputs raise ReportInputError; a source
     that fails becomes a note of its use case.
@@ -192,7 +191,7 @@ def gather(
     (production) windows: every online metric's, the shadow metric's and every labelling
     outcome type's (the flywheel compresses time: its windows are seconds). ValueError for a
     window of a use case the project does not serve, or one that is not > 0.
-    ``min_decisions``: the canary rule's matured decisions per arm (default: CanaryRule's)."""
+    ``rule``: the canary rule the verdicts use (default ``CanaryRule()``)."""
     registry, logs = os.fspath(registry_root), os.fspath(log_root)
     overrides = check_windows(windows or {})
     for path, what in ((registry, "registry"), (logs, "log root")):
@@ -207,8 +206,7 @@ def gather(
         registry=registry,
         logs=logs,
         use_cases=tuple(
-            _gather_use_case(registry, logs, name, overrides.get(name), now_ms, min_decisions)
-            for name in names
+            _gather_use_case(registry, logs, name, overrides.get(name), now_ms, rule) for name in names
         ),
         flywheel=flywheel,
         flywheel_source=None if flywheel_json is None else os.fspath(flywheel_json),
@@ -217,13 +215,8 @@ def gather(
         metrics_source=None if metrics_file is None else os.fspath(metrics_file),
         now_ms=now_ms,
         windows=overrides,
-        min_decisions=min_decisions,
+        rule=rule,
     )
-
-
-def _rule(min_decisions: int | None) -> online.CanaryRule:
-    rule = online.CanaryRule()
-    return rule if min_decisions is None else dataclasses.replace(rule, min_decisions=min_decisions)
 
 
 def served_use_cases() -> dict[str, Any]:
@@ -265,7 +258,7 @@ def _gather_use_case(
     name: str,
     window_s: float | None = None,
     now_ms: int | None = None,
-    min_decisions: int | None = None,
+    rule: online.CanaryRule | None = None,
 ) -> UseCaseReport:
     notes: dict[str, str] = {}
 
@@ -294,7 +287,7 @@ def _gather_use_case(
     verdicts = source(
         "canary",
         lambda: online.canary_verdicts(
-            logs, registry, name, _rule(min_decisions), now_ms=as_of, window_s=window_s
+            logs, registry, name, rule or online.CanaryRule(), now_ms=as_of, window_s=window_s
         ),
     )
     shadows = source("shadow", lambda: shadow.compare_shadow(logs, name, as_of, window_s=window_s))
@@ -665,9 +658,12 @@ _duration = plots._duration
 
 
 def _rule_text(data: ReportData) -> str:
-    n = _rule(data.min_decisions).min_decisions
-    source = "given" if data.min_decisions is not None else "the default"
-    return f"at least {n} matured decisions per arm ({source}); 95 % intervals (offline/watch/online.py)"
+    rule = data.rule or online.CanaryRule()
+    source = "given" if data.rule is not None else "the defaults"
+    return (
+        f"at least {rule.min_decisions} matured decisions and {rule.min_positives} positives per arm "
+        f"({source}); 95 % intervals (offline/watch/online.py)"
+    )
 
 
 def _windows_text(data: ReportData) -> str:
@@ -1059,10 +1055,10 @@ def write_report(
     project: str = "",
     now_ms: int | None = None,
     windows: Mapping[str, float] | None = None,
-    min_decisions: int | None = None,
+    rule: online.CanaryRule | None = None,
 ) -> ReportData:
     """gather + render, written atomically to ``out`` (a temp file renamed into place);
-    ``now_ms`` / ``windows`` / ``min_decisions``: as ``gather``."""
+    ``now_ms`` / ``windows`` / ``rule``: as ``gather``."""
     data = gather(
         registry_root,
         log_root,
@@ -1072,7 +1068,7 @@ def write_report(
         project,
         now_ms,
         windows,
-        min_decisions,
+        rule,
     )
     write_atomic(out, render(data))
     return data
@@ -1117,6 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
         "--min-decisions", type=int, default=None, help="the canary rule's matured decisions per arm "
         "(default: offline.watch.online.CanaryRule's; the flywheel's: 100)"
     )  # fmt: skip
+    ap.add_argument(
+        "--min-positives", type=int, default=None, help="the canary rule's positive labels per arm "
+        "(default: CanaryRule's, 20)"
+    )  # fmt: skip
     ap.add_argument("--out", required=True, help="the HTML file to write")
     try:
         args = ap.parse_args(argv)
@@ -1160,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             args.now_ms,
             windows,
-            args.min_decisions,
+            _rule_of(args),
         )
     except ReportInputError as exc:
         print(f"report: {exc}", file=sys.stderr)
@@ -1171,6 +1171,11 @@ def main(argv: list[str] | None = None) -> int:
     missing = sum(len(uc.notes) for uc in data.use_cases)
     print(f"report: {out} ({len(data.use_cases)} use cases, {missing} sources not available)")
     return 0
+
+
+def _rule_of(args: argparse.Namespace) -> online.CanaryRule | None:
+    given = {k: getattr(args, k) for k in ("min_decisions", "min_positives") if getattr(args, k) is not None}
+    return online.CanaryRule(**given) if given else None
 
 
 def parse_windows(items: Sequence[str]) -> dict[str, float]:
