@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -82,10 +81,8 @@ def run_flywheel(
         DS_LOG_LEVEL="WARNING",
     )
     wait_s = max((uc.label_wait_s for uc in use_cases), default=0.0) + LOG_FLUSH_S
-    metrics_port = free_port() if report is not None else None
-    if metrics_port is not None:  # the report's dropped-record counts come from a scrape
-        env["DS_METRICS_PORT"] = str(metrics_port)
-    server = ServerProcess(ws.registry_dir, ws.redis_url, env=env).start()
+    # with a report, /metrics on: its dropped-record counts come from a scrape at the end
+    server = ServerProcess(ws.registry_dir, ws.redis_url, env=env, metrics_port=report is not None).start()
     rows: list[dict[str, Any]] = []
     plans = {uc.name: RolloutPlan() for uc in use_cases}
     registry = ModelRegistry(ws.registry_dir)
@@ -125,8 +122,8 @@ def run_flywheel(
             rows.append(row)
             print_row(row, columns(use_cases), header=turn == 0)
         channel.close()
-        if metrics_port is not None:
-            scrape = scrape_metrics(metrics_port)
+        if server.metrics_port is not None:
+            scrape = scrape_metrics(server.metrics_port)
     finally:
         try:
             server.terminate(timeout_s=30)
@@ -227,14 +224,6 @@ def advance(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def free_port() -> int:
-    """A loopback port the OS says is free now (the server binds it a moment later; a lost
-    race fails the server's start loudly)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape_metrics(port: int, timeout_s: float = 5.0) -> str | None:

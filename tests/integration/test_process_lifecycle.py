@@ -153,3 +153,31 @@ def test_kind_sigterm_under_load_answers_ok_or_unavailable_never_cancelled(serve
     assert codes <= {"OK", "UNAVAILABLE"}, codes
     assert sum(c == "OK" for _, c in statuses) >= 300
     assert any(code == "UNAVAILABLE" and started > signalled for started, code in statuses)  # load went on
+
+
+def test_kind_a_lost_port_race_picks_new_ports_and_starts(served_world, tmp_path):
+    """Ports a ServerProcess picks are free when picked, not when the server binds them: if
+    another process takes one in between, start() picks new ones and tries again."""
+    import socket
+
+    server = ServerProcess(
+        served_world.registry_root,
+        served_world.redis.url,
+        env={"DS_LOG_DIR": str(tmp_path)},
+        metrics_port=True,
+    )
+    taken = server.port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as thief:  # the race, lost on purpose
+        thief.bind(("127.0.0.1", taken))
+        thief.listen()
+        server.start()
+        try:
+            assert server.port != taken and server.metrics_port is not None
+            with grpc.insecure_channel(server.address) as channel:
+                wait_serving(channel, server.process, 10)
+        finally:
+            assert server.terminate(timeout_s=30) == 0
+    # a server that fails for another reason is not retried: the error surfaces at once
+    bad = ServerProcess(tmp_path / "no-registry", served_world.redis.url)
+    with pytest.raises(RuntimeError, match="exited early"):
+        bad.start(timeout_s=30)
