@@ -37,20 +37,25 @@ from offline.simulation.world import World
 USE_CASE = "recommendation"
 
 
-def shadow_registry(registry: Path) -> tuple[Path, str]:
-    """A private copy of ``registry`` with a second recommendation version (not CURRENT)."""
-    root = Path(tempfile.mkdtemp(prefix="bench-shadow-")) / "registry"
-    shutil.copytree(registry, root)
-    reg = ModelRegistry(root)
-    current = reg.current(USE_CASE)
-    staging = reg.staging_dir(USE_CASE)
+def republish(registry: ModelRegistry, use_case: str) -> str:
+    """CURRENT's files under a new version name, not CURRENT: the same model (the same scoring
+    cost) under another name; returns the name."""
+    current = registry.current(use_case)
+    staging = registry.staging_dir(use_case)
     for f in current.path.iterdir():
         if f.is_file() and f.name != "manifest.json":
             shutil.copy2(f, staging / f.name)
     manifest = {
         k: v for k, v in current.manifest.items() if k not in ("files", "version", "use_case", "created_at")
     }
-    return root, reg.publish(USE_CASE, staging, manifest, make_current=False).name
+    return registry.publish(use_case, staging, manifest, make_current=False).name
+
+
+def shadow_registry(registry: Path) -> tuple[Path, str]:
+    """A private copy of ``registry`` with a second recommendation version (not CURRENT)."""
+    root = Path(tempfile.mkdtemp(prefix="bench-shadow-")) / "registry"
+    shutil.copytree(registry, root)
+    return root, republish(ModelRegistry(root), USE_CASE)
 
 
 def rows(log_dir: Path, log: str) -> int:

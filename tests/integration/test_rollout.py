@@ -21,6 +21,7 @@ from decision_service.devtools.local_redis import LocalRedis
 from decision_service.models.recommendation_artifacts import MODEL_FILE
 from decision_service.models.registry import ModelRegistry, RegistryError
 from decision_service.models.rollout import Rollout, RolloutError
+from loadtests.bench_shadow import republish
 from offline import rollout as ops
 from offline.cli import main as cli
 from tests.integration.conftest import start
@@ -199,19 +200,6 @@ def test_kind_bad_versions_are_refused_and_change_nothing(world, served_world, l
         assert models.rollout.shadow == corrupt
     finally:
         loop_thread.run(running.stop(1.0))
-
-
-def republish(registry: ModelRegistry, use_case: str) -> str:
-    """CURRENT's files under a new version name (not CURRENT): the same model, another name."""
-    current = registry.current(use_case)
-    staging = registry.staging_dir(use_case)
-    for f in current.path.iterdir():
-        if f.is_file() and f.name != "manifest.json":
-            shutil.copy2(f, staging / f.name)
-    manifest = {
-        k: v for k, v in current.manifest.items() if k not in ("files", "version", "use_case", "created_at")
-    }
-    return registry.publish(use_case, staging, manifest, make_current=False).name
 
 
 @pytest.mark.parametrize(("canary_better", "action"), [(True, "promote"), (False, "rollback")])
