@@ -69,12 +69,6 @@ class ServingEnv:
     shadow: ShadowRunner | None = None  # the process's shadow scorer; None: no shadow scoring
 
 
-def with_rollout(models: Any, name: str, unit_of: Callable[[Any], str]) -> RolloutModels[Any]:
-    """``models`` (the use case's holder of CURRENT) with its rollout (canary, shadow:
-    models/rollout.py); ``unit_of``: a domain request -> its randomisation unit (user id)."""
-    return RolloutModels(models, name, unit_of)
-
-
 def shadow_effect(env: ServingEnv, name: str, rollout: RolloutModels[Any]) -> ShadowScore | None:
     """The side effect that queues served decisions for the rollout's shadow version (None
     when the server runs no shadow scorer). Bind ``.score`` to the executor's

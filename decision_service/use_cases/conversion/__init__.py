@@ -22,6 +22,7 @@ from decision_service.decision_log import conversion_log
 from decision_service.domain.decision import now_ms
 from decision_service.domain.outcomes import DAY_S, OutcomeType
 from decision_service.models.conversion_artifacts import ConversionModels
+from decision_service.models.rollout import RolloutModels
 from decision_service.stages.policies.threshold import ThresholdConfig
 from decision_service.stages.side_effects.conversion_decision import LogConversionDecision
 from decision_service.stages.side_effects.remember_decision import RememberDecision
@@ -31,7 +32,6 @@ from decision_service.use_cases.base import (
     ServingEnv,
     UseCase,
     shadow_effect,
-    with_rollout,
 )
 from decision_service.use_cases.conversion.convert import (
     conversion_decision_to_proto,
@@ -79,7 +79,7 @@ def serve(env: ServingEnv) -> ServedExecutor | None:
     models = ConversionModels(env.registry, NAME)
     if models.load_current() is None:
         return None
-    rollout = with_rollout(models, NAME, lambda request: request.user_id)
+    rollout = RolloutModels(models, NAME, lambda request: request.user_id)
     effects: list[ConversionSideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogConversionDecision(env.log))

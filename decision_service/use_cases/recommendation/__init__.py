@@ -12,6 +12,7 @@ from decision_service.decision_log import recommendation_log
 from decision_service.domain.outcomes import DAY_S, MINUTE_S, OutcomeType
 from decision_service.features import definitions
 from decision_service.features.declarative import seconds
+from decision_service.models.rollout import RolloutModels
 from decision_service.models.serving import RECOMMENDATION, RecommendationModels
 from decision_service.stages.base import SideEffect
 from decision_service.stages.side_effects.log_served_decision import LogServedDecision
@@ -22,7 +23,6 @@ from decision_service.use_cases.base import (
     ServingEnv,
     UseCase,
     shadow_effect,
-    with_rollout,
 )
 from decision_service.use_cases.recommendation import executor
 from decision_service.use_cases.recommendation.convert import (
@@ -44,7 +44,7 @@ def serve(env: ServingEnv) -> ServedExecutor:
     loaded (the server does not start without one)."""
     models = RecommendationModels(env.registry, env.config)
     models.load_current()
-    rollout = with_rollout(models, NAME, lambda request: request.user_id)
+    rollout = RolloutModels(models, NAME, lambda request: request.user_id)
     effects: list[SideEffect] = [RememberDecision(env.index, NAME)]
     if env.log is not None:
         effects.append(LogServedDecision(env.log))
